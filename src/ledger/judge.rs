@@ -1,0 +1,320 @@
+//! The verdict on a line against the head (contract §2, §2.1).
+//!
+//! [`place`] is the table of §2 for authentic events, one arm per row.
+//! [`judge_line`] runs every check in the contract's order (too_long,
+//! blank, authenticity, position) for callers that judge one line at a
+//! time; the shipper runs the same two halves on separate threads.
+
+use super::event::{authenticate, Refusal, SealedEvent};
+use super::seal::{KeyRing, SignaturePolicy};
+use super::{is_blank, Hash, Head, Verdict};
+
+/// Per-ledger rules that decide placement.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ChainRules {
+    /// The anchor must be seq 0 (config `require_genesis`).
+    pub require_genesis: bool,
+}
+
+/// Where an authentic event sits against the head.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Placement {
+    /// The next link (or the anchor): becomes the new head.
+    Mirrored,
+    /// Refused: `duplicate`, `fork`, `seq_gap` or `chain_break`.
+    Refused { verdict: Verdict, detail: String },
+}
+
+/// Places an authentic event. `mirrored_hash_at(seq)` answers which hash
+/// the mirror holds at a seq at or below the head (`None` below the anchor);
+/// it is only called for `event.seq < head.seq`.
+pub fn place(
+    event: &SealedEvent,
+    head: Option<&Head>,
+    rules: ChainRules,
+    mirrored_hash_at: impl FnOnce(u64) -> Option<Hash>,
+) -> Placement {
+    let refuse = |verdict, detail: String| Placement::Refused { verdict, detail };
+    let Some(head) = head else {
+        if rules.require_genesis && event.seq != 0 {
+            return refuse(
+                Verdict::SeqGap,
+                format!(
+                    "require_genesis: the first authentic event has seq {}, not 0",
+                    event.seq
+                ),
+            );
+        }
+        return Placement::Mirrored;
+    };
+    if event.seq <= head.seq {
+        let held = if event.seq == head.seq {
+            Some(head.hash)
+        } else {
+            mirrored_hash_at(event.seq)
+        };
+        return match held {
+            Some(h) if h == event.hash => refuse(
+                Verdict::Duplicate,
+                format!("seq {} already mirrored with this hash", event.seq),
+            ),
+            Some(h) => refuse(
+                Verdict::Fork,
+                format!("seq {} already mirrored as {h}", event.seq),
+            ),
+            None => refuse(
+                Verdict::Fork,
+                format!(
+                    "seq {} is below the anchor: no mirrored event at that seq",
+                    event.seq
+                ),
+            ),
+        };
+    }
+    if event.seq > head.seq + 1 {
+        return refuse(
+            Verdict::SeqGap,
+            format!("seq {} after head {}", event.seq, head.seq),
+        );
+    }
+    if event.prev_hash != Some(head.hash) {
+        let prev = event
+            .prev_hash
+            .map_or_else(|| "null".to_owned(), |h| h.to_hex());
+        return refuse(
+            Verdict::ChainBreak,
+            format!("prev_hash {prev} != head hash {}", head.hash),
+        );
+    }
+    Placement::Mirrored
+}
+
+/// The complete judgement of one line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LineJudgement {
+    /// Only white space: not an event, not quarantined.
+    Blank,
+    /// Authentic and placed as the next link.
+    Mirrored(SealedEvent),
+    /// Refused; `event` is present when the line was authentic.
+    Refused {
+        refusal: Refusal,
+        event: Option<Box<SealedEvent>>,
+    },
+}
+
+impl LineJudgement {
+    pub fn verdict(&self) -> Option<Verdict> {
+        match self {
+            LineJudgement::Blank => None,
+            LineJudgement::Mirrored(_) => Some(Verdict::Mirrored),
+            LineJudgement::Refused { refusal, .. } => Some(refusal.verdict),
+        }
+    }
+}
+
+/// Judges one complete line of `length` bytes (the line may be given
+/// truncated when it is too long: only its length matters then).
+#[allow(clippy::too_many_arguments)] // each is one of the contract's inputs
+pub fn judge_line(
+    line: &[u8],
+    length: u64,
+    max_line_bytes: u64,
+    head: Option<&Head>,
+    policy: SignaturePolicy,
+    keys: &KeyRing,
+    rules: ChainRules,
+    mirrored_hash_at: impl FnOnce(u64) -> Option<Hash>,
+    scratch: &mut Vec<u8>,
+) -> LineJudgement {
+    if length > max_line_bytes {
+        return LineJudgement::Refused {
+            refusal: Refusal {
+                verdict: Verdict::TooLong,
+                detail: format!("{length} bytes > {max_line_bytes}"),
+                seq: None,
+                hash: None,
+            },
+            event: None,
+        };
+    }
+    if is_blank(line) {
+        return LineJudgement::Blank;
+    }
+    let event = match authenticate(line, policy, keys, scratch) {
+        Ok(event) => event,
+        Err(refusal) => {
+            return LineJudgement::Refused {
+                refusal,
+                event: None,
+            }
+        }
+    };
+    match place(&event, head, rules, mirrored_hash_at) {
+        Placement::Mirrored => LineJudgement::Mirrored(event),
+        Placement::Refused { verdict, detail } => LineJudgement::Refused {
+            refusal: Refusal {
+                verdict,
+                detail,
+                seq: Some(event.seq),
+                hash: Some(event.hash),
+            },
+            event: Some(Box::new(event)),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(seq: u64, prev: Option<u8>, hash: u8) -> SealedEvent {
+        SealedEvent {
+            seq,
+            ts: "2026-01-01T00:00:00Z".into(),
+            event_type: "t".into(),
+            id: None,
+            payload: "null".into(),
+            extra: None,
+            prev_hash: prev.map(|b| Hash([b; 32])),
+            hash: Hash([hash; 32]),
+            key_id: None,
+            sig: None,
+        }
+    }
+
+    fn head(seq: u64, hash: u8) -> Head {
+        Head {
+            seq,
+            hash: Hash([hash; 32]),
+        }
+    }
+
+    fn verdict(p: Placement) -> Verdict {
+        match p {
+            Placement::Mirrored => Verdict::Mirrored,
+            Placement::Refused { verdict, .. } => verdict,
+        }
+    }
+
+    const OPEN: ChainRules = ChainRules {
+        require_genesis: false,
+    };
+    const GENESIS: ChainRules = ChainRules {
+        require_genesis: true,
+    };
+
+    #[test]
+    fn next_link_is_mirrored() {
+        let p = place(&ev(5, Some(4), 5), Some(&head(4, 4)), OPEN, |_| None);
+        assert_eq!(p, Placement::Mirrored);
+    }
+
+    #[test]
+    fn first_authentic_event_anchors_unless_genesis_required() {
+        assert_eq!(
+            verdict(place(&ev(5000, Some(1), 9), None, OPEN, |_| None)),
+            Verdict::Mirrored
+        );
+        assert_eq!(
+            verdict(place(&ev(5000, Some(1), 9), None, GENESIS, |_| None)),
+            Verdict::SeqGap
+        );
+        assert_eq!(
+            verdict(place(&ev(0, None, 9), None, GENESIS, |_| None)),
+            Verdict::Mirrored
+        );
+    }
+
+    #[test]
+    fn duplicate_is_quarantined_not_halted() {
+        let v = verdict(place(&ev(2, Some(1), 2), Some(&head(5, 5)), OPEN, |s| {
+            (s == 2).then_some(Hash([2; 32]))
+        }));
+        assert_eq!(v, Verdict::Duplicate);
+        assert!(!v.halts());
+        // The head itself written twice.
+        assert_eq!(
+            verdict(place(&ev(5, Some(4), 5), Some(&head(5, 5)), OPEN, |_| None)),
+            Verdict::Duplicate
+        );
+    }
+
+    #[test]
+    fn fork_halts() {
+        let v = verdict(place(&ev(3, Some(2), 33), Some(&head(5, 5)), OPEN, |_| {
+            Some(Hash([3; 32]))
+        }));
+        assert_eq!(v, Verdict::Fork);
+        assert!(v.halts());
+        // Below the anchor there is nothing to compare with: fork.
+        assert_eq!(
+            verdict(place(
+                &ev(10, Some(9), 10),
+                Some(&head(5010, 1)),
+                OPEN,
+                |_| None
+            )),
+            Verdict::Fork
+        );
+    }
+
+    #[test]
+    fn seq_gap_halts() {
+        let v = verdict(place(&ev(6, Some(4), 6), Some(&head(4, 4)), OPEN, |_| None));
+        assert_eq!(v, Verdict::SeqGap);
+        assert!(v.halts());
+    }
+
+    #[test]
+    fn chain_break_halts() {
+        let v = verdict(place(&ev(5, Some(9), 5), Some(&head(4, 4)), OPEN, |_| None));
+        assert_eq!(v, Verdict::ChainBreak);
+        assert!(v.halts());
+    }
+
+    #[test]
+    fn too_long_comes_first_and_blank_is_skipped() {
+        let keys = KeyRing::default();
+        let j = judge_line(
+            b"garbage",
+            11,
+            10,
+            None,
+            SignaturePolicy::Off,
+            &keys,
+            OPEN,
+            |_| None,
+            &mut Vec::new(),
+        );
+        assert_eq!(j.verdict(), Some(Verdict::TooLong));
+        let j = judge_line(
+            b" \t\r",
+            3,
+            10,
+            None,
+            SignaturePolicy::Off,
+            &keys,
+            OPEN,
+            |_| None,
+            &mut Vec::new(),
+        );
+        assert_eq!(j, LineJudgement::Blank);
+        let j = judge_line(
+            b"x",
+            1,
+            1,
+            None,
+            SignaturePolicy::Off,
+            &keys,
+            OPEN,
+            |_| None,
+            &mut Vec::new(),
+        );
+        assert_eq!(
+            j.verdict(),
+            Some(Verdict::Malformed),
+            "a line of exactly the limit is judged"
+        );
+    }
+}
