@@ -1,3 +1,12 @@
 //! ledgertail: verify a hash-chained JSONL ledger and mirror it into SQLite
 //! exactly once.
+pub mod cli;
+pub mod commands;
+pub mod config;
 pub mod ledger;
+pub mod logging;
+pub mod mirror;
+pub mod parity;
+pub mod producer;
+pub mod shipper;
+pub mod tail;

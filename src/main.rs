@@ -1,1 +1,30 @@
-fn main() {}
+//! The `ledgertail` binary: parse the command line, set up logging,
+//! dispatch, and turn the outcome into the contract's exit status.
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+use ledgertail::cli::{Cli, Command};
+use ledgertail::commands::{self, hint_for, EXIT_FAILED};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    ledgertail::logging::init(&cli);
+    let result = match cli.command {
+        Command::Append(args) => commands::append::run(args),
+        Command::Keygen(args) => commands::keygen::run(args),
+        Command::Verify(args) => commands::verify::run(args),
+        Command::Replay(args) => commands::replay::run(args),
+        Command::Status(args) => commands::status::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            if let Some(hint) = hint_for(&err) {
+                eprintln!("hint: {hint}");
+            }
+            commands::exit(EXIT_FAILED)
+        }
+    }
+}

@@ -76,6 +76,8 @@ pub struct Framer {
     base: u64,
     max_line: u64,
     discard: Option<Discard>,
+    /// Where `ready` found the next LF, for `next_frame` to use.
+    found_lf: Option<usize>,
     /// Prefix of the last completed too-long line, lent out by `next_frame`.
     finished_prefix: Vec<u8>,
 }
@@ -91,6 +93,7 @@ impl Framer {
             base: offset,
             max_line: max_line_bytes,
             discard: None,
+            found_lf: None,
             finished_prefix: Vec::new(),
         }
     }
@@ -121,6 +124,9 @@ impl Framer {
             self.base += self.start as u64;
             self.end -= self.start;
             self.scan_from -= self.start;
+            if let Some(lf) = &mut self.found_lf {
+                *lf -= self.start;
+            }
             self.start = 0;
         }
         if self.buf.len() < self.end + want {
@@ -140,76 +146,72 @@ impl Framer {
         self.filled(bytes.len());
     }
 
-    /// The next complete line, or `None` until more bytes arrive.
-    pub fn next_frame(&mut self) -> Option<Frame<'_>> {
-        if self.discard.is_some() {
-            return self.continue_discard();
+    /// True when [`Framer::next_frame`] will return a line. When it will
+    /// not, the unfinished bytes are examined once (and, past the limit,
+    /// dropped but for their prefix), so calling this repeatedly is cheap.
+    pub fn ready(&mut self) -> bool {
+        if self.found_lf.is_some() {
+            return true;
         }
         let from = self.scan_from.max(self.start);
-        match memchr(b'\n', &self.buf[from..self.end]) {
-            Some(i) => {
-                let lf = from + i;
-                let line_start = self.start;
-                self.start = lf + 1;
-                self.scan_from = self.start;
-                let offset = self.base + line_start as u64;
-                let bytes = &self.buf[line_start..lf];
-                if bytes.len() as u64 > self.max_line {
-                    let keep = bytes.len().min(QUARANTINE_PREFIX);
-                    Some(Frame::TooLong {
-                        offset,
-                        length: bytes.len() as u64,
-                        prefix: &bytes[..keep],
-                    })
-                } else {
-                    Some(Frame::Line { offset, bytes })
-                }
-            }
-            None => {
-                self.scan_from = self.end;
-                if (self.end - self.start) as u64 > self.max_line {
-                    // Stop buffering: keep the prefix, count the rest.
-                    let keep = (self.end - self.start).min(QUARANTINE_PREFIX);
-                    self.discard = Some(Discard {
-                        offset: self.base + self.start as u64,
-                        length: (self.end - self.start) as u64,
-                        prefix: self.buf[self.start..self.start + keep].to_vec(),
-                    });
-                    self.start = self.end;
-                    self.scan_from = self.end;
-                }
-                None
-            }
+        if let Some(i) = memchr(b'\n', &self.buf[from..self.end]) {
+            self.found_lf = Some(from + i);
+            return true;
         }
+        self.scan_from = self.end;
+        if self.discard.is_none() && (self.end - self.start) as u64 > self.max_line {
+            self.discard = Some(Discard {
+                offset: self.base + self.start as u64,
+                length: 0,
+                prefix: Vec::with_capacity(QUARANTINE_PREFIX),
+            });
+        }
+        if let Some(d) = &mut self.discard {
+            // Stop buffering: keep the prefix, count the rest.
+            d.take(&self.buf[self.start..self.end]);
+            self.start = self.end;
+        }
+        false
     }
 
-    fn continue_discard(&mut self) -> Option<Frame<'_>> {
-        let d = self.discard.as_mut()?;
-        let found = memchr(b'\n', &self.buf[self.start..self.end]);
-        let taken = found.unwrap_or(self.end - self.start);
-        let room = QUARANTINE_PREFIX.saturating_sub(d.prefix.len()).min(taken);
-        d.prefix
-            .extend_from_slice(&self.buf[self.start..self.start + room]);
-        match found {
-            Some(i) => {
-                d.length += i as u64;
-                self.start += i + 1;
-                self.scan_from = self.start;
-                let d = self.discard.take()?;
-                self.finished_prefix = d.prefix;
-                Some(Frame::TooLong {
-                    offset: d.offset,
-                    length: d.length,
-                    prefix: &self.finished_prefix,
-                })
-            }
-            None => {
-                d.length += (self.end - self.start) as u64;
-                self.start = self.end;
-                self.scan_from = self.end;
-                None
-            }
+    /// The next complete line, or `None` until more bytes arrive.
+    pub fn next_frame(&mut self) -> Option<Frame<'_>> {
+        if !self.ready() {
+            return None;
         }
+        let lf = self.found_lf.take()?;
+        let line_start = self.start;
+        self.start = lf + 1;
+        self.scan_from = self.start;
+        if let Some(mut d) = self.discard.take() {
+            d.take(&self.buf[line_start..lf]);
+            self.finished_prefix = d.prefix;
+            return Some(Frame::TooLong {
+                offset: d.offset,
+                length: d.length,
+                prefix: &self.finished_prefix,
+            });
+        }
+        let offset = self.base + line_start as u64;
+        let bytes = &self.buf[line_start..lf];
+        if bytes.len() as u64 > self.max_line {
+            Some(Frame::TooLong {
+                offset,
+                length: bytes.len() as u64,
+                prefix: &bytes[..bytes.len().min(QUARANTINE_PREFIX)],
+            })
+        } else {
+            Some(Frame::Line { offset, bytes })
+        }
+    }
+}
+
+impl Discard {
+    /// Counts more bytes of the too-long line, keeping the prefix.
+    fn take(&mut self, bytes: &[u8]) {
+        let room = QUARANTINE_PREFIX.saturating_sub(self.prefix.len()).min(bytes.len());
+        self.prefix.extend_from_slice(&bytes[..room]);
+        self.length += bytes.len() as u64;
     }
 }
 

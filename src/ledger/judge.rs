@@ -164,6 +164,71 @@ pub fn judge_line(
     }
 }
 
+/// One ledger's chain as a judge sees it: the head and anchor, and the
+/// rules lines are judged by. [`Chain::judge`] advances the head when a line
+/// is mirrored. Pure: the caller supplies lookups of mirrored hashes.
+#[derive(Debug, Clone)]
+pub struct Chain {
+    pub head: Option<Head>,
+    pub anchor: Option<Head>,
+    pub policy: SignaturePolicy,
+    pub keys: KeyRing,
+    pub rules: ChainRules,
+    pub max_line_bytes: u64,
+    scratch: Vec<u8>,
+}
+
+impl Chain {
+    pub fn new(
+        head: Option<Head>,
+        anchor: Option<Head>,
+        policy: SignaturePolicy,
+        keys: KeyRing,
+        rules: ChainRules,
+        max_line_bytes: u64,
+    ) -> Chain {
+        Chain {
+            head,
+            anchor,
+            policy,
+            keys,
+            rules,
+            max_line_bytes,
+            scratch: Vec::with_capacity(1024),
+        }
+    }
+
+    /// Judges a complete line of `length` bytes and, when it is mirrored,
+    /// makes it the head (and the anchor, if there was none).
+    pub fn judge(
+        &mut self,
+        line: &[u8],
+        length: u64,
+        mirrored_hash_at: impl FnOnce(u64) -> Option<Hash>,
+    ) -> LineJudgement {
+        let judgement = judge_line(
+            line,
+            length,
+            self.max_line_bytes,
+            self.head.as_ref(),
+            self.policy,
+            &self.keys,
+            self.rules,
+            mirrored_hash_at,
+            &mut self.scratch,
+        );
+        if let LineJudgement::Mirrored(event) = &judgement {
+            let head = Head {
+                seq: event.seq,
+                hash: event.hash,
+            };
+            self.head = Some(head);
+            self.anchor.get_or_insert(head);
+        }
+        judgement
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

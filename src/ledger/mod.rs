@@ -25,7 +25,7 @@ pub mod seal;
 pub mod timestamp;
 
 pub use event::{authenticate, Refusal, SealedEvent};
-pub use judge::{judge_line, place, ChainRules, LineJudgement, Placement};
+pub use judge::{judge_line, place, Chain, ChainRules, LineJudgement, Placement};
 pub use seal::{KeyRing, SignaturePolicy};
 
 use std::fmt;

@@ -1,0 +1,188 @@
+//! The command line (contract §4): flags only, no logic. Each subcommand's
+//! arguments are turned into [`Overrides`] for `config` to resolve.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::config::{LogFormat, Overrides};
+use crate::ledger::SignaturePolicy;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ledgertail",
+    version,
+    about = "Verify a hash-chained JSONL ledger and mirror it into SQLite, exactly once",
+    long_about = None,
+    after_help = "Exit status: 0 success; 1 (verify, replay) something quarantined, halted or out of parity; 2 could not run."
+)]
+pub struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, value_name = "FORMAT")]
+    pub log_format: Option<LogFormatArg>,
+    /// Log filter (error, warn, info, debug, trace, or a tracing filter).
+    /// Overrides the config file's `log_level` and RUST_LOG.
+    #[arg(long, global = true, value_name = "FILTER")]
+    pub log_level: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormatArg {
+    Text,
+    Json,
+}
+
+impl From<LogFormatArg> for LogFormat {
+    fn from(a: LogFormatArg) -> LogFormat {
+        match a {
+            LogFormatArg::Text => LogFormat::Text,
+            LogFormatArg::Json => LogFormat::Json,
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Seal payloads read from stdin (one JSON value per line) as the next
+    /// events of a ledger, append them and fsync.
+    Append(AppendArgs),
+    /// Write a new Ed25519 key file (mode 0600) and print its [keys] line.
+    Keygen(KeygenArgs),
+    /// Judge every line of a ledger's files; with --db, check parity with
+    /// the mirror.
+    Verify(VerifyArgs),
+    /// Mirror everything not yet mirrored, then exit (rebuilds a deleted
+    /// database).
+    Replay(ReplayArgs),
+    /// Show each mirrored ledger's head, position, lag, halt and quarantine.
+    Status(StatusArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AppendArgs {
+    /// The ledger's live file (created if missing).
+    #[arg(long, value_name = "FILE")]
+    pub ledger: PathBuf,
+    /// Sign each event with this key file (from `ledgertail keygen`).
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    /// The events' `type`.
+    #[arg(long = "type", value_name = "T", default_value = "event")]
+    pub event_type: String,
+}
+
+#[derive(Debug, Args)]
+pub struct KeygenArgs {
+    /// Where to write the key file; an existing file is never overwritten.
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// The key's id (default: the file's name without its extension).
+    #[arg(long, value_name = "ID")]
+    pub key_id: Option<String>,
+}
+
+/// Which ledger(s) and how to judge them: the config file, then flags.
+#[derive(Debug, Args, Clone, Default)]
+pub struct LedgerArgs {
+    /// Configuration file (TOML); flags override it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Work on this ledger only (its [[ledger]] table applies if the config
+    /// has one for this path).
+    #[arg(long, value_name = "FILE")]
+    pub ledger: Option<PathBuf>,
+    /// Signature policy.
+    #[arg(long, value_enum, value_name = "POLICY")]
+    pub signatures: Option<PolicyArg>,
+    /// Longer lines are `too_long`.
+    #[arg(long, value_name = "BYTES")]
+    pub max_line_bytes: Option<u64>,
+    /// The mirror must start at seq 0.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub require_genesis: Option<bool>,
+    /// Trust a public key: ID=BASE64 (repeatable; adds to [keys]).
+    #[arg(long, value_name = "ID=BASE64")]
+    pub trust: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum PolicyArg {
+    Off,
+    VerifyIfPresent,
+    Required,
+}
+
+impl From<PolicyArg> for SignaturePolicy {
+    fn from(a: PolicyArg) -> SignaturePolicy {
+        match a {
+            PolicyArg::Off => SignaturePolicy::Off,
+            PolicyArg::VerifyIfPresent => SignaturePolicy::VerifyIfPresent,
+            PolicyArg::Required => SignaturePolicy::Required,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub ledgers: LedgerArgs,
+    /// Also check parity with this mirror.
+    #[arg(long, value_name = "FILE")]
+    pub db: Option<PathBuf>,
+    /// Print a machine-readable report.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    #[command(flatten)]
+    pub ledgers: LedgerArgs,
+    /// The mirror (created if missing).
+    #[arg(long, value_name = "FILE")]
+    pub db: Option<PathBuf>,
+    /// Never show a progress bar.
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Configuration file: its `db`, and its ledgers' files for the lag.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The mirror.
+    #[arg(long, value_name = "FILE")]
+    pub db: Option<PathBuf>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl LedgerArgs {
+    /// These flags as configuration overrides. Fails on a malformed --trust.
+    pub fn overrides(&self, db: Option<PathBuf>) -> Result<Overrides, String> {
+        let trust = self
+            .trust
+            .iter()
+            .map(|t| {
+                t.split_once('=')
+                    .map(|(id, key)| (id.trim().to_owned(), key.trim().to_owned()))
+                    .ok_or_else(|| format!("--trust {t}: expected ID=BASE64"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Overrides {
+            config: self.config.clone(),
+            db,
+            ledger: self.ledger.clone(),
+            signatures: self.signatures.map(Into::into),
+            max_line_bytes: self.max_line_bytes,
+            require_genesis: self.require_genesis,
+            trust,
+            listen: None,
+            log_format: None,
+        })
+    }
+}

@@ -1,0 +1,35 @@
+//! `ledgertail keygen --out FILE [--key-id ID]`
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+
+use super::{exit, EXIT_OK};
+use crate::cli::KeygenArgs;
+use crate::config::default_ledger_name;
+use crate::producer::KeyFile;
+
+pub fn run(args: KeygenArgs) -> anyhow::Result<ExitCode> {
+    let key_id = args
+        .key_id
+        .clone()
+        .unwrap_or_else(|| default_ledger_name(&args.out));
+    if key_id.is_empty() || key_id.len() > 128 {
+        anyhow::bail!("key id `{key_id}` must be 1 to 128 bytes (give one with --key-id)");
+    }
+    if args.out.exists() {
+        anyhow::bail!(
+            "{} already exists; a key file is never overwritten (choose another --out)",
+            args.out.display()
+        );
+    }
+    let key = KeyFile::generate(&key_id)?;
+    key.save_new(&args.out)
+        .with_context(|| format!("writing key file {}", args.out.display()))?;
+    eprintln!(
+        "wrote {} (mode 0600). Trust it by adding this line under [keys] in the config:",
+        args.out.display()
+    );
+    println!("{}", key.trust_line());
+    Ok(exit(EXIT_OK))
+}

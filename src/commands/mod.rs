@@ -1,0 +1,96 @@
+//! The subcommands. Each is `run(args) -> anyhow::Result<ExitCode>`:
+//! wiring between the CLI, the configuration and the library, with the
+//! contract's exit codes (0 fine, 1 problems found, 2 could not run).
+//! Errors carry context; `main` prints them with a hint.
+
+pub mod append;
+pub mod keygen;
+pub mod replay;
+pub mod status;
+pub mod verify;
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+
+use crate::cli::LedgerArgs;
+use crate::config::{ConfigError, Settings};
+use crate::mirror::MirrorError;
+use crate::producer::ProduceError;
+use crate::shipper::ShipError;
+
+/// Exit status: everything as it should be.
+pub const EXIT_OK: u8 = 0;
+/// Exit status: something quarantined, halted or out of parity.
+pub const EXIT_PROBLEMS: u8 = 1;
+/// Exit status: could not run.
+pub const EXIT_FAILED: u8 = 2;
+
+pub fn exit(code: u8) -> ExitCode {
+    ExitCode::from(code)
+}
+
+/// Resolves the settings for a command that reads ledgers.
+pub fn settings(args: &LedgerArgs, db: Option<std::path::PathBuf>) -> anyhow::Result<Settings> {
+    let overrides = args.overrides(db).map_err(anyhow::Error::msg)?;
+    let settings = Settings::load(&overrides)?;
+    Ok(settings)
+}
+
+/// Fails early, before any database is touched, when a ledger has no file
+/// at all (neither the live file nor a rotated one).
+pub fn require_ledger_files(settings: &Settings) -> anyhow::Result<()> {
+    for l in &settings.ledgers {
+        let tail = crate::tail::TailConfig {
+            live: l.path.clone(),
+            policy: l.signatures,
+            keys: settings.keys.clone(),
+            max_line_bytes: l.max_line_bytes,
+        };
+        let files = tail
+            .discover()
+            .with_context(|| format!("ledger `{}`: cannot read {}", l.name, l.path.display()))?;
+        if files.is_empty() {
+            anyhow::bail!(NoLedger {
+                name: l.name.clone(),
+                path: l.path.display().to_string(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// A ledger with no file on disk.
+#[derive(Debug, thiserror::Error)]
+#[error("ledger `{name}`: no such file {path} (nor any rotated file beside it)")]
+pub struct NoLedger {
+    pub name: String,
+    pub path: String,
+}
+
+/// The operator's next step for an error, if one of ours knows it.
+pub fn hint_for(err: &anyhow::Error) -> Option<String> {
+    for cause in err.chain() {
+        if let Some(e) = cause.downcast_ref::<ConfigError>() {
+            return e.hint();
+        }
+        if let Some(e) = cause.downcast_ref::<MirrorError>() {
+            return e.hint();
+        }
+        if let Some(e) = cause.downcast_ref::<ProduceError>() {
+            return e.hint();
+        }
+        if let Some(ShipError::Mirror(e)) = cause.downcast_ref::<ShipError>() {
+            return e.hint();
+        }
+        if cause.downcast_ref::<NoLedger>().is_some() {
+            return Some("check --ledger (or `path` in the [[ledger]] table); paths in a config file are relative to its folder".into());
+        }
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::PermissionDenied {
+                return Some("check the file's permissions and the user ledgertail runs as".into());
+            }
+        }
+    }
+    None
+}

@@ -1,0 +1,96 @@
+//! `ledgertail replay [--config FILE] [--ledger FILE] [--db FILE]`
+//!
+//! One pass of the shipper per ledger: mirror everything not yet mirrored
+//! (from the checkpoint, or from the oldest file into a new database), then
+//! exit. 0 caught up, 1 a ledger is halted, 2 could not run.
+
+use std::io::IsTerminal as _;
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+
+use anyhow::Context as _;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::{exit, require_ledger_files, settings, EXIT_OK, EXIT_PROBLEMS};
+use crate::cli::ReplayArgs;
+use crate::mirror::{Access, Mirror};
+use crate::shipper::{Progress, Shipper};
+
+pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
+    let settings = settings(&args.ledgers, args.db.clone())?;
+    // Everything that can be checked without the database is checked
+    // first, so a bad invocation leaves no database behind.
+    require_ledger_files(&settings)?;
+    let show_progress = !args.no_progress && std::io::stderr().is_terminal();
+    let stop = AtomicBool::new(false);
+    let mut halted = false;
+    for ledger in &settings.ledgers {
+        let mirror = Mirror::open(&settings.db, Access::ReadWrite)
+            .with_context(|| format!("opening the mirror for ledger `{}`", ledger.name))?;
+        let mut shipper = Shipper::new(
+            ledger.clone(),
+            settings.keys.clone(),
+            mirror,
+            settings.batch_max_events,
+        )?;
+        let bar = show_progress.then(|| {
+            let bar = ProgressBar::new(0);
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{prefix} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+            );
+            bar.set_prefix(ledger.name.clone());
+            bar
+        });
+        let mut on_progress = |p: Progress| {
+            if let Some(bar) = &bar {
+                bar.set_length(p.total_bytes);
+                bar.set_position(p.done_bytes);
+            }
+        };
+        let report = shipper
+            .catch_up(&stop, &mut on_progress)
+            .with_context(|| format!("replaying ledger `{}`", ledger.name))?;
+        if let Some(bar) = bar {
+            bar.finish_and_clear();
+        }
+        let state = shipper.state();
+        let head = state
+            .head
+            .map_or_else(|| "none".to_owned(), |h| format!("seq {}", h.seq));
+        let quarantined: Vec<String> = report
+            .verdicts
+            .iter()
+            .filter(|(v, _)| v.as_str() != "mirrored")
+            .map(|(v, n)| format!("{v} {n}"))
+            .collect();
+        eprintln!(
+            "{}: mirrored {} event{}, quarantined {}{}; head {head}",
+            ledger.name,
+            report.mirrored(),
+            if report.mirrored() == 1 { "" } else { "s" },
+            report.quarantined(),
+            if quarantined.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", quarantined.join(", "))
+            },
+        );
+        if let Some(h) = &state.halt {
+            halted = true;
+            eprintln!(
+                "{}: HALTED at {}:{}{}: {}: {}",
+                ledger.name,
+                h.file.as_deref().unwrap_or("?"),
+                h.offset.unwrap_or(0),
+                h.seq.map(|s| format!(" (seq {s})")).unwrap_or_default(),
+                h.verdict,
+                h.detail
+            );
+        }
+    }
+    Ok(exit(if halted { EXIT_PROBLEMS } else { EXIT_OK }))
+}

@@ -1,0 +1,190 @@
+//! `ledgertail verify [--config FILE] [--ledger FILE] [--db FILE] [--json]`
+//!
+//! Judges every line of each ledger's files from scratch, in memory, as the
+//! shipper would; with `--db`, compares the result with the mirror (parity)
+//! and recomputes every mirrored row's hash from its columns. Writes
+//! nothing. 0 all clean, 1 a problem, 2 could not run.
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use serde::Serialize;
+
+use super::{exit, require_ledger_files, settings, EXIT_OK, EXIT_PROBLEMS};
+use crate::cli::VerifyArgs;
+use crate::mirror::{Access, Mirror};
+use crate::parity::{self, FileSummary, HeadView, IdReuse, Parity, Problem};
+
+#[derive(Debug, Serialize)]
+struct LedgerReport {
+    ledger: String,
+    path: String,
+    ok: bool,
+    files: Vec<FileSummary>,
+    counts: std::collections::BTreeMap<String, u64>,
+    blank_lines: u64,
+    head: Option<HeadView>,
+    anchor: Option<HeadView>,
+    halted: bool,
+    halt: Option<Problem>,
+    problems: Vec<Problem>,
+    warnings: Vec<IdReuse>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mirror: Option<MirrorReport>,
+}
+
+#[derive(Debug, Serialize)]
+struct MirrorReport {
+    db: String,
+    found: bool,
+    halted: bool,
+    halt_verdict: Option<String>,
+    head: Option<HeadView>,
+    parity: Parity,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    ok: bool,
+    ledgers: Vec<LedgerReport>,
+}
+
+pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
+    let settings = settings(&args.ledgers, args.db.clone())?;
+    require_ledger_files(&settings)?;
+    // --db (or the config's db, with --config) turns on parity.
+    let db = args
+        .db
+        .as_ref()
+        .map(|_| settings.db.clone())
+        .or_else(|| args.ledgers.config.as_ref().map(|_| settings.db.clone()))
+        .filter(|p| args.db.is_some() || p.exists());
+    let mirror = match &db {
+        Some(path) => Some(Mirror::open(path, Access::ReadOnly)?),
+        None => None,
+    };
+    let mut report = Report {
+        ok: true,
+        ledgers: Vec::new(),
+    };
+    for ledger in &settings.ledgers {
+        let scan = parity::scan(ledger, &settings.keys)
+            .with_context(|| format!("reading ledger `{}` ({})", ledger.name, ledger.path.display()))?;
+        let mut ok = scan.is_clean();
+        let mirror_report = match &mirror {
+            None => None,
+            Some(m) => {
+                let state = m.state(&ledger.name)?;
+                let parity = parity::compare(&scan, m, &ledger.name)?;
+                let found = state.is_some();
+                let halt = state.as_ref().and_then(|s| s.halt.clone());
+                ok &= found && halt.is_none() && parity.holds();
+                Some(MirrorReport {
+                    db: m.path().display().to_string(),
+                    found,
+                    halted: halt.is_some(),
+                    halt_verdict: halt.map(|h| h.verdict.as_str().to_owned()),
+                    head: state.and_then(|s| s.head).map(HeadView::from),
+                    parity,
+                })
+            }
+        };
+        report.ok &= ok;
+        report.ledgers.push(LedgerReport {
+            ledger: ledger.name.clone(),
+            path: ledger.path.display().to_string(),
+            ok,
+            files: scan.files.clone(),
+            counts: scan
+                .counts
+                .iter()
+                .map(|(v, n)| (v.as_str().to_owned(), *n))
+                .collect(),
+            blank_lines: scan.blank,
+            head: scan.head.map(HeadView::from),
+            anchor: scan.anchor.map(HeadView::from),
+            halted: scan.halt.is_some(),
+            halt: scan.halt.clone(),
+            problems: scan.problems.clone(),
+            warnings: scan.id_reuse.clone(),
+            mirror: mirror_report,
+        });
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_text(&report);
+    }
+    Ok(exit(if report.ok { EXIT_OK } else { EXIT_PROBLEMS }))
+}
+
+fn print_text(report: &Report) {
+    for l in &report.ledgers {
+        for p in &l.problems {
+            println!(
+                "{}:{}: offset {}{}: {}: {}",
+                p.file,
+                p.line,
+                p.offset,
+                p.seq.map(|s| format!(", seq {s}")).unwrap_or_default(),
+                p.verdict,
+                p.detail
+            );
+        }
+        for w in &l.warnings {
+            println!(
+                "warning: seq {} reuses id {:?} of seq {}",
+                w.seq, w.id, w.first_seq
+            );
+        }
+        for f in l.files.iter().filter(|f| f.unfinished_tail_bytes > 0) {
+            println!(
+                "note: {} ends in an unfinished line ({} bytes; not judged)",
+                f.path, f.unfinished_tail_bytes
+            );
+        }
+        let mirrored = l.counts.get("mirrored").copied().unwrap_or(0);
+        let head = l.head.as_ref().map_or("none".into(), |h| format!("seq {}", h.seq));
+        let anchor = l.anchor.as_ref().map_or("none".into(), |h| format!("seq {}", h.seq));
+        println!(
+            "{}: {} file{}, {} event{} in the chain (anchor {anchor}, head {head}), {} problem{}{}",
+            l.ledger,
+            l.files.len(),
+            if l.files.len() == 1 { "" } else { "s" },
+            mirrored,
+            if mirrored == 1 { "" } else { "s" },
+            l.problems.len(),
+            if l.problems.len() == 1 { "" } else { "s" },
+            match &l.halt {
+                Some(h) => format!("; HALTS at {}:{} ({})", h.file, h.line, h.verdict),
+                None => String::new(),
+            }
+        );
+        if let Some(m) = &l.mirror {
+            if !m.found {
+                println!("{}: the mirror {} holds no ledger of this name", l.ledger, m.db);
+                continue;
+            }
+            for e in &m.parity.examples {
+                println!("{}: parity: seq {}: {}: {}", l.ledger, e.seq, e.kind, e.detail);
+            }
+            let p = &m.parity;
+            println!(
+                "{}: parity with {}: missing in sqlite {}, missing in jsonl {}, mismatched {}, archived {}, not yet mirrored {}{}",
+                l.ledger,
+                m.db,
+                p.missing_in_sqlite,
+                p.missing_in_jsonl,
+                p.mismatched,
+                p.archived,
+                p.pending,
+                if m.halted {
+                    format!("; the mirror is HALTED ({})", m.halt_verdict.as_deref().unwrap_or("?"))
+                } else {
+                    String::new()
+                }
+            );
+        }
+    }
+    println!("{}", if report.ok { "OK" } else { "PROBLEMS FOUND" });
+}

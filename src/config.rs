@@ -1,0 +1,471 @@
+//! Configuration (contract §4.1): the TOML file, the command-line flags
+//! that override it, and the resolved [`Settings`] the rest of the program
+//! uses.
+//!
+//! Three layers, in ripgrep's manner: [`FileConfig`] holds what the file
+//! says (every field optional, unknown keys refused with their name),
+//! [`Overrides`] what the flags say, and [`Settings::resolve`] turns both
+//! into absolute paths, parsed policies and a loaded key ring, so that past
+//! this module no code sees an `Option` that means "unset". Parsing
+//! ([`FileConfig::parse`]) is separate from reading the file.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::ledger::{ChainRules, KeyRing, SignaturePolicy};
+
+pub const DEFAULT_DB: &str = "ledgertail.db";
+pub const DEFAULT_LEDGER: &str = "ledger.jsonl";
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9898";
+pub const DEFAULT_PARITY_INTERVAL_SECS: u64 = 60;
+pub const DEFAULT_MAX_LINE_BYTES: u64 = 1024 * 1024;
+pub const DEFAULT_BATCH_MAX_EVENTS: usize = 1000;
+/// A line limit beyond this would let one line take a large share of
+/// memory; nothing legitimate needs more.
+pub const MAX_MAX_LINE_BYTES: u64 = 256 * 1024 * 1024;
+
+/// What the configuration file says, as written.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub db: Option<PathBuf>,
+    pub listen: Option<String>,
+    pub parity_interval_secs: Option<u64>,
+    pub log_format: Option<String>,
+    pub log_level: Option<String>,
+    pub batch_max_events: Option<usize>,
+    pub keys: Option<BTreeMap<String, String>>,
+    pub ledger: Option<Vec<LedgerTable>>,
+}
+
+/// One `[[ledger]]` table.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LedgerTable {
+    pub name: Option<String>,
+    pub path: PathBuf,
+    pub signatures: Option<String>,
+    pub max_line_bytes: Option<u64>,
+    pub require_genesis: Option<bool>,
+}
+
+/// A configuration problem: which setting, what is wrong, what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {}: {message}", path.display())]
+    Syntax { path: PathBuf, message: String },
+    #[error("{field}: {reason} (got {value})")]
+    Invalid {
+        field: String,
+        value: String,
+        reason: String,
+        hint: Option<String>,
+    },
+}
+
+impl ConfigError {
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            ConfigError::Read { .. } => Some("check the --config path".into()),
+            ConfigError::Syntax { .. } => {
+                Some("config/ledgertail.toml in the project lists every option with its default".into())
+            }
+            ConfigError::Invalid { hint, .. } => hint.clone(),
+        }
+    }
+
+    fn invalid(field: &str, value: impl std::fmt::Display, reason: &str) -> ConfigError {
+        ConfigError::Invalid {
+            field: field.to_owned(),
+            value: value.to_string(),
+            reason: reason.to_owned(),
+            hint: None,
+        }
+    }
+
+    fn with_hint(mut self, text: &str) -> ConfigError {
+        if let ConfigError::Invalid { hint, .. } = &mut self {
+            *hint = Some(text.to_owned());
+        }
+        self
+    }
+}
+
+impl FileConfig {
+    /// Parses configuration text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &Path) -> Result<FileConfig, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: origin.to_path_buf(),
+            message: e.to_string().trim_end().replace('\n', "\n  "),
+        })
+    }
+
+    /// Reads and parses a configuration file.
+    pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        FileConfig::parse(&text, path)
+    }
+}
+
+/// What the command line says; `None` leaves the file's (or default) value.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub config: Option<PathBuf>,
+    pub db: Option<PathBuf>,
+    /// Work on this one ledger file only.
+    pub ledger: Option<PathBuf>,
+    pub signatures: Option<SignaturePolicy>,
+    pub max_line_bytes: Option<u64>,
+    pub require_genesis: Option<bool>,
+    /// Extra trusted keys, `(key_id, base64)`.
+    pub trust: Vec<(String, String)>,
+    pub listen: Option<String>,
+    pub log_format: Option<LogFormat>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+impl LogFormat {
+    pub fn parse(s: &str) -> Option<LogFormat> {
+        match s {
+            "text" => Some(LogFormat::Text),
+            "json" => Some(LogFormat::Json),
+            _ => None,
+        }
+    }
+}
+
+/// One ledger, resolved.
+#[derive(Debug, Clone)]
+pub struct LedgerSettings {
+    /// The `ledger` label and column.
+    pub name: String,
+    /// The live file (absolute); rotated siblings are found beside it.
+    pub path: PathBuf,
+    pub signatures: SignaturePolicy,
+    pub max_line_bytes: u64,
+    pub rules: ChainRules,
+}
+
+/// Everything resolved: absolute paths, parsed values, loaded keys.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub db: PathBuf,
+    pub listen: SocketAddr,
+    pub parity_interval: Duration,
+    pub log_format: LogFormat,
+    pub log_level: String,
+    pub batch_max_events: usize,
+    pub keys: KeyRing,
+    pub ledgers: Vec<LedgerSettings>,
+    /// The configuration file used, if any.
+    pub config_path: Option<PathBuf>,
+}
+
+impl Settings {
+    /// Loads the file named by `--config` (if any) and applies the flags.
+    pub fn load(overrides: &Overrides) -> Result<Settings, ConfigError> {
+        let file = match &overrides.config {
+            Some(path) => FileConfig::load(path)?,
+            None => FileConfig::default(),
+        };
+        let cwd = std::env::current_dir().map_err(|e| ConfigError::invalid("working directory", "?", &e.to_string()))?;
+        Settings::resolve(&file, overrides, &cwd)
+    }
+
+    /// Resolves a parsed file and the flags. Paths in the file are relative
+    /// to the file's folder; paths given as flags to `cwd`.
+    pub fn resolve(file: &FileConfig, over: &Overrides, cwd: &Path) -> Result<Settings, ConfigError> {
+        let config_dir = over
+            .config
+            .as_ref()
+            .map(|p| absolute(cwd, p.parent().unwrap_or(Path::new(""))))
+            .unwrap_or_else(|| cwd.to_path_buf());
+
+        let db = match (&over.db, &file.db) {
+            (Some(p), _) => absolute(cwd, p),
+            (None, Some(p)) => absolute(&config_dir, p),
+            (None, None) => absolute(&config_dir, Path::new(DEFAULT_DB)),
+        };
+        let listen_text = over
+            .listen
+            .clone()
+            .or_else(|| file.listen.clone())
+            .unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
+        let listen: SocketAddr = listen_text.parse().map_err(|_| {
+            ConfigError::invalid("listen", &listen_text, "not an address:port")
+                .with_hint("for example \"127.0.0.1:9898\" (loopback) or \"0.0.0.0:9898\" (all interfaces)")
+        })?;
+        let parity_secs = file.parity_interval_secs.unwrap_or(DEFAULT_PARITY_INTERVAL_SECS);
+        if parity_secs == 0 {
+            return Err(ConfigError::invalid("parity_interval_secs", 0, "must be at least 1"));
+        }
+        let log_format = match (over.log_format, &file.log_format) {
+            (Some(f), _) => f,
+            (None, Some(s)) => LogFormat::parse(s).ok_or_else(|| {
+                ConfigError::invalid("log_format", s, "must be \"text\" or \"json\"")
+            })?,
+            (None, None) => LogFormat::Text,
+        };
+        let log_level = file.log_level.clone().unwrap_or_else(|| "info".to_owned());
+        if tracing_subscriber::EnvFilter::try_new(&log_level).is_err() {
+            return Err(ConfigError::invalid("log_level", &log_level, "not a log filter")
+                .with_hint("use error, warn, info, debug or trace (or a tracing filter such as \"ledgertail=debug\")"));
+        }
+        let batch_max_events = file.batch_max_events.unwrap_or(DEFAULT_BATCH_MAX_EVENTS);
+        if batch_max_events == 0 {
+            return Err(ConfigError::invalid("batch_max_events", 0, "must be at least 1"));
+        }
+
+        let mut key_pairs: Vec<(String, String)> = file
+            .keys
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        key_pairs.extend(over.trust.iter().cloned());
+        let keys = KeyRing::from_base64(key_pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .map_err(|e| {
+                ConfigError::invalid("keys", e.to_string(), "cannot trust this key")
+                    .with_hint("a key is written `ID = \"base64 of the 32-byte Ed25519 public key\"`, as `ledgertail keygen` prints it")
+            })?;
+
+        let tables: Vec<LedgerTable> = file.ledger.clone().unwrap_or_default();
+        let mut ledgers = Vec::new();
+        match &over.ledger {
+            Some(path) => {
+                let wanted = absolute(cwd, path);
+                let table = tables
+                    .iter()
+                    .find(|t| same_path(&absolute(&config_dir, &t.path), &wanted));
+                ledgers.push(ledger_settings(table, &wanted, over)?);
+            }
+            None if tables.is_empty() => {
+                let path = absolute(&config_dir, Path::new(DEFAULT_LEDGER));
+                ledgers.push(ledger_settings(None, &path, over)?);
+            }
+            None => {
+                for t in &tables {
+                    let path = absolute(&config_dir, &t.path);
+                    ledgers.push(ledger_settings(Some(t), &path, over)?);
+                }
+            }
+        }
+
+        let mut names = HashSet::new();
+        let mut paths = HashSet::new();
+        for l in &ledgers {
+            if !names.insert(l.name.clone()) {
+                return Err(ConfigError::invalid("ledger.name", &l.name, "two ledgers have this name")
+                    .with_hint("each [[ledger]] needs its own name: it keys the ledger's rows in the mirror"));
+            }
+            if !paths.insert(l.path.clone()) {
+                return Err(ConfigError::invalid("ledger.path", l.path.display(), "two ledgers follow this file"));
+            }
+            if l.signatures == SignaturePolicy::Required && keys.is_empty() {
+                return Err(ConfigError::invalid(
+                    "signatures",
+                    "required",
+                    &format!("ledger `{}` requires signatures but no key is trusted", l.name),
+                )
+                .with_hint("add the producer's public key under [keys] (ledgertail keygen prints the line)"));
+            }
+        }
+
+        Ok(Settings {
+            db,
+            listen,
+            parity_interval: Duration::from_secs(parity_secs),
+            log_format,
+            log_level,
+            batch_max_events,
+            keys,
+            ledgers,
+            config_path: over.config.as_ref().map(|p| absolute(cwd, p)),
+        })
+    }
+}
+
+fn ledger_settings(
+    table: Option<&LedgerTable>,
+    path: &Path,
+    over: &Overrides,
+) -> Result<LedgerSettings, ConfigError> {
+    let name = match table.and_then(|t| t.name.clone()) {
+        Some(n) => n,
+        None => default_ledger_name(path),
+    };
+    if name.is_empty() || name.len() > 128 || name.chars().any(|c| c.is_control()) {
+        return Err(ConfigError::invalid("ledger.name", &name, "must be 1 to 128 printable characters"));
+    }
+    let signatures = match (over.signatures, table.and_then(|t| t.signatures.as_deref())) {
+        (Some(p), _) => p,
+        (None, Some(s)) => SignaturePolicy::parse(s).ok_or_else(|| {
+            ConfigError::invalid("signatures", s, "must be \"off\", \"verify-if-present\" or \"required\"")
+        })?,
+        (None, None) => SignaturePolicy::default(),
+    };
+    let max_line_bytes = over
+        .max_line_bytes
+        .or(table.and_then(|t| t.max_line_bytes))
+        .unwrap_or(DEFAULT_MAX_LINE_BYTES);
+    if max_line_bytes == 0 || max_line_bytes > MAX_MAX_LINE_BYTES {
+        return Err(ConfigError::invalid(
+            "max_line_bytes",
+            max_line_bytes,
+            &format!("must be between 1 and {MAX_MAX_LINE_BYTES}"),
+        ));
+    }
+    let require_genesis = over
+        .require_genesis
+        .or(table.and_then(|t| t.require_genesis))
+        .unwrap_or(false);
+    Ok(LedgerSettings {
+        name,
+        path: path.to_path_buf(),
+        signatures,
+        max_line_bytes,
+        rules: ChainRules { require_genesis },
+    })
+}
+
+/// `app.jsonl` → `app` (the file name without its extension).
+pub fn default_ledger_name(path: &Path) -> String {
+    path.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "ledger".to_owned())
+}
+
+/// `base/path` unless `path` is absolute; `.` and `..` folded lexically.
+pub fn absolute(base: &Path, path: &Path) -> PathBuf {
+    let joined = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        base.join(path)
+    };
+    let mut out = PathBuf::new();
+    for part in joined.components() {
+        match part {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+fn same_path(a: &Path, b: &Path) -> bool {
+    a == b
+        || matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resolve(text: &str, over: Overrides) -> Result<Settings, ConfigError> {
+        let file = FileConfig::parse(text, Path::new("test.toml"))?;
+        Settings::resolve(&file, &over, Path::new("/work"))
+    }
+
+    #[test]
+    fn defaults_without_any_config() {
+        let s = resolve("", Overrides::default()).unwrap();
+        assert_eq!(s.db, PathBuf::from("/work/ledgertail.db"));
+        assert_eq!(s.listen.to_string(), "127.0.0.1:9898");
+        assert_eq!(s.ledgers.len(), 1);
+        assert_eq!(s.ledgers[0].name, "ledger");
+        assert_eq!(s.ledgers[0].path, PathBuf::from("/work/ledger.jsonl"));
+        assert_eq!(s.ledgers[0].signatures, SignaturePolicy::VerifyIfPresent);
+        assert_eq!(s.ledgers[0].max_line_bytes, 1_048_576);
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let err = resolve("dbb = \"x\"", Overrides::default()).unwrap_err().to_string();
+        assert!(err.contains("dbb"), "{err}");
+        let err = resolve("[[ledger]]\npath = \"a\"\nsignature = \"off\"", Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("signature"), "{err}");
+    }
+
+    #[test]
+    fn paths_are_relative_to_the_config_file() {
+        let over = Overrides {
+            config: Some(PathBuf::from("etc/lt.toml")),
+            ..Overrides::default()
+        };
+        let file = FileConfig::parse("db = \"m.db\"\n[[ledger]]\npath = \"../data/app.jsonl\"", Path::new("x")).unwrap();
+        let s = Settings::resolve(&file, &over, Path::new("/srv")).unwrap();
+        assert_eq!(s.db, PathBuf::from("/srv/etc/m.db"));
+        assert_eq!(s.ledgers[0].path, PathBuf::from("/srv/data/app.jsonl"));
+        assert_eq!(s.ledgers[0].name, "app");
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let over = Overrides {
+            db: Some(PathBuf::from("other.db")),
+            signatures: Some(SignaturePolicy::Off),
+            ..Overrides::default()
+        };
+        let s = resolve("db = \"m.db\"\n[[ledger]]\npath = \"a.jsonl\"\nsignatures = \"required\"\n[keys]\nk = \"fOXe2311QGB9YYiojk7Du5uExN+PN9aa1XW3bmiMFTE=\"", over).unwrap();
+        assert_eq!(s.db, PathBuf::from("/work/other.db"));
+        assert_eq!(s.ledgers[0].signatures, SignaturePolicy::Off);
+    }
+
+    #[test]
+    fn ledger_flag_picks_its_table_or_defaults() {
+        let text = "[[ledger]]\nname = \"payments\"\npath = \"pay.jsonl\"\nmax_line_bytes = 10\n[[ledger]]\npath = \"b.jsonl\"";
+        let over = Overrides {
+            ledger: Some(PathBuf::from("pay.jsonl")),
+            ..Overrides::default()
+        };
+        let s = resolve(text, over).unwrap();
+        assert_eq!((s.ledgers.len(), s.ledgers[0].name.as_str(), s.ledgers[0].max_line_bytes), (1, "payments", 10));
+        let over = Overrides {
+            ledger: Some(PathBuf::from("elsewhere/x.jsonl")),
+            ..Overrides::default()
+        };
+        let s = resolve(text, over).unwrap();
+        assert_eq!((s.ledgers[0].name.as_str(), s.ledgers[0].max_line_bytes), ("x", DEFAULT_MAX_LINE_BYTES));
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_the_field() {
+        for (text, field) in [
+            ("listen = \"nowhere\"", "listen"),
+            ("log_format = \"xml\"", "log_format"),
+            ("parity_interval_secs = 0", "parity_interval_secs"),
+            ("[[ledger]]\npath = \"a\"\nsignatures = \"maybe\"", "signatures"),
+            ("[[ledger]]\npath = \"a\"\nmax_line_bytes = 0", "max_line_bytes"),
+            ("[[ledger]]\npath = \"a\"\nsignatures = \"required\"", "signatures"),
+            ("[[ledger]]\npath = \"a\"\n[[ledger]]\npath = \"b/a\"", "ledger.name"),
+            ("[keys]\nk = \"short\"", "keys"),
+        ] {
+            let err = resolve(text, Overrides::default()).unwrap_err().to_string();
+            assert!(err.starts_with(field), "{text}: {err}");
+        }
+    }
+}

@@ -1,0 +1,616 @@
+//! The mirror: owns the SQLite file, and is the only module that speaks SQL
+//! (contract §3).
+//!
+//! Events, quarantine rows and the checkpoint of one batch are written in
+//! one transaction ([`Mirror::commit`]), so a crash at any instant loses
+//! nothing and duplicates nothing: either the rows and the position that
+//! covers them are both there, or neither is, and the lines are read again.
+//! A mirrored row is never overwritten: a conflicting line is a verdict
+//! decided before it gets here, and a primary-key conflict is an error.
+//! Each checkpoint carries a generation number, so two processes mirroring
+//! the same ledger into one database cannot interleave silently.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, Transaction};
+
+use crate::ledger::{Hash, Head, SealedEvent, Verdict};
+use crate::tail::{FileId, Position};
+
+/// `PRAGMA application_id` of a ledgertail mirror ("LTL1").
+pub const APPLICATION_ID: i32 = 0x4c54_4c31;
+/// The schema this build writes. Older schemas are migrated on open;
+/// newer ones are refused.
+pub const SCHEMA_VERSION: i32 = 1;
+
+const SCHEMA_V1: &str = include_str!("schema.sql");
+
+/// How long a writer waits for a lock held by a reader or another writer.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum MirrorError {
+    #[error("{}: no such database", path.display())]
+    Missing { path: PathBuf },
+    #[error("{}: not a ledgertail mirror ({reason})", path.display())]
+    NotALedgertailDb { path: PathBuf, reason: String },
+    #[error("{}: schema version {found} is newer than this ledgertail understands ({SCHEMA_VERSION})", path.display())]
+    SchemaTooNew { path: PathBuf, found: i32 },
+    #[error("{}: ledger `{ledger}` was advanced by another process; only one ledgertail may mirror a ledger into a database", path.display())]
+    Conflict { path: PathBuf, ledger: String },
+    #[error("{}: {source}", path.display())]
+    Sqlite {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+}
+
+impl MirrorError {
+    /// An operator's next step, where there is an obvious one.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            MirrorError::Missing { .. } => Some("run `ledgertail replay` or `ledgertail run` to create it".into()),
+            MirrorError::NotALedgertailDb { .. } => {
+                Some("point --db (or `db` in the config) at a new file or an existing ledgertail mirror".into())
+            }
+            MirrorError::SchemaTooNew { .. } => Some("use the ledgertail version that wrote this mirror, or a newer one".into()),
+            MirrorError::Conflict { .. } => Some("stop the other `ledgertail run`/`replay` on this database first".into()),
+            MirrorError::Sqlite { source, path } => match source.sqlite_error_code() {
+                Some(ErrorCode::CannotOpen | ErrorCode::ReadOnly | ErrorCode::PermissionDenied) => Some(format!(
+                    "check that {} and its directory are writable (WAL keeps -wal and -shm files beside the database)",
+                    path.display()
+                )),
+                Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
+                    Some("another process holds a lock on the database; retry when it is done".into())
+                }
+                Some(ErrorCode::DiskFull) => Some("free disk space; nothing was lost, the ledger is read again".into()),
+                _ => None,
+            },
+        }
+    }
+
+    /// True for conditions that clear by themselves (locks, a full disk).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, MirrorError::Sqlite { source, .. } if matches!(
+            source.sqlite_error_code(),
+            Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked | ErrorCode::DiskFull | ErrorCode::SystemIoFailure)
+        ))
+    }
+}
+
+pub type Result<T> = std::result::Result<T, MirrorError>;
+
+/// Why a ledger stopped mirroring.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Halt {
+    pub verdict: Verdict,
+    pub detail: String,
+    pub file: Option<String>,
+    pub offset: Option<u64>,
+    pub seq: Option<u64>,
+}
+
+/// What the mirror remembers of one ledger (its `checkpoints` row).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerState {
+    pub live_path: PathBuf,
+    pub position: Option<Position>,
+    pub head: Option<Head>,
+    pub anchor: Option<Head>,
+    pub halt: Option<Halt>,
+    /// Bumped by every commit; 0 when the row does not exist yet.
+    pub generation: i64,
+}
+
+impl LedgerState {
+    pub fn new(live_path: &Path) -> LedgerState {
+        LedgerState {
+            live_path: live_path.to_path_buf(),
+            position: None,
+            head: None,
+            anchor: None,
+            halt: None,
+            generation: 0,
+        }
+    }
+}
+
+/// A mirrored event and where its line was.
+#[derive(Debug, Clone)]
+pub struct EventRow {
+    pub event: SealedEvent,
+    pub file: FileId,
+    pub offset: u64,
+}
+
+/// A refused line.
+#[derive(Debug, Clone)]
+pub struct QuarantineRow {
+    pub file: FileId,
+    pub path: String,
+    pub offset: u64,
+    pub length: u64,
+    pub seq: Option<u64>,
+    pub hash: Option<Hash>,
+    pub verdict: Verdict,
+    pub detail: String,
+    /// The first min(length, 4096) bytes of the line.
+    pub line: Vec<u8>,
+}
+
+/// An event row as read back, for parity and audits.
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    pub seq: u64,
+    pub id: Option<String>,
+    pub ts: String,
+    pub event_type: String,
+    pub payload: String,
+    pub extra: Option<String>,
+    pub prev_hash: Option<String>,
+    pub hash: String,
+    pub key_id: Option<String>,
+    pub sig: Option<String>,
+    pub file_id: String,
+    pub file_offset: u64,
+}
+
+/// Read-only or read-write access.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Creates and migrates the database when needed.
+    ReadWrite,
+    /// The database must exist; nothing is written.
+    ReadOnly,
+}
+
+pub struct Mirror {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Mirror {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mirror").field("path", &self.path).finish()
+    }
+}
+
+fn now_text() -> String {
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+}
+
+fn seq_i64(seq: u64) -> i64 {
+    // Seqs are ≤ 2^53−1 by contract, so they always fit.
+    i64::try_from(seq).unwrap_or(i64::MAX)
+}
+
+fn opt_hash(text: Option<String>) -> Option<Hash> {
+    text.as_deref().and_then(Hash::from_hex)
+}
+
+impl Mirror {
+    /// Opens (with `ReadWrite`, creates) the mirror at `path`, checking
+    /// that it is a ledgertail mirror of a schema this build understands.
+    pub fn open(path: &Path, access: Access) -> Result<Mirror> {
+        let err = |source| MirrorError::Sqlite {
+            path: path.to_path_buf(),
+            source,
+        };
+        let exists = path.exists();
+        if access == Access::ReadOnly && !exists {
+            return Err(MirrorError::Missing {
+                path: path.to_path_buf(),
+            });
+        }
+        let flags = match access {
+            Access::ReadOnly => OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            Access::ReadWrite => {
+                OpenFlags::SQLITE_OPEN_READ_WRITE
+                    | OpenFlags::SQLITE_OPEN_CREATE
+                    | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            }
+        };
+        let conn = Connection::open_with_flags(path, flags).map_err(err)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(err)?;
+        let mut mirror = Mirror {
+            conn,
+            path: path.to_path_buf(),
+        };
+        let (app_id, version, tables) = mirror.identify()?;
+        if app_id != APPLICATION_ID {
+            if app_id != 0 || tables > 0 {
+                return Err(MirrorError::NotALedgertailDb {
+                    path: path.to_path_buf(),
+                    reason: if tables > 0 {
+                        format!("it holds {tables} tables of another application")
+                    } else {
+                        format!("application_id is {app_id:#x}")
+                    },
+                });
+            }
+            if access == Access::ReadOnly {
+                return Err(MirrorError::NotALedgertailDb {
+                    path: path.to_path_buf(),
+                    reason: "it is empty".into(),
+                });
+            }
+        }
+        if version > SCHEMA_VERSION {
+            return Err(MirrorError::SchemaTooNew {
+                path: path.to_path_buf(),
+                found: version,
+            });
+        }
+        if access == Access::ReadWrite {
+            // WAL lets readers (sqlite3, Datasette) query while we write.
+            // synchronous=NORMAL: a power loss may roll back the last
+            // commits, rows and checkpoint together, and those lines are
+            // simply read again; a process crash loses nothing.
+            mirror
+                .conn
+                .execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")
+                .map_err(err)?;
+            if app_id == 0 {
+                mirror.create()?;
+            } else if version < SCHEMA_VERSION {
+                mirror.migrate(version)?;
+            }
+        }
+        Ok(mirror)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn err(&self, source: rusqlite::Error) -> MirrorError {
+        MirrorError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// (application_id, user_version, number of tables). A file that is
+    /// not SQLite at all is "not a ledgertail mirror", not an SQL error.
+    fn identify(&self) -> Result<(i32, i32, i64)> {
+        let query = || -> rusqlite::Result<(i32, i32, i64)> {
+            let app: i32 = self.conn.query_row("PRAGMA application_id", [], |r| r.get(0))?;
+            let version: i32 = self.conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+            let tables: i64 = self.conn.query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table'",
+                [],
+                |r| r.get(0),
+            )?;
+            Ok((app, version, tables))
+        };
+        query().map_err(|e| match e.sqlite_error_code() {
+            Some(ErrorCode::NotADatabase) => MirrorError::NotALedgertailDb {
+                path: self.path.clone(),
+                reason: "it is not an SQLite database".into(),
+            },
+            _ => self.err(e),
+        })
+    }
+
+    fn create(&mut self) -> Result<()> {
+        let tx = self.conn.transaction().map_err(|e| MirrorError::Sqlite {
+            path: self.path.clone(),
+            source: e,
+        })?;
+        let result = (|| {
+            tx.execute_batch(SCHEMA_V1)?;
+            tx.execute_batch(&format!(
+                "PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = {SCHEMA_VERSION};"
+            ))?;
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES ('created_by', ?1), ('created_at', ?2), ('contract', 'ledger-v1')",
+                params![format!("ledgertail {}", env!("CARGO_PKG_VERSION")), now_text()],
+            )?;
+            tx.commit()
+        })();
+        result.map_err(|e| self.err(e))
+    }
+
+    /// Brings an older schema up to [`SCHEMA_VERSION`]. Version 1 is the
+    /// first; each later version adds one step here, in one transaction.
+    fn migrate(&mut self, from: i32) -> Result<()> {
+        const MIGRATIONS: &[&str] = &[];
+        let tx = self.conn.transaction().map_err(|e| MirrorError::Sqlite {
+            path: self.path.clone(),
+            source: e,
+        })?;
+        let result = (|| {
+            for step in MIGRATIONS.iter().skip(usize::try_from(from - 1).unwrap_or(0)) {
+                tx.execute_batch(step)?;
+            }
+            tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION};"))?;
+            tx.commit()
+        })();
+        result.map_err(|e| self.err(e))
+    }
+
+    /// Names of the ledgers this mirror holds, sorted.
+    pub fn ledgers(&self) -> Result<Vec<String>> {
+        let run = || -> rusqlite::Result<Vec<String>> {
+            let mut stmt = self.conn.prepare(
+                "SELECT ledger FROM checkpoints UNION SELECT DISTINCT ledger FROM events ORDER BY 1",
+            )?;
+            let rows = stmt.query_map([], |r| r.get(0))?;
+            rows.collect()
+        };
+        run().map_err(|e| self.err(e))
+    }
+
+    /// The checkpoint row of a ledger, if it has one.
+    pub fn state(&self, ledger: &str) -> Result<Option<LedgerState>> {
+        self.conn
+            .query_row(
+                "SELECT live_path, file_id, file_path, file_offset, tail_check, head_seq, head_hash,
+                        anchor_seq, anchor_hash, halted, halt_verdict, halt_detail, halt_file,
+                        halt_offset, halt_seq, generation
+                 FROM checkpoints WHERE ledger = ?1",
+                [ledger],
+                |r| {
+                    let file_id: Option<String> = r.get(1)?;
+                    let position = file_id.and_then(|id| id.parse().ok()).map(|file| {
+                        Position {
+                            file,
+                            path: PathBuf::from(r.get::<_, Option<String>>(2).ok().flatten().unwrap_or_default()),
+                            offset: r.get::<_, i64>(3).map(|o| o as u64).unwrap_or(0),
+                            tail: r.get::<_, Option<Vec<u8>>>(4).ok().flatten().unwrap_or_default(),
+                        }
+                    });
+                    let head = match (r.get::<_, Option<i64>>(5)?, opt_hash(r.get(6)?)) {
+                        (Some(seq), Some(hash)) => Some(Head { seq: seq as u64, hash }),
+                        _ => None,
+                    };
+                    let anchor = match (r.get::<_, Option<i64>>(7)?, opt_hash(r.get(8)?)) {
+                        (Some(seq), Some(hash)) => Some(Head { seq: seq as u64, hash }),
+                        _ => None,
+                    };
+                    let halt = if r.get::<_, i64>(9)? != 0 {
+                        Some(Halt {
+                            verdict: r
+                                .get::<_, Option<String>>(10)?
+                                .as_deref()
+                                .and_then(Verdict::parse)
+                                .unwrap_or(Verdict::Rewritten),
+                            detail: r.get::<_, Option<String>>(11)?.unwrap_or_default(),
+                            file: r.get(12)?,
+                            offset: r.get::<_, Option<i64>>(13)?.map(|o| o as u64),
+                            seq: r.get::<_, Option<i64>>(14)?.map(|s| s as u64),
+                        })
+                    } else {
+                        None
+                    };
+                    Ok(LedgerState {
+                        live_path: PathBuf::from(r.get::<_, String>(0)?),
+                        position,
+                        head,
+                        anchor,
+                        halt,
+                        generation: r.get(15)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    /// The hash mirrored at `seq`, if any.
+    pub fn hash_at(&self, ledger: &str, seq: u64) -> Result<Option<Hash>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT hash FROM events WHERE ledger = ?1 AND seq = ?2")
+            .map_err(|e| self.err(e))?;
+        let hash: Option<String> = stmt
+            .query_row(params![ledger, seq_i64(seq)], |r| r.get(0))
+            .optional()
+            .map_err(|e| self.err(e))?;
+        Ok(opt_hash(hash))
+    }
+
+    /// Writes a batch and the checkpoint that covers it in one transaction.
+    /// `state.generation` must be the generation read with the state; on
+    /// success it is bumped in place.
+    pub fn commit(
+        &mut self,
+        ledger: &str,
+        events: &[EventRow],
+        quarantine: &[QuarantineRow],
+        state: &mut LedgerState,
+    ) -> Result<()> {
+        let path = self.path.clone();
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(|e| MirrorError::Sqlite {
+                path: path.clone(),
+                source: e,
+            })?;
+        let now = now_text();
+        let written = write_batch(&tx, ledger, events, quarantine, state, &now);
+        match written {
+            Ok(true) => {}
+            // Dropping `tx` rolls back.
+            Ok(false) => {
+                return Err(MirrorError::Conflict {
+                    path,
+                    ledger: ledger.to_owned(),
+                })
+            }
+            Err(e) if e.sqlite_error_code() == Some(ErrorCode::ConstraintViolation) => {
+                return Err(MirrorError::Conflict {
+                    path,
+                    ledger: ledger.to_owned(),
+                })
+            }
+            Err(e) => return Err(MirrorError::Sqlite { path, source: e }),
+        }
+        tx.commit().map_err(|e| MirrorError::Sqlite { path, source: e })?;
+        state.generation += 1;
+        Ok(())
+    }
+
+    /// Quarantine counts by verdict (unresolved rows only), sorted.
+    pub fn quarantine_counts(&self, ledger: &str) -> Result<Vec<(String, u64)>> {
+        let run = || -> rusqlite::Result<Vec<(String, u64)>> {
+            let mut stmt = self.conn.prepare(
+                "SELECT verdict, count(*) FROM quarantine
+                 WHERE ledger = ?1 AND resolved_at IS NULL GROUP BY verdict ORDER BY verdict",
+            )?;
+            let rows = stmt.query_map([ledger], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?;
+            rows.collect()
+        };
+        run().map_err(|e| self.err(e))
+    }
+
+    /// Number of mirrored events of a ledger.
+    pub fn event_count(&self, ledger: &str) -> Result<u64> {
+        self.conn
+            .query_row("SELECT count(*) FROM events WHERE ledger = ?1", [ledger], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map(|n| n as u64)
+            .map_err(|e| self.err(e))
+    }
+
+    /// Visits every mirrored event of a ledger in seq order.
+    pub fn for_each_event(
+        &self,
+        ledger: &str,
+        mut visit: impl FnMut(StoredEvent) -> std::ops::ControlFlow<()>,
+    ) -> Result<()> {
+        let mut run = || -> rusqlite::Result<()> {
+            let mut stmt = self.conn.prepare(
+                "SELECT seq, id, ts, type, payload, extra, prev_hash, hash, key_id, sig, file_id, file_offset
+                 FROM events WHERE ledger = ?1 ORDER BY seq",
+            )?;
+            let mut rows = stmt.query([ledger])?;
+            while let Some(r) = rows.next()? {
+                let ev = StoredEvent {
+                    seq: r.get::<_, i64>(0)? as u64,
+                    id: r.get(1)?,
+                    ts: r.get(2)?,
+                    event_type: r.get(3)?,
+                    payload: r.get(4)?,
+                    extra: r.get(5)?,
+                    prev_hash: r.get(6)?,
+                    hash: r.get(7)?,
+                    key_id: r.get(8)?,
+                    sig: r.get(9)?,
+                    file_id: r.get(10)?,
+                    file_offset: r.get::<_, i64>(11)? as u64,
+                };
+                if visit(ev).is_break() {
+                    break;
+                }
+            }
+            Ok(())
+        };
+        run().map_err(|e| self.err(e))
+    }
+}
+
+/// The body of [`Mirror::commit`]. `Ok(false)`: the checkpoint moved
+/// under us (another writer).
+fn write_batch(
+    tx: &Transaction<'_>,
+    ledger: &str,
+    events: &[EventRow],
+    quarantine: &[QuarantineRow],
+    state: &LedgerState,
+    now: &str,
+) -> rusqlite::Result<bool> {
+    {
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO events (ledger, seq, id, ts, type, payload, extra, prev_hash, hash, key_id, sig, file_id, file_offset)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+        )?;
+        for row in events {
+            let e = &row.event;
+            insert.execute(params![
+                ledger,
+                seq_i64(e.seq),
+                e.id,
+                e.ts,
+                e.event_type,
+                e.payload,
+                e.extra,
+                e.prev_hash.map(|h| h.to_hex()),
+                e.hash.to_hex(),
+                e.key_id,
+                e.sig,
+                row.file.to_string(),
+                seq_i64(row.offset),
+            ])?;
+        }
+    }
+    if !quarantine.is_empty() {
+        // OR IGNORE: a line found again at the same place (after a
+        // checkpoint was relocated) is the same evidence, kept once.
+        let mut insert = tx.prepare_cached(
+            "INSERT OR IGNORE INTO quarantine (ledger, file_id, file_path, file_offset, line_length, seq, hash, verdict, detail, line, quarantined_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        )?;
+        for q in quarantine {
+            insert.execute(params![
+                ledger,
+                q.file.to_string(),
+                q.path,
+                seq_i64(q.offset),
+                seq_i64(q.length),
+                q.seq.map(seq_i64),
+                q.hash.map(|h| h.to_hex()),
+                q.verdict.as_str(),
+                q.detail,
+                q.line,
+                now,
+            ])?;
+        }
+    }
+    let pos = state.position.as_ref();
+    let halt = state.halt.as_ref();
+    let values = params![
+        ledger,
+        state.live_path.to_string_lossy(),
+        pos.map(|p| p.file.to_string()),
+        pos.map(|p| p.path.to_string_lossy().into_owned()),
+        pos.map_or(0, |p| seq_i64(p.offset)),
+        pos.map(|p| p.tail.clone()),
+        state.head.map(|h| seq_i64(h.seq)),
+        state.head.map(|h| h.hash.to_hex()),
+        state.anchor.map(|h| seq_i64(h.seq)),
+        state.anchor.map(|h| h.hash.to_hex()),
+        i64::from(halt.is_some()),
+        halt.map(|h| h.verdict.as_str()),
+        halt.map(|h| h.detail.clone()),
+        halt.and_then(|h| h.file.clone()),
+        halt.and_then(|h| h.offset.map(seq_i64)),
+        halt.and_then(|h| h.seq.map(seq_i64)),
+        state.generation,
+        now,
+    ];
+    let changed = if state.generation == 0 {
+        tx.prepare_cached(
+            "INSERT INTO checkpoints (ledger, live_path, file_id, file_path, file_offset, tail_check,
+                head_seq, head_hash, anchor_seq, anchor_hash, halted, halt_verdict, halt_detail,
+                halt_file, halt_offset, halt_seq, generation, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17 + 1, ?18)
+             ON CONFLICT (ledger) DO NOTHING",
+        )?
+        .execute(values)?
+    } else {
+        tx.prepare_cached(
+            "UPDATE checkpoints SET live_path = ?2, file_id = ?3, file_path = ?4, file_offset = ?5,
+                tail_check = ?6, head_seq = ?7, head_hash = ?8, anchor_seq = ?9, anchor_hash = ?10,
+                halted = ?11, halt_verdict = ?12, halt_detail = ?13, halt_file = ?14,
+                halt_offset = ?15, halt_seq = ?16, generation = ?17 + 1, updated_at = ?18
+             WHERE ledger = ?1 AND generation = ?17",
+        )?
+        .execute(values)?
+    };
+    Ok(changed == 1)
+}
