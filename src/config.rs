@@ -77,9 +77,9 @@ impl ConfigError {
     pub fn hint(&self) -> Option<String> {
         match self {
             ConfigError::Read { .. } => Some("check the --config path".into()),
-            ConfigError::Syntax { .. } => {
-                Some("config/ledgertail.toml in the project lists every option with its default".into())
-            }
+            ConfigError::Syntax { .. } => Some(
+                "config/ledgertail.toml in the project lists every option with its default".into(),
+            ),
             ConfigError::Invalid { hint, .. } => hint.clone(),
         }
     }
@@ -187,13 +187,18 @@ impl Settings {
             Some(path) => FileConfig::load(path)?,
             None => FileConfig::default(),
         };
-        let cwd = std::env::current_dir().map_err(|e| ConfigError::invalid("working directory", "?", &e.to_string()))?;
+        let cwd = std::env::current_dir()
+            .map_err(|e| ConfigError::invalid("working directory", "?", &e.to_string()))?;
         Settings::resolve(&file, overrides, &cwd)
     }
 
     /// Resolves a parsed file and the flags. Paths in the file are relative
     /// to the file's folder; paths given as flags to `cwd`.
-    pub fn resolve(file: &FileConfig, over: &Overrides, cwd: &Path) -> Result<Settings, ConfigError> {
+    pub fn resolve(
+        file: &FileConfig,
+        over: &Overrides,
+        cwd: &Path,
+    ) -> Result<Settings, ConfigError> {
         let config_dir = over
             .config
             .as_ref()
@@ -211,12 +216,19 @@ impl Settings {
             .or_else(|| file.listen.clone())
             .unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
         let listen: SocketAddr = listen_text.parse().map_err(|_| {
-            ConfigError::invalid("listen", &listen_text, "not an address:port")
-                .with_hint("for example \"127.0.0.1:9898\" (loopback) or \"0.0.0.0:9898\" (all interfaces)")
+            ConfigError::invalid("listen", &listen_text, "not an address:port").with_hint(
+                "for example \"127.0.0.1:9898\" (loopback) or \"0.0.0.0:9898\" (all interfaces)",
+            )
         })?;
-        let parity_secs = file.parity_interval_secs.unwrap_or(DEFAULT_PARITY_INTERVAL_SECS);
+        let parity_secs = file
+            .parity_interval_secs
+            .unwrap_or(DEFAULT_PARITY_INTERVAL_SECS);
         if parity_secs == 0 {
-            return Err(ConfigError::invalid("parity_interval_secs", 0, "must be at least 1"));
+            return Err(ConfigError::invalid(
+                "parity_interval_secs",
+                0,
+                "must be at least 1",
+            ));
         }
         let log_format = match (over.log_format, &file.log_format) {
             (Some(f), _) => f,
@@ -232,15 +244,15 @@ impl Settings {
         }
         let batch_max_events = file.batch_max_events.unwrap_or(DEFAULT_BATCH_MAX_EVENTS);
         if batch_max_events == 0 {
-            return Err(ConfigError::invalid("batch_max_events", 0, "must be at least 1"));
+            return Err(ConfigError::invalid(
+                "batch_max_events",
+                0,
+                "must be at least 1",
+            ));
         }
 
-        let mut key_pairs: Vec<(String, String)> = file
-            .keys
-            .clone()
-            .unwrap_or_default()
-            .into_iter()
-            .collect();
+        let mut key_pairs: Vec<(String, String)> =
+            file.keys.clone().unwrap_or_default().into_iter().collect();
         key_pairs.extend(over.trust.iter().cloned());
         let keys = KeyRing::from_base64(key_pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .map_err(|e| {
@@ -274,11 +286,21 @@ impl Settings {
         let mut paths = HashSet::new();
         for l in &ledgers {
             if !names.insert(l.name.clone()) {
-                return Err(ConfigError::invalid("ledger.name", &l.name, "two ledgers have this name")
-                    .with_hint("each [[ledger]] needs its own name: it keys the ledger's rows in the mirror"));
+                return Err(ConfigError::invalid(
+                    "ledger.name",
+                    &l.name,
+                    "two ledgers have this name",
+                )
+                .with_hint(
+                    "each [[ledger]] needs its own name: it keys the ledger's rows in the mirror",
+                ));
             }
             if !paths.insert(l.path.clone()) {
-                return Err(ConfigError::invalid("ledger.path", l.path.display(), "two ledgers follow this file"));
+                return Err(ConfigError::invalid(
+                    "ledger.path",
+                    l.path.display(),
+                    "two ledgers follow this file",
+                ));
             }
             if l.signatures == SignaturePolicy::Required && keys.is_empty() {
                 return Err(ConfigError::invalid(
@@ -314,12 +336,20 @@ fn ledger_settings(
         None => default_ledger_name(path),
     };
     if name.is_empty() || name.len() > 128 || name.chars().any(|c| c.is_control()) {
-        return Err(ConfigError::invalid("ledger.name", &name, "must be 1 to 128 printable characters"));
+        return Err(ConfigError::invalid(
+            "ledger.name",
+            &name,
+            "must be 1 to 128 printable characters",
+        ));
     }
     let signatures = match (over.signatures, table.and_then(|t| t.signatures.as_deref())) {
         (Some(p), _) => p,
         (None, Some(s)) => SignaturePolicy::parse(s).ok_or_else(|| {
-            ConfigError::invalid("signatures", s, "must be \"off\", \"verify-if-present\" or \"required\"")
+            ConfigError::invalid(
+                "signatures",
+                s,
+                "must be \"off\", \"verify-if-present\" or \"required\"",
+            )
         })?,
         (None, None) => SignaturePolicy::default(),
     };
@@ -375,8 +405,7 @@ pub fn absolute(base: &Path, path: &Path) -> PathBuf {
 }
 
 fn same_path(a: &Path, b: &Path) -> bool {
-    a == b
-        || matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y)
+    a == b || matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y)
 }
 
 #[cfg(test)]
@@ -402,11 +431,16 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_named() {
-        let err = resolve("dbb = \"x\"", Overrides::default()).unwrap_err().to_string();
-        assert!(err.contains("dbb"), "{err}");
-        let err = resolve("[[ledger]]\npath = \"a\"\nsignature = \"off\"", Overrides::default())
+        let err = resolve("dbb = \"x\"", Overrides::default())
             .unwrap_err()
             .to_string();
+        assert!(err.contains("dbb"), "{err}");
+        let err = resolve(
+            "[[ledger]]\npath = \"a\"\nsignature = \"off\"",
+            Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("signature"), "{err}");
     }
 
@@ -416,7 +450,11 @@ mod tests {
             config: Some(PathBuf::from("etc/lt.toml")),
             ..Overrides::default()
         };
-        let file = FileConfig::parse("db = \"m.db\"\n[[ledger]]\npath = \"../data/app.jsonl\"", Path::new("x")).unwrap();
+        let file = FileConfig::parse(
+            "db = \"m.db\"\n[[ledger]]\npath = \"../data/app.jsonl\"",
+            Path::new("x"),
+        )
+        .unwrap();
         let s = Settings::resolve(&file, &over, Path::new("/srv")).unwrap();
         assert_eq!(s.db, PathBuf::from("/srv/etc/m.db"));
         assert_eq!(s.ledgers[0].path, PathBuf::from("/srv/data/app.jsonl"));
@@ -443,13 +481,23 @@ mod tests {
             ..Overrides::default()
         };
         let s = resolve(text, over).unwrap();
-        assert_eq!((s.ledgers.len(), s.ledgers[0].name.as_str(), s.ledgers[0].max_line_bytes), (1, "payments", 10));
+        assert_eq!(
+            (
+                s.ledgers.len(),
+                s.ledgers[0].name.as_str(),
+                s.ledgers[0].max_line_bytes
+            ),
+            (1, "payments", 10)
+        );
         let over = Overrides {
             ledger: Some(PathBuf::from("elsewhere/x.jsonl")),
             ..Overrides::default()
         };
         let s = resolve(text, over).unwrap();
-        assert_eq!((s.ledgers[0].name.as_str(), s.ledgers[0].max_line_bytes), ("x", DEFAULT_MAX_LINE_BYTES));
+        assert_eq!(
+            (s.ledgers[0].name.as_str(), s.ledgers[0].max_line_bytes),
+            ("x", DEFAULT_MAX_LINE_BYTES)
+        );
     }
 
     #[test]
@@ -458,10 +506,22 @@ mod tests {
             ("listen = \"nowhere\"", "listen"),
             ("log_format = \"xml\"", "log_format"),
             ("parity_interval_secs = 0", "parity_interval_secs"),
-            ("[[ledger]]\npath = \"a\"\nsignatures = \"maybe\"", "signatures"),
-            ("[[ledger]]\npath = \"a\"\nmax_line_bytes = 0", "max_line_bytes"),
-            ("[[ledger]]\npath = \"a\"\nsignatures = \"required\"", "signatures"),
-            ("[[ledger]]\npath = \"a\"\n[[ledger]]\npath = \"b/a\"", "ledger.name"),
+            (
+                "[[ledger]]\npath = \"a\"\nsignatures = \"maybe\"",
+                "signatures",
+            ),
+            (
+                "[[ledger]]\npath = \"a\"\nmax_line_bytes = 0",
+                "max_line_bytes",
+            ),
+            (
+                "[[ledger]]\npath = \"a\"\nsignatures = \"required\"",
+                "signatures",
+            ),
+            (
+                "[[ledger]]\npath = \"a\"\n[[ledger]]\npath = \"b/a\"",
+                "ledger.name",
+            ),
             ("[keys]\nk = \"short\"", "keys"),
         ] {
             let err = resolve(text, Overrides::default()).unwrap_err().to_string();

@@ -109,7 +109,8 @@ pub fn scan(ledger: &LedgerSettings, keys: &KeyRing) -> std::io::Result<Scan> {
     };
     let files = tail.discover()?;
     let mut out = Scan::default();
-    let index_of: HashMap<FileId, usize> = files.iter().enumerate().map(|(i, f)| (f.id, i)).collect();
+    let index_of: HashMap<FileId, usize> =
+        files.iter().enumerate().map(|(i, f)| (f.id, i)).collect();
     out.files = files
         .iter()
         .map(|f| FileSummary {
@@ -149,7 +150,9 @@ pub fn scan(ledger: &LedgerSettings, keys: &KeyRing) -> std::io::Result<Scan> {
             Frame::Line { bytes, .. } => {
                 let judgement = chain.judge(bytes, length, |seq| {
                     let anchor = out.anchor.map(|a| a.seq)?;
-                    out.chain.get(usize::try_from(seq.checked_sub(anchor)?).ok()?).copied()
+                    out.chain
+                        .get(usize::try_from(seq.checked_sub(anchor)?).ok()?)
+                        .copied()
                 });
                 match judgement {
                     LineJudgement::Blank => {
@@ -202,7 +205,11 @@ pub fn scan(ledger: &LedgerSettings, keys: &KeyRing) -> std::io::Result<Scan> {
         }
     }
     // After a halt the rest is not judged, so nothing is "unfinished".
-    let tails = if out.halt.is_none() { tailer.unfinished_tails() } else { Vec::new() };
+    let tails = if out.halt.is_none() {
+        tailer.unfinished_tails()
+    } else {
+        Vec::new()
+    };
     for (path, bytes) in tails {
         let path = path.display().to_string();
         if let Some(f) = out.files.iter_mut().find(|f| f.path == path) {
@@ -272,7 +279,14 @@ pub fn compare(scan: &Scan, mirror: &Mirror, ledger: &str) -> Result<Parity, Mir
             Ok(h) if h.to_hex() == row.hash => {}
             Ok(h) => {
                 p.mismatched += 1;
-                p.note("mismatched", row.seq, format!("the row's columns hash to {h}, not to its hash {}", row.hash));
+                p.note(
+                    "mismatched",
+                    row.seq,
+                    format!(
+                        "the row's columns hash to {h}, not to its hash {}",
+                        row.hash
+                    ),
+                );
                 return ControlFlow::Continue(());
             }
             Err(e) => {
@@ -287,7 +301,11 @@ pub fn compare(scan: &Scan, mirror: &Mirror, ledger: &str) -> Result<Parity, Mir
                 let mut s = next_file_seq.unwrap_or(anchor);
                 while s < row.seq {
                     p.missing_in_sqlite += 1;
-                    p.note("missing_in_sqlite", s, "in the ledger files, not in the mirror".into());
+                    p.note(
+                        "missing_in_sqlite",
+                        s,
+                        "in the ledger files, not in the mirror".into(),
+                    );
                     s += 1;
                 }
                 next_file_seq = Some(row.seq + 1);
@@ -307,7 +325,11 @@ pub fn compare(scan: &Scan, mirror: &Mirror, ledger: &str) -> Result<Parity, Mir
             }
             _ => {
                 p.missing_in_jsonl += 1;
-                p.note("missing_in_jsonl", row.seq, "mirrored, but not in the ledger files".into());
+                p.note(
+                    "missing_in_jsonl",
+                    row.seq,
+                    "mirrored, but not in the ledger files".into(),
+                );
             }
         }
         ControlFlow::Continue(())
@@ -320,7 +342,11 @@ pub fn compare(scan: &Scan, mirror: &Mirror, ledger: &str) -> Result<Parity, Mir
         if let Some(m) = missing_to {
             p.missing_in_sqlite += m - from + 1;
             for s in (from..=m).take(10) {
-                p.note("missing_in_sqlite", s, "in the ledger files, not in the mirror".into());
+                p.note(
+                    "missing_in_sqlite",
+                    s,
+                    "in the ledger files, not in the mirror".into(),
+                );
             }
         }
         let pending_from = missing_to.map_or(from, |m| m + 1);

@@ -78,7 +78,9 @@ pub struct KeyFile {
 
 impl std::fmt::Debug for KeyFile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KeyFile").field("key_id", &self.key_id).finish_non_exhaustive()
+        f.debug_struct("KeyFile")
+            .field("key_id", &self.key_id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -155,7 +157,8 @@ impl KeyFile {
             .mode(0o600)
             .open(path)
             .map_err(io_err)?;
-        file.write_all(format!("{json}\n").as_bytes()).map_err(io_err)?;
+        file.write_all(format!("{json}\n").as_bytes())
+            .map_err(io_err)?;
         file.sync_all().map_err(io_err)
     }
 
@@ -171,7 +174,11 @@ impl KeyFile {
 
 /// A TOML key, quoted when it is not a bare key.
 fn toml_key(id: &str) -> String {
-    if !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+    if !id.is_empty()
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
         id.to_owned()
     } else {
         let mut out = Vec::new();
@@ -222,15 +229,24 @@ impl Writer {
     }
 
     /// Seals and appends one event with the payload given as JSON text.
-    pub fn append(&mut self, event_type: &str, payload_json: &str) -> Result<Appended, ProduceError> {
+    pub fn append(
+        &mut self,
+        event_type: &str,
+        payload_json: &str,
+    ) -> Result<Appended, ProduceError> {
         let mut out = self.append_batch(event_type, &[payload_json])?;
-        out.pop().ok_or_else(|| ProduceError::Payload("nothing appended".into()))
+        out.pop()
+            .ok_or_else(|| ProduceError::Payload("nothing appended".into()))
     }
 
     /// Seals and appends several events under one lock and one fsync (each
     /// line still gets its own `write`). Every payload is checked before
     /// anything is written.
-    pub fn append_batch(&mut self, event_type: &str, payloads: &[&str]) -> Result<Vec<Appended>, ProduceError> {
+    pub fn append_batch(
+        &mut self,
+        event_type: &str,
+        payloads: &[&str],
+    ) -> Result<Vec<Appended>, ProduceError> {
         let parsed = payloads
             .iter()
             .map(|p| json::parse(p).map_err(|e| ProduceError::Payload(e.to_string())))
@@ -302,7 +318,9 @@ impl Writer {
             file.lock()?;
             let locked = file.metadata()?;
             match std::fs::metadata(&self.path) {
-                Ok(now) if now.ino() == locked.ino() && now.dev() == locked.dev() => return Ok(file),
+                Ok(now) if now.ino() == locked.ino() && now.dev() == locked.dev() => {
+                    return Ok(file)
+                }
                 _ => continue, // rotated between open and lock: try the new file
             }
         }
@@ -440,7 +458,12 @@ mod tests {
         let mut w2 = Writer::new(&path).without_fsync();
         assert_eq!(w2.append("t", "4").unwrap().seq, 4);
         // Garbage after the head is skipped when looking for it.
-        std::fs::OpenOptions::new().append(true).open(&path).unwrap().write_all(b"garbage\n{}\n").unwrap();
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(b"garbage\n{}\n")
+            .unwrap();
         assert_eq!(Writer::new(&path).append("t", "5").unwrap().seq, 5);
     }
 
@@ -449,10 +472,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.jsonl");
         Writer::new(&path).append("t", "0").unwrap();
-        std::fs::OpenOptions::new().append(true).open(&path).unwrap().write_all(b"{\"half").unwrap();
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(b"{\"half")
+            .unwrap();
         let before = std::fs::read(&path).unwrap();
         let err = Writer::new(&path).append("t", "1").unwrap_err();
-        assert!(matches!(err, ProduceError::UnfinishedLine { bytes: 6, .. }), "{err}");
+        assert!(
+            matches!(err, ProduceError::UnfinishedLine { bytes: 6, .. }),
+            "{err}"
+        );
         assert_eq!(std::fs::read(&path).unwrap(), before, "nothing written");
     }
 
@@ -471,7 +502,9 @@ mod tests {
     fn bad_payloads_write_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.jsonl");
-        let err = Writer::new(&path).append_batch("t", &["1", "{\"a\":1,\"a\":2}"]).unwrap_err();
+        let err = Writer::new(&path)
+            .append_batch("t", &["1", "{\"a\":1,\"a\":2}"])
+            .unwrap_err();
         assert!(matches!(err, ProduceError::Payload(_)));
         assert!(!path.exists() || std::fs::read(&path).unwrap().is_empty());
     }
@@ -482,12 +515,19 @@ mod tests {
         let path = dir.path().join("k.json");
         let key = KeyFile::generate("k1").unwrap();
         key.save_new(&path).unwrap();
-        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         let loaded = KeyFile::load(&path).unwrap();
         assert_eq!(loaded.key.to_bytes(), key.key.to_bytes());
         assert!(key.save_new(&path).is_err(), "existing file kept");
         assert!(key.trust_line().starts_with("k1 = \""));
-        std::fs::write(dir.path().join("bad.json"), "{\"key_id\":\"x\",\"seed\":\"AAAA\"}").unwrap();
+        std::fs::write(
+            dir.path().join("bad.json"),
+            "{\"key_id\":\"x\",\"seed\":\"AAAA\"}",
+        )
+        .unwrap();
         assert!(KeyFile::load(&dir.path().join("bad.json")).is_err());
     }
 }

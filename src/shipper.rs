@@ -197,10 +197,12 @@ impl Shipper {
                         let judgement = chain.judge(bytes, bytes.len() as u64, |seq| {
                             match hash_in_batch(&events, seq) {
                                 Some(h) => Some(h),
-                                None => self.mirror.hash_at(&self.ledger.name, seq).unwrap_or_else(|e| {
-                                    lookup_error = Some(e);
-                                    None
-                                }),
+                                None => self.mirror.hash_at(&self.ledger.name, seq).unwrap_or_else(
+                                    |e| {
+                                        lookup_error = Some(e);
+                                        None
+                                    },
+                                ),
                             }
                         });
                         if let Some(e) = lookup_error {
@@ -336,12 +338,17 @@ impl Shipper {
     /// Opens the tailer at the checkpoint. `None` when there is nothing to
     /// read (no files yet) or the checkpoint no longer matches the files
     /// (then the ledger is halted as `rewritten`, and committed so).
-    fn open_tailer(&mut self, files: Vec<LedgerFile>, report: &mut Report) -> Result<Option<Tailer>, ShipError> {
+    fn open_tailer(
+        &mut self,
+        files: Vec<LedgerFile>,
+        report: &mut Report,
+    ) -> Result<Option<Tailer>, ShipError> {
         if files.is_empty() {
             return Ok(None);
         }
         let max = self.ledger.max_line_bytes;
-        let opened = Tailer::open(files.clone(), self.state.position.as_ref(), max).map_err(|e| self.io_err(e))?;
+        let opened = Tailer::open(files.clone(), self.state.position.as_ref(), max)
+            .map_err(|e| self.io_err(e))?;
         let opened = match opened {
             Opened::FileMissing => self.relocate(files)?,
             other => other,
@@ -349,7 +356,11 @@ impl Shipper {
         match opened {
             Opened::Ready(t) => Ok(Some(t)),
             Opened::FileMissing => Ok(None),
-            Opened::Rewritten { path, offset, detail } => {
+            Opened::Rewritten {
+                path,
+                offset,
+                detail,
+            } => {
                 let mut next = self.state.clone();
                 let halt = Halt {
                     verdict: Verdict::Rewritten,
@@ -396,10 +407,16 @@ impl Shipper {
         // Files wholly after the head: start at the first of them.
         let later: Vec<LedgerFile> = files
             .iter()
-            .filter(|f| f.first_seq.is_some_and(|s| s > head.seq) || (f.is_live && f.first_seq.is_none()))
+            .filter(|f| {
+                f.first_seq.is_some_and(|s| s > head.seq) || (f.is_live && f.first_seq.is_none())
+            })
             .cloned()
             .collect();
-        if later.len() == files.len() || files.iter().all(|f| f.first_seq.is_none_or(|s| s > head.seq)) {
+        if later.len() == files.len()
+            || files
+                .iter()
+                .all(|f| f.first_seq.is_none_or(|s| s > head.seq))
+        {
             tracing::warn!(ledger = %self.ledger.name, "checkpoint file not found: continuing with the files after the head");
             return Tailer::open(later, None, max).map_err(|e| self.io_err(e));
         }

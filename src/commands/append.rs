@@ -47,8 +47,12 @@ pub fn run(args: AppendArgs) -> anyhow::Result<ExitCode> {
             if raw.last() == Some(&b'\n') {
                 raw.pop();
             }
-            let text = String::from_utf8(raw)
-                .map_err(|e| anyhow::anyhow!("stdin line {line_no}: invalid UTF-8 at byte {}", e.utf8_error().valid_up_to()))?;
+            let text = String::from_utf8(raw).map_err(|e| {
+                anyhow::anyhow!(
+                    "stdin line {line_no}: invalid UTF-8 at byte {}",
+                    e.utf8_error().valid_up_to()
+                )
+            })?;
             if crate::ledger::is_blank(text.as_bytes()) {
                 continue;
             }
@@ -98,7 +102,13 @@ fn flush(
     let payloads: Vec<&str> = batch.iter().map(String::as_str).collect();
     let done = writer
         .append_batch(&args.event_type, &payloads)
-        .with_context(|| format!("appending to {} ({} events appended before)", args.ledger.display(), appended))?;
+        .with_context(|| {
+            format!(
+                "appending to {} ({} events appended before)",
+                args.ledger.display(),
+                appended
+            )
+        })?;
     *appended += done.len() as u64;
     if let (Some(first), Some(last)) = (done.first(), done.last()) {
         let start = first_last.map_or(first.seq, |(f, _)| f);

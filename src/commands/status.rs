@@ -108,8 +108,14 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn print_text(s: &LedgerStatus) {
-    let head = s.head.as_ref().map_or("none".into(), |h| format!("seq {} {}", h.seq, h.hash));
-    let anchor = s.anchor.as_ref().map_or("none".into(), |h| format!("seq {}", h.seq));
+    let head = s
+        .head
+        .as_ref()
+        .map_or("none".into(), |h| format!("seq {} {}", h.seq, h.hash));
+    let anchor = s
+        .anchor
+        .as_ref()
+        .map_or("none".into(), |h| format!("seq {}", h.seq));
     println!("ledger {}  ({})", s.ledger, s.live_path);
     println!("  events     {}", s.events);
     println!("  head       {head}");
@@ -136,7 +142,11 @@ fn print_text(s: &LedgerStatus) {
     if s.quarantine.is_empty() {
         println!("  quarantine none");
     } else {
-        let parts: Vec<String> = s.quarantine.iter().map(|(v, n)| format!("{v} {n}")).collect();
+        let parts: Vec<String> = s
+            .quarantine
+            .iter()
+            .map(|(v, n)| format!("{v} {n}"))
+            .collect();
         println!("  quarantine {}", parts.join(", "));
     }
 }
@@ -160,5 +170,7 @@ fn lag_bytes(state: &LedgerState) -> Option<u64> {
         return Some(files.iter().map(|f| f.len).sum());
     };
     let i = files.iter().position(|f| f.id == pos.file)?;
-    Some(files[i].len.saturating_sub(pos.offset) + files[i + 1..].iter().map(|f| f.len).sum::<u64>())
+    Some(
+        files[i].len.saturating_sub(pos.offset) + files[i + 1..].iter().map(|f| f.len).sum::<u64>(),
+    )
 }

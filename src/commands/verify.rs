@@ -68,8 +68,13 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         ledgers: Vec::new(),
     };
     for ledger in &settings.ledgers {
-        let scan = parity::scan(ledger, &settings.keys)
-            .with_context(|| format!("reading ledger `{}` ({})", ledger.name, ledger.path.display()))?;
+        let scan = parity::scan(ledger, &settings.keys).with_context(|| {
+            format!(
+                "reading ledger `{}` ({})",
+                ledger.name,
+                ledger.path.display()
+            )
+        })?;
         let mut ok = scan.is_clean();
         let mirror_report = match &mirror {
             None => None,
@@ -144,8 +149,14 @@ fn print_text(report: &Report) {
             );
         }
         let mirrored = l.counts.get("mirrored").copied().unwrap_or(0);
-        let head = l.head.as_ref().map_or("none".into(), |h| format!("seq {}", h.seq));
-        let anchor = l.anchor.as_ref().map_or("none".into(), |h| format!("seq {}", h.seq));
+        let head = l
+            .head
+            .as_ref()
+            .map_or("none".into(), |h| format!("seq {}", h.seq));
+        let anchor = l
+            .anchor
+            .as_ref()
+            .map_or("none".into(), |h| format!("seq {}", h.seq));
         println!(
             "{}: {} file{}, {} event{} in the chain (anchor {anchor}, head {head}), {} problem{}{}",
             l.ledger,
@@ -162,11 +173,17 @@ fn print_text(report: &Report) {
         );
         if let Some(m) = &l.mirror {
             if !m.found {
-                println!("{}: the mirror {} holds no ledger of this name", l.ledger, m.db);
+                println!(
+                    "{}: the mirror {} holds no ledger of this name",
+                    l.ledger, m.db
+                );
                 continue;
             }
             for e in &m.parity.examples {
-                println!("{}: parity: seq {}: {}: {}", l.ledger, e.seq, e.kind, e.detail);
+                println!(
+                    "{}: parity: seq {}: {}: {}",
+                    l.ledger, e.seq, e.kind, e.detail
+                );
             }
             let p = &m.parity;
             println!(

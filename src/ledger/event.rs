@@ -417,7 +417,12 @@ pub fn hash_of_columns(c: &Columns<'_>) -> Result<Hash, String> {
     let mut text = Vec::with_capacity(c.payload.len() + 256);
     text.extend_from_slice(b"{\"seq\":");
     text.extend_from_slice(c.seq.to_string().as_bytes());
-    for (name, value) in [("ts", Some(c.ts)), ("type", Some(c.event_type)), ("id", c.id), ("key_id", c.key_id)] {
+    for (name, value) in [
+        ("ts", Some(c.ts)),
+        ("type", Some(c.event_type)),
+        ("id", c.id),
+        ("key_id", c.key_id),
+    ] {
         if let Some(v) = value {
             text.push(b',');
             jcs::write_string(&mut text, name);
@@ -610,7 +615,12 @@ mod tests {
     #[test]
     fn hash_is_recomputable_from_columns() {
         let key = SigningKey::from_bytes(&[1; 32]);
-        let (line, hash) = draft_line(3, Some(Hash([9; 32])), r#"{"z":[1,{"b":2,"a":1}]}"#, Some(("k1", &key)));
+        let (line, hash) = draft_line(
+            3,
+            Some(Hash([9; 32])),
+            r#"{"z":[1,{"b":2,"a":1}]}"#,
+            Some(("k1", &key)),
+        );
         let ev = auth(&line, SignaturePolicy::Off, &KeyRing::default()).unwrap();
         let prev = ev.prev_hash.map(|h| h.to_hex());
         let cols = Columns {
@@ -624,9 +634,15 @@ mod tests {
             key_id: ev.key_id.as_deref(),
         };
         assert_eq!(hash_of_columns(&cols).unwrap(), hash);
-        let altered = Columns { payload: r#"{"z":[1]}"#, ..cols };
+        let altered = Columns {
+            payload: r#"{"z":[1]}"#,
+            ..cols
+        };
         assert_ne!(hash_of_columns(&altered).unwrap(), hash);
-        let clash = Columns { extra: Some(r#"{"seq":1}"#), ..cols };
+        let clash = Columns {
+            extra: Some(r#"{"seq":1}"#),
+            ..cols
+        };
         assert!(hash_of_columns(&clash).is_err());
     }
 

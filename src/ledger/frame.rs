@@ -209,7 +209,9 @@ impl Framer {
 impl Discard {
     /// Counts more bytes of the too-long line, keeping the prefix.
     fn take(&mut self, bytes: &[u8]) {
-        let room = QUARANTINE_PREFIX.saturating_sub(self.prefix.len()).min(bytes.len());
+        let room = QUARANTINE_PREFIX
+            .saturating_sub(self.prefix.len())
+            .min(bytes.len());
         self.prefix.extend_from_slice(&bytes[..room]);
         self.length += bytes.len() as u64;
     }

@@ -276,8 +276,12 @@ impl Mirror {
     /// not SQLite at all is "not a ledgertail mirror", not an SQL error.
     fn identify(&self) -> Result<(i32, i32, i64)> {
         let query = || -> rusqlite::Result<(i32, i32, i64)> {
-            let app: i32 = self.conn.query_row("PRAGMA application_id", [], |r| r.get(0))?;
-            let version: i32 = self.conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+            let app: i32 = self
+                .conn
+                .query_row("PRAGMA application_id", [], |r| r.get(0))?;
+            let version: i32 = self
+                .conn
+                .query_row("PRAGMA user_version", [], |r| r.get(0))?;
             let tables: i64 = self.conn.query_row(
                 "SELECT count(*) FROM sqlite_master WHERE type = 'table'",
                 [],
@@ -322,7 +326,10 @@ impl Mirror {
             source: e,
         })?;
         let result = (|| {
-            for step in MIGRATIONS.iter().skip(usize::try_from(from - 1).unwrap_or(0)) {
+            for step in MIGRATIONS
+                .iter()
+                .skip(usize::try_from(from - 1).unwrap_or(0))
+            {
                 tx.execute_batch(step)?;
             }
             tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION};"))?;
@@ -449,7 +456,8 @@ impl Mirror {
             }
             Err(e) => return Err(MirrorError::Sqlite { path, source: e }),
         }
-        tx.commit().map_err(|e| MirrorError::Sqlite { path, source: e })?;
+        tx.commit()
+            .map_err(|e| MirrorError::Sqlite { path, source: e })?;
         state.generation += 1;
         Ok(())
     }
@@ -470,9 +478,11 @@ impl Mirror {
     /// Number of mirrored events of a ledger.
     pub fn event_count(&self, ledger: &str) -> Result<u64> {
         self.conn
-            .query_row("SELECT count(*) FROM events WHERE ledger = ?1", [ledger], |r| {
-                r.get::<_, i64>(0)
-            })
+            .query_row(
+                "SELECT count(*) FROM events WHERE ledger = ?1",
+                [ledger],
+                |r| r.get::<_, i64>(0),
+            )
             .map(|n| n as u64)
             .map_err(|e| self.err(e))
     }

@@ -106,7 +106,9 @@ pub fn discover(live: &Path, auth: Authenticity<'_>) -> io::Result<Vec<LedgerFil
         }
         let path = dir.join(name);
         // Follow symlinks like the live file; skip what is not a regular file.
-        let Ok(meta) = std::fs::metadata(&path) else { continue };
+        let Ok(meta) = std::fs::metadata(&path) else {
+            continue;
+        };
         if !meta.is_file() {
             continue;
         }
@@ -122,7 +124,11 @@ pub fn discover(live: &Path, auth: Authenticity<'_>) -> io::Result<Vec<LedgerFil
     // Files with no authentic event hold nothing the chain can use; they go
     // first (their lines are judged, and quarantined) in name order.
     rotated.sort_by(|a, b| {
-        (a.first_seq.is_some(), a.first_seq, &a.path).cmp(&(b.first_seq.is_some(), b.first_seq, &b.path))
+        (a.first_seq.is_some(), a.first_seq, &a.path).cmp(&(
+            b.first_seq.is_some(),
+            b.first_seq,
+            &b.path,
+        ))
     });
     match std::fs::metadata(live) {
         Ok(meta) if meta.is_file() => {

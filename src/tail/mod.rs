@@ -39,7 +39,11 @@ pub struct Position {
 pub enum Opened {
     Ready(Tailer),
     /// The bytes behind the checkpoint changed, or the file shrank.
-    Rewritten { path: PathBuf, offset: u64, detail: String },
+    Rewritten {
+        path: PathBuf,
+        offset: u64,
+        detail: String,
+    },
     /// The checkpoint's file is not among the ledger's files any more.
     FileMissing,
 }
@@ -121,7 +125,10 @@ impl Tailer {
                 return Ok(Opened::Rewritten {
                     path,
                     offset: pos.offset,
-                    detail: format!("file shrank to {len} bytes, below the checkpoint at {}", pos.offset),
+                    detail: format!(
+                        "file shrank to {len} bytes, below the checkpoint at {}",
+                        pos.offset
+                    ),
                 });
             }
             let now = read_tail(&file, pos.offset)?;
@@ -207,8 +214,13 @@ impl Tailer {
     /// the last discovery.
     pub fn remaining_bytes(&self) -> u64 {
         let Some(cur) = &self.current else { return 0 };
-        let here = self.files[self.index].len.saturating_sub(cur.framer.position());
-        here + self.files[self.index + 1..].iter().map(|f| f.len).sum::<u64>()
+        let here = self.files[self.index]
+            .len
+            .saturating_sub(cur.framer.position());
+        here + self.files[self.index + 1..]
+            .iter()
+            .map(|f| f.len)
+            .sum::<u64>()
     }
 
     /// Files whose last bytes were an unfinished line: those left behind
@@ -258,7 +270,9 @@ pub fn locate_after_head(
         };
         let mut found = None;
         while let Some((_, frame)) = t.next_frame()? {
-            let Frame::Line { bytes, .. } = frame else { continue };
+            let Frame::Line { bytes, .. } = frame else {
+                continue;
+            };
             if memchr::memmem::find(bytes, needle.as_bytes()).is_none() {
                 continue;
             }
