@@ -80,7 +80,9 @@ impl ConfigError {
             ConfigError::Syntax { .. } => Some(
                 "config/ledgertail.toml in the project lists every option with its default".into(),
             ),
-            ConfigError::Invalid { hint, .. } => hint.clone(),
+            ConfigError::Invalid { hint, .. } => Some(hint.clone().unwrap_or_else(|| {
+                "config/ledgertail.toml in the project lists every option with its default".into()
+            })),
         }
     }
 
