@@ -530,4 +530,51 @@ mod tests {
             assert!(err.starts_with(field), "{text}: {err}");
         }
     }
+
+    /// The shipped example must say exactly what the defaults are.
+    #[test]
+    fn the_sample_config_equals_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/ledgertail.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let file = FileConfig::parse(&text, &path).unwrap();
+        let over = Overrides {
+            config: Some(path.clone()),
+            ..Overrides::default()
+        };
+        let dir = path.parent().unwrap();
+        let sample = Settings::resolve(&file, &over, dir).unwrap();
+        let defaults =
+            Settings::resolve(&FileConfig::default(), &Overrides::default(), dir).unwrap();
+        assert_eq!(sample.db, defaults.db);
+        assert_eq!(sample.listen, defaults.listen);
+        assert_eq!(sample.parity_interval, defaults.parity_interval);
+        assert_eq!(sample.log_format, defaults.log_format);
+        assert_eq!(sample.log_level, defaults.log_level);
+        assert_eq!(sample.batch_max_events, defaults.batch_max_events);
+        assert_eq!(sample.keys.len(), 0);
+        assert_eq!(sample.ledgers.len(), 1);
+        let (a, b) = (&sample.ledgers[0], &defaults.ledgers[0]);
+        assert_eq!(
+            (&a.name, &a.path, a.signatures, a.max_line_bytes, a.rules),
+            (&b.name, &b.path, b.signatures, b.max_line_bytes, b.rules)
+        );
+        // Every field of FileConfig and LedgerTable appears in the sample.
+        for key in [
+            "db",
+            "listen",
+            "parity_interval_secs",
+            "log_format",
+            "log_level",
+            "batch_max_events",
+            "[keys]",
+            "[[ledger]]",
+            "name",
+            "path",
+            "signatures",
+            "max_line_bytes",
+            "require_genesis",
+        ] {
+            assert!(text.contains(key), "{key} missing from the sample");
+        }
+    }
 }

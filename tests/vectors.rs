@@ -131,14 +131,19 @@ struct Judged {
     extra: Option<String>,
 }
 
-fn run_core(
-    case: &Case,
-) -> (
-    Vec<Judged>,
-    Option<(u64, String)>,
-    Option<(u64, String)>,
-    BTreeMap<String, u64>,
-) {
+/// A mark on the chain: (seq, hash).
+type Mark = Option<(u64, String)>;
+/// The checkpoint columns a test reads back.
+type CheckpointRow = (
+    Option<i64>,
+    Option<String>,
+    Option<i64>,
+    Option<String>,
+    i64,
+    Option<String>,
+);
+
+fn run_core(case: &Case) -> (Vec<Judged>, Mark, Mark, BTreeMap<String, u64>) {
     let keys =
         KeyRing::from_base64(case.keys.iter().map(|(a, b)| (a.as_str(), b.as_str()))).unwrap();
     let tail = TailConfig {
@@ -486,14 +491,7 @@ fn every_vector_through_replay_into_sqlite() {
             fail(format!("quarantine counts {got_counts:?} != {counts:?}"));
         }
         // Checkpoint: head, anchor, halt.
-        let (head_seq, head_hash, anchor_seq, anchor_hash, is_halted, halt_verdict): (
-            Option<i64>,
-            Option<String>,
-            Option<i64>,
-            Option<String>,
-            i64,
-            Option<String>,
-        ) = conn
+        let (head_seq, head_hash, anchor_seq, anchor_hash, is_halted, halt_verdict): CheckpointRow = conn
             .query_row(
                 "SELECT head_seq, head_hash, anchor_seq, anchor_hash, halted, halt_verdict FROM checkpoints WHERE ledger = ?1",
                 [&ledger],

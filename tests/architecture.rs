@@ -1,0 +1,71 @@
+//! The core stays pure: nothing under `src/ledger/` may touch files,
+//! SQLite, the clock, async runtimes, logs or metrics. This keeps every rule
+//! of the contract testable with byte literals (docs/architecture.md).
+
+use std::path::Path;
+
+const FORBIDDEN: &[&str] = &[
+    "std::fs",
+    "std::net",
+    "File::",
+    "rusqlite",
+    "tokio",
+    "notify",
+    "prometheus",
+    "tracing",
+    "SystemTime",
+    "Instant::now",
+    "std::env",
+    "std::process",
+];
+
+#[test]
+fn the_ledger_core_does_no_io() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/ledger");
+    let mut offences = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        // Unit tests may use anything.
+        let code = text.split("#[cfg(test)]").next().unwrap_or("");
+        for (n, line) in code.lines().enumerate() {
+            let line = line.trim_start();
+            if line.starts_with("//") {
+                continue;
+            }
+            for word in FORBIDDEN {
+                if line.contains(word) {
+                    offences.push(format!("{}:{}: {word}", path.display(), n + 1));
+                }
+            }
+        }
+    }
+    assert!(
+        offences.is_empty(),
+        "I/O in the pure core:\n{}",
+        offences.join("\n")
+    );
+}
+
+#[test]
+fn only_the_mirror_speaks_sql() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut offences = Vec::new();
+    let mut stack = vec![src.clone()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                if !path.ends_with("mirror") {
+                    stack.push(path);
+                }
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            if text.contains("rusqlite") {
+                offences.push(path.display().to_string());
+            }
+        }
+    }
+    assert!(offences.is_empty(), "SQL outside src/mirror/: {offences:?}");
+}
