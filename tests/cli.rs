@@ -542,3 +542,20 @@ fn read_only_database_directory_is_a_clear_error() {
     assert!(stderr(&out).contains("writable"), "{}", stderr(&out));
     assert!(!db.exists());
 }
+
+/// The README's Python producer (stdlib only) writes ledgers that verify.
+#[test]
+fn the_python_producer_in_examples_passes_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = dir.path().join("py.jsonl");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/producer.py");
+    let payloads = "{\"order\":1,\"item\":\"café\",\"tags\":[\"a\",\"b\"]}\n{\"n\":{\"z\":1,\"a\":[true,null]}}\n\"text\"\n";
+    let out = run_with_stdin(Command::new("python3").arg(&script).arg(&ledger).arg("order.created"), payloads);
+    assert!(out.status.success(), "python3 producer failed: {}", stderr(&out));
+    // ledgertail append continues the same chain.
+    assert!(append(&ledger, "{\"from\":\"rust\"}\n").status.success());
+    let out = run(bin().args(["verify", "--json", "--ledger"]).arg(&ledger));
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["ledgers"][0]["counts"]["mirrored"], 4);
+}
