@@ -550,8 +550,18 @@ fn the_python_producer_in_examples_passes_verify() {
     let ledger = dir.path().join("py.jsonl");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/producer.py");
     let payloads = "{\"order\":1,\"item\":\"café\",\"tags\":[\"a\",\"b\"]}\n{\"n\":{\"z\":1,\"a\":[true,null]}}\n\"text\"\n";
-    let out = run_with_stdin(Command::new("python3").arg(&script).arg(&ledger).arg("order.created"), payloads);
-    assert!(out.status.success(), "python3 producer failed: {}", stderr(&out));
+    let out = run_with_stdin(
+        Command::new("python3")
+            .arg(&script)
+            .arg(&ledger)
+            .arg("order.created"),
+        payloads,
+    );
+    assert!(
+        out.status.success(),
+        "python3 producer failed: {}",
+        stderr(&out)
+    );
     // ledgertail append continues the same chain.
     assert!(append(&ledger, "{\"from\":\"rust\"}\n").status.success());
     let out = run(bin().args(["verify", "--json", "--ledger"]).arg(&ledger));
