@@ -396,107 +396,61 @@ fn bad_input_is_a_clear_error_that_changes_nothing() {
     )
     .unwrap();
 
+    let path = |name: &str| d.join(name).display().to_string();
+    let args = |list: &[&str]| list.iter().map(|a| a.to_string()).collect::<Vec<String>>();
+    let app = ledger.display().to_string();
+    let replay_into = |db: &str| args(&["replay", "--ledger", &app, "--db", &path(db)]);
     let cases: Vec<(&str, Vec<String>, &str)> = vec![
         (
             "unknown config key",
-            vec![
-                "replay".into(),
-                "--config".into(),
-                d.join("unknown-key.toml").display().to_string(),
-            ],
+            args(&["replay", "--config", &path("unknown-key.toml")]),
             "dbb",
         ),
         (
             "bad policy",
-            vec![
-                "verify".into(),
-                "--config".into(),
-                d.join("bad-policy.toml").display().to_string(),
-            ],
+            args(&["verify", "--config", &path("bad-policy.toml")]),
             "signatures",
         ),
         (
             "missing config",
-            vec![
-                "replay".into(),
-                "--config".into(),
-                d.join("nope.toml").display().to_string(),
-            ],
+            args(&["replay", "--config", &path("nope.toml")]),
             "nope.toml",
         ),
         (
             "missing ledger",
-            vec![
-                "replay".into(),
-                "--ledger".into(),
-                d.join("missing.jsonl").display().to_string(),
-                "--db".into(),
-                d.join("fresh.db").display().to_string(),
-            ],
+            args(&[
+                "replay",
+                "--ledger",
+                &path("missing.jsonl"),
+                "--db",
+                &path("fresh.db"),
+            ]),
             "no such file",
         ),
         (
             "not sqlite",
-            vec![
-                "replay".into(),
-                "--ledger".into(),
-                ledger.display().to_string(),
-                "--db".into(),
-                d.join("text.db").display().to_string(),
-            ],
+            replay_into("text.db"),
             "not a ledgertail mirror",
         ),
         (
             "another app's db",
-            vec![
-                "replay".into(),
-                "--ledger".into(),
-                ledger.display().to_string(),
-                "--db".into(),
-                d.join("other.db").display().to_string(),
-            ],
+            replay_into("other.db"),
             "not a ledgertail mirror",
         ),
-        (
-            "newer schema",
-            vec![
-                "replay".into(),
-                "--ledger".into(),
-                ledger.display().to_string(),
-                "--db".into(),
-                d.join("newer.db").display().to_string(),
-            ],
-            "newer",
-        ),
+        ("newer schema", replay_into("newer.db"), "newer"),
         (
             "status of a missing db",
-            vec![
-                "status".into(),
-                "--db".into(),
-                d.join("absent.db").display().to_string(),
-            ],
+            args(&["status", "--db", &path("absent.db")]),
             "no such database",
         ),
         (
             "malformed key file",
-            vec![
-                "append".into(),
-                "--ledger".into(),
-                ledger.display().to_string(),
-                "--key".into(),
-                d.join("bad.key").display().to_string(),
-            ],
+            args(&["append", "--ledger", &app, "--key", &path("bad.key")]),
             "seed",
         ),
         (
             "bad --trust",
-            vec![
-                "verify".into(),
-                "--ledger".into(),
-                ledger.display().to_string(),
-                "--trust".into(),
-                "k1".into(),
-            ],
+            args(&["verify", "--ledger", &app, "--trust", "k1"]),
             "ID=BASE64",
         ),
     ];
