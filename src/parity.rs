@@ -250,6 +250,18 @@ impl Parity {
         self.missing_in_sqlite == 0 && self.missing_in_jsonl == 0 && self.mismatched == 0
     }
 
+    /// Seqs of the files' chain that the mirror should hold and does not.
+    fn missing(&mut self, seqs: std::ops::Range<u64>) {
+        self.missing_in_sqlite += seqs.end.saturating_sub(seqs.start);
+        for s in seqs.take(10) {
+            self.note(
+                "missing_in_sqlite",
+                s,
+                "in the ledger files, not in the mirror".into(),
+            );
+        }
+    }
+
     fn note(&mut self, kind: &'static str, seq: u64, detail: String) {
         if self.examples.len() < 100 {
             self.examples.push(ParityProblem { kind, seq, detail });
@@ -298,16 +310,7 @@ pub fn compare(scan: &Scan, mirror: &Mirror, ledger: &str) -> Result<Parity, Mir
         match file_range {
             Some((anchor, _)) if row.seq < anchor => p.archived += 1,
             Some((anchor, head)) if row.seq <= head => {
-                let mut s = next_file_seq.unwrap_or(anchor);
-                while s < row.seq {
-                    p.missing_in_sqlite += 1;
-                    p.note(
-                        "missing_in_sqlite",
-                        s,
-                        "in the ledger files, not in the mirror".into(),
-                    );
-                    s += 1;
-                }
+                p.missing(next_file_seq.unwrap_or(anchor)..row.seq);
                 next_file_seq = Some(row.seq + 1);
                 let file_hash = scan.hash_at(row.seq);
                 if file_hash.map(|h| h.to_hex()) != Some(row.hash.clone()) {
@@ -340,14 +343,7 @@ pub fn compare(scan: &Scan, mirror: &Mirror, ledger: &str) -> Result<Parity, Mir
         let from = next_file_seq.unwrap_or(anchor);
         let missing_to = mirror_head.map(|m| m.min(head)).filter(|&m| m >= from);
         if let Some(m) = missing_to {
-            p.missing_in_sqlite += m - from + 1;
-            for s in (from..=m).take(10) {
-                p.note(
-                    "missing_in_sqlite",
-                    s,
-                    "in the ledger files, not in the mirror".into(),
-                );
-            }
+            p.missing(from..m + 1);
         }
         let pending_from = missing_to.map_or(from, |m| m + 1);
         if pending_from <= head {

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::config::LedgerSettings;
-use crate::ledger::frame::Frame;
+use crate::ledger::frame::{Frame, QUARANTINE_PREFIX};
 use crate::ledger::{Chain, Hash, KeyRing, LineJudgement, Verdict};
 use crate::mirror::{EventRow, Halt, LedgerState, Mirror, MirrorError, QuarantineRow};
 use crate::tail::{self, LedgerFile, Opened, TailConfig, Tailer};
@@ -39,8 +39,6 @@ pub struct Report {
     pub verdicts: BTreeMap<Verdict, u64>,
     pub blank: u64,
     pub commits: u64,
-    /// Bytes of complete lines consumed.
-    pub bytes: u64,
     /// Set when the ledger is halted (now or from before).
     pub halt: Option<Halt>,
 }
@@ -107,10 +105,6 @@ impl Shipper {
         &self.state
     }
 
-    pub fn mirror(&self) -> &Mirror {
-        &self.mirror
-    }
-
     fn tail_config(&self) -> TailConfig {
         TailConfig {
             live: self.ledger.path.clone(),
@@ -164,7 +158,6 @@ impl Shipper {
             let mut halt = None;
             let mut at_end = false;
             let mut lines = 0usize;
-            let mut bytes = 0u64;
             while lines < self.batch_max_events {
                 let next = tailer.next_frame().map_err(|e| self.io_err(e))?;
                 let Some((file, frame)) = next else {
@@ -172,127 +165,96 @@ impl Shipper {
                     break;
                 };
                 lines += 1;
-                bytes += frame.length() + 1;
-                match frame {
-                    Frame::TooLong {
-                        offset,
-                        length,
-                        prefix,
-                    } => {
-                        *report.verdicts.entry(Verdict::TooLong).or_default() += 1;
-                        quarantine.push(QuarantineRow {
-                            file,
-                            path: String::new(),
-                            offset,
-                            length,
-                            seq: None,
-                            hash: None,
-                            verdict: Verdict::TooLong,
-                            detail: format!("{length} bytes > {}", self.ledger.max_line_bytes),
-                            line: prefix.to_vec(),
-                        });
-                    }
-                    Frame::Line { offset, bytes } => {
+                let (offset, length) = (frame.offset(), frame.length());
+                // (verdict, detail, seq, hash, first bytes) of a refused line.
+                let refused = match frame {
+                    Frame::TooLong { prefix, .. } => Some((
+                        Verdict::TooLong,
+                        format!("{length} bytes > {}", self.ledger.max_line_bytes),
+                        None,
+                        None,
+                        prefix.to_vec(),
+                    )),
+                    Frame::Line { bytes, .. } => {
                         let mut lookup_error = None;
-                        let judgement = chain.judge(bytes, bytes.len() as u64, |seq| {
-                            match hash_in_batch(&events, seq) {
-                                Some(h) => Some(h),
-                                None => self.mirror.hash_at(&self.ledger.name, seq).unwrap_or_else(
-                                    |e| {
+                        let judgement = chain.judge(bytes, length, |seq| {
+                            hash_in_batch(&events, seq).or_else(|| {
+                                self.mirror
+                                    .hash_at(&self.ledger.name, seq)
+                                    .unwrap_or_else(|e| {
                                         lookup_error = Some(e);
                                         None
-                                    },
-                                ),
-                            }
+                                    })
+                            })
                         });
                         if let Some(e) = lookup_error {
                             return Err(e.into());
                         }
                         match judgement {
-                            LineJudgement::Blank => report.blank += 1,
+                            LineJudgement::Blank => {
+                                report.blank += 1;
+                                None
+                            }
                             LineJudgement::Mirrored(event) => {
-                                *report.verdicts.entry(Verdict::Mirrored).or_default() += 1;
                                 events.push(EventRow {
                                     event,
                                     file,
                                     offset,
                                 });
+                                *report.verdicts.entry(Verdict::Mirrored).or_default() += 1;
+                                None
                             }
-                            LineJudgement::Refused { refusal, .. } => {
-                                *report.verdicts.entry(refusal.verdict).or_default() += 1;
-                                let keep = bytes.len().min(crate::ledger::frame::QUARANTINE_PREFIX);
-                                if refusal.verdict.halts() {
-                                    halt = Some(Halt {
-                                        verdict: refusal.verdict,
-                                        detail: refusal.detail.clone(),
-                                        file: None,
-                                        offset: Some(offset),
-                                        seq: refusal.seq,
-                                    });
-                                }
-                                quarantine.push(QuarantineRow {
-                                    file,
-                                    path: String::new(),
-                                    offset,
-                                    length: bytes.len() as u64,
-                                    seq: refusal.seq,
-                                    hash: refusal.hash,
-                                    verdict: refusal.verdict,
-                                    detail: refusal.detail,
-                                    line: bytes[..keep].to_vec(),
-                                });
-                                if halt.is_some() {
-                                    break;
-                                }
-                            }
+                            LineJudgement::Refused { refusal, .. } => Some((
+                                refusal.verdict,
+                                refusal.detail,
+                                refusal.seq,
+                                refusal.hash,
+                                bytes[..bytes.len().min(QUARANTINE_PREFIX)].to_vec(),
+                            )),
                         }
                     }
+                };
+                let Some((verdict, detail, seq, hash, line)) = refused else {
+                    continue;
+                };
+                *report.verdicts.entry(verdict).or_default() += 1;
+                let row = QuarantineRow {
+                    file,
+                    path: path_of(tailer.files(), file),
+                    offset,
+                    length,
+                    seq,
+                    hash,
+                    verdict,
+                    detail,
+                    line,
+                };
+                log_refusal(&self.ledger.name, &row);
+                if verdict.halts() {
+                    halt = Some(Halt {
+                        verdict,
+                        detail: row.detail.clone(),
+                        file: Some(row.path.clone()),
+                        offset: Some(offset),
+                        seq,
+                    });
+                }
+                quarantine.push(row);
+                if halt.is_some() {
+                    break;
                 }
             }
 
-            let current_path = tailer
-                .current_path()
-                .map(|p| p.display().to_string())
-                .unwrap_or_default();
-            for q in &mut quarantine {
-                q.path = path_of(tailer.files(), q.file);
-                log_refusal(&self.ledger.name, q);
-            }
             let mut next_state = self.state.clone();
             next_state.head = chain.head;
             next_state.anchor = chain.anchor;
-            if let Some(mut h) = halt.take() {
-                h.file = Some(current_path.clone());
+            next_state.position = match &halt {
                 // The checkpoint stays *before* the halting line, so a
                 // restart judges it again (and goes on once it is fixed).
-                next_state.position = tailer.position().map(|mut p| {
-                    if let Some(off) = h.offset {
-                        p.offset = off;
-                        p.tail = Vec::new();
-                    }
-                    p
-                });
-                tracing::error!(
-                    ledger = %self.ledger.name,
-                    file = %current_path,
-                    offset = h.offset.unwrap_or(0),
-                    seq = h.seq.map(|s| s as i64).unwrap_or(-1),
-                    verdict = %h.verdict,
-                    detail = %h.detail,
-                    "ledger halted: nothing more is mirrored until the cause is fixed (see the runbook)"
-                );
-                next_state.halt = Some(h);
-            } else {
-                next_state.position = tailer.position();
-                next_state.halt = None;
-            }
-            if next_state.halt.is_some() {
-                // Fix the tail check of a halting position (bytes before the
-                // halting line) so the restart can verify them.
-                if let Some(p) = next_state.position.as_mut() {
-                    p.tail = tail_before(&p.path, p.offset);
-                }
-            }
+                Some(h) => h.offset.and_then(|off| tailer.position_at(off)),
+                None => tailer.position(),
+            };
+            next_state.halt = halt;
 
             let unchanged = events.is_empty()
                 && quarantine.is_empty()
@@ -311,7 +273,6 @@ impl Shipper {
                 self.state = next_state;
                 report.commits += 1;
             }
-            report.bytes += bytes;
             progress(Progress {
                 done_bytes: total_bytes.saturating_sub(tailer.remaining_bytes()),
                 total_bytes,
@@ -404,21 +365,13 @@ impl Shipper {
             tracing::warn!(ledger = %self.ledger.name, file = %pos.path.display(), offset = pos.offset, "checkpoint file not found: resuming after the head's line");
             return Tailer::open(files, Some(&pos), max).map_err(|e| self.io_err(e));
         }
-        // Files wholly after the head: start at the first of them.
-        let later: Vec<LedgerFile> = files
+        // No file can hold the head (each starts after it): read them all.
+        if files
             .iter()
-            .filter(|f| {
-                f.first_seq.is_some_and(|s| s > head.seq) || (f.is_live && f.first_seq.is_none())
-            })
-            .cloned()
-            .collect();
-        if later.len() == files.len()
-            || files
-                .iter()
-                .all(|f| f.first_seq.is_none_or(|s| s > head.seq))
+            .all(|f| f.first_seq.is_none_or(|s| s > head.seq))
         {
             tracing::warn!(ledger = %self.ledger.name, "checkpoint file not found: continuing with the files after the head");
-            return Tailer::open(later, None, max).map_err(|e| self.io_err(e));
+            return Tailer::open(files, None, max).map_err(|e| self.io_err(e));
         }
         Ok(Opened::Rewritten {
             path: self.ledger.path.clone(),
@@ -447,30 +400,27 @@ fn path_of(files: &[LedgerFile], id: tail::FileId) -> String {
         .unwrap_or_default()
 }
 
-fn tail_before(path: &std::path::Path, offset: u64) -> Vec<u8> {
-    use std::os::unix::fs::FileExt;
-    let Ok(file) = std::fs::File::open(path) else {
-        return Vec::new();
-    };
-    let start = offset.saturating_sub(tail::TAIL_CHECK_BYTES);
-    let mut buf = vec![0u8; (offset - start) as usize];
-    match file.read_exact_at(&mut buf, start) {
-        Ok(()) => buf,
-        Err(_) => Vec::new(),
-    }
-}
-
 fn log_refusal(ledger: &str, q: &QuarantineRow) {
+    let seq = q.seq.map_or(-1, |s| s as i64);
     if q.verdict.halts() {
-        return; // logged as the halt itself
+        tracing::error!(
+            ledger,
+            file = %q.path,
+            offset = q.offset,
+            seq,
+            verdict = %q.verdict,
+            detail = %q.detail,
+            "ledger halted: nothing more is mirrored until the cause is fixed (see the runbook)"
+        );
+    } else {
+        tracing::warn!(
+            ledger,
+            file = %q.path,
+            offset = q.offset,
+            seq,
+            verdict = %q.verdict,
+            detail = %q.detail,
+            "line quarantined"
+        );
     }
-    tracing::warn!(
-        ledger,
-        file = %q.path,
-        offset = q.offset,
-        seq = q.seq.map(|s| s as i64).unwrap_or(-1),
-        verdict = %q.verdict,
-        detail = %q.detail,
-        "line quarantined"
-    );
 }

@@ -37,6 +37,16 @@ fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
+/// `ledgertail CMD --ledger LEDGER --db DB`
+fn on_db(cmd: &str, ledger: &Path, db: &Path) -> Output {
+    run(bin()
+        .arg(cmd)
+        .arg("--ledger")
+        .arg(ledger)
+        .arg("--db")
+        .arg(db))
+}
+
 fn append(ledger: &Path, payloads: &str) -> Output {
     run_with_stdin(bin().arg("append").arg("--ledger").arg(ledger), payloads)
 }
@@ -186,14 +196,7 @@ fn replay_rebuilds_a_deleted_database_and_status_reports() {
     let payloads: String = (0..50).map(|i| format!("{{\"i\":{i}}}\n")).collect();
     assert!(append(&ledger, &payloads).status.success());
     let db = dir.path().join("m.db");
-    let replay = || {
-        run(bin()
-            .arg("replay")
-            .arg("--ledger")
-            .arg(&ledger)
-            .arg("--db")
-            .arg(&db))
-    };
+    let replay = || on_db("replay", &ledger, &db);
     assert_eq!(replay().status.code(), Some(0));
     let dump = |db: &Path| -> Vec<(i64, String, String)> {
         let conn = rusqlite::Connection::open(db).unwrap();
@@ -238,12 +241,7 @@ fn replay_rebuilds_a_deleted_database_and_status_reports() {
     );
 
     // verify --db: parity holds; then a row altered in the mirror is caught.
-    let out = run(bin()
-        .arg("verify")
-        .arg("--ledger")
-        .arg(&ledger)
-        .arg("--db")
-        .arg(&db));
+    let out = on_db("verify", &ledger, &db);
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
     rusqlite::Connection::open(&db)
         .unwrap()
@@ -268,17 +266,7 @@ fn a_rewritten_ledger_halts_replay() {
     let ledger = dir.path().join("app.jsonl");
     assert!(append(&ledger, "1\n2\n3\n").status.success());
     let db = dir.path().join("m.db");
-    assert_eq!(
-        run(bin()
-            .arg("replay")
-            .arg("--ledger")
-            .arg(&ledger)
-            .arg("--db")
-            .arg(&db))
-        .status
-        .code(),
-        Some(0)
-    );
+    assert_eq!(on_db("replay", &ledger, &db).status.code(), Some(0));
     // Change a byte just before the checkpoint (in place: same inode).
     let mut bytes = std::fs::read(&ledger).unwrap();
     let n = bytes.len();
@@ -289,29 +277,14 @@ fn a_rewritten_ledger_halts_replay() {
         .unwrap()
         .write_all(&bytes)
         .unwrap();
-    let out = run(bin()
-        .arg("replay")
-        .arg("--ledger")
-        .arg(&ledger)
-        .arg("--db")
-        .arg(&db));
+    let out = on_db("replay", &ledger, &db);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(stderr(&out).contains("rewritten"), "{}", stderr(&out));
     // A shrunk file too.
     let db2 = dir.path().join("m2.db");
     let ledger2 = dir.path().join("b.jsonl");
     assert!(append(&ledger2, "1\n2\n").status.success());
-    assert_eq!(
-        run(bin()
-            .arg("replay")
-            .arg("--ledger")
-            .arg(&ledger2)
-            .arg("--db")
-            .arg(&db2))
-        .status
-        .code(),
-        Some(0)
-    );
+    assert_eq!(on_db("replay", &ledger2, &db2).status.code(), Some(0));
     let len = std::fs::metadata(&ledger2).unwrap().len();
     std::fs::OpenOptions::new()
         .write(true)
@@ -319,12 +292,7 @@ fn a_rewritten_ledger_halts_replay() {
         .unwrap()
         .set_len(len - 10)
         .unwrap();
-    let out = run(bin()
-        .arg("replay")
-        .arg("--ledger")
-        .arg(&ledger2)
-        .arg("--db")
-        .arg(&db2));
+    let out = on_db("replay", &ledger2, &db2);
     assert_eq!(out.status.code(), Some(1));
     let out = run(bin().args(["status", "--json", "--db"]).arg(&db2));
     let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -485,12 +453,7 @@ fn read_only_database_directory_is_a_clear_error() {
     } else {
         ro.join("m.db")
     };
-    let out = run(bin()
-        .arg("replay")
-        .arg("--ledger")
-        .arg(&ledger)
-        .arg("--db")
-        .arg(&db));
+    let out = on_db("replay", &ledger, &db);
     std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o755)).unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("writable"), "{}", stderr(&out));

@@ -41,16 +41,9 @@ pub fn settings(args: &LedgerArgs, db: Option<std::path::PathBuf>) -> anyhow::Re
 /// at all (neither the live file nor a rotated one).
 pub fn require_ledger_files(settings: &Settings) -> anyhow::Result<()> {
     for l in &settings.ledgers {
-        let tail = crate::tail::TailConfig {
-            live: l.path.clone(),
-            policy: l.signatures,
-            keys: settings.keys.clone(),
-            max_line_bytes: l.max_line_bytes,
-        };
-        let files = tail
-            .discover()
+        let exists = crate::tail::identity::any_file_exists(&l.path)
             .with_context(|| format!("ledger `{}`: cannot read {}", l.name, l.path.display()))?;
-        if files.is_empty() {
+        if !exists {
             anyhow::bail!(NoLedger {
                 name: l.name.clone(),
                 path: l.path.display().to_string(),

@@ -95,12 +95,6 @@ impl Verdict {
             Verdict::Fork | Verdict::SeqGap | Verdict::ChainBreak | Verdict::Rewritten
         )
     }
-
-    /// Verdicts caused by configuration (keys, policy) that are judged again
-    /// after a reload (contract §2.1).
-    pub fn is_reversible(self) -> bool {
-        matches!(self, Verdict::UnknownKey | Verdict::Unsigned)
-    }
 }
 
 impl fmt::Display for Verdict {

@@ -70,14 +70,6 @@ impl MirrorError {
             },
         }
     }
-
-    /// True for conditions that clear by themselves (locks, a full disk).
-    pub fn is_transient(&self) -> bool {
-        matches!(self, MirrorError::Sqlite { source, .. } if matches!(
-            source.sqlite_error_code(),
-            Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked | ErrorCode::DiskFull | ErrorCode::SystemIoFailure)
-        ))
-    }
 }
 
 pub type Result<T> = std::result::Result<T, MirrorError>;

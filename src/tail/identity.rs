@@ -76,6 +76,41 @@ pub fn is_rotated_name(live_name: &str, name: &str) -> bool {
     !COMPRESSED.iter().any(|ext| lower.ends_with(ext))
 }
 
+/// True when the live file or any rotated sibling exists. Cheap: names and
+/// file types only, nothing is read.
+pub fn any_file_exists(live: &Path) -> io::Result<bool> {
+    if live.is_file() {
+        return Ok(true);
+    }
+    let (dir, live_name) = split(live)?;
+    for entry in std::fs::read_dir(&dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        if name
+            .to_str()
+            .is_some_and(|n| is_rotated_name(&live_name, n))
+            && dir.join(&name).is_file()
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// The folder of a ledger's files and the live file's name.
+fn split(live: &Path) -> io::Result<(PathBuf, String)> {
+    let dir = match live.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = live
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "ledger path has no file name"))?
+        .to_owned();
+    Ok((dir, name))
+}
+
 /// How to recognise an authentic event while ordering files.
 #[derive(Clone, Copy)]
 pub struct Authenticity<'a> {
@@ -87,15 +122,7 @@ pub struct Authenticity<'a> {
 /// Lists a ledger's files, oldest first. A missing live file is not an
 /// error (it may be about to be created); an unreadable directory is.
 pub fn discover(live: &Path, auth: Authenticity<'_>) -> io::Result<Vec<LedgerFile>> {
-    let dir = match live.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let live_name = live
-        .file_name()
-        .and_then(|n| n.to_str())
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "ledger path has no file name"))?
-        .to_owned();
+    let (dir, live_name) = split(live)?;
     let mut rotated = Vec::new();
     for entry in std::fs::read_dir(&dir)? {
         let entry = entry?;

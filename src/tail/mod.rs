@@ -196,7 +196,14 @@ impl Tailer {
     /// Where reading would resume: just after the last line returned.
     pub fn position(&self) -> Option<Position> {
         let cur = self.current.as_ref()?;
-        let offset = cur.framer.position();
+        self.position_at(cur.framer.position())
+    }
+
+    /// A position in the file being read at `offset`, which must be the
+    /// start of a line already returned (a halt keeps the checkpoint before
+    /// its line, so the line is judged again on restart).
+    pub fn position_at(&self, offset: u64) -> Option<Position> {
+        let cur = self.current.as_ref()?;
         Some(Position {
             file: cur.id,
             path: cur.path.clone(),
@@ -261,7 +268,7 @@ pub fn locate_after_head(
 ) -> io::Result<Option<Position>> {
     let needle = head.hash.to_hex();
     let mut scratch = Vec::new();
-    for (i, f) in files.iter().enumerate() {
+    for f in files {
         if f.first_seq.is_none_or(|s| s > head.seq) {
             continue;
         }
@@ -283,9 +290,8 @@ pub fn locate_after_head(
                 }
             }
         }
-        if let Some(mut pos) = found {
-            pos.path = files[i].path.clone();
-            return Ok(Some(pos));
+        if found.is_some() {
+            return Ok(found);
         }
     }
     Ok(None)
