@@ -19,7 +19,7 @@ use serde::Serialize;
 use crate::config::LedgerSettings;
 use crate::ledger::event::{hash_of_columns, Columns};
 use crate::ledger::frame::Frame;
-use crate::ledger::{Chain, Hash, Head, KeyRing, LineJudgement, Verdict};
+use crate::ledger::{authenticate, Chain, Hash, Head, KeyRing, LineJudgement, Verdict};
 use crate::mirror::{Mirror, MirrorError};
 use crate::tail::{FileId, Opened, TailConfig, Tailer};
 
@@ -277,35 +277,10 @@ pub fn compare(scan: &Scan, mirror: &Mirror, ledger: &str) -> Result<Parity, Mir
     // Merge the two ordered sequences: the files' chain and the rows.
     let mut next_file_seq = file_range.map(|(a, _)| a);
     mirror.for_each_event(ledger, |row| {
-        let cols = Columns {
-            seq: row.seq,
-            ts: &row.ts,
-            event_type: &row.event_type,
-            payload: &row.payload,
-            extra: row.extra.as_deref(),
-            prev_hash: row.prev_hash.as_deref(),
-            id: row.id.as_deref(),
-            key_id: row.key_id.as_deref(),
-        };
-        match hash_of_columns(&cols) {
-            Ok(h) if h.to_hex() == row.hash => {}
-            Ok(h) => {
-                p.mismatched += 1;
-                p.note(
-                    "mismatched",
-                    row.seq,
-                    format!(
-                        "the row's columns hash to {h}, not to its hash {}",
-                        row.hash
-                    ),
-                );
-                return ControlFlow::Continue(());
-            }
-            Err(e) => {
-                p.mismatched += 1;
-                p.note("mismatched", row.seq, e);
-                return ControlFlow::Continue(());
-            }
+        if let Some(why) = row_hash_problem(&row) {
+            p.mismatched += 1;
+            p.note("mismatched", row.seq, why);
+            return ControlFlow::Continue(());
         }
         match file_range {
             Some((anchor, _)) if row.seq < anchor => p.archived += 1,
@@ -351,4 +326,212 @@ pub fn compare(scan: &Scan, mirror: &Mirror, ledger: &str) -> Result<Parity, Mir
         }
     }
     Ok(p)
+}
+
+/// Why a live parity check could not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum RecheckError {
+    #[error(transparent)]
+    Mirror(#[from] MirrorError),
+    #[error("reading {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The line at a byte offset of one ledger file, read forward.
+struct LineReader {
+    id: FileId,
+    path: std::path::PathBuf,
+    reader: std::io::BufReader<std::fs::File>,
+    pos: u64,
+}
+
+impl LineReader {
+    /// The bytes of the complete line at `offset` (without its LF), or
+    /// `None` when the file holds no complete line there any more.
+    fn line_at(&mut self, offset: u64, max: u64, buf: &mut Vec<u8>) -> std::io::Result<bool> {
+        use std::io::{BufRead, Read};
+        if offset != self.pos {
+            let delta = i64::try_from(offset).unwrap_or(i64::MAX)
+                - i64::try_from(self.pos).unwrap_or(i64::MAX);
+            self.reader.seek_relative(delta)?;
+            self.pos = offset;
+        }
+        buf.clear();
+        let n = (&mut self.reader).take(max + 1).read_until(b'\n', buf)?;
+        self.pos += n as u64;
+        if buf.last() != Some(&b'\n') {
+            return Ok(false);
+        }
+        buf.pop();
+        Ok(true)
+    }
+}
+
+/// The periodic parity check of `run` (contract §5): every mirrored row is
+/// set against the line it came from (its file and offset), so a line
+/// altered after it was mirrored is `mismatched`, a row whose file is gone
+/// is `missing_in_jsonl` (or archived, when older than every file on disk),
+/// a gap in the rows up to the head is `missing_in_sqlite`, and a row whose
+/// own columns no longer hash to its `hash` is `mismatched`.
+///
+/// Memory is bounded (rows are read in short read transactions of a few
+/// thousand, so the shipper's writes and WAL checkpoints go on), and
+/// `pace(bytes)` is called after every line read: it sleeps to bound the
+/// read rate and returns `false` to abandon the check (`Ok(None)`).
+pub fn recheck(
+    ledger: &LedgerSettings,
+    keys: &KeyRing,
+    mirror: &Mirror,
+    pace: &mut dyn FnMut(u64) -> bool,
+) -> Result<Option<Parity>, RecheckError> {
+    let io_err = |path: &std::path::Path, source| RecheckError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    let tail = TailConfig {
+        live: ledger.path.clone(),
+        policy: ledger.signatures,
+        keys: keys.clone(),
+        max_line_bytes: ledger.max_line_bytes,
+    };
+    let files = tail.discover().map_err(|e| io_err(&ledger.path, e))?;
+    let by_id: HashMap<String, &crate::tail::LedgerFile> =
+        files.iter().map(|f| (f.id.to_string(), f)).collect();
+    let oldest_on_disk = files.iter().filter_map(|f| f.first_seq).min();
+    let state = mirror.state(&ledger.name)?;
+    let head = state.as_ref().and_then(|s| s.head).map(|h| h.seq);
+    let anchor = state.as_ref().and_then(|s| s.anchor).map(|h| h.seq);
+
+    let mut p = Parity::default();
+    let mut reader: Option<LineReader> = None;
+    let mut line = Vec::new();
+    let mut scratch = Vec::new();
+    let mut expected = anchor;
+    let mut from = 0u64;
+    loop {
+        let rows = mirror.events_from(&ledger.name, from, 2048)?;
+        let Some(last) = rows.last() else { break };
+        from = last.seq + 1;
+        for row in rows {
+            if let Some(e) = expected.filter(|&e| row.seq > e) {
+                p.missing(e..row.seq);
+            }
+            expected = Some(row.seq + 1);
+            if let Some(why) = row_hash_problem(&row) {
+                p.mismatched += 1;
+                p.note("mismatched", row.seq, why);
+                continue;
+            }
+            let Some(file) = by_id.get(&row.file_id) else {
+                if oldest_on_disk.is_none_or(|o| row.seq < o) {
+                    p.archived += 1;
+                } else {
+                    p.missing_in_jsonl += 1;
+                    p.note(
+                        "missing_in_jsonl",
+                        row.seq,
+                        format!(
+                            "its file {} is no longer among the ledger's files",
+                            row.file_id
+                        ),
+                    );
+                }
+                continue;
+            };
+            if reader.as_ref().is_none_or(|r| r.id != file.id) {
+                let f = std::fs::File::open(&file.path).map_err(|e| io_err(&file.path, e))?;
+                reader = Some(LineReader {
+                    id: file.id,
+                    path: file.path.clone(),
+                    reader: std::io::BufReader::with_capacity(256 * 1024, f),
+                    pos: 0,
+                });
+            }
+            let Some(r) = reader.as_mut() else { continue };
+            let complete = r
+                .line_at(row.file_offset, ledger.max_line_bytes, &mut line)
+                .map_err(|e| io_err(&r.path, e))?;
+            if !pace(line.len() as u64 + 1) {
+                return Ok(None);
+            }
+            if !complete {
+                p.missing_in_jsonl += 1;
+                p.note(
+                    "missing_in_jsonl",
+                    row.seq,
+                    format!(
+                        "{} holds no line at offset {} any more",
+                        r.path.display(),
+                        row.file_offset
+                    ),
+                );
+                continue;
+            }
+            let now = authenticate(
+                &line,
+                crate::ledger::SignaturePolicy::Off,
+                keys,
+                &mut scratch,
+            );
+            let why = match now {
+                Err(refusal) => Some(format!(
+                    "the line at {}:{} is now {}: {}",
+                    r.path.display(),
+                    row.file_offset,
+                    refusal.verdict,
+                    refusal.detail
+                )),
+                Ok(ev)
+                    if ev.seq != row.seq || ev.hash.to_hex() != row.hash || ev.sig != row.sig =>
+                {
+                    Some(format!(
+                        "the line at {}:{} now holds seq {} hash {}, the mirror seq {} hash {}",
+                        r.path.display(),
+                        row.file_offset,
+                        ev.seq,
+                        ev.hash,
+                        row.seq,
+                        row.hash
+                    ))
+                }
+                Ok(_) => None,
+            };
+            if let Some(why) = why {
+                p.mismatched += 1;
+                p.note("mismatched", row.seq, why);
+            }
+        }
+    }
+    if let (Some(e), Some(h)) = (expected, head) {
+        if h >= e {
+            p.missing(e..h + 1);
+        }
+    }
+    Ok(Some(p))
+}
+
+/// Why a row's own columns do not hash to its `hash`, if they do not.
+fn row_hash_problem(row: &crate::mirror::StoredEvent) -> Option<String> {
+    let cols = Columns {
+        seq: row.seq,
+        ts: &row.ts,
+        event_type: &row.event_type,
+        payload: &row.payload,
+        extra: row.extra.as_deref(),
+        prev_hash: row.prev_hash.as_deref(),
+        id: row.id.as_deref(),
+        key_id: row.key_id.as_deref(),
+    };
+    match hash_of_columns(&cols) {
+        Ok(h) if h.to_hex() == row.hash => None,
+        Ok(h) => Some(format!(
+            "the row's columns hash to {h}, not to its hash {}",
+            row.hash
+        )),
+        Err(e) => Some(e),
+    }
 }

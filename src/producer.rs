@@ -441,6 +441,14 @@ fn last_event_in(file: &File, len: u64) -> io::Result<Option<Head>> {
     Ok(None)
 }
 
+/// The seq of the last well-formed event with a correct hash in a file
+/// (read back from its end), for a lag estimate before the file is read.
+pub fn last_seq_in(path: &Path) -> io::Result<Option<u64>> {
+    let file = File::open(path)?;
+    let len = file.metadata()?.len();
+    Ok(last_event_in(&file, len)?.map(|h| h.seq))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,15 +8,27 @@
 //! move when [`Mirror::commit`] has written the rows *and* the checkpoint
 //! covering them. If a commit fails, the shipper's state is reloaded from
 //! the database and the same lines are read again.
+//!
+//! Between calls the shipper keeps its [`Tailer`] open, so that following a
+//! live ledger costs a read and a stat per wake-up, and a rotation is
+//! finished through the old file's handle. The committed position is
+//! checked against the file at every call (`rewritten`).
+//!
+//! Re-judging (§2.1): after the trusted keys or the signature policy
+//! change, [`Shipper::reconfigure`] moves the read position back to the
+//! first line after the head's that was quarantined as `unknown_key` or
+//! `unsigned`, lifts the halt in memory, and lets the next catch-up judge
+//! those lines again; rows that now mirror resolve their quarantine rows.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use crate::config::LedgerSettings;
 use crate::ledger::frame::{Frame, QUARANTINE_PREFIX};
-use crate::ledger::{Chain, Hash, KeyRing, LineJudgement, Verdict};
-use crate::mirror::{EventRow, Halt, LedgerState, Mirror, MirrorError, QuarantineRow};
-use crate::tail::{self, LedgerFile, Opened, TailConfig, Tailer};
+use crate::ledger::{Chain, Hash, Head, KeyRing, LineJudgement, SignaturePolicy, Verdict};
+use crate::mirror::{Batch, EventRow, Halt, LedgerState, Mirror, MirrorError, QuarantineRow};
+use crate::tail::{self, LedgerFile, Opened, Refreshed, TailConfig, Tailer};
 
 /// Why catching up stopped with an error (a refused line is not one).
 #[derive(Debug, thiserror::Error)]
@@ -57,11 +69,40 @@ impl Report {
     }
 }
 
-/// Progress of a catch-up, for progress bars.
-#[derive(Debug, Clone, Copy)]
-pub struct Progress {
+/// What one batch did, reported after it is committed: for progress bars,
+/// metrics and the status board.
+#[derive(Debug)]
+pub struct BatchStats<'a> {
     pub done_bytes: u64,
     pub total_bytes: u64,
+    /// When each committed event's line was first seen on disk.
+    pub mirrored_seen_at: &'a [Instant],
+    pub quarantined: &'a [Verdict],
+    /// How long the transaction took; `None` when there was nothing to write.
+    pub commit: Option<Duration>,
+    pub head: Option<Head>,
+    pub anchor: Option<Head>,
+    /// The highest seq read in the ledger (authentic or not).
+    pub last_seq_seen: Option<u64>,
+    pub halt: Option<&'a Halt>,
+}
+
+/// How batches are cut: at `max_events` lines or `max_wait` after the
+/// batch's first line, whichever first (and always at the end of the data
+/// on disk, so a quiet ledger never waits).
+#[derive(Debug, Clone, Copy)]
+pub struct Batching {
+    pub max_events: usize,
+    pub max_wait: Duration,
+}
+
+impl Batching {
+    pub fn events(max_events: usize) -> Batching {
+        Batching {
+            max_events,
+            max_wait: Duration::from_secs(3600),
+        }
+    }
 }
 
 /// One ledger being mirrored.
@@ -70,7 +111,12 @@ pub struct Shipper {
     keys: KeyRing,
     mirror: Mirror,
     state: LedgerState,
-    batch_max_events: usize,
+    batching: Batching,
+    /// Open between calls while following; `None` forces a new discovery.
+    tailer: Option<Tailer>,
+    /// Set by a re-judging: mirrored lines resolve their quarantine rows.
+    resolving: bool,
+    last_seq_seen: Option<u64>,
 }
 
 impl Shipper {
@@ -79,7 +125,7 @@ impl Shipper {
         ledger: LedgerSettings,
         keys: KeyRing,
         mirror: Mirror,
-        batch_max_events: usize,
+        batching: Batching,
     ) -> Result<Shipper, ShipError> {
         let state = mirror
             .state(&ledger.name)?
@@ -92,17 +138,152 @@ impl Shipper {
                 "the ledger's live file moved since the last run; following the configured path"
             );
         }
+        let last_seq_seen = state.head.map(|h| h.seq);
         Ok(Shipper {
             ledger,
             keys,
             mirror,
             state,
-            batch_max_events: batch_max_events.max(1),
+            batching: Batching {
+                max_events: batching.max_events.max(1),
+                ..batching
+            },
+            tailer: None,
+            resolving: false,
+            last_seq_seen,
         })
     }
 
     pub fn state(&self) -> &LedgerState {
         &self.state
+    }
+
+    pub fn settings(&self) -> &LedgerSettings {
+        &self.ledger
+    }
+
+    pub fn mirror(&self) -> &Mirror {
+        &self.mirror
+    }
+
+    /// The highest seq read in the ledger so far (authentic or not).
+    pub fn last_seq_seen(&self) -> Option<u64> {
+        self.last_seq_seen
+    }
+
+    /// Complete-line bytes on disk beyond the last line read.
+    pub fn lag_bytes(&self) -> u64 {
+        self.tailer.as_ref().map_or(0, Tailer::lag_bytes)
+    }
+
+    /// At start-up: when the mirror's quarantine was judged with other
+    /// keys or another policy, judges those lines again (§2.1: "or a
+    /// restart"). A mirror that never recorded them is left alone.
+    pub fn rejudge_if_changed(&mut self) -> Result<bool, ShipError> {
+        let recorded = self.mirror.meta(&self.judged_with_key())?;
+        match recorded {
+            Some(r) if r != self.judged_with() => {
+                self.reconfigure(self.keys.clone(), self.ledger.signatures)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// Records the keys and policy the quarantine is now judged with.
+    pub fn record_judged_with(&self) -> Result<(), ShipError> {
+        let key = self.judged_with_key();
+        let now = self.judged_with();
+        if self.mirror.meta(&key)?.as_deref() != Some(now.as_str()) {
+            self.mirror.set_meta(&key, &now)?;
+        }
+        Ok(())
+    }
+
+    fn judged_with_key(&self) -> String {
+        format!("judged_with:{}", self.ledger.name)
+    }
+
+    /// A digest of the signature policy and the trusted keys.
+    fn judged_with(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(self.ledger.signatures.as_str());
+        let mut ids = self.keys.ids();
+        ids.sort_unstable();
+        for id in ids {
+            h.update([0u8]);
+            h.update(id.as_bytes());
+            if let Some(key) = self.keys.get(id) {
+                h.update(key.as_bytes());
+            }
+        }
+        let digest: [u8; 32] = h.finalize().into();
+        format!(
+            "{}:{}",
+            self.ledger.signatures.as_str(),
+            Hash(digest).to_hex()
+        )
+    }
+
+    /// Takes new trusted keys and signature policy, and moves the read
+    /// position back to the first line to judge again (§2.1). Returns
+    /// whether anything will be judged again.
+    pub fn reconfigure(
+        &mut self,
+        keys: KeyRing,
+        policy: SignaturePolicy,
+    ) -> Result<bool, ShipError> {
+        self.keys = keys;
+        self.ledger.signatures = policy;
+        self.tailer = None;
+        let files = self.tail_config().discover().map_err(|e| self.io_err(e))?;
+        let candidates = self.mirror.rejudge_candidates(&self.ledger.name)?;
+        if candidates.is_empty() {
+            return Ok(false);
+        }
+        let order = |file: &tail::FileId, offset: u64| {
+            files
+                .iter()
+                .position(|f| f.id == *file)
+                .map(|i| (i, offset))
+        };
+        // Lines at or before the head's line (and so before the anchor)
+        // are not judged again.
+        let after = match self.state.head {
+            Some(head) => match self.mirror.event_location(&self.ledger.name, head.seq)? {
+                Some((file, offset)) => order(&file, offset),
+                None => None,
+            },
+            None => None,
+        };
+        let first = candidates
+            .iter()
+            .filter_map(|(file, offset)| Some((order(file, *offset)?, *file, *offset)))
+            .filter(|(at, _, _)| after.is_none_or(|h| *at > h))
+            .min();
+        let Some((_, file, offset)) = first else {
+            return Ok(false);
+        };
+        let Some(position) = tail::position_in(&files, file, offset).map_err(|e| self.io_err(e))?
+        else {
+            return Ok(false);
+        };
+        // Never move forward: only lines already read are judged again.
+        if let Some(current) = &self.state.position {
+            if current.file == position.file && current.offset < position.offset {
+                return Ok(false);
+            }
+        }
+        tracing::info!(
+            ledger = %self.ledger.name,
+            file = %position.path.display(),
+            offset = position.offset,
+            "keys or signature policy changed: judging quarantined lines again from here"
+        );
+        self.state.position = Some(position);
+        self.state.halt = None;
+        self.resolving = true;
+        Ok(true)
     }
 
     fn tail_config(&self) -> TailConfig {
@@ -125,23 +306,48 @@ impl Shipper {
     /// Mirrors every complete line now on disk, in batches, until the end
     /// of the live file, a halt, or `stop`. A ledger halted before is
     /// judged again from its halting line: if the cause is gone it goes on,
-    /// otherwise it halts again at the same place.
+    /// otherwise it halts again at the same place. `observe` is called
+    /// after every batch.
     pub fn catch_up(
         &mut self,
         stop: &AtomicBool,
-        progress: &mut dyn FnMut(Progress),
+        observe: &mut dyn FnMut(&BatchStats<'_>),
     ) -> Result<Report, ShipError> {
         let mut report = Report::default();
-        let files = self.tail_config().discover().map_err(|e| self.io_err(e))?;
-        let Some(mut tailer) = self.open_tailer(files, &mut report)? else {
+        let tailer = match self.tailer.take() {
+            Some(t) => self.check_behind(t, &mut report)?,
+            None => {
+                let files = self.tail_config().discover().map_err(|e| self.io_err(e))?;
+                self.open_tailer(files, &mut report)?
+            }
+        };
+        let Some(mut tailer) = tailer else {
             return Ok(report);
         };
-        let total_bytes = tailer.remaining_bytes();
-        progress(Progress {
-            done_bytes: 0,
-            total_bytes,
-        });
+        let result = self.drain(&mut tailer, stop, observe, &mut report);
+        match &result {
+            // Followed again next time, unless halted (a restart or reload
+            // judges again from the checkpoint) or the file went away.
+            Ok(keep) if *keep && self.state.halt.is_none() => self.tailer = Some(tailer),
+            _ => self.tailer = None,
+        }
+        if self.state.halt.is_none() {
+            self.resolving = false;
+        }
+        result.map(|_| report)
+    }
 
+    /// The body of [`Shipper::catch_up`]. `Ok(false)` when the tailer must
+    /// not be reused (its file is gone).
+    fn drain(
+        &mut self,
+        tailer: &mut Tailer,
+        stop: &AtomicBool,
+        observe: &mut dyn FnMut(&BatchStats<'_>),
+        report: &mut Report,
+    ) -> Result<bool, ShipError> {
+        let tail_config = self.tail_config();
+        let total_bytes = tailer.remaining_bytes();
         let mut chain = Chain::new(
             self.state.head,
             self.state.anchor,
@@ -150,17 +356,40 @@ impl Shipper {
             self.ledger.rules,
             self.ledger.max_line_bytes,
         );
-        let mut events: Vec<EventRow> = Vec::with_capacity(self.batch_max_events);
+        let max_events = self.batching.max_events;
+        let mut events: Vec<EventRow> = Vec::with_capacity(max_events.min(4096));
+        let mut seen_at: Vec<Instant> = Vec::with_capacity(max_events.min(4096));
         let mut quarantine: Vec<QuarantineRow> = Vec::new();
+        let mut verdicts: Vec<Verdict> = Vec::new();
+        let mut keep = true;
+        let mut refreshes = 0u32;
         loop {
             events.clear();
+            seen_at.clear();
             quarantine.clear();
+            verdicts.clear();
             let mut halt = None;
             let mut at_end = false;
             let mut lines = 0usize;
-            while lines < self.batch_max_events {
+            let started = Instant::now();
+            while lines < max_events {
+                // The clock is read every 64 lines: cheap, and fine-grained
+                // enough for a wait counted in milliseconds.
+                if lines % 64 == 63 && started.elapsed() >= self.batching.max_wait {
+                    break;
+                }
                 let next = tailer.next_frame().map_err(|e| self.io_err(e))?;
                 let Some((file, frame)) = next else {
+                    // The end of the newest file known: has it rotated?
+                    // (Bounded, in case the directory changes without end.)
+                    refreshes += 1;
+                    if refreshes <= 64 {
+                        match tailer.refresh(&tail_config).map_err(|e| self.io_err(e))? {
+                            Refreshed::MoreFiles => continue,
+                            Refreshed::Unchanged => {}
+                            Refreshed::CurrentGone => keep = false,
+                        }
+                    }
                     at_end = true;
                     break;
                 };
@@ -196,11 +425,15 @@ impl Shipper {
                                 None
                             }
                             LineJudgement::Mirrored(event) => {
+                                self.last_seq_seen = Some(
+                                    self.last_seq_seen.map_or(event.seq, |s| s.max(event.seq)),
+                                );
                                 events.push(EventRow {
                                     event,
                                     file,
                                     offset,
                                 });
+                                seen_at.push(tailer.read_at().unwrap_or_else(Instant::now));
                                 *report.verdicts.entry(Verdict::Mirrored).or_default() += 1;
                                 None
                             }
@@ -217,7 +450,11 @@ impl Shipper {
                 let Some((verdict, detail, seq, hash, line)) = refused else {
                     continue;
                 };
+                if let Some(seq) = seq {
+                    self.last_seq_seen = Some(self.last_seq_seen.map_or(seq, |s| s.max(seq)));
+                }
                 *report.verdicts.entry(verdict).or_default() += 1;
+                verdicts.push(verdict);
                 let row = QuarantineRow {
                     file,
                     path: path_of(tailer.files(), file),
@@ -260,29 +497,66 @@ impl Shipper {
                 && quarantine.is_empty()
                 && next_state.position == self.state.position
                 && next_state.halt == self.state.halt;
+            let mut commit = None;
             if !unchanged {
-                if let Err(e) =
-                    self.mirror
-                        .commit(&self.ledger.name, &events, &quarantine, &mut next_state)
+                let began = Instant::now();
+                let batch = Batch {
+                    events: &events,
+                    quarantine: &quarantine,
+                    resolve: self.resolving,
+                };
+                if let Err(e) = self
+                    .mirror
+                    .commit(&self.ledger.name, &batch, &mut next_state)
                 {
                     // Nothing of this batch is in the database: forget it
                     // (the caller builds a new chain from the reloaded state).
                     self.reload()?;
                     return Err(e.into());
                 }
+                commit = Some(began.elapsed());
                 self.state = next_state;
                 report.commits += 1;
             }
-            progress(Progress {
+            observe(&BatchStats {
                 done_bytes: total_bytes.saturating_sub(tailer.remaining_bytes()),
                 total_bytes,
+                mirrored_seen_at: &seen_at,
+                quarantined: &verdicts,
+                commit,
+                head: self.state.head,
+                anchor: self.state.anchor,
+                last_seq_seen: self.last_seq_seen,
+                halt: self.state.halt.as_ref(),
             });
             if self.state.halt.is_some() {
                 report.halt = self.state.halt.clone();
-                return Ok(report);
+                return Ok(false);
             }
             if at_end || stop.load(Ordering::Relaxed) {
-                return Ok(report);
+                return Ok(keep);
+            }
+        }
+    }
+
+    /// A tailer kept from the last call: is the committed position still
+    /// what the file holds? If not, the ledger halts as `rewritten`.
+    fn check_behind(
+        &mut self,
+        tailer: Tailer,
+        report: &mut Report,
+    ) -> Result<Option<Tailer>, ShipError> {
+        let Some(position) = self.state.position.clone() else {
+            return Ok(Some(tailer));
+        };
+        match tailer
+            .changed_behind(&position)
+            .map_err(|e| self.io_err(e))?
+        {
+            None => Ok(Some(tailer)),
+            Some(detail) => {
+                self.halt_rewritten(position.path.clone(), position.offset, detail, report)?;
+                Ok(None)
             }
         }
     }
@@ -308,6 +582,10 @@ impl Shipper {
             return Ok(None);
         }
         let max = self.ledger.max_line_bytes;
+        let files = match &self.state.position {
+            Some(pos) => tail::resume_order(files, pos.file, self.state.head.map(|h| h.seq)),
+            None => files,
+        };
         let opened = Tailer::open(files.clone(), self.state.position.as_ref(), max)
             .map_err(|e| self.io_err(e))?;
         let opened = match opened {
@@ -315,39 +593,52 @@ impl Shipper {
             other => other,
         };
         match opened {
-            Opened::Ready(t) => Ok(Some(t)),
+            Opened::Ready(t) => Ok(Some(*t)),
             Opened::FileMissing => Ok(None),
             Opened::Rewritten {
                 path,
                 offset,
                 detail,
             } => {
-                let mut next = self.state.clone();
-                let halt = Halt {
-                    verdict: Verdict::Rewritten,
-                    detail,
-                    file: Some(path.display().to_string()),
-                    offset: Some(offset),
-                    seq: None,
-                };
-                tracing::error!(
-                    ledger = %self.ledger.name,
-                    file = %path.display(),
-                    offset,
-                    verdict = "rewritten",
-                    detail = %halt.detail,
-                    "ledger halted: bytes already mirrored were changed"
-                );
-                *report.verdicts.entry(Verdict::Rewritten).or_default() += 1;
-                if next.halt.as_ref() != Some(&halt) {
-                    next.halt = Some(halt);
-                    self.mirror.commit(&self.ledger.name, &[], &[], &mut next)?;
-                    self.state = next;
-                }
-                report.halt = self.state.halt.clone();
+                self.halt_rewritten(path, offset, detail, report)?;
                 Ok(None)
             }
         }
+    }
+
+    /// Halts the ledger as `rewritten` and commits the halt.
+    fn halt_rewritten(
+        &mut self,
+        path: std::path::PathBuf,
+        offset: u64,
+        detail: String,
+        report: &mut Report,
+    ) -> Result<(), ShipError> {
+        let halt = Halt {
+            verdict: Verdict::Rewritten,
+            detail,
+            file: Some(path.display().to_string()),
+            offset: Some(offset),
+            seq: None,
+        };
+        tracing::error!(
+            ledger = %self.ledger.name,
+            file = %path.display(),
+            offset,
+            verdict = "rewritten",
+            detail = %halt.detail,
+            "ledger halted: bytes already mirrored were changed"
+        );
+        *report.verdicts.entry(Verdict::Rewritten).or_default() += 1;
+        if self.state.halt.as_ref() != Some(&halt) {
+            let mut next = self.state.clone();
+            next.halt = Some(halt);
+            self.mirror
+                .commit(&self.ledger.name, &Batch::default(), &mut next)?;
+            self.state = next;
+        }
+        report.halt = self.state.halt.clone();
+        Ok(())
     }
 
     /// The checkpoint's file is gone (deleted after it was read, or the

@@ -14,7 +14,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use super::{exit, require_ledger_files, settings, EXIT_OK, EXIT_PROBLEMS};
 use crate::cli::ReplayArgs;
 use crate::mirror::{Access, Mirror};
-use crate::shipper::{Progress, Shipper};
+use crate::shipper::{BatchStats, Batching, Shipper};
 
 pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let settings = settings(&args.ledgers, args.db.clone())?;
@@ -31,8 +31,11 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
             ledger.clone(),
             settings.keys.clone(),
             mirror,
-            settings.batch_max_events,
+            Batching::events(settings.batch_max_events),
         )?;
+        // Keys or policy other than those the quarantine was judged with:
+        // judge those lines again (§2.1).
+        shipper.rejudge_if_changed()?;
         let bar = show_progress.then(|| {
             let bar = ProgressBar::new(0);
             bar.set_style(
@@ -45,7 +48,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
             bar.set_prefix(ledger.name.clone());
             bar
         });
-        let mut on_progress = |p: Progress| {
+        let mut on_progress = |p: &BatchStats<'_>| {
             if let Some(bar) = &bar {
                 bar.set_length(p.total_bytes);
                 bar.set_position(p.done_bytes);
@@ -54,6 +57,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         let report = shipper
             .catch_up(&stop, &mut on_progress)
             .with_context(|| format!("replaying ledger `{}`", ledger.name))?;
+        shipper.record_judged_with()?;
         if let Some(bar) = bar {
             bar.finish_and_clear();
         }
@@ -81,15 +85,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         );
         if let Some(h) = &state.halt {
             halted = true;
-            eprintln!(
-                "{}: HALTED at {}:{}{}: {}: {}",
-                ledger.name,
-                h.file.as_deref().unwrap_or("?"),
-                h.offset.unwrap_or(0),
-                h.seq.map(|s| format!(" (seq {s})")).unwrap_or_default(),
-                h.verdict,
-                h.detail
-            );
+            eprintln!("{}: HALTED: {h}", ledger.name);
         }
     }
     Ok(exit(if halted { EXIT_PROBLEMS } else { EXIT_OK }))

@@ -84,6 +84,23 @@ pub struct Halt {
     pub seq: Option<u64>,
 }
 
+impl std::fmt::Display for Halt {
+    /// `fork at app.jsonl:120 (seq 3): detail`
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} at {}:{}",
+            self.verdict,
+            self.file.as_deref().unwrap_or("?"),
+            self.offset.unwrap_or(0)
+        )?;
+        if let Some(seq) = self.seq {
+            write!(f, " (seq {seq})")?;
+        }
+        write!(f, ": {}", self.detail)
+    }
+}
+
 /// What the mirror remembers of one ledger (its `checkpoints` row).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LedgerState {
@@ -147,6 +164,16 @@ pub struct StoredEvent {
     pub sig: Option<String>,
     pub file_id: String,
     pub file_offset: u64,
+}
+
+/// One transaction's worth of writes.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Batch<'a> {
+    pub events: &'a [EventRow],
+    pub quarantine: &'a [QuarantineRow],
+    /// Re-judging (§2.1): a mirrored event marks the quarantine row of its
+    /// line resolved, and a line refused again updates its row's verdict.
+    pub resolve: bool,
 }
 
 /// Read-only or read-write access.
@@ -417,8 +444,7 @@ impl Mirror {
     pub fn commit(
         &mut self,
         ledger: &str,
-        events: &[EventRow],
-        quarantine: &[QuarantineRow],
+        batch: &Batch<'_>,
         state: &mut LedgerState,
     ) -> Result<()> {
         let path = self.path.clone();
@@ -430,7 +456,7 @@ impl Mirror {
                 source: e,
             })?;
         let now = now_text();
-        let written = write_batch(&tx, ledger, events, quarantine, state, &now);
+        let written = write_batch(&tx, ledger, batch, state, &now);
         match written {
             Ok(true) => {}
             // Dropping `tx` rolls back.
@@ -452,6 +478,78 @@ impl Mirror {
             .map_err(|e| MirrorError::Sqlite { path, source: e })?;
         state.generation += 1;
         Ok(())
+    }
+
+    /// Where the lines quarantined as `unknown_key` or `unsigned` (and not
+    /// resolved) are: the candidates for judging again after a reload.
+    pub fn rejudge_candidates(&self, ledger: &str) -> Result<Vec<(FileId, u64)>> {
+        let run = || -> rusqlite::Result<Vec<(String, i64)>> {
+            let mut stmt = self.conn.prepare(
+                "SELECT file_id, file_offset FROM quarantine
+                 WHERE ledger = ?1 AND resolved_at IS NULL AND verdict IN ('unknown_key', 'unsigned')",
+            )?;
+            let rows = stmt.query_map([ledger], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect()
+        };
+        let rows = run().map_err(|e| self.err(e))?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(id, off)| Some((id.parse().ok()?, u64::try_from(off).ok()?)))
+            .collect())
+    }
+
+    /// The file and offset of the line of the event mirrored at `seq`.
+    pub fn event_location(&self, ledger: &str, seq: u64) -> Result<Option<(FileId, u64)>> {
+        let row: Option<(String, i64)> = self
+            .conn
+            .query_row(
+                "SELECT file_id, file_offset FROM events WHERE ledger = ?1 AND seq = ?2",
+                params![ledger, seq_i64(seq)],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        Ok(row.and_then(|(id, off)| Some((id.parse().ok()?, u64::try_from(off).ok()?))))
+    }
+
+    /// A value of the `meta` table.
+    pub fn meta(&self, key: &str) -> Result<Option<String>> {
+        self.conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    pub fn set_meta(&self, key: &str, value: &str) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                [key, value],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    /// Mirrored events of a ledger with `seq` in `from..`, at most `limit`,
+    /// in seq order, in one short read transaction.
+    pub fn events_from(&self, ledger: &str, from: u64, limit: usize) -> Result<Vec<StoredEvent>> {
+        let run = || -> rusqlite::Result<Vec<StoredEvent>> {
+            let mut stmt = self.conn.prepare_cached(
+                "SELECT seq, id, ts, type, payload, extra, prev_hash, hash, key_id, sig, file_id, file_offset
+                 FROM events WHERE ledger = ?1 AND seq >= ?2 ORDER BY seq LIMIT ?3",
+            )?;
+            let rows = stmt.query_map(
+                params![
+                    ledger,
+                    seq_i64(from),
+                    i64::try_from(limit).unwrap_or(i64::MAX)
+                ],
+                stored_event,
+            )?;
+            rows.collect()
+        };
+        run().map_err(|e| self.err(e))
     }
 
     /// Quarantine counts by verdict (unresolved rows only), sorted.
@@ -492,21 +590,7 @@ impl Mirror {
             )?;
             let mut rows = stmt.query([ledger])?;
             while let Some(r) = rows.next()? {
-                let ev = StoredEvent {
-                    seq: r.get::<_, i64>(0)? as u64,
-                    id: r.get(1)?,
-                    ts: r.get(2)?,
-                    event_type: r.get(3)?,
-                    payload: r.get(4)?,
-                    extra: r.get(5)?,
-                    prev_hash: r.get(6)?,
-                    hash: r.get(7)?,
-                    key_id: r.get(8)?,
-                    sig: r.get(9)?,
-                    file_id: r.get(10)?,
-                    file_offset: r.get::<_, i64>(11)? as u64,
-                };
-                if visit(ev).is_break() {
+                if visit(stored_event(r)?).is_break() {
                     break;
                 }
             }
@@ -516,16 +600,35 @@ impl Mirror {
     }
 }
 
+/// A row of `SELECT seq, id, ts, type, payload, extra, prev_hash, hash,
+/// key_id, sig, file_id, file_offset FROM events`.
+fn stored_event(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredEvent> {
+    Ok(StoredEvent {
+        seq: r.get::<_, i64>(0)? as u64,
+        id: r.get(1)?,
+        ts: r.get(2)?,
+        event_type: r.get(3)?,
+        payload: r.get(4)?,
+        extra: r.get(5)?,
+        prev_hash: r.get(6)?,
+        hash: r.get(7)?,
+        key_id: r.get(8)?,
+        sig: r.get(9)?,
+        file_id: r.get(10)?,
+        file_offset: r.get::<_, i64>(11)? as u64,
+    })
+}
+
 /// The body of [`Mirror::commit`]. `Ok(false)`: the checkpoint moved
 /// under us (another writer).
 fn write_batch(
     tx: &Transaction<'_>,
     ledger: &str,
-    events: &[EventRow],
-    quarantine: &[QuarantineRow],
+    batch: &Batch<'_>,
     state: &LedgerState,
     now: &str,
 ) -> rusqlite::Result<bool> {
+    let (events, quarantine) = (batch.events, batch.quarantine);
     {
         let mut insert = tx.prepare_cached(
             "INSERT INTO events (ledger, seq, id, ts, type, payload, extra, prev_hash, hash, key_id, sig, file_id, file_offset)
@@ -550,13 +653,34 @@ fn write_batch(
             ])?;
         }
     }
-    if !quarantine.is_empty() {
-        // OR IGNORE: a line found again at the same place (after a
-        // checkpoint was relocated) is the same evidence, kept once.
-        let mut insert = tx.prepare_cached(
-            "INSERT OR IGNORE INTO quarantine (ledger, file_id, file_path, file_offset, line_length, seq, hash, verdict, detail, line, quarantined_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+    if batch.resolve && !events.is_empty() {
+        let mut resolve = tx.prepare_cached(
+            "UPDATE quarantine SET resolved_at = ?4
+             WHERE ledger = ?1 AND file_id = ?2 AND file_offset = ?3 AND resolved_at IS NULL",
         )?;
+        for row in events {
+            resolve.execute(params![
+                ledger,
+                row.file.to_string(),
+                seq_i64(row.offset),
+                now
+            ])?;
+        }
+    }
+    if !quarantine.is_empty() {
+        // A line found again at the same place (after a checkpoint was
+        // relocated) is the same evidence, kept once; judged again after a
+        // reload, its row takes the new verdict.
+        let mut insert = tx.prepare_cached(if batch.resolve {
+            "INSERT INTO quarantine (ledger, file_id, file_path, file_offset, line_length, seq, hash, verdict, detail, line, quarantined_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+             ON CONFLICT (ledger, file_id, file_offset) DO UPDATE SET verdict = excluded.verdict,
+                detail = excluded.detail, seq = excluded.seq, hash = excluded.hash
+             WHERE resolved_at IS NULL"
+        } else {
+            "INSERT OR IGNORE INTO quarantine (ledger, file_id, file_path, file_offset, line_length, seq, hash, verdict, detail, line, quarantined_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+        })?;
         for q in quarantine {
             insert.execute(params![
                 ledger,

@@ -5,6 +5,12 @@
 //! longer matches the file (`rewritten`) as a value. It never judges what a
 //! line means (except to order rotated files by their first event), never
 //! writes SQL and never records metrics.
+//!
+//! Following (contract §1.4): a tailer lives across wake-ups. At the end of
+//! the newest file it knows, [`Tailer::refresh`] stats the live path; when
+//! the path names another file (a rotation, or several), the files are
+//! discovered again and the tailer carries on *through its open handle*:
+//! the renamed file is read to its end first, then the files after it.
 
 pub mod identity;
 
@@ -12,6 +18,7 @@ use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 pub use identity::{discover, Authenticity, FileId, LedgerFile};
 
@@ -25,6 +32,18 @@ pub const TAIL_CHECK_BYTES: u64 = 64;
 /// Size of one read.
 const READ_CHUNK: usize = 256 * 1024;
 
+/// What [`Tailer::refresh`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refreshed {
+    /// The live path still names the newest file read (or names nothing).
+    Unchanged,
+    /// Rotation: newer files follow the one being read.
+    MoreFiles,
+    /// The file being read is no longer among the ledger's files (deleted
+    /// or compressed away): the caller finishes it and re-locates.
+    CurrentGone,
+}
+
 /// Where reading resumes: a file and the offset just after a complete line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Position {
@@ -37,7 +56,7 @@ pub struct Position {
 
 /// The outcome of opening a tailer at a position.
 pub enum Opened {
-    Ready(Tailer),
+    Ready(Box<Tailer>),
     /// The bytes behind the checkpoint changed, or the file shrank.
     Rewritten {
         path: PathBuf,
@@ -77,6 +96,9 @@ struct OpenFile {
     id: FileId,
     path: PathBuf,
     framer: Framer,
+    /// When the last read returned bytes: the lines it completed were
+    /// first seen on disk then (the start of the end-to-end latency).
+    read_at: Instant,
 }
 
 /// Reads complete lines across a ledger's files in order.
@@ -115,7 +137,7 @@ impl Tailer {
             abandoned: Vec::new(),
         };
         if tailer.files.is_empty() {
-            return Ok(Opened::Ready(tailer));
+            return Ok(Opened::Ready(Box::new(tailer)));
         }
         let path = tailer.files[index].path.clone();
         let mut file = File::open(&path)?;
@@ -150,8 +172,9 @@ impl Tailer {
             id: tailer.files[index].id,
             path,
             framer: Framer::new(offset, max_line_bytes),
+            read_at: Instant::now(),
         });
-        Ok(Opened::Ready(tailer))
+        Ok(Opened::Ready(Box::new(tailer)))
     }
 
     /// The next complete line and the file it is in, or `None` when every
@@ -167,6 +190,7 @@ impl Tailer {
             let n = cur.file.read(cur.framer.spare(READ_CHUNK))?;
             if n > 0 {
                 cur.framer.filled(n);
+                cur.read_at = Instant::now();
                 continue;
             }
             // End of this file. A rotated file will not grow again: move on.
@@ -184,6 +208,7 @@ impl Tailer {
                 id: next.id,
                 path: next.path.clone(),
                 framer: Framer::new(0, self.max_line_bytes),
+                read_at: Instant::now(),
             });
         }
         // Borrowed only here, after the loop: the frame lends from the framer.
@@ -210,6 +235,11 @@ impl Tailer {
             offset,
             tail: read_tail(&cur.file, offset).unwrap_or_default(),
         })
+    }
+
+    /// When the bytes of the line last returned were read.
+    pub fn read_at(&self) -> Option<Instant> {
+        self.current.as_ref().map(|c| c.read_at)
     }
 
     /// Path of the file being read.
@@ -246,6 +276,129 @@ impl Tailer {
     pub fn files(&self) -> &[LedgerFile] {
         &self.files
     }
+
+    /// Called at the end of the newest known file: has the ledger rotated?
+    /// A stat of the live path when nothing changed; a new discovery when
+    /// the path names another file.
+    pub fn refresh(&mut self, config: &TailConfig) -> io::Result<Refreshed> {
+        let Some(cur) = &self.current else {
+            return Ok(Refreshed::Unchanged);
+        };
+        let live = match std::fs::metadata(&config.live) {
+            Ok(meta) if meta.is_file() => FileId::of(&meta),
+            // Renamed away and not created again yet: keep reading what we have.
+            _ => return Ok(Refreshed::Unchanged),
+        };
+        if self.files.last().map(|f| f.id) == Some(live) {
+            return Ok(Refreshed::Unchanged);
+        }
+        let files = config.discover()?;
+        if !files.iter().any(|f| f.id == cur.id) {
+            return Ok(Refreshed::CurrentGone);
+        }
+        // Only files never seen before come after the current one, in the
+        // order discovery gives (live last). Re-sorting the files already
+        // known could put an empty or garbage-only file, which sorts first,
+        // before files long read.
+        let known: std::collections::HashSet<FileId> = self.files.iter().map(|f| f.id).collect();
+        let newer: Vec<LedgerFile> = files
+            .into_iter()
+            .filter(|f| !known.contains(&f.id))
+            .collect();
+        if newer.is_empty() {
+            return Ok(Refreshed::Unchanged);
+        }
+        self.files.truncate(self.index + 1);
+        self.files.extend(newer);
+        Ok(Refreshed::MoreFiles)
+    }
+
+    /// Checks, through the open handle, that the committed `position` still
+    /// matches the file: not shrunk, the bytes before it unchanged. `Some`
+    /// names what changed (the ledger is `rewritten`).
+    pub fn changed_behind(&self, position: &Position) -> io::Result<Option<String>> {
+        let Some(cur) = self.current.as_ref().filter(|c| c.id == position.file) else {
+            return Ok(None);
+        };
+        let len = cur.file.metadata()?.len();
+        if len < position.offset {
+            return Ok(Some(format!(
+                "file shrank to {len} bytes, below the checkpoint at {}",
+                position.offset
+            )));
+        }
+        if read_tail(&cur.file, position.offset)? != position.tail {
+            return Ok(Some(format!(
+                "the {} bytes before the checkpoint at {} changed",
+                position.tail.len(),
+                position.offset
+            )));
+        }
+        Ok(None)
+    }
+
+    /// Complete-line bytes on disk not yet returned (the lag), from fresh
+    /// stats; an unfinished last line is not counted.
+    pub fn lag_bytes(&self) -> u64 {
+        let Some(cur) = &self.current else { return 0 };
+        let here = cur
+            .file
+            .metadata()
+            .map(|m| m.len())
+            .unwrap_or(0)
+            .saturating_sub(cur.framer.position() + cur.framer.unfinished_len());
+        let later: u64 = self.files[self.index + 1..]
+            .iter()
+            .map(|f| std::fs::metadata(&f.path).map_or(f.len, |m| m.len()))
+            .sum();
+        here + later
+    }
+}
+
+/// The files to read when resuming at a checkpoint in file `checkpoint`
+/// with the head at `head_seq`: that file, then the rotated files that can
+/// only hold later events (first authentic seq above the head, or none
+/// yet), then the live file. Files already read are left out: a file with
+/// no authentic event sorts first in discovery, and must not send the
+/// tailer back to the oldest files after it.
+pub fn resume_order(
+    files: Vec<LedgerFile>,
+    checkpoint: FileId,
+    head_seq: Option<u64>,
+) -> Vec<LedgerFile> {
+    let Some(head) = head_seq else { return files };
+    let Some(start) = files.iter().find(|f| f.id == checkpoint).cloned() else {
+        return files;
+    };
+    if start.is_live {
+        return vec![start];
+    }
+    let mut out = vec![start];
+    out.extend(
+        files
+            .into_iter()
+            .filter(|f| f.id != checkpoint && (f.is_live || f.first_seq.is_none_or(|s| s > head))),
+    );
+    out
+}
+
+/// A position at `offset` in the file `id` among `files` (the offset must
+/// start a line): for resuming from a place other than the checkpoint,
+/// such as the first line to judge again after a reload.
+pub fn position_in(files: &[LedgerFile], id: FileId, offset: u64) -> io::Result<Option<Position>> {
+    let Some(f) = files.iter().find(|f| f.id == id) else {
+        return Ok(None);
+    };
+    let file = File::open(&f.path)?;
+    if file.metadata()?.len() < offset {
+        return Ok(None);
+    }
+    Ok(Some(Position {
+        file: id,
+        path: f.path.clone(),
+        offset,
+        tail: read_tail(&file, offset)?,
+    }))
 }
 
 /// The last up to [`TAIL_CHECK_BYTES`] bytes before `offset`.

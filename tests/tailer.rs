@@ -1,0 +1,145 @@
+//! The tailer against real files: rotations between two wake-ups, the old
+//! file finished through its handle, empty files rotated, partial lines.
+
+use std::io::Write;
+use std::path::Path;
+
+use ledgertail::ledger::frame::Frame;
+use ledgertail::ledger::{KeyRing, SignaturePolicy};
+use ledgertail::producer::Writer;
+use ledgertail::tail::{Opened, Refreshed, TailConfig, Tailer};
+
+fn config(live: &Path) -> TailConfig {
+    TailConfig {
+        live: live.to_path_buf(),
+        policy: SignaturePolicy::VerifyIfPresent,
+        keys: KeyRing::default(),
+        max_line_bytes: 1 << 20,
+    }
+}
+
+fn add(live: &Path, from: usize, n: usize) {
+    let mut w = Writer::new(live).without_fsync();
+    for i in from..from + n {
+        w.append("t", &format!("{{\"i\":{i}}}")).unwrap();
+    }
+}
+
+/// Reads every complete line now available, following rotations the way
+/// the shipper does; returns the `i` of each payload.
+fn drain(t: &mut Tailer, cfg: &TailConfig) -> Vec<u64> {
+    let mut out = Vec::new();
+    loop {
+        match t.next_frame().unwrap() {
+            Some((_, Frame::Line { bytes, .. })) => {
+                let v: serde_json::Value = serde_json::from_slice(bytes).unwrap();
+                out.push(v["payload"]["i"].as_u64().unwrap());
+            }
+            Some((_, Frame::TooLong { .. })) => panic!("too long"),
+            None => match t.refresh(cfg).unwrap() {
+                Refreshed::MoreFiles => continue,
+                Refreshed::Unchanged => return out,
+                Refreshed::CurrentGone => panic!("current file gone"),
+            },
+        }
+    }
+}
+
+#[test]
+fn several_rotations_between_two_wake_ups_lose_and_repeat_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let live = dir.path().join("app.jsonl");
+    let cfg = config(&live);
+    add(&live, 0, 3);
+    let Opened::Ready(mut t) = Tailer::open(cfg.discover().unwrap(), None, 1 << 20).unwrap() else {
+        panic!("not ready")
+    };
+    assert_eq!(drain(&mut t, &cfg), vec![0, 1, 2]);
+
+    // Between two wake-ups: the old file grows, is renamed; a new file is
+    // written and renamed too; an empty file is created and renamed; and
+    // the newest file already has events before the old one is finished.
+    add(&live, 3, 2);
+    std::fs::rename(&live, dir.path().join("app.jsonl.1")).unwrap();
+    add(&live, 5, 2);
+    std::fs::rename(&live, dir.path().join("app.jsonl.2")).unwrap();
+    std::fs::File::create(&live).unwrap();
+    std::fs::rename(&live, dir.path().join("app.jsonl.3")).unwrap();
+    add(&live, 7, 3);
+    assert_eq!(drain(&mut t, &cfg), vec![3, 4, 5, 6, 7, 8, 9]);
+
+    // The live file is empty when it is rotated: the tailer must not go
+    // back to the oldest files (an empty file sorts first).
+    std::fs::rename(&live, dir.path().join("app.jsonl.4")).unwrap();
+    std::fs::File::create(&live).unwrap();
+    assert_eq!(drain(&mut t, &cfg), Vec::<u64>::new());
+    std::fs::rename(&live, dir.path().join("app.jsonl.5")).unwrap();
+    add(&live, 10, 1);
+    assert_eq!(drain(&mut t, &cfg), vec![10]);
+    add(&live, 11, 1);
+    assert_eq!(drain(&mut t, &cfg), vec![11]);
+}
+
+#[test]
+fn a_partial_line_is_returned_only_once_complete_even_across_a_rotation() {
+    let dir = tempfile::tempdir().unwrap();
+    let live = dir.path().join("app.jsonl");
+    let cfg = config(&live);
+    add(&live, 0, 1);
+    let Opened::Ready(mut t) = Tailer::open(cfg.discover().unwrap(), None, 1 << 20).unwrap() else {
+        panic!("not ready")
+    };
+    assert_eq!(drain(&mut t, &cfg), vec![0]);
+    let other = dir.path().join("other.jsonl");
+    std::fs::copy(&live, &other).unwrap();
+    add(&other, 1, 1);
+    let line =
+        std::fs::read(&other).unwrap()[std::fs::metadata(&live).unwrap().len() as usize..].to_vec();
+    let (a, b) = line.split_at(10);
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&live)
+        .unwrap();
+    f.write_all(a).unwrap();
+    assert_eq!(drain(&mut t, &cfg), Vec::<u64>::new());
+    let position = t.position().unwrap();
+    assert_eq!(
+        position.offset,
+        std::fs::metadata(&live).unwrap().len() - a.len() as u64
+    );
+    f.write_all(b).unwrap();
+    std::fs::rename(&live, dir.path().join("app.jsonl.1")).unwrap();
+    add(&live, 2, 1);
+    assert_eq!(drain(&mut t, &cfg), vec![1, 2]);
+}
+
+#[test]
+fn a_shrunk_file_or_changed_bytes_behind_the_position_are_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let live = dir.path().join("app.jsonl");
+    let cfg = config(&live);
+    add(&live, 0, 3);
+    let Opened::Ready(mut t) = Tailer::open(cfg.discover().unwrap(), None, 1 << 20).unwrap() else {
+        panic!("not ready")
+    };
+    drain(&mut t, &cfg);
+    let pos = t.position().unwrap();
+    assert_eq!(t.changed_behind(&pos).unwrap(), None);
+    let mut bytes = std::fs::read(&live).unwrap();
+    let last = bytes.len() - 5;
+    bytes[last] ^= 1;
+    std::os::unix::fs::FileExt::write_at(
+        &std::fs::OpenOptions::new().write(true).open(&live).unwrap(),
+        &bytes[last..last + 1],
+        last as u64,
+    )
+    .unwrap();
+    assert!(t.changed_behind(&pos).unwrap().unwrap().contains("changed"));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&live)
+        .unwrap()
+        .set_len(10)
+        .unwrap();
+    assert!(t.changed_behind(&pos).unwrap().unwrap().contains("shrank"));
+}
