@@ -45,6 +45,10 @@ impl From<LogFormatArg> for LogFormat {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// The sidecar: follow the ledger(s), mirror every sealed event, serve
+    /// /metrics, /healthz and /readyz, until SIGTERM or SIGINT. SIGHUP
+    /// reloads trusted keys, signature policies and the log level.
+    Run(RunArgs),
     /// Seal payloads read from stdin (one JSON value per line) as the next
     /// events of a ledger, append them and fsync.
     Append(AppendArgs),
@@ -146,6 +150,19 @@ pub struct ReplayArgs {
     /// Never show a progress bar.
     #[arg(long)]
     pub no_progress: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub ledgers: LedgerArgs,
+    /// The mirror (created if missing).
+    #[arg(long, value_name = "FILE")]
+    pub db: Option<PathBuf>,
+    /// Address for /metrics, /healthz and /readyz (port 0: any free port,
+    /// logged at start).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Option<String>,
 }
 
 #[derive(Debug, Args)]

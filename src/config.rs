@@ -24,6 +24,11 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:9898";
 pub const DEFAULT_PARITY_INTERVAL_SECS: u64 = 60;
 pub const DEFAULT_MAX_LINE_BYTES: u64 = 1024 * 1024;
 pub const DEFAULT_BATCH_MAX_EVENTS: usize = 1000;
+pub const DEFAULT_BATCH_MAX_MILLIS: u64 = 100;
+pub const DEFAULT_POLL_INTERVAL_MILLIS: u64 = 500;
+pub const DEFAULT_READY_MAX_LAG_EVENTS: u64 = 10_000;
+pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 20;
+pub const DEFAULT_PARITY_MAX_BYTES_PER_SEC: u64 = 32 * 1024 * 1024;
 /// A line limit beyond this would let one line take a large share of
 /// memory; nothing legitimate needs more.
 pub const MAX_MAX_LINE_BYTES: u64 = 256 * 1024 * 1024;
@@ -38,6 +43,11 @@ pub struct FileConfig {
     pub log_format: Option<String>,
     pub log_level: Option<String>,
     pub batch_max_events: Option<usize>,
+    pub batch_max_millis: Option<u64>,
+    pub poll_interval_millis: Option<u64>,
+    pub ready_max_lag_events: Option<u64>,
+    pub shutdown_grace_secs: Option<u64>,
+    pub parity_max_bytes_per_sec: Option<u64>,
     pub keys: Option<BTreeMap<String, String>>,
     pub ledger: Option<Vec<LedgerTable>>,
 }
@@ -167,6 +177,21 @@ pub struct LedgerSettings {
     pub rules: ChainRules,
 }
 
+/// Settings only `run` uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunSettings {
+    /// A batch is committed at most this long after its first line.
+    pub batch_max_wait: Duration,
+    /// How often the files are stat'ed when no file event arrives.
+    pub poll_interval: Duration,
+    /// `/readyz` fails beyond this many events not yet mirrored.
+    pub ready_max_lag_events: u64,
+    /// SIGTERM/SIGINT: how long in-flight batches may take to commit.
+    pub shutdown_grace: Duration,
+    /// The periodic parity check reads the files no faster than this.
+    pub parity_max_bytes_per_sec: u64,
+}
+
 /// Everything resolved: absolute paths, parsed values, loaded keys.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -176,6 +201,7 @@ pub struct Settings {
     pub log_format: LogFormat,
     pub log_level: String,
     pub batch_max_events: usize,
+    pub run: RunSettings,
     pub keys: KeyRing,
     pub ledgers: Vec<LedgerSettings>,
     /// The configuration file used, if any.
@@ -253,6 +279,48 @@ impl Settings {
             ));
         }
 
+        let at_least = |field: &str, value: Option<u64>, default: u64, min: u64| {
+            let v = value.unwrap_or(default);
+            if v < min {
+                Err(ConfigError::invalid(
+                    field,
+                    v,
+                    &format!("must be at least {min}"),
+                ))
+            } else {
+                Ok(v)
+            }
+        };
+        let run = RunSettings {
+            batch_max_wait: Duration::from_millis(at_least(
+                "batch_max_millis",
+                file.batch_max_millis,
+                DEFAULT_BATCH_MAX_MILLIS,
+                1,
+            )?),
+            poll_interval: Duration::from_millis(at_least(
+                "poll_interval_millis",
+                file.poll_interval_millis,
+                DEFAULT_POLL_INTERVAL_MILLIS,
+                10,
+            )?),
+            ready_max_lag_events: file
+                .ready_max_lag_events
+                .unwrap_or(DEFAULT_READY_MAX_LAG_EVENTS),
+            shutdown_grace: Duration::from_secs(at_least(
+                "shutdown_grace_secs",
+                file.shutdown_grace_secs,
+                DEFAULT_SHUTDOWN_GRACE_SECS,
+                1,
+            )?),
+            parity_max_bytes_per_sec: at_least(
+                "parity_max_bytes_per_sec",
+                file.parity_max_bytes_per_sec,
+                DEFAULT_PARITY_MAX_BYTES_PER_SEC,
+                4096,
+            )?,
+        };
+
         let mut key_pairs: Vec<(String, String)> =
             file.keys.clone().unwrap_or_default().into_iter().collect();
         key_pairs.extend(over.trust.iter().cloned());
@@ -321,6 +389,7 @@ impl Settings {
             log_format,
             log_level,
             batch_max_events,
+            run,
             keys,
             ledgers,
             config_path: over.config.as_ref().map(|p| absolute(cwd, p)),
@@ -551,6 +620,7 @@ mod tests {
         assert_eq!(sample.log_format, defaults.log_format);
         assert_eq!(sample.log_level, defaults.log_level);
         assert_eq!(sample.batch_max_events, defaults.batch_max_events);
+        assert_eq!(sample.run, defaults.run);
         assert_eq!(sample.keys.len(), 0);
         assert_eq!(sample.ledgers.len(), 1);
         let (a, b) = (&sample.ledgers[0], &defaults.ledgers[0]);
@@ -566,6 +636,11 @@ mod tests {
             "log_format",
             "log_level",
             "batch_max_events",
+            "batch_max_millis",
+            "poll_interval_millis",
+            "ready_max_lag_events",
+            "shutdown_grace_secs",
+            "parity_max_bytes_per_sec",
             "[keys]",
             "[[ledger]]",
             "name",

@@ -3,10 +3,13 @@
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod daemon;
 pub mod ledger;
 pub mod logging;
 pub mod mirror;
 pub mod parity;
 pub mod producer;
+pub mod serve;
 pub mod shipper;
 pub mod tail;
+pub mod telemetry;

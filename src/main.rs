@@ -9,8 +9,9 @@ use ledgertail::commands::{self, hint_for, EXIT_FAILED};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    ledgertail::logging::init(&cli);
+    let log_control = ledgertail::logging::init(&cli);
     let result = match cli.command {
+        Command::Run(args) => commands::run::run(args, log_control),
         Command::Append(args) => commands::append::run(args),
         Command::Keygen(args) => commands::keygen::run(args),
         Command::Verify(args) => commands::verify::run(args),

@@ -6,6 +6,7 @@
 pub mod append;
 pub mod keygen;
 pub mod replay;
+pub mod run;
 pub mod status;
 pub mod verify;
 
@@ -75,6 +76,9 @@ pub fn hint_for(err: &anyhow::Error) -> Option<String> {
         }
         if let Some(ShipError::Mirror(e)) = cause.downcast_ref::<ShipError>() {
             return e.hint();
+        }
+        if cause.downcast_ref::<run::ListenError>().is_some() {
+            return Some("another process (another ledgertail?) uses this address: set `listen` in the config or --listen, e.g. 127.0.0.1:9899".into());
         }
         if cause.downcast_ref::<NoLedger>().is_some() {
             return Some("check --ledger (or `path` in the [[ledger]] table); paths in a config file are relative to its folder".into());

@@ -1,0 +1,122 @@
+//! `ledgertail run`: wiring for the daemon. Checks what can fail early
+//! (configuration, the mirror, the listen address) before any thread
+//! starts, then runs the workers, the HTTP server and the signal thread
+//! until SIGTERM or SIGINT.
+
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::mpsc;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGXFSZ};
+use signal_hook::iterator::Signals;
+
+use super::{exit, EXIT_OK, EXIT_PROBLEMS};
+use crate::cli::RunArgs;
+use crate::config::Settings;
+use crate::daemon::{Control, Daemon, Ended};
+use crate::logging::LogControl;
+use crate::mirror::{Access, Mirror};
+use crate::serve::{serve, Endpoints};
+use crate::telemetry::{StatusBoard, Telemetry};
+
+/// The listen address is taken: what to do about it.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {addr}: {source}")]
+pub struct ListenError {
+    pub addr: String,
+    #[source]
+    pub source: std::io::Error,
+}
+
+pub fn run(args: RunArgs, log: Option<LogControl>) -> anyhow::Result<ExitCode> {
+    let mut overrides = args
+        .ledgers
+        .overrides(args.db.clone())
+        .map_err(anyhow::Error::msg)?;
+    overrides.listen = args.listen.clone();
+    let settings = Settings::load(&overrides)?;
+
+    // Fail before starting anything: the mirror must open (it is created
+    // if missing) and the address must be free.
+    drop(Mirror::open(&settings.db, Access::ReadWrite).context("opening the mirror")?);
+    let listener = std::net::TcpListener::bind(settings.listen).map_err(|source| ListenError {
+        addr: settings.listen.to_string(),
+        source,
+    })?;
+    let addr = listener.local_addr()?;
+
+    // A file-size limit (ulimit -f) must surface as a write error that the
+    // workers retry, like a full disk, not kill the process.
+    signal_hook::flag::register(SIGXFSZ, Arc::new(AtomicBool::new(false)))
+        .context("installing the SIGXFSZ handler")?;
+    let (control_tx, control_rx) = mpsc::channel();
+    let mut signals =
+        Signals::new([SIGTERM, SIGINT, SIGHUP]).context("installing signal handlers")?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let mut stopping = false;
+            for signal in signals.forever() {
+                if signal == SIGHUP {
+                    tracing::info!("SIGHUP: reloading keys, signature policies and log level");
+                    let _ = control_tx.send(Control::Reload);
+                    continue;
+                }
+                if stopping {
+                    // Safe: SQLite rolls back an uncommitted transaction,
+                    // and the checkpoint never passed what was committed.
+                    tracing::warn!(signal, "second signal: exiting now");
+                    std::process::exit(128 + signal);
+                }
+                stopping = true;
+                tracing::info!(
+                    signal,
+                    "stopping: committing what is in flight (a second signal exits at once)"
+                );
+                let _ = control_tx.send(Control::Stop);
+            }
+        })?;
+
+    let telemetry = Telemetry::new();
+    let names: Vec<String> = settings.ledgers.iter().map(|l| l.name.clone()).collect();
+    let board = StatusBoard::new(&names);
+    let endpoints = Endpoints {
+        telemetry: telemetry.clone(),
+        board: board.clone(),
+        ready_max_lag_events: settings.run.ready_max_lag_events,
+    };
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    let server = std::thread::Builder::new()
+        .name("http".into())
+        .spawn(move || serve(listener, endpoints, shutdown_rx))?;
+
+    tracing::info!(
+        listen = %addr,
+        db = %settings.db.display(),
+        ledgers = names.join(","),
+        "ledgertail running: metrics on http://{addr}/metrics"
+    );
+    let daemon = Daemon::start(settings, overrides, &telemetry, &board, log)?;
+    let ended = daemon.run_until_stopped(control_rx);
+    let _ = shutdown_tx.send(true);
+    match server.join() {
+        Ok(Err(e)) => tracing::warn!(error = %e, "metrics server ended with an error"),
+        Err(_) => tracing::warn!("metrics server panicked"),
+        Ok(Ok(())) => {}
+    }
+    match ended {
+        Ended::Clean => {
+            tracing::info!("stopped cleanly: every batch in flight was committed");
+            Ok(exit(EXIT_OK))
+        }
+        Ended::GraceExpired(busy) => {
+            tracing::error!(
+                ledgers = busy.join(","),
+                "grace period over with batches still in flight; exiting (they roll back and are read again at the next start)"
+            );
+            Ok(exit(EXIT_PROBLEMS))
+        }
+    }
+}

@@ -1,0 +1,784 @@
+//! `ledgertail run` as operators run it: the real binary following real
+//! files into a real SQLite database, on a free port, stopped by signals.
+//!
+//! Every test starts its own daemon on `127.0.0.1:0` and learns the port
+//! from the JSON start-up log line.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ledgertail::producer::{KeyFile, Writer};
+
+/// Generous: CI machines are shared and slow; a test only waits this long
+/// when it is failing.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+struct Sidecar {
+    child: Child,
+    addr: String,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Sidecar {
+    /// Starts `ledgertail run --config CONFIG` and waits until it serves.
+    fn start(config: &Path) -> Sidecar {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ledgertail"))
+            .args([
+                "run",
+                "--log-format",
+                "json",
+                "--listen",
+                "127.0.0.1:0",
+                "--config",
+            ])
+            .arg(config)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+                    if let Some(addr) = v.get("listen").and_then(|a| a.as_str()) {
+                        let _ = tx.send(addr.to_owned());
+                    }
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let addr = rx
+            .recv_timeout(PATIENCE)
+            .unwrap_or_else(|_| panic!("the sidecar did not start: {:?}", log.lock().unwrap()));
+        Sidecar { child, addr, log }
+    }
+
+    fn get(&self, path: &str) -> (u16, String) {
+        http_get(&self.addr, path)
+    }
+
+    fn metric(&self, series: &str) -> Option<f64> {
+        let (_, body) = self.get("/metrics");
+        body.lines()
+            .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    }
+
+    fn signal(&self, signal: i32) {
+        unsafe {
+            libc::kill(self.child.id() as i32, signal);
+        }
+    }
+
+    /// SIGTERM, then the exit status (within the patience).
+    fn stop(mut self) -> ExitStatus {
+        self.signal(libc::SIGTERM);
+        wait_exit(&mut self.child)
+    }
+
+    fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+}
+
+impl Drop for Sidecar {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_exit(child: &mut Child) -> ExitStatus {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "the sidecar did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn http_get(addr: &str, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    (status, body.to_owned())
+}
+
+/// Polls `cond` until it holds, or fails the test with `what`.
+fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    dir: PathBuf,
+    ledger: PathBuf,
+    db: PathBuf,
+    config: PathBuf,
+}
+
+/// A folder with a config for one ledger `app` (`extra` is appended to the
+/// config's top level).
+fn setup(extra: &str) -> Setup {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    let config = dir.join("ledgertail.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "db = \"mirror.db\"\npoll_interval_millis = 100\nshutdown_grace_secs = 10\n{extra}\n[[ledger]]\nname = \"app\"\npath = \"app.jsonl\"\n"
+        ),
+    )
+    .unwrap();
+    Setup {
+        ledger: dir.join("app.jsonl"),
+        db: dir.join("mirror.db"),
+        config,
+        dir,
+        _dir: tmp,
+    }
+}
+
+fn db(path: &Path) -> rusqlite::Connection {
+    let c = rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .unwrap();
+    c.busy_timeout(Duration::from_secs(10)).unwrap();
+    c
+}
+
+/// The mirrored seqs of ledger `app`, in order (empty before the database exists).
+fn mirrored_seqs(path: &Path) -> Vec<i64> {
+    if !path.exists() {
+        return Vec::new();
+    }
+    let c = db(path);
+    let mut stmt = match c.prepare("SELECT seq FROM events WHERE ledger = 'app' ORDER BY seq") {
+        Ok(s) => s,
+        Err(_) => return Vec::new(),
+    };
+    stmt.query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+fn count(path: &Path, sql: &str) -> i64 {
+    db(path).query_row(sql, [], |r| r.get(0)).unwrap()
+}
+
+fn payloads(from: usize, n: usize) -> Vec<String> {
+    (from..from + n)
+        .map(|i| format!("{{\"i\":{i},\"note\":\"event number {i}\"}}"))
+        .collect()
+}
+
+fn append(w: &mut Writer, from: usize, n: usize) -> u64 {
+    let p = payloads(from, n);
+    let refs: Vec<&str> = p.iter().map(String::as_str).collect();
+    w.append_batch("test", &refs).unwrap().last().unwrap().seq
+}
+
+/// `ledgertail verify --ledger L --db D --config C`: exit 0 means every
+/// line authentic and in the chain, and exact parity.
+fn verify_exact(s: &Setup) {
+    let out = Command::new(env!("CARGO_BIN_EXE_ledgertail"))
+        .args(["verify", "--config"])
+        .arg(&s.config)
+        .arg("--db")
+        .arg(&s.db)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "verify --db failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn live_appends_are_mirrored_in_order_exactly_once() {
+    let s = setup("");
+    let sidecar = Sidecar::start(&s.config);
+    let mut w = Writer::new(&s.ledger);
+    let mut last = 0;
+    for batch in 0..50 {
+        last = append(&mut w, batch * 10, 10);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    eventually("500 events mirrored", || mirrored_seqs(&s.db).len() == 500);
+    assert_eq!(last, 499);
+    assert_eq!(mirrored_seqs(&s.db), (0..500).collect::<Vec<i64>>());
+    let payload: String = db(&s.db)
+        .query_row(
+            "SELECT payload FROM events WHERE ledger='app' AND seq=123",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(payload, r#"{"i":123,"note":"event number 123"}"#);
+    assert_eq!(
+        sidecar.metric("ledgertail_events_mirrored_total{ledger=\"app\"}"),
+        Some(500.0)
+    );
+    assert_eq!(
+        sidecar.metric("ledgertail_mirror_head_seq{ledger=\"app\"}"),
+        Some(499.0)
+    );
+    assert_eq!(
+        sidecar.metric("ledgertail_end_to_end_seconds_count{ledger=\"app\"}"),
+        Some(500.0)
+    );
+    assert_eq!(sidecar.get("/readyz").0, 200);
+    assert_eq!(sidecar.get("/healthz").0, 200);
+    assert!(sidecar.stop().success());
+    verify_exact(&s);
+}
+
+#[test]
+fn a_partial_line_waits_for_its_newline_across_a_restart() {
+    let s = setup("");
+    let mut w = Writer::new(&s.ledger);
+    append(&mut w, 0, 3);
+    // The next event, sealed elsewhere, written in two halves.
+    let other = s.dir.join("other.jsonl");
+    std::fs::copy(&s.ledger, &other).unwrap();
+    append(&mut Writer::new(&other), 3, 1);
+    let full = std::fs::read(&other).unwrap();
+    let line = &full[std::fs::metadata(&s.ledger).unwrap().len() as usize..];
+    let (first, rest) = line.split_at(line.len() / 2);
+
+    let sidecar = Sidecar::start(&s.config);
+    eventually("3 events", || mirrored_seqs(&s.db).len() == 3);
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&s.ledger)
+        .unwrap()
+        .write_all(first)
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(mirrored_seqs(&s.db).len(), 3, "a partial line was mirrored");
+    assert!(sidecar.stop().success());
+    let offset: i64 = count(
+        &s.db,
+        "SELECT file_offset FROM checkpoints WHERE ledger='app'",
+    );
+    assert_eq!(
+        offset as usize,
+        full.len() - line.len(),
+        "the checkpoint passed the partial line"
+    );
+
+    let sidecar = Sidecar::start(&s.config);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(mirrored_seqs(&s.db).len(), 3);
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&s.ledger)
+        .unwrap()
+        .write_all(rest)
+        .unwrap();
+    eventually("the completed line mirrored", || {
+        mirrored_seqs(&s.db) == vec![0, 1, 2, 3]
+    });
+    assert_eq!(count(&s.db, "SELECT count(*) FROM quarantine"), 0);
+    assert!(sidecar.stop().success());
+}
+
+/// Renames the live file to `NAME.N` under the producer's lock, as a
+/// cooperating rotator does.
+fn rotate(ledger: &Path, n: usize) {
+    loop {
+        let f = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(ledger)
+            .unwrap();
+        f.lock().unwrap();
+        let same = std::fs::metadata(ledger).map(|m| {
+            use std::os::unix::fs::MetadataExt;
+            let l = f.metadata().unwrap();
+            m.ino() == l.ino() && m.dev() == l.dev()
+        });
+        if same.unwrap_or(false) {
+            let to = ledger.with_file_name(format!("app.jsonl.{n:03}"));
+            std::fs::rename(ledger, to).unwrap();
+            return;
+        }
+    }
+}
+
+#[test]
+fn fifty_rotations_under_a_steady_producer_keep_exact_parity() {
+    let s = setup("");
+    let sidecar = Sidecar::start(&s.config);
+    let done = Arc::new(AtomicBool::new(false));
+    let producer = {
+        let (ledger, done) = (s.ledger.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut w = Writer::new(&ledger);
+            let mut next = 0;
+            let mut last = 0;
+            while !done.load(Ordering::Relaxed) {
+                last = append(&mut w, next, 3);
+                next += 3;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            last
+        })
+    };
+    for n in 0..50 {
+        std::thread::sleep(Duration::from_millis(40));
+        rotate(&s.ledger, n);
+    }
+    done.store(true, Ordering::Relaxed);
+    let last = producer.join().unwrap() as i64;
+    eventually("every event mirrored", || {
+        mirrored_seqs(&s.db).last() == Some(&last)
+    });
+    assert_eq!(mirrored_seqs(&s.db), (0..=last).collect::<Vec<i64>>());
+    assert_eq!(count(&s.db, "SELECT count(*) FROM quarantine"), 0);
+    assert_eq!(
+        sidecar.metric("ledgertail_halted{ledger=\"app\"}"),
+        Some(0.0)
+    );
+    assert!(sidecar.stop().success());
+    verify_exact(&s);
+}
+
+#[test]
+fn an_old_line_altered_in_place_shows_as_a_parity_mismatch() {
+    let s = setup("parity_interval_secs = 1");
+    let mut w = Writer::new(&s.ledger);
+    append(&mut w, 0, 40);
+    let sidecar = Sidecar::start(&s.config);
+    eventually("40 events", || mirrored_seqs(&s.db).len() == 40);
+    eventually("a clean parity check", || {
+        sidecar
+            .metric("ledgertail_parity_last_check_timestamp_seconds{ledger=\"app\"}")
+            .is_some_and(|t| t > 0.0)
+    });
+    assert_eq!(
+        sidecar.metric("ledgertail_parity_mismatched{ledger=\"app\"}"),
+        Some(0.0)
+    );
+    // Change one digit of event 5's payload in place (one byte written
+    // where it stands: the file neither shrinks nor grows).
+    let text = std::fs::read_to_string(&s.ledger).unwrap();
+    let at = text.find("event number 5\"").unwrap() + "event number ".len();
+    std::os::unix::fs::FileExt::write_at(
+        &std::fs::OpenOptions::new()
+            .write(true)
+            .open(&s.ledger)
+            .unwrap(),
+        b"6",
+        at as u64,
+    )
+    .unwrap();
+    eventually("the mismatch reported", || {
+        sidecar.metric("ledgertail_parity_mismatched{ledger=\"app\"}") == Some(1.0)
+    });
+    eventually("the mismatch logged", || {
+        sidecar.log_text().contains("parity does not hold")
+    });
+    // Reading goes on: the altered line is behind the checkpoint.
+    assert_eq!(
+        sidecar.metric("ledgertail_halted{ledger=\"app\"}"),
+        Some(0.0)
+    );
+    drop(sidecar);
+}
+
+#[test]
+fn a_fork_halts_the_ledger_and_readyz_says_why() {
+    let s = setup("");
+    let mut w = Writer::new(&s.ledger);
+    append(&mut w, 0, 5);
+    // A different event 3, sealed on a copy of the first three lines.
+    let text = std::fs::read_to_string(&s.ledger).unwrap();
+    let fork_file = s.dir.join("fork.jsonl");
+    std::fs::write(
+        &fork_file,
+        text.lines()
+            .take(3)
+            .map(|l| format!("{l}\n"))
+            .collect::<String>(),
+    )
+    .unwrap();
+    Writer::new(&fork_file)
+        .append("test", "{\"forked\":true}")
+        .unwrap();
+    let fork_line = std::fs::read_to_string(&fork_file)
+        .unwrap()
+        .lines()
+        .nth(3)
+        .unwrap()
+        .to_owned();
+
+    let sidecar = Sidecar::start(&s.config);
+    eventually("5 events", || mirrored_seqs(&s.db).len() == 5);
+    assert_eq!(sidecar.get("/readyz").0, 200);
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&s.ledger)
+        .unwrap()
+        .write_all(format!("{fork_line}\n").as_bytes())
+        .unwrap();
+    eventually("halted", || {
+        sidecar.metric("ledgertail_halted{ledger=\"app\"}") == Some(1.0)
+    });
+    let (status, body) = sidecar.get("/readyz");
+    assert_eq!(status, 503);
+    assert!(body.contains("app") && body.contains("fork"), "{body}");
+    assert_eq!(
+        sidecar.metric("ledgertail_events_quarantined_total{ledger=\"app\",reason=\"fork\"}"),
+        Some(1.0)
+    );
+    // Halted means nothing more is mirrored.
+    append(&mut w, 5, 2);
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(mirrored_seqs(&s.db).len(), 5);
+    assert!(sidecar.stop().success());
+}
+
+#[test]
+fn sigkill_during_live_ingestion_ten_times_then_exact_parity() {
+    let s = setup("");
+    let done = Arc::new(AtomicBool::new(false));
+    let producer = {
+        let (ledger, done) = (s.ledger.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut w = Writer::new(&ledger);
+            let (mut next, mut last) = (0, 0);
+            while !done.load(Ordering::Relaxed) {
+                last = append(&mut w, next, 20);
+                next += 20;
+            }
+            last
+        })
+    };
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64;
+    println!("seed {seed}");
+    let mut rng = seed;
+    for _ in 0..10 {
+        let sidecar = Sidecar::start(&s.config);
+        rng = rng
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        std::thread::sleep(Duration::from_millis(100 + (rng >> 33) % 400));
+        sidecar.kill();
+    }
+    done.store(true, Ordering::Relaxed);
+    let last = producer.join().unwrap() as i64;
+    let sidecar = Sidecar::start(&s.config);
+    eventually("every event mirrored after the kills", || {
+        mirrored_seqs(&s.db).last() == Some(&last)
+    });
+    assert_eq!(mirrored_seqs(&s.db), (0..=last).collect::<Vec<i64>>());
+    assert_eq!(count(&s.db, "SELECT count(*) FROM quarantine"), 0);
+    assert!(sidecar.stop().success());
+    verify_exact(&s);
+}
+
+#[test]
+fn sigterm_commits_in_flight_and_exits_zero_losing_nothing() {
+    let s = setup("");
+    let mut w = Writer::new(&s.ledger);
+    let sidecar = Sidecar::start(&s.config);
+    append(&mut w, 0, 3000);
+    std::thread::sleep(Duration::from_millis(20));
+    let status = sidecar.stop();
+    assert_eq!(status.code(), Some(0));
+    // Whatever was committed is a clean prefix, and the checkpoint agrees.
+    let seqs = mirrored_seqs(&s.db);
+    assert_eq!(seqs, (0..seqs.len() as i64).collect::<Vec<i64>>());
+    if let Some(&head) = seqs.last() {
+        assert_eq!(
+            count(&s.db, "SELECT head_seq FROM checkpoints WHERE ledger='app'"),
+            head
+        );
+    }
+    let sidecar = Sidecar::start(&s.config);
+    eventually("the rest mirrored after restart", || {
+        mirrored_seqs(&s.db).len() == 3000
+    });
+    assert_eq!(mirrored_seqs(&s.db), (0..3000).collect::<Vec<i64>>());
+    assert!(sidecar.stop().success());
+}
+
+#[test]
+fn sighup_with_a_new_key_mirrors_the_unknown_key_lines_and_lifts_the_halt() {
+    let s = setup("");
+    let key_path = s.dir.join("k1.key");
+    let key = KeyFile::generate("k1").unwrap();
+    key.save_new(&key_path).unwrap();
+    let mut unsigned = Writer::new(&s.ledger);
+    append(&mut unsigned, 0, 3);
+    let mut signed = Writer::new(&s.ledger).with_key(KeyFile::load(&key_path).unwrap());
+    append(&mut signed, 3, 3);
+    append(&mut unsigned, 6, 2);
+
+    let sidecar = Sidecar::start(&s.config);
+    // 0..=2 mirrored; 3..=5 unknown_key; 6 is then seq_gap: halt.
+    eventually("halted", || {
+        sidecar.metric("ledgertail_halted{ledger=\"app\"}") == Some(1.0)
+    });
+    assert_eq!(mirrored_seqs(&s.db), vec![0, 1, 2]);
+    assert_eq!(
+        sidecar
+            .metric("ledgertail_events_quarantined_total{ledger=\"app\",reason=\"unknown_key\"}"),
+        Some(3.0)
+    );
+    assert_eq!(sidecar.get("/readyz").0, 503);
+
+    let config = std::fs::read_to_string(&s.config).unwrap();
+    let with_key = config.replace(
+        "[[ledger]]",
+        &format!("[keys]\n{}\n\n[[ledger]]", key.trust_line()),
+    );
+    std::fs::write(&s.config, with_key).unwrap();
+    sidecar.signal(libc::SIGHUP);
+    eventually("every event mirrored after the reload", || {
+        mirrored_seqs(&s.db) == (0..8).collect::<Vec<i64>>()
+    });
+    eventually("halt lifted", || {
+        sidecar.metric("ledgertail_halted{ledger=\"app\"}") == Some(0.0)
+    });
+    assert_eq!(sidecar.get("/readyz").0, 200);
+    assert_eq!(
+        count(
+            &s.db,
+            "SELECT count(*) FROM quarantine WHERE resolved_at IS NULL"
+        ),
+        0,
+        "re-judged rows are marked resolved"
+    );
+    assert_eq!(
+        count(
+            &s.db,
+            "SELECT count(*) FROM quarantine WHERE resolved_at IS NOT NULL"
+        ),
+        4
+    );
+    let signed_rows = count(&s.db, "SELECT count(*) FROM events WHERE key_id = 'k1'");
+    assert_eq!(signed_rows, 3);
+    assert!(sidecar.stop().success());
+}
+
+#[test]
+fn metrics_carry_every_contract_family_and_pass_promtool() {
+    let s = setup("");
+    append(&mut Writer::new(&s.ledger), 0, 10);
+    let sidecar = Sidecar::start(&s.config);
+    eventually("10 events", || mirrored_seqs(&s.db).len() == 10);
+    let (status, body) = sidecar.get("/metrics");
+    assert_eq!(status, 200);
+    for family in [
+        "ledgertail_events_read_total",
+        "ledgertail_events_mirrored_total",
+        "ledgertail_events_quarantined_total",
+        "ledgertail_ledger_head_seq",
+        "ledgertail_mirror_head_seq",
+        "ledgertail_lag_bytes",
+        "ledgertail_lag_events",
+        "ledgertail_parity_missing_in_sqlite",
+        "ledgertail_parity_missing_in_jsonl",
+        "ledgertail_parity_mismatched",
+        "ledgertail_parity_last_check_timestamp_seconds",
+        "ledgertail_halted",
+        "ledgertail_commit_duration_seconds",
+        "ledgertail_batch_events",
+        "ledgertail_end_to_end_seconds",
+        "ledgertail_build_info",
+        "ledgertail_anchor_seq",
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+    ] {
+        assert!(
+            body.contains(&format!("# TYPE {family} ")),
+            "{family} missing:\n{body}"
+        );
+    }
+    // Every ledgertail_ sample but build_info carries the ledger label.
+    for line in body.lines().filter(|l| l.starts_with("ledgertail_")) {
+        assert!(
+            line.starts_with("ledgertail_build_info") || line.contains("ledger=\"app\""),
+            "{line}"
+        );
+    }
+    assert_eq!(
+        sidecar.metric("ledgertail_events_read_total{ledger=\"app\"}"),
+        Some(10.0)
+    );
+    assert_eq!(
+        sidecar.metric("ledgertail_anchor_seq{ledger=\"app\"}"),
+        Some(0.0)
+    );
+
+    // Bad requests do not hurt it.
+    assert_eq!(sidecar.get("/nope").0, 404);
+    let mut junk = TcpStream::connect(&sidecar.addr).unwrap();
+    junk.write_all(b"\x00\x01garbage\r\n\r\n").unwrap();
+    let mut idle = TcpStream::connect(&sidecar.addr).unwrap();
+    idle.write_all(b"GET /metrics HT").unwrap();
+    assert_eq!(sidecar.get("/healthz").0, 200);
+
+    match which("promtool") {
+        Some(promtool) => {
+            let mut child = Command::new(promtool)
+                .args(["check", "metrics"])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(body.as_bytes())
+                .unwrap();
+            let out = child.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "promtool check metrics:\n{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        None => {
+            // .ci/run installs promtool and sets this, so CI never skips.
+            assert!(
+                std::env::var_os("LEDGERTAIL_REQUIRE_PROMTOOL").is_none(),
+                "promtool is required but not installed"
+            );
+            eprintln!("promtool not installed: `promtool check metrics` skipped");
+        }
+    }
+    drop((junk, idle));
+    assert!(sidecar.stop().success());
+}
+
+#[test]
+fn a_locked_database_is_retried_and_reported_then_mirroring_resumes() {
+    let s = setup("");
+    let mut w = Writer::new(&s.ledger);
+    append(&mut w, 0, 5);
+    let sidecar = Sidecar::start(&s.config);
+    eventually("5 events", || mirrored_seqs(&s.db).len() == 5);
+    // Another writer holds the write lock longer than the busy timeout.
+    let blocker = rusqlite::Connection::open(&s.db).unwrap();
+    blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+    append(&mut w, 5, 5);
+    eventually("/readyz reports the trouble", || {
+        let (status, body) = sidecar.get("/readyz");
+        status == 503 && body.contains("app")
+    });
+    assert!(
+        sidecar
+            .metric("ledgertail_commit_failures_total{ledger=\"app\"}")
+            .unwrap()
+            >= 1.0
+    );
+    assert_eq!(mirrored_seqs(&s.db).len(), 5);
+    blocker.execute_batch("ROLLBACK").unwrap();
+    drop(blocker);
+    eventually("mirroring resumed", || mirrored_seqs(&s.db).len() == 10);
+    eventually("ready again", || sidecar.get("/readyz").0 == 200);
+    assert!(
+        sidecar
+            .metric("ledgertail_worker_restarts_total{ledger=\"app\"}")
+            .unwrap()
+            >= 1.0
+    );
+    assert!(sidecar.stop().success());
+    verify_exact(&s);
+}
+
+#[test]
+fn a_ledger_that_does_not_exist_yet_is_waited_for() {
+    let s = setup("");
+    let sidecar = Sidecar::start(&s.config);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(sidecar.get("/readyz").0, 200);
+    append(&mut Writer::new(&s.ledger), 0, 4);
+    eventually("4 events", || mirrored_seqs(&s.db).len() == 4);
+    assert!(sidecar.stop().success());
+}
+
+#[test]
+fn several_ledgers_in_one_process_each_keep_their_own_chain() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let config = dir.join("c.toml");
+    std::fs::write(
+        &config,
+        "db = \"m.db\"\npoll_interval_millis = 100\n[[ledger]]\nname = \"a\"\npath = \"a.jsonl\"\n[[ledger]]\nname = \"b\"\npath = \"sub/b.jsonl\"\n",
+    )
+    .unwrap();
+    std::fs::create_dir(dir.join("sub")).unwrap();
+    let sidecar = Sidecar::start(&config);
+    append(&mut Writer::new(dir.join("a.jsonl")), 0, 7);
+    append(&mut Writer::new(dir.join("sub/b.jsonl")), 0, 3);
+    let db_path = dir.join("m.db");
+    eventually("both ledgers mirrored", || {
+        db_path.exists()
+            && count(&db_path, "SELECT count(*) FROM events WHERE ledger='a'") == 7
+            && count(&db_path, "SELECT count(*) FROM events WHERE ledger='b'") == 3
+    });
+    assert_eq!(
+        sidecar.metric("ledgertail_mirror_head_seq{ledger=\"a\"}"),
+        Some(6.0)
+    );
+    assert_eq!(
+        sidecar.metric("ledgertail_mirror_head_seq{ledger=\"b\"}"),
+        Some(2.0)
+    );
+    assert!(sidecar.stop().success());
+}
+
+fn which(program: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join(program))
+            .find(|p| p.is_file())
+    })
+}
