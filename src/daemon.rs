@@ -280,9 +280,10 @@ struct Worker {
     wake_tx: Sender<Wake>,
 }
 
-/// Backoff after a failure: doubles from 250 ms up to 30 s.
+/// Backoff after a failure: doubles from 250 ms up to 5 s (short enough
+/// that mirroring resumes promptly once a disk has space again).
 const BACKOFF_FIRST: Duration = Duration::from_millis(250);
-const BACKOFF_MAX: Duration = Duration::from_secs(30);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 impl Worker {
     fn run(self, wake: Receiver<Wake>) {
@@ -308,7 +309,11 @@ impl Worker {
                         retry_in = ?backoff,
                         "ledger worker failed; nothing is lost: it starts again from its checkpoint"
                     );
-                    format!("{e:#}")
+                    if hint.is_empty() {
+                        format!("{e:#}")
+                    } else {
+                        format!("{e:#} (hint: {hint})")
+                    }
                 }
                 Err(_) => {
                     tracing::error!(ledger = %name, retry_in = ?backoff, "ledger worker panicked; it starts again from its checkpoint");
@@ -371,8 +376,8 @@ impl Worker {
                 Some(seq),
             );
         }
+        self.publish(&shipper, false);
         let mut watcher = watch(&self.ledger.path, self.wake_tx.clone());
-        let mut backoff_reset = false;
         loop {
             let latest = self.shared.current();
             if latest.generation != config.generation {
@@ -386,19 +391,22 @@ impl Worker {
                 record_judged = true;
             }
             if shipper.state().halt.is_none() {
-                let metrics = &self.metrics;
-                shipper.catch_up(&self.shared.stop, &mut |b| metrics.record_batch(b))?;
+                let (metrics, board) = (&self.metrics, &self.board);
+                // After every batch, so that a long catch-up shows its lag.
+                let mut observe = |b: &crate::shipper::BatchStats<'_>| {
+                    metrics.record_batch(b);
+                    let lag = metrics.lag_events();
+                    board.update(name, |s| s.lag_events = lag);
+                };
+                shipper.catch_up(&self.shared.stop, &mut observe)?;
                 if record_judged {
                     shipper.record_judged_with()?;
                     record_judged = false;
                 }
                 self.metrics.set_lag_bytes(shipper.lag_bytes());
             }
-            self.publish(&shipper);
-            if !backoff_reset {
-                self.metrics.mirror_unavailable.set(0);
-                backoff_reset = true;
-            }
+            self.publish(&shipper, true);
+            self.metrics.mirror_unavailable.set(0);
             if self.shared.stopping() {
                 return Ok(());
             }
@@ -411,15 +419,18 @@ impl Worker {
         }
     }
 
-    /// Tells the status board and the gauges where the ledger stands.
-    fn publish(&self, shipper: &Shipper) {
+    /// Tells the status board and the gauges where the ledger stands;
+    /// `healthy` after a catch-up went through (clears a past trouble).
+    fn publish(&self, shipper: &Shipper, healthy: bool) {
         let state = shipper.state();
         let halted = state.halt.as_ref().map(ToString::to_string);
         self.metrics.set_halted(halted.is_some());
         let lag = self.metrics.lag_events();
         self.board.update(&self.ledger.name, |s| {
             s.halted = halted;
-            s.trouble = None;
+            if healthy {
+                s.trouble = None;
+            }
             s.lag_events = lag;
         });
     }

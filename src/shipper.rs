@@ -316,10 +316,7 @@ impl Shipper {
         let mut report = Report::default();
         let tailer = match self.tailer.take() {
             Some(t) => self.check_behind(t, &mut report)?,
-            None => {
-                let files = self.tail_config().discover().map_err(|e| self.io_err(e))?;
-                self.open_tailer(files, &mut report)?
-            }
+            None => self.discover_and_open(&mut report)?,
         };
         let Some(mut tailer) = tailer else {
             return Ok(report);
@@ -384,7 +381,11 @@ impl Shipper {
                     // (Bounded, in case the directory changes without end.)
                     refreshes += 1;
                     if refreshes <= 64 {
-                        match tailer.refresh(&tail_config).map_err(|e| self.io_err(e))? {
+                        let head = chain.head.map(|h| h.seq);
+                        match tailer
+                            .refresh(&tail_config, head)
+                            .map_err(|e| self.io_err(e))?
+                        {
                             Refreshed::MoreFiles => continue,
                             Refreshed::Unchanged => {}
                             Refreshed::CurrentGone => keep = false,
@@ -535,6 +536,21 @@ impl Shipper {
             }
             if at_end || stop.load(Ordering::Relaxed) {
                 return Ok(keep);
+            }
+        }
+    }
+
+    /// Discovers the files and opens a tailer at the checkpoint, trying
+    /// again when a rotation renamed a file between the two.
+    fn discover_and_open(&mut self, report: &mut Report) -> Result<Option<Tailer>, ShipError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let files = self.tail_config().discover().map_err(|e| self.io_err(e))?;
+            match self.open_tailer(files, report) {
+                Err(ShipError::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::Interrupted && attempt < 5 => {}
+                other => return other,
             }
         }
     }

@@ -261,12 +261,12 @@ impl LedgerMetrics {
             .set(i64::try_from(b.total_bytes.saturating_sub(b.done_bytes)).unwrap_or(i64::MAX));
     }
 
-    /// Sets the head gauges (and the event lag they imply).
+    /// Sets the head gauges (and the event lag they imply). The ledger's
+    /// head only moves forward: a seq learnt from the end of the file at
+    /// start-up stays until reading passes it.
     pub fn record_heads(&self, mirror: Option<u64>, anchor: Option<u64>, seen: Option<u64>) {
-        let ledger = match (seen, mirror) {
-            (Some(s), Some(m)) => Some(s.max(m)),
-            (s, m) => s.or(m),
-        };
+        let known = u64::try_from(self.ledger_head.get()).ok();
+        let ledger = [known, seen, mirror].into_iter().flatten().max();
         self.mirror_head.set(seq_gauge(mirror));
         self.anchor.set(seq_gauge(anchor));
         self.ledger_head.set(seq_gauge(ledger));
@@ -452,9 +452,13 @@ mod tests {
         let m = t.ledger("app");
         m.record_heads(Some(10), Some(0), Some(15));
         assert_eq!(m.lag_events(), 5);
-        m.record_heads(None, None, Some(4));
-        assert_eq!(m.lag_events(), 5);
-        m.record_heads(Some(15), Some(0), Some(12));
+        // The ledger head never goes back (15 was seen before).
+        m.record_heads(Some(12), Some(0), Some(12));
+        assert_eq!(m.lag_events(), 3);
+        m.record_heads(Some(15), Some(0), Some(15));
         assert_eq!(m.lag_events(), 0);
+        let fresh = t.ledger("other");
+        fresh.record_heads(None, None, Some(4));
+        assert_eq!(fresh.lag_events(), 5);
     }
 }

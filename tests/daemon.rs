@@ -27,22 +27,26 @@ struct Sidecar {
 impl Sidecar {
     /// Starts `ledgertail run --config CONFIG` and waits until it serves.
     fn start(config: &Path) -> Sidecar {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ledgertail"))
-            .args([
-                "run",
-                "--log-format",
-                "json",
-                "--listen",
-                "127.0.0.1:0",
-                "--config",
-            ])
-            .arg(config)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        Sidecar::start_with(config, |_| {})
+    }
+
+    fn start_with(config: &Path, adjust: impl FnOnce(&mut Command)) -> Sidecar {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ledgertail"));
+        cmd.args([
+            "run",
+            "--log-format",
+            "json",
+            "--listen",
+            "127.0.0.1:0",
+            "--config",
+        ])
+        .arg(config)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+        adjust(&mut cmd);
+        let mut child = cmd.spawn().unwrap();
         let log = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = std::sync::mpsc::channel();
         let stderr = child.stderr.take().unwrap();
@@ -95,6 +99,22 @@ impl Sidecar {
 
     fn log_text(&self) -> String {
         self.log.lock().unwrap().join("\n")
+    }
+
+    /// [`eventually`], showing the sidecar's log when it times out.
+    fn eventually(&self, what: &str, mut cond: impl FnMut() -> bool) {
+        let deadline = Instant::now() + PATIENCE;
+        while !cond() {
+            if Instant::now() >= deadline {
+                let log = self.log_text();
+                let tail: Vec<&str> = log.lines().rev().take(40).collect();
+                panic!(
+                    "timed out waiting for: {what}\nlast log lines (newest first):\n{}",
+                    tail.join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
     }
 }
 
@@ -266,6 +286,12 @@ fn live_appends_are_mirrored_in_order_exactly_once() {
     );
     assert_eq!(sidecar.get("/readyz").0, 200);
     assert_eq!(sidecar.get("/healthz").0, 200);
+    // Quiet when healthy: no warning, no error.
+    let log = sidecar.log_text();
+    assert!(
+        !log.contains("\"level\":\"WARN\"") && !log.contains("\"level\":\"ERROR\""),
+        "{log}"
+    );
     assert!(sidecar.stop().success());
     verify_exact(&s);
 }
@@ -320,8 +346,9 @@ fn a_partial_line_waits_for_its_newline_across_a_restart() {
     assert!(sidecar.stop().success());
 }
 
-/// Renames the live file to `NAME.N` under the producer's lock, as a
-/// cooperating rotator does.
+/// Renames the live file under the producer's lock, as a cooperating
+/// rotator does: to a new name on even rotations, with logrotate's
+/// renumbering on odd ones.
 fn rotate(ledger: &Path, n: usize) {
     loop {
         let f = std::fs::OpenOptions::new()
@@ -336,8 +363,20 @@ fn rotate(ledger: &Path, n: usize) {
             m.ino() == l.ino() && m.dev() == l.dev()
         });
         if same.unwrap_or(false) {
-            let to = ledger.with_file_name(format!("app.jsonl.{n:03}"));
-            std::fs::rename(ledger, to).unwrap();
+            if n.is_multiple_of(2) {
+                // A new name each time (dateext style).
+                let to = ledger.with_file_name(format!("app.jsonl.r{n:03}"));
+                std::fs::rename(ledger, to).unwrap();
+            } else {
+                // logrotate's numbering: every rotated file moves up one.
+                let name = |k: usize| ledger.with_file_name(format!("app.jsonl.{k}"));
+                for k in (1..=n).rev() {
+                    if name(k).exists() {
+                        std::fs::rename(name(k), name(k + 1)).unwrap();
+                    }
+                }
+                std::fs::rename(ledger, name(1)).unwrap();
+            }
             return;
         }
     }
@@ -368,7 +407,7 @@ fn fifty_rotations_under_a_steady_producer_keep_exact_parity() {
     }
     done.store(true, Ordering::Relaxed);
     let last = producer.join().unwrap() as i64;
-    eventually("every event mirrored", || {
+    sidecar.eventually("every event mirrored", || {
         mirrored_seqs(&s.db).last() == Some(&last)
     });
     assert_eq!(mirrored_seqs(&s.db), (0..=last).collect::<Vec<i64>>());
@@ -754,8 +793,10 @@ fn several_ledgers_in_one_process_each_keep_their_own_chain() {
         "db = \"m.db\"\npoll_interval_millis = 100\n[[ledger]]\nname = \"a\"\npath = \"a.jsonl\"\n[[ledger]]\nname = \"b\"\npath = \"sub/b.jsonl\"\n",
     )
     .unwrap();
-    std::fs::create_dir(dir.join("sub")).unwrap();
     let sidecar = Sidecar::start(&config);
+    // Ledger b's folder does not exist yet: it is waited for too.
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::create_dir(dir.join("sub")).unwrap();
     append(&mut Writer::new(dir.join("a.jsonl")), 0, 7);
     append(&mut Writer::new(dir.join("sub/b.jsonl")), 0, 3);
     let db_path = dir.join("m.db");
@@ -773,6 +814,96 @@ fn several_ledgers_in_one_process_each_keep_their_own_chain() {
         Some(2.0)
     );
     assert!(sidecar.stop().success());
+}
+
+#[test]
+fn a_full_disk_is_retried_and_reported_then_mirroring_resumes() {
+    let s = setup("");
+    let mut w = Writer::new(&s.ledger);
+    append(&mut w, 0, 5);
+    // The sidecar may write files of at most 200 kB: its database fills up.
+    let sidecar = Sidecar::start_with(&s.config, |cmd| {
+        use std::os::unix::process::CommandExt;
+        unsafe {
+            cmd.pre_exec(|| {
+                let limit = libc::rlimit {
+                    rlim_cur: 200_000,
+                    rlim_max: libc::RLIM_INFINITY,
+                };
+                if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    });
+    eventually("5 events", || mirrored_seqs(&s.db).len() == 5);
+    append(&mut w, 5, 3000);
+    sidecar.eventually("the full disk reported", || {
+        let (status, body) = sidecar.get("/readyz");
+        status == 503 && body.contains("disk")
+    });
+    assert!(
+        sidecar
+            .metric("ledgertail_commit_failures_total{ledger=\"app\"}")
+            .unwrap()
+            >= 1.0
+    );
+    assert!(sidecar.log_text().contains("\"level\":\"ERROR\""));
+    // Space comes back.
+    let unlimited = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    let rc = unsafe {
+        libc::prlimit(
+            sidecar.child.id() as i32,
+            libc::RLIMIT_FSIZE,
+            &unlimited,
+            std::ptr::null_mut(),
+        )
+    };
+    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+    eventually("mirroring resumed", || mirrored_seqs(&s.db).len() == 3005);
+    eventually("ready again", || sidecar.get("/readyz").0 == 200);
+    assert!(sidecar.stop().success());
+    verify_exact(&s);
+}
+
+#[test]
+fn a_second_signal_exits_at_once_and_a_spent_grace_period_exits_non_zero() {
+    // A commit that cannot finish: another writer holds the lock (the
+    // busy timeout is 5 s), so the stop waits on the batch in flight.
+    for (second_signal, grace, expected) in [(true, 30, 128 + libc::SIGTERM), (false, 1, 1)] {
+        let s = setup(&format!("shutdown_grace_secs = {grace}").replace("\n", ""));
+        let config = std::fs::read_to_string(&s.config)
+            .unwrap()
+            .replace("shutdown_grace_secs = 10\n", "");
+        std::fs::write(&s.config, config).unwrap();
+        let mut w = Writer::new(&s.ledger);
+        append(&mut w, 0, 3);
+        let sidecar = Sidecar::start(&s.config);
+        eventually("3 events", || mirrored_seqs(&s.db).len() == 3);
+        let blocker = rusqlite::Connection::open(&s.db).unwrap();
+        blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+        append(&mut w, 3, 3);
+        std::thread::sleep(Duration::from_millis(500));
+        sidecar.signal(libc::SIGTERM);
+        if second_signal {
+            std::thread::sleep(Duration::from_millis(200));
+            sidecar.signal(libc::SIGTERM);
+        }
+        let mut sidecar = sidecar;
+        let status = wait_exit(&mut sidecar.child);
+        assert_eq!(status.code(), Some(expected), "{}", sidecar.log_text());
+        blocker.execute_batch("ROLLBACK").unwrap();
+        drop(blocker);
+        // Still safe: the batch rolled back and is mirrored after a restart.
+        assert_eq!(mirrored_seqs(&s.db), vec![0, 1, 2]);
+        let sidecar = Sidecar::start(&s.config);
+        eventually("all 6 after restart", || mirrored_seqs(&s.db).len() == 6);
+        assert!(sidecar.stop().success());
+    }
 }
 
 fn which(program: &str) -> Option<PathBuf> {

@@ -9,6 +9,10 @@ use ledgertail::ledger::{KeyRing, SignaturePolicy};
 use ledgertail::producer::Writer;
 use ledgertail::tail::{Opened, Refreshed, TailConfig, Tailer};
 
+thread_local! {
+    static LAST_SEQ: std::cell::Cell<Option<u64>> = const { std::cell::Cell::new(None) };
+}
+
 fn config(live: &Path) -> TailConfig {
     TailConfig {
         live: live.to_path_buf(),
@@ -26,19 +30,26 @@ fn add(live: &Path, from: usize, n: usize) {
 }
 
 /// Reads every complete line now available, following rotations the way
-/// the shipper does; returns the `i` of each payload.
+/// the shipper does; returns the `i` of each payload (equal to its seq).
 fn drain(t: &mut Tailer, cfg: &TailConfig) -> Vec<u64> {
     let mut out = Vec::new();
+    // The shipper passes its chain's head; here the seq of the last line
+    // read so far (kept across calls, as the shipper's head is).
+    let mut head = LAST_SEQ.with(|h| h.get());
     loop {
         match t.next_frame().unwrap() {
             Some((_, Frame::Line { bytes, .. })) => {
                 let v: serde_json::Value = serde_json::from_slice(bytes).unwrap();
                 out.push(v["payload"]["i"].as_u64().unwrap());
+                head = v["seq"].as_u64();
             }
             Some((_, Frame::TooLong { .. })) => panic!("too long"),
-            None => match t.refresh(cfg).unwrap() {
+            None => match t.refresh(cfg, head).unwrap() {
                 Refreshed::MoreFiles => continue,
-                Refreshed::Unchanged => return out,
+                Refreshed::Unchanged => {
+                    LAST_SEQ.with(|h| h.set(head));
+                    return out;
+                }
                 Refreshed::CurrentGone => panic!("current file gone"),
             },
         }
@@ -142,4 +153,43 @@ fn a_shrunk_file_or_changed_bytes_behind_the_position_are_reported() {
         .set_len(10)
         .unwrap();
     assert!(t.changed_behind(&pos).unwrap().unwrap().contains("shrank"));
+}
+
+/// logrotate's numbering: `.2` → `.3`, `.1` → `.2`, live → `.1`.
+fn renumber(live: &Path, keep: usize) {
+    let name = |n: usize| live.with_file_name(format!("app.jsonl.{n}"));
+    for n in (1..keep).rev() {
+        if name(n).exists() {
+            std::fs::rename(name(n), name(n + 1)).unwrap();
+        }
+    }
+    std::fs::rename(live, name(1)).unwrap();
+}
+
+#[test]
+fn renumbering_rotations_are_followed_by_identity_not_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let live = dir.path().join("app.jsonl");
+    let cfg = config(&live);
+    add(&live, 0, 2);
+    let Opened::Ready(mut t) = Tailer::open(cfg.discover().unwrap(), None, 1 << 20).unwrap() else {
+        panic!("not ready")
+    };
+    assert_eq!(drain(&mut t, &cfg), vec![0, 1]);
+    let mut next = 2;
+    let mut expected = Vec::new();
+    for round in 0..6 {
+        // Several renumberings between two reads.
+        for _ in 0..=round % 3 {
+            add(&live, next, 2);
+            expected.extend([next as u64, next as u64 + 1]);
+            next += 2;
+            renumber(&live, 9);
+        }
+        add(&live, next, 1);
+        expected.push(next as u64);
+        next += 1;
+        assert_eq!(drain(&mut t, &cfg), expected, "round {round}");
+        expected.clear();
+    }
 }

@@ -66,6 +66,11 @@ impl MirrorError {
                     Some("another process holds a lock on the database; retry when it is done".into())
                 }
                 Some(ErrorCode::DiskFull) => Some("free disk space; nothing was lost, the ledger is read again".into()),
+                // A write refused by the system: a full disk, a file size
+                // limit (ulimit -f, EFBIG) or a failing device.
+                Some(ErrorCode::SystemIoFailure) => Some(
+                    "the disk may be full, the file size limit reached (ulimit -f) or the device failing; nothing was lost, the ledger is read again once writes succeed".into(),
+                ),
                 _ => None,
             },
         }

@@ -123,6 +123,31 @@ pub struct Authenticity<'a> {
 /// error (it may be about to be created); an unreadable directory is.
 pub fn discover(live: &Path, auth: Authenticity<'_>) -> io::Result<Vec<LedgerFile>> {
     let (dir, live_name) = split(live)?;
+    // The live file is looked at *before* the folder is listed: a file
+    // renamed away from the live path after that look shows up in the
+    // listing (and is recognised by its identity), so a rotation during
+    // discovery can never hide a file between the rotated ones and the
+    // live one.
+    let live_file = match File::open(live) {
+        Ok(file) => {
+            let meta = file.metadata()?;
+            if !meta.is_file() {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("{} is not a regular file", live.display()),
+                ));
+            }
+            Some(LedgerFile {
+                path: live.to_path_buf(),
+                id: FileId::of(&meta),
+                len: meta.len(),
+                first_seq: first_authentic_seq_in(file, auth)?,
+                is_live: true,
+            })
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e),
+    };
     let mut rotated = Vec::new();
     for entry in std::fs::read_dir(&dir)? {
         let entry = entry?;
@@ -132,19 +157,29 @@ pub fn discover(live: &Path, auth: Authenticity<'_>) -> io::Result<Vec<LedgerFil
             continue;
         }
         let path = dir.join(name);
-        // Follow symlinks like the live file; skip what is not a regular file.
-        let Ok(meta) = std::fs::metadata(&path) else {
-            continue;
+        // One handle for the identity and the first event: the name may
+        // be given to another file at any moment (renumbering rotations).
+        // Symlinks are followed like the live file's.
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
         };
+        let meta = file.metadata()?;
         if !meta.is_file() {
             continue;
         }
-        let first_seq = first_authentic_seq(&path, auth)?;
+        let id = FileId::of(&meta);
+        // The live file (renamed since we looked at it, or a hard link of
+        // it among the siblings) stays the live file.
+        if live_file.as_ref().is_some_and(|l| l.id == id) {
+            continue;
+        }
         rotated.push(LedgerFile {
             path,
-            id: FileId::of(&meta),
+            id,
             len: meta.len(),
-            first_seq,
+            first_seq: first_authentic_seq_in(file, auth)?,
             is_live: false,
         });
     }
@@ -157,38 +192,20 @@ pub fn discover(live: &Path, auth: Authenticity<'_>) -> io::Result<Vec<LedgerFil
             &b.path,
         ))
     });
-    match std::fs::metadata(live) {
-        Ok(meta) if meta.is_file() => {
-            let id = FileId::of(&meta);
-            // A hard link of the live file among the siblings is the same file.
-            rotated.retain(|f| f.id != id);
-            rotated.push(LedgerFile {
-                path: live.to_path_buf(),
-                id,
-                len: meta.len(),
-                first_seq: first_authentic_seq(live, auth)?,
-                is_live: true,
-            });
-        }
-        Ok(_) => {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("{} is not a regular file", live.display()),
-            ))
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
-    }
+    rotated.extend(live_file);
     Ok(rotated)
 }
 
 /// Reads a file from its start until its first authentic event.
 pub fn first_authentic_seq(path: &Path, auth: Authenticity<'_>) -> io::Result<Option<u64>> {
-    let mut file = match File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e),
-    };
+    match File::open(path) {
+        Ok(f) => first_authentic_seq_in(f, auth),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+fn first_authentic_seq_in(mut file: File, auth: Authenticity<'_>) -> io::Result<Option<u64>> {
     let mut framer = Framer::new(0, auth.max_line_bytes);
     let mut scratch = Vec::new();
     loop {

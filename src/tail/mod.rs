@@ -110,6 +110,8 @@ pub struct Tailer {
     max_line_bytes: u64,
     /// Files left behind with bytes after their last LF (path, bytes).
     abandoned: Vec<(PathBuf, u64)>,
+    /// The next file's name no longer names it: discover again.
+    stale: bool,
 }
 
 impl Tailer {
@@ -135,13 +137,21 @@ impl Tailer {
             current: None,
             max_line_bytes,
             abandoned: Vec::new(),
+            stale: false,
         };
         if tailer.files.is_empty() {
             return Ok(Opened::Ready(Box::new(tailer)));
         }
         let path = tailer.files[index].path.clone();
         let mut file = File::open(&path)?;
-        let len = file.metadata()?.len();
+        let meta = file.metadata()?;
+        if FileId::of(&meta) != tailer.files[index].id {
+            return Err(io::Error::new(
+                io::ErrorKind::Interrupted,
+                format!("{} was renamed while being opened", path.display()),
+            ));
+        }
+        let len = meta.len();
         if let Some(pos) = position {
             if len < pos.offset {
                 return Ok(Opened::Rewritten {
@@ -197,14 +207,29 @@ impl Tailer {
             if self.index + 1 >= self.files.len() {
                 return Ok(None);
             }
+            // The next file is opened by the name discovery saw; if that
+            // name now belongs to another file (a renumbering rotation
+            // moved it), stop here: `refresh` finds it again by identity.
+            let next = &self.files[self.index + 1];
+            let file = match File::open(&next.path) {
+                Ok(f) if FileId::of(&f.metadata()?) == next.id => f,
+                Ok(_) => {
+                    self.stale = true;
+                    return Ok(None);
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    self.stale = true;
+                    return Ok(None);
+                }
+                Err(e) => return Err(e),
+            };
             let unfinished = cur.framer.unfinished_len();
             if unfinished > 0 {
                 self.abandoned.push((cur.path.clone(), unfinished));
             }
             self.index += 1;
-            let next = &self.files[self.index];
             self.current = Some(OpenFile {
-                file: File::open(&next.path)?,
+                file,
                 id: next.id,
                 path: next.path.clone(),
                 framer: Framer::new(0, self.max_line_bytes),
@@ -277,40 +302,40 @@ impl Tailer {
         &self.files
     }
 
-    /// Called at the end of the newest known file: has the ledger rotated?
-    /// A stat of the live path when nothing changed; a new discovery when
-    /// the path names another file.
-    pub fn refresh(&mut self, config: &TailConfig) -> io::Result<Refreshed> {
+    /// Called when [`Tailer::next_frame`] returns `None`: has the ledger
+    /// rotated? A stat of the live path when nothing changed; a new
+    /// discovery when the path names another file (or a file to read next
+    /// was renamed). `head_seq` is the last authentic seq read: the files
+    /// to read next are those that can hold later events (see
+    /// [`resume_order`]), under the names they have now.
+    pub fn refresh(&mut self, config: &TailConfig, head_seq: Option<u64>) -> io::Result<Refreshed> {
         let Some(cur) = &self.current else {
             return Ok(Refreshed::Unchanged);
         };
-        let live = match std::fs::metadata(&config.live) {
-            Ok(meta) if meta.is_file() => FileId::of(&meta),
-            // Renamed away and not created again yet: keep reading what we have.
-            _ => return Ok(Refreshed::Unchanged),
-        };
-        if self.files.last().map(|f| f.id) == Some(live) {
-            return Ok(Refreshed::Unchanged);
+        if !self.stale {
+            let live = match std::fs::metadata(&config.live) {
+                Ok(meta) if meta.is_file() => FileId::of(&meta),
+                // Renamed away and not created again yet: keep reading what we have.
+                _ => return Ok(Refreshed::Unchanged),
+            };
+            if self.files.last().map(|f| f.id) == Some(live) {
+                return Ok(Refreshed::Unchanged);
+            }
         }
+        self.stale = false;
         let files = config.discover()?;
         if !files.iter().any(|f| f.id == cur.id) {
             return Ok(Refreshed::CurrentGone);
         }
-        // Only files never seen before come after the current one, in the
-        // order discovery gives (live last). Re-sorting the files already
-        // known could put an empty or garbage-only file, which sorts first,
-        // before files long read.
-        let known: std::collections::HashSet<FileId> = self.files.iter().map(|f| f.id).collect();
-        let newer: Vec<LedgerFile> = files
-            .into_iter()
-            .filter(|f| !known.contains(&f.id))
-            .collect();
-        if newer.is_empty() {
-            return Ok(Refreshed::Unchanged);
-        }
-        self.files.truncate(self.index + 1);
-        self.files.extend(newer);
-        Ok(Refreshed::MoreFiles)
+        let next = resume_order(files, cur.id, head_seq);
+        let more = next.len() > 1;
+        self.files = next;
+        self.index = 0;
+        Ok(if more {
+            Refreshed::MoreFiles
+        } else {
+            Refreshed::Unchanged
+        })
     }
 
     /// Checks, through the open handle, that the committed `position` still
@@ -355,21 +380,31 @@ impl Tailer {
     }
 }
 
-/// The files to read when resuming at a checkpoint in file `checkpoint`
-/// with the head at `head_seq`: that file, then the rotated files that can
-/// only hold later events (first authentic seq above the head, or none
-/// yet), then the live file. Files already read are left out: a file with
-/// no authentic event sorts first in discovery, and must not send the
-/// tailer back to the oldest files after it.
+/// The files to read from the file `current` on, with the last authentic
+/// seq read at `head_seq`: that file, then the rotated files that can only
+/// hold later events (first authentic seq above the head), oldest first,
+/// then the live file. Used when resuming at a checkpoint and after each
+/// rotation.
+///
+/// Files are chosen by what they hold, not by identity alone: an inode
+/// number is reused as soon as a rotated file is deleted, and a file with
+/// no authentic event (empty, or garbage only) sorts first in discovery.
+/// Such a rotated file is therefore not read again after start-up; its
+/// lines hold nothing the chain needs. Before any authentic event was read
+/// (`head_seq` is `None`), every file after `current` in discovery order
+/// is kept.
 pub fn resume_order(
     files: Vec<LedgerFile>,
-    checkpoint: FileId,
+    current: FileId,
     head_seq: Option<u64>,
 ) -> Vec<LedgerFile> {
-    let Some(head) = head_seq else { return files };
-    let Some(start) = files.iter().find(|f| f.id == checkpoint).cloned() else {
+    let Some(at) = files.iter().position(|f| f.id == current) else {
         return files;
     };
+    let Some(head) = head_seq else {
+        return files.into_iter().skip(at).collect();
+    };
+    let start = files[at].clone();
     if start.is_live {
         return vec![start];
     }
@@ -377,7 +412,7 @@ pub fn resume_order(
     out.extend(
         files
             .into_iter()
-            .filter(|f| f.id != checkpoint && (f.is_live || f.first_seq.is_none_or(|s| s > head))),
+            .filter(|f| f.id != current && (f.is_live || f.first_seq.is_some_and(|s| s > head))),
     );
     out
 }
