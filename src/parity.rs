@@ -426,7 +426,13 @@ pub fn recheck(
                 p.note("mismatched", row.seq, why);
                 continue;
             }
-            let Some(file) = by_id.get(&row.file_id) else {
+            // A file whose first event comes after this row (or that holds
+            // none) cannot hold its line: the row's file is gone and its
+            // inode number was reused, or the file was rewritten.
+            let file = by_id
+                .get(&row.file_id)
+                .filter(|f| f.first_seq.is_some_and(|first| first <= row.seq));
+            let Some(file) = file else {
                 if oldest_on_disk.is_none_or(|o| row.seq < o) {
                     p.archived += 1;
                 } else {

@@ -1,0 +1,136 @@
+//! The live parity check (`parity::recheck`) against real files and a real
+//! mirror: altered lines, deleted history (archived excluded), rows missing
+//! or altered in SQLite.
+
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+
+use ledgertail::config::{FileConfig, Overrides, Settings};
+use ledgertail::mirror::{Access, Mirror};
+use ledgertail::parity::{recheck, Parity};
+use ledgertail::producer::Writer;
+use ledgertail::shipper::{Batching, Shipper};
+
+fn settings(dir: &Path) -> Settings {
+    let over = Overrides {
+        ledger: Some(dir.join("app.jsonl")),
+        db: Some(dir.join("m.db")),
+        ..Overrides::default()
+    };
+    Settings::resolve(&FileConfig::default(), &over, dir).unwrap()
+}
+
+fn check(s: &Settings) -> Parity {
+    let mirror = Mirror::open(&s.db, Access::ReadOnly).unwrap();
+    recheck(&s.ledgers[0], &s.keys, &mirror, &mut |_| true)
+        .unwrap()
+        .unwrap()
+}
+
+/// Three rotated files of 10 events and a live file of 10.
+fn mirrored_ledger(dir: &Path) -> Settings {
+    let live = dir.join("app.jsonl");
+    let mut w = Writer::new(&live).without_fsync();
+    for n in 1..=3 {
+        for i in 0..10 {
+            w.append("t", &format!("{{\"file\":{n},\"i\":{i}}}"))
+                .unwrap();
+        }
+        std::fs::rename(&live, dir.join(format!("app.jsonl.{n}"))).unwrap();
+    }
+    for i in 0..10 {
+        w.append("t", &format!("{{\"file\":4,\"i\":{i}}}")).unwrap();
+    }
+    let s = settings(dir);
+    let mirror = Mirror::open(&s.db, Access::ReadWrite).unwrap();
+    let mut shipper = Shipper::new(
+        s.ledgers[0].clone(),
+        s.keys.clone(),
+        mirror,
+        Batching::events(7),
+    )
+    .unwrap();
+    let report = shipper
+        .catch_up(&AtomicBool::new(false), &mut |_| {})
+        .unwrap();
+    assert_eq!(report.mirrored(), 40);
+    s
+}
+
+#[test]
+fn a_clean_mirror_holds_parity() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = mirrored_ledger(dir.path());
+    let p = check(&s);
+    assert!(p.holds(), "{p:?}");
+    assert_eq!((p.archived, p.mismatched), (0, 0));
+}
+
+#[test]
+fn deleted_history_is_missing_in_jsonl_unless_archived() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = mirrored_ledger(dir.path());
+    // The oldest file goes: its events are archived, not missing.
+    std::fs::remove_file(dir.path().join("app.jsonl.1")).unwrap();
+    let p = check(&s);
+    assert!(p.holds(), "{p:?}");
+    assert_eq!(p.archived, 10);
+    // A file in the middle goes: missing.
+    std::fs::remove_file(dir.path().join("app.jsonl.3")).unwrap();
+    let p = check(&s);
+    assert_eq!(p.missing_in_jsonl, 10, "{p:?}");
+    assert_eq!(p.archived, 10);
+}
+
+#[test]
+fn an_altered_line_and_altered_or_missing_rows_are_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = mirrored_ledger(dir.path());
+    // A line of the second file, one byte changed in place.
+    let f2 = dir.path().join("app.jsonl.2");
+    let text = std::fs::read_to_string(&f2).unwrap();
+    let at = text.find("\"i\":4").unwrap() + 4;
+    std::os::unix::fs::FileExt::write_at(
+        &std::fs::OpenOptions::new().write(true).open(&f2).unwrap(),
+        b"5",
+        at as u64,
+    )
+    .unwrap();
+    let p = check(&s);
+    assert_eq!(p.mismatched, 1, "{p:?}");
+    assert!(
+        p.examples[0].detail.contains("app.jsonl.2"),
+        "{:?}",
+        p.examples
+    );
+
+    // In SQLite: one row deleted, one row's payload changed.
+    let db = rusqlite::Connection::open(&s.db).unwrap();
+    db.execute("DELETE FROM events WHERE seq = 33", []).unwrap();
+    db.execute(
+        "UPDATE events SET payload = '{\"forged\":1}' WHERE seq = 2",
+        [],
+    )
+    .unwrap();
+    let p = check(&s);
+    assert_eq!(p.missing_in_sqlite, 1, "{p:?}");
+    assert_eq!(p.mismatched, 2, "{p:?}");
+    // The head's row deleted too: still counted.
+    db.execute("DELETE FROM events WHERE seq = 39", []).unwrap();
+    assert_eq!(check(&s).missing_in_sqlite, 2);
+}
+
+#[test]
+fn the_check_can_be_abandoned_midway() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = mirrored_ledger(dir.path());
+    let mirror = Mirror::open(&s.db, Access::ReadOnly).unwrap();
+    let mut lines = 0;
+    let out = recheck(&s.ledgers[0], &s.keys, &mirror, &mut |_| {
+        lines += 1;
+        lines < 5
+    })
+    .unwrap();
+    assert!(out.is_none());
+    assert_eq!(lines, 5);
+}
