@@ -519,11 +519,15 @@ impl ParityChecker {
         let mut bytes = 0u64;
         let mut pace = |n: u64| {
             bytes += n;
-            // Sleep whenever reading ran ahead of the allowed rate.
+            // Sleep whenever reading ran ahead of the allowed rate, in
+            // short naps so that a stop is never kept waiting.
             let due = Duration::from_secs_f64(bytes as f64 / limit);
-            let elapsed = started.elapsed();
-            if due > elapsed + Duration::from_millis(20) {
-                std::thread::sleep(due - elapsed);
+            while !self.shared.stopping() {
+                let elapsed = started.elapsed();
+                if due <= elapsed + Duration::from_millis(20) {
+                    break;
+                }
+                std::thread::sleep((due - elapsed).min(Duration::from_millis(100)));
             }
             !self.shared.stopping()
         };
