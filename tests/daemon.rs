@@ -913,3 +913,93 @@ fn which(program: &str) -> Option<PathBuf> {
             .find(|p| p.is_file())
     })
 }
+
+#[test]
+fn sighup_with_a_new_policy_and_log_level_mirrors_the_unsigned_lines() {
+    let s = setup("");
+    let key = KeyFile::generate("k1").unwrap();
+    let config = std::fs::read_to_string(&s.config).unwrap().replace(
+        "[[ledger]]",
+        &format!(
+            "[keys]\n{}\n\n[[ledger]]\nsignatures = \"required\"",
+            key.trust_line()
+        ),
+    );
+    std::fs::write(&s.config, &config).unwrap();
+    append(&mut Writer::new(&s.ledger), 0, 4);
+    let sidecar = Sidecar::start_with(&s.config, |cmd| {
+        cmd.env_remove("RUST_LOG");
+    });
+    sidecar.eventually("4 unsigned lines quarantined", || {
+        sidecar.metric("ledgertail_events_quarantined_total{ledger=\"app\",reason=\"unsigned\"}")
+            == Some(4.0)
+    });
+    assert!(mirrored_seqs(&s.db).is_empty());
+    std::fs::write(
+        &s.config,
+        config
+            .replace(
+                "signatures = \"required\"",
+                "signatures = \"verify-if-present\"",
+            )
+            .replace("db = ", "log_level = \"debug\"\ndb = "),
+    )
+    .unwrap();
+    sidecar.signal(libc::SIGHUP);
+    sidecar.eventually("the unsigned lines mirrored", || {
+        mirrored_seqs(&s.db) == vec![0, 1, 2, 3]
+    });
+    sidecar.eventually("the log level reloaded", || {
+        sidecar.log_text().contains("log level now")
+    });
+    assert_eq!(
+        count(
+            &s.db,
+            "SELECT count(*) FROM quarantine WHERE resolved_at IS NULL"
+        ),
+        0
+    );
+    // A config that does not load changes nothing, and says so.
+    std::fs::write(&s.config, "db = [").unwrap();
+    sidecar.signal(libc::SIGHUP);
+    sidecar.eventually("the bad config refused", || {
+        sidecar.log_text().contains("reload refused")
+    });
+    append(&mut Writer::new(&s.ledger), 4, 1);
+    sidecar.eventually("still mirroring", || mirrored_seqs(&s.db).len() == 5);
+    assert!(sidecar.stop().success());
+}
+
+#[test]
+fn a_truncated_ledger_halts_as_rewritten() {
+    let s = setup("");
+    let mut w = Writer::new(&s.ledger);
+    append(&mut w, 0, 10);
+    let sidecar = Sidecar::start(&s.config);
+    sidecar.eventually("10 events", || mirrored_seqs(&s.db).len() == 10);
+    let len = std::fs::metadata(&s.ledger).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&s.ledger)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+    sidecar.eventually("halted", || {
+        sidecar.metric("ledgertail_halted{ledger=\"app\"}") == Some(1.0)
+    });
+    let (status, body) = sidecar.get("/readyz");
+    assert_eq!(status, 503);
+    assert!(
+        body.contains("rewritten") && body.contains("shrank"),
+        "{body}"
+    );
+    assert!(sidecar.stop().success());
+    let verdict: String = db(&s.db)
+        .query_row(
+            "SELECT halt_verdict FROM checkpoints WHERE ledger='app'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(verdict, "rewritten");
+}
