@@ -13,3 +13,4 @@ pub mod serve;
 pub mod shipper;
 pub mod tail;
 pub mod telemetry;
+pub mod verifier;

@@ -22,13 +22,43 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::LedgerSettings;
 use crate::ledger::frame::{Frame, QUARANTINE_PREFIX};
-use crate::ledger::{Chain, Hash, Head, KeyRing, LineJudgement, SignaturePolicy, Verdict};
+use crate::ledger::{
+    Chain, Examined, Hash, Head, KeyRing, LineJudgement, SignaturePolicy, Verdict,
+};
 use crate::mirror::{Batch, EventRow, Halt, LedgerState, Mirror, MirrorError, QuarantineRow};
 use crate::tail::{self, LedgerFile, Opened, Refreshed, TailConfig, Tailer};
+use crate::verifier::{Chunk, PoolBroken, Rules, Verifiers};
+
+/// A chunk for the verifier pool: this many lines or bytes, whichever
+/// first (large enough that handing it over costs nothing next to
+/// examining it, small enough to keep every thread busy).
+const CHUNK_LINES: usize = 256;
+const CHUNK_BYTES: usize = 256 * 1024;
+
+/// How reading ahead stands within one catch-up.
+#[derive(Debug)]
+struct Reading {
+    /// Every complete line on disk was read.
+    done: bool,
+    /// The tailer may be reused (its file was not lost).
+    keep: bool,
+    refreshes: u32,
+}
+
+impl Default for Reading {
+    fn default() -> Self {
+        Reading {
+            done: false,
+            keep: true,
+            refreshes: 0,
+        }
+    }
+}
 
 /// Why catching up stopped with an error (a refused line is not one).
 #[derive(Debug, thiserror::Error)]
@@ -117,6 +147,8 @@ pub struct Shipper {
     /// Set by a re-judging: mirrored lines resolve their quarantine rows.
     resolving: bool,
     last_seq_seen: Option<u64>,
+    /// Examines lines on every core.
+    verifiers: Verifiers,
 }
 
 impl Shipper {
@@ -139,6 +171,7 @@ impl Shipper {
             );
         }
         let last_seq_seen = state.head.map(|h| h.seq);
+        let ledger_name = ledger.name.clone();
         Ok(Shipper {
             ledger,
             keys,
@@ -151,6 +184,11 @@ impl Shipper {
             tailer: None,
             resolving: false,
             last_seq_seen,
+            verifiers: Verifiers::per_core().map_err(|source| ShipError::Io {
+                ledger: ledger_name.clone(),
+                path: "verifier threads".into(),
+                source,
+            })?,
         })
     }
 
@@ -335,7 +373,15 @@ impl Shipper {
     }
 
     /// The body of [`Shipper::catch_up`]. `Ok(false)` when the tailer must
-    /// not be reused (its file is gone).
+    /// not be reused: its file is gone, or it read ahead of the checkpoint
+    /// (a halt or a stop left examined lines uncommitted).
+    ///
+    /// Lines flow in three steps: [`Shipper::read_ahead`] cuts them into
+    /// chunks for the verifier pool (parse, canonicalize, hash, signature:
+    /// the costly part, in parallel); here each examined line is placed
+    /// against the head in file order and batched; the batch is committed.
+    /// The checkpoint is always just after the last line *placed*, never
+    /// where reading ahead got to.
     fn drain(
         &mut self,
         tailer: &mut Tailer,
@@ -345,6 +391,11 @@ impl Shipper {
     ) -> Result<bool, ShipError> {
         let tail_config = self.tail_config();
         let total_bytes = tailer.remaining_bytes();
+        let rules = Arc::new(Rules {
+            policy: self.ledger.signatures,
+            keys: self.keys.clone(),
+            max_line_bytes: self.ledger.max_line_bytes,
+        });
         let mut chain = Chain::new(
             self.state.head,
             self.state.anchor,
@@ -358,16 +409,18 @@ impl Shipper {
         let mut seen_at: Vec<Instant> = Vec::with_capacity(max_events.min(4096));
         let mut quarantine: Vec<QuarantineRow> = Vec::new();
         let mut verdicts: Vec<Verdict> = Vec::new();
-        let mut keep = true;
-        let mut refreshes = 0u32;
+        let mut reading = Reading::default();
+        // The chunk whose lines are being placed, and the next line in it.
+        let mut placing: Option<(Chunk, usize)> = None;
         loop {
             events.clear();
             seen_at.clear();
             quarantine.clear();
             verdicts.clear();
-            let mut halt = None;
+            let mut halt: Option<(Halt, tail::FileId)> = None;
             let mut at_end = false;
             let mut lines = 0usize;
+            let mut last_line: Option<(tail::FileId, u64)> = None;
             let started = Instant::now();
             while lines < max_events {
                 // The clock is read every 64 lines: cheap, and fine-grained
@@ -375,107 +428,90 @@ impl Shipper {
                 if lines % 64 == 63 && started.elapsed() >= self.batching.max_wait {
                     break;
                 }
-                let next = tailer.next_frame().map_err(|e| self.io_err(e))?;
-                let Some((file, frame)) = next else {
-                    // The end of the newest file known: has it rotated?
-                    // (Bounded, in case the directory changes without end.)
-                    refreshes += 1;
-                    if refreshes <= 64 {
-                        let head = chain.head.map(|h| h.seq);
-                        match tailer
-                            .refresh(&tail_config, head)
-                            .map_err(|e| self.io_err(e))?
-                        {
-                            Refreshed::MoreFiles => continue,
-                            Refreshed::Unchanged => {}
-                            Refreshed::CurrentGone => keep = false,
+                let Some((chunk, next)) = placing.as_mut().filter(|(c, i)| *i < c.len()) else {
+                    if let Some((done, _)) = placing.take() {
+                        self.verifiers.recycle(done);
+                    }
+                    let head = chain.head.map(|h| h.seq);
+                    self.read_ahead(tailer, &tail_config, &rules, head, &mut reading)?;
+                    match self.verifiers.recv().map_err(|e| self.pool_err(e))? {
+                        Some(chunk) => placing = Some((chunk, 0)),
+                        None => {
+                            at_end = true;
+                            break;
                         }
                     }
-                    at_end = true;
-                    break;
-                };
-                lines += 1;
-                let (offset, length) = (frame.offset(), frame.length());
-                // (verdict, detail, seq, hash, first bytes) of a refused line.
-                let refused = match frame {
-                    Frame::TooLong { prefix, .. } => Some((
-                        Verdict::TooLong,
-                        format!("{length} bytes > {}", self.ledger.max_line_bytes),
-                        None,
-                        None,
-                        prefix.to_vec(),
-                    )),
-                    Frame::Line { bytes, .. } => {
-                        let mut lookup_error = None;
-                        let judgement = chain.judge(bytes, length, |seq| {
-                            hash_in_batch(&events, seq).or_else(|| {
-                                self.mirror
-                                    .hash_at(&self.ledger.name, seq)
-                                    .unwrap_or_else(|e| {
-                                        lookup_error = Some(e);
-                                        None
-                                    })
-                            })
-                        });
-                        if let Some(e) = lookup_error {
-                            return Err(e.into());
-                        }
-                        match judgement {
-                            LineJudgement::Blank => {
-                                report.blank += 1;
-                                None
-                            }
-                            LineJudgement::Mirrored(event) => {
-                                self.last_seq_seen = Some(
-                                    self.last_seq_seen.map_or(event.seq, |s| s.max(event.seq)),
-                                );
-                                events.push(EventRow {
-                                    event,
-                                    file,
-                                    offset,
-                                });
-                                seen_at.push(tailer.read_at().unwrap_or_else(Instant::now));
-                                *report.verdicts.entry(Verdict::Mirrored).or_default() += 1;
-                                None
-                            }
-                            LineJudgement::Refused { refusal, .. } => Some((
-                                refusal.verdict,
-                                refusal.detail,
-                                refusal.seq,
-                                refusal.hash,
-                                bytes[..bytes.len().min(QUARANTINE_PREFIX)].to_vec(),
-                            )),
-                        }
-                    }
-                };
-                let Some((verdict, detail, seq, hash, line)) = refused else {
                     continue;
                 };
-                if let Some(seq) = seq {
-                    self.last_seq_seen = Some(self.last_seq_seen.map_or(seq, |s| s.max(seq)));
+                let i = *next;
+                *next += 1;
+                lines += 1;
+                let line = chunk.lines[i];
+                last_line = Some((line.file, line.end_offset()));
+                let examined = std::mem::replace(&mut chunk.results[i], Examined::Blank);
+                let mut lookup_error = None;
+                let judgement = chain.place_examined(examined, |seq| {
+                    hash_in_batch(&events, seq).or_else(|| {
+                        self.mirror
+                            .hash_at(&self.ledger.name, seq)
+                            .unwrap_or_else(|e| {
+                                lookup_error = Some(e);
+                                None
+                            })
+                    })
+                });
+                if let Some(e) = lookup_error {
+                    return Err(e.into());
                 }
+                let refusal = match judgement {
+                    LineJudgement::Blank => {
+                        report.blank += 1;
+                        continue;
+                    }
+                    LineJudgement::Mirrored(event) => {
+                        self.note_seq(event.seq);
+                        events.push(EventRow {
+                            event,
+                            file: line.file,
+                            offset: line.offset,
+                        });
+                        seen_at.push(line.read_at);
+                        *report.verdicts.entry(Verdict::Mirrored).or_default() += 1;
+                        continue;
+                    }
+                    LineJudgement::Refused { refusal, .. } => refusal,
+                };
+                if let Some(seq) = refusal.seq {
+                    self.note_seq(seq);
+                }
+                let verdict = refusal.verdict;
                 *report.verdicts.entry(verdict).or_default() += 1;
                 verdicts.push(verdict);
+                let bytes = chunk.line(i);
                 let row = QuarantineRow {
-                    file,
-                    path: path_of(tailer.files(), file),
-                    offset,
-                    length,
-                    seq,
-                    hash,
+                    file: line.file,
+                    path: tailer
+                        .path_of(line.file)
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default(),
+                    offset: line.offset,
+                    length: line.length,
+                    seq: refusal.seq,
+                    hash: refusal.hash,
                     verdict,
-                    detail,
-                    line,
+                    detail: refusal.detail,
+                    line: bytes[..bytes.len().min(QUARANTINE_PREFIX)].to_vec(),
                 };
                 log_refusal(&self.ledger.name, &row);
                 if verdict.halts() {
-                    halt = Some(Halt {
+                    let h = Halt {
                         verdict,
                         detail: row.detail.clone(),
                         file: Some(row.path.clone()),
-                        offset: Some(offset),
-                        seq,
-                    });
+                        offset: Some(line.offset),
+                        seq: row.seq,
+                    };
+                    halt = Some((h, line.file));
                 }
                 quarantine.push(row);
                 if halt.is_some() {
@@ -486,13 +522,26 @@ impl Shipper {
             let mut next_state = self.state.clone();
             next_state.head = chain.head;
             next_state.anchor = chain.anchor;
-            next_state.position = match &halt {
-                // The checkpoint stays *before* the halting line, so a
-                // restart judges it again (and goes on once it is fixed).
-                Some(h) => h.offset.and_then(|off| tailer.position_at(off)),
-                None => tailer.position(),
+            // The checkpoint stays *before* a halting line, so a restart
+            // judges it again (and goes on once it is fixed); otherwise it
+            // is just after the last line placed.
+            let at = match &halt {
+                Some((h, file)) => h.offset.map(|off| (*file, off)),
+                None => last_line,
             };
-            next_state.halt = halt;
+            if let Some((file, offset)) = at {
+                next_state.position = Some(
+                    tailer
+                        .position_for(file, offset)
+                        .map_err(|e| self.io_err(e))?
+                        .ok_or_else(|| {
+                            self.io_err(std::io::Error::other(
+                                "lost track of a file read ahead (rotated many times over)",
+                            ))
+                        })?,
+                );
+            }
+            next_state.halt = halt.map(|(h, _)| h);
 
             let unchanged = events.is_empty()
                 && quarantine.is_empty()
@@ -512,6 +561,7 @@ impl Shipper {
                 {
                     // Nothing of this batch is in the database: forget it
                     // (the caller builds a new chain from the reloaded state).
+                    self.abandon(placing);
                     self.reload()?;
                     return Err(e.into());
                 }
@@ -532,12 +582,95 @@ impl Shipper {
             });
             if self.state.halt.is_some() {
                 report.halt = self.state.halt.clone();
+                self.abandon(placing);
                 return Ok(false);
             }
-            if at_end || stop.load(Ordering::Relaxed) {
-                return Ok(keep);
+            if at_end {
+                // Everything read was placed: the tailer can go on later.
+                return Ok(reading.keep);
+            }
+            if stop.load(Ordering::Relaxed) {
+                self.abandon(placing);
+                return Ok(false);
             }
         }
+    }
+
+    /// Keeps the verifier pool busy: reads complete lines into chunks and
+    /// sends them, until enough are in flight or the data on disk is read
+    /// (following rotations on the way).
+    fn read_ahead(
+        &mut self,
+        tailer: &mut Tailer,
+        tail_config: &TailConfig,
+        rules: &Arc<Rules>,
+        head_seq: Option<u64>,
+        reading: &mut Reading,
+    ) -> Result<(), ShipError> {
+        let depth = 2 * self.verifiers.threads() + 1;
+        while !reading.done && self.verifiers.in_flight() < depth {
+            let mut chunk = self.verifiers.chunk();
+            while chunk.len() < CHUNK_LINES && chunk.byte_len() < CHUNK_BYTES {
+                let next = tailer.next_frame().map_err(|e| self.io_err(e))?;
+                match next {
+                    Some((file, Frame::Line { offset, bytes })) => {
+                        chunk.push(file, offset, bytes.len() as u64, bytes)
+                    }
+                    Some((
+                        file,
+                        Frame::TooLong {
+                            offset,
+                            length,
+                            prefix,
+                        },
+                    )) => chunk.push(file, offset, length, prefix),
+                    None => {
+                        // The end of the newest file known: has it rotated?
+                        // (Bounded, in case the folder changes without end.)
+                        reading.refreshes += 1;
+                        if reading.refreshes <= 64 {
+                            match tailer
+                                .refresh(tail_config, head_seq)
+                                .map_err(|e| self.io_err(e))?
+                            {
+                                Refreshed::MoreFiles => continue,
+                                Refreshed::Unchanged => {}
+                                Refreshed::CurrentGone => reading.keep = false,
+                            }
+                        }
+                        reading.done = true;
+                        break;
+                    }
+                }
+                chunk.stamp_last(tailer.read_at().unwrap_or_else(Instant::now));
+            }
+            if chunk.is_empty() {
+                self.verifiers.recycle(chunk);
+                break;
+            }
+            self.verifiers
+                .send(chunk, rules)
+                .map_err(|e| self.pool_err(e))?;
+        }
+        Ok(())
+    }
+
+    /// Drops lines read ahead and not placed (their checkpoint was not
+    /// written: they are read again).
+    fn abandon(&mut self, placing: Option<(Chunk, usize)>) {
+        if let Some((chunk, _)) = placing {
+            self.verifiers.recycle(chunk);
+        }
+        // A broken pool is replaced at the next start; nothing to save here.
+        let _ = self.verifiers.discard();
+    }
+
+    fn note_seq(&mut self, seq: u64) {
+        self.last_seq_seen = Some(self.last_seq_seen.map_or(seq, |s| s.max(seq)));
+    }
+
+    fn pool_err(&self, e: PoolBroken) -> ShipError {
+        self.io_err(std::io::Error::other(e))
     }
 
     /// Discovers the files and opens a tailer at the checkpoint, trying
@@ -697,14 +830,6 @@ fn hash_in_batch(events: &[EventRow], seq: u64) -> Option<Hash> {
     let first = events.first()?.event.seq;
     let i = usize::try_from(seq.checked_sub(first)?).ok()?;
     events.get(i).map(|row| row.event.hash)
-}
-
-fn path_of(files: &[LedgerFile], id: tail::FileId) -> String {
-    files
-        .iter()
-        .find(|f| f.id == id)
-        .map(|f| f.path.display().to_string())
-        .unwrap_or_default()
 }
 
 fn log_refusal(ledger: &str, q: &QuarantineRow) {

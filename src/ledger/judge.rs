@@ -113,6 +113,75 @@ impl LineJudgement {
     }
 }
 
+/// What a line is on its own, before its place in the chain is known: the
+/// first four checks of §2.1, which need no head. Lines can be examined in
+/// parallel; placing them ([`Chain::place_examined`]) is sequential.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Examined {
+    Blank,
+    Authentic(SealedEvent),
+    Refused(Refusal),
+}
+
+/// The first four checks of §2.1 (`too_long`, `malformed`, `hash_mismatch`,
+/// the signature) on one complete line of `length` bytes (the line may be
+/// given truncated when it is too long: only its length matters then).
+pub fn examine(
+    line: &[u8],
+    length: u64,
+    max_line_bytes: u64,
+    policy: SignaturePolicy,
+    keys: &KeyRing,
+    scratch: &mut Vec<u8>,
+) -> Examined {
+    if length > max_line_bytes {
+        return Examined::Refused(Refusal {
+            verdict: Verdict::TooLong,
+            detail: format!("{length} bytes > {max_line_bytes}"),
+            seq: None,
+            hash: None,
+        });
+    }
+    if is_blank(line) {
+        return Examined::Blank;
+    }
+    match authenticate(line, policy, keys, scratch) {
+        Ok(event) => Examined::Authentic(event),
+        Err(refusal) => Examined::Refused(refusal),
+    }
+}
+
+/// An examined line placed against the head: the rest of §2.1.
+fn judge_examined(
+    examined: Examined,
+    head: Option<&Head>,
+    rules: ChainRules,
+    mirrored_hash_at: impl FnOnce(u64) -> Option<Hash>,
+) -> LineJudgement {
+    let event = match examined {
+        Examined::Blank => return LineJudgement::Blank,
+        Examined::Refused(refusal) => {
+            return LineJudgement::Refused {
+                refusal,
+                event: None,
+            }
+        }
+        Examined::Authentic(event) => event,
+    };
+    match place(&event, head, rules, mirrored_hash_at) {
+        Placement::Mirrored => LineJudgement::Mirrored(event),
+        Placement::Refused { verdict, detail } => LineJudgement::Refused {
+            refusal: Refusal {
+                verdict,
+                detail,
+                seq: Some(event.seq),
+                hash: Some(event.hash),
+            },
+            event: Some(Box::new(event)),
+        },
+    }
+}
+
 /// Judges one complete line of `length` bytes (the line may be given
 /// truncated when it is too long: only its length matters then).
 #[allow(clippy::too_many_arguments)] // each is one of the contract's inputs
@@ -127,41 +196,8 @@ pub fn judge_line(
     mirrored_hash_at: impl FnOnce(u64) -> Option<Hash>,
     scratch: &mut Vec<u8>,
 ) -> LineJudgement {
-    if length > max_line_bytes {
-        return LineJudgement::Refused {
-            refusal: Refusal {
-                verdict: Verdict::TooLong,
-                detail: format!("{length} bytes > {max_line_bytes}"),
-                seq: None,
-                hash: None,
-            },
-            event: None,
-        };
-    }
-    if is_blank(line) {
-        return LineJudgement::Blank;
-    }
-    let event = match authenticate(line, policy, keys, scratch) {
-        Ok(event) => event,
-        Err(refusal) => {
-            return LineJudgement::Refused {
-                refusal,
-                event: None,
-            }
-        }
-    };
-    match place(&event, head, rules, mirrored_hash_at) {
-        Placement::Mirrored => LineJudgement::Mirrored(event),
-        Placement::Refused { verdict, detail } => LineJudgement::Refused {
-            refusal: Refusal {
-                verdict,
-                detail,
-                seq: Some(event.seq),
-                hash: Some(event.hash),
-            },
-            event: Some(Box::new(event)),
-        },
-    }
+    let examined = examine(line, length, max_line_bytes, policy, keys, scratch);
+    judge_examined(examined, head, rules, mirrored_hash_at)
 }
 
 /// One ledger's chain as a judge sees it: the head and anchor, and the
@@ -217,7 +253,24 @@ impl Chain {
             mirrored_hash_at,
             &mut self.scratch,
         );
-        if let LineJudgement::Mirrored(event) = &judgement {
+        self.advance(&judgement);
+        judgement
+    }
+
+    /// Places a line examined elsewhere (see [`examine`]) against the head,
+    /// exactly as [`Chain::judge`] would have judged it.
+    pub fn place_examined(
+        &mut self,
+        examined: Examined,
+        mirrored_hash_at: impl FnOnce(u64) -> Option<Hash>,
+    ) -> LineJudgement {
+        let judgement = judge_examined(examined, self.head.as_ref(), self.rules, mirrored_hash_at);
+        self.advance(&judgement);
+        judgement
+    }
+
+    fn advance(&mut self, judgement: &LineJudgement) {
+        if let LineJudgement::Mirrored(event) = judgement {
             let head = Head {
                 seq: event.seq,
                 hash: event.hash,
@@ -225,7 +278,6 @@ impl Chain {
             self.head = Some(head);
             self.anchor.get_or_insert(head);
         }
-        judgement
     }
 }
 

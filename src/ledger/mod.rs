@@ -25,7 +25,9 @@ pub mod seal;
 pub mod timestamp;
 
 pub use event::{authenticate, Refusal, SealedEvent};
-pub use judge::{judge_line, place, Chain, ChainRules, LineJudgement, Placement};
+pub use judge::{
+    examine, judge_line, place, Chain, ChainRules, Examined, LineJudgement, Placement,
+};
 pub use seal::{KeyRing, SignaturePolicy};
 
 use std::fmt;

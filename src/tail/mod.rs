@@ -112,7 +112,12 @@ pub struct Tailer {
     abandoned: Vec<(PathBuf, u64)>,
     /// The next file's name no longer names it: discover again.
     stale: bool,
+    /// The last files read to their end, still open.
+    finished: std::collections::VecDeque<(FileId, PathBuf, File)>,
 }
+
+/// How many finished files stay open for [`Tailer::position_for`].
+const FINISHED_KEPT: usize = 32;
 
 impl Tailer {
     /// A tailer over `files` (oldest first), from the start of the first,
@@ -138,6 +143,7 @@ impl Tailer {
             max_line_bytes,
             abandoned: Vec::new(),
             stale: false,
+            finished: std::collections::VecDeque::new(),
         };
         if tailer.files.is_empty() {
             return Ok(Opened::Ready(Box::new(tailer)));
@@ -227,14 +233,22 @@ impl Tailer {
             if unfinished > 0 {
                 self.abandoned.push((cur.path.clone(), unfinished));
             }
-            self.index += 1;
-            self.current = Some(OpenFile {
+            let opened = OpenFile {
                 file,
                 id: next.id,
                 path: next.path.clone(),
                 framer: Framer::new(0, self.max_line_bytes),
                 read_at: Instant::now(),
-            });
+            };
+            self.index += 1;
+            if let Some(done) = self.current.replace(opened) {
+                // Kept open a while: a checkpoint may still fall in it (the
+                // shipper reads ahead of what it has committed).
+                if self.finished.len() == FINISHED_KEPT {
+                    self.finished.pop_front();
+                }
+                self.finished.push_back((done.id, done.path, done.file));
+            }
         }
         // Borrowed only here, after the loop: the frame lends from the framer.
         Ok(self
@@ -265,6 +279,43 @@ impl Tailer {
     /// When the bytes of the line last returned were read.
     pub fn read_at(&self) -> Option<Instant> {
         self.current.as_ref().map(|c| c.read_at)
+    }
+
+    /// A position at `offset` (the start or end of a line already
+    /// returned) in the file `file`, which is the file being read or one
+    /// read before it: the checkpoint of a batch whose last line is behind
+    /// lines already read ahead.
+    pub fn position_for(&self, file: FileId, offset: u64) -> io::Result<Option<Position>> {
+        let (path, handle) = match self.current.as_ref().filter(|c| c.id == file) {
+            Some(cur) => (&cur.path, &cur.file),
+            None => match self.finished.iter().rev().find(|(id, _, _)| *id == file) {
+                Some((_, path, handle)) => (path, handle),
+                None => return Ok(None),
+            },
+        };
+        Ok(Some(Position {
+            file,
+            path: path.clone(),
+            offset,
+            tail: read_tail(handle, offset)?,
+        }))
+    }
+
+    /// The path of a file being read or read recently, as last known.
+    pub fn path_of(&self, file: FileId) -> Option<&Path> {
+        if let Some(cur) = self.current.as_ref().filter(|c| c.id == file) {
+            return Some(&cur.path);
+        }
+        self.files
+            .iter()
+            .find(|f| f.id == file)
+            .map(|f| f.path.as_path())
+            .or_else(|| {
+                self.finished
+                    .iter()
+                    .find(|(id, _, _)| *id == file)
+                    .map(|(_, p, _)| p.as_path())
+            })
     }
 
     /// Path of the file being read.
@@ -401,10 +452,12 @@ pub fn resume_order(
     let Some(at) = files.iter().position(|f| f.id == current) else {
         return files;
     };
-    let Some(head) = head_seq else {
+    let start = files[at].clone();
+    // Files before `current` in the chain start at or below its first
+    // event, even when the head lags behind lines read ahead.
+    let Some(floor) = head_seq.max(start.first_seq) else {
         return files.into_iter().skip(at).collect();
     };
-    let start = files[at].clone();
     if start.is_live {
         return vec![start];
     }
@@ -412,7 +465,7 @@ pub fn resume_order(
     out.extend(
         files
             .into_iter()
-            .filter(|f| f.id != current && (f.is_live || f.first_seq.is_some_and(|s| s > head))),
+            .filter(|f| f.id != current && (f.is_live || f.first_seq.is_some_and(|s| s > floor))),
     );
     out
 }
