@@ -19,6 +19,7 @@ pub fn write_value(out: &mut Vec<u8>, value: &Value<'_>) {
         Value::Null => out.extend_from_slice(b"null"),
         Value::Bool(true) => out.extend_from_slice(b"true"),
         Value::Bool(false) => out.extend_from_slice(b"false"),
+        Value::Number(n) if n.is_canonical_literal() => out.extend_from_slice(n.literal.as_bytes()),
         Value::Number(n) => write_number(out, n.value),
         Value::String(s) => write_string(out, s),
         Value::Array(items) => {
@@ -71,7 +72,11 @@ pub fn write_string(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
     let bytes = s.as_bytes();
     let mut run_start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
+    let mut i = 0;
+    while let Some(found) = super::json::special_byte(&bytes[i..]) {
+        i += found;
+        let b = bytes[i];
+        i += 1;
         let escape: &[u8] = match b {
             b'"' => b"\\\"",
             b'\\' => b"\\\\",
@@ -80,20 +85,19 @@ pub fn write_string(out: &mut Vec<u8>, s: &str) {
             b'\t' => b"\\t",
             0x08 => b"\\b",
             0x0c => b"\\f",
-            0x00..=0x1f => {
-                out.extend_from_slice(&bytes[run_start..i]);
+            _ => {
+                out.extend_from_slice(&bytes[run_start..i - 1]);
                 const HEX: &[u8; 16] = b"0123456789abcdef";
                 out.extend_from_slice(b"\\u00");
                 out.push(HEX[usize::from(b >> 4)]);
                 out.push(HEX[usize::from(b & 0xf)]);
-                run_start = i + 1;
+                run_start = i;
                 continue;
             }
-            _ => continue,
         };
-        out.extend_from_slice(&bytes[run_start..i]);
+        out.extend_from_slice(&bytes[run_start..i - 1]);
         out.extend_from_slice(escape);
-        run_start = i + 1;
+        run_start = i;
     }
     out.extend_from_slice(&bytes[run_start..]);
     out.push(b'"');
@@ -111,6 +115,23 @@ pub fn canonicalize(text: &str) -> Result<String, super::json::JsonError> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn integer_literals_written_as_they_are_only_when_that_is_canonical() {
+        for (input, canonical) in [
+            ("0", "0"),
+            ("-0", "0"),
+            ("-5", "-5"),
+            ("123456789012345", "123456789012345"),
+            ("-123456789012345", "-123456789012345"),
+            ("1234567890123456", "1234567890123456"),
+            ("100000000000000000000", "100000000000000000000"),
+            ("1e21", "1e+21"),
+            ("[1, -0, 20]", "[1,0,20]"),
+        ] {
+            assert_eq!(canonicalize(input).unwrap(), canonical, "{input}");
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -44,7 +44,33 @@ pub struct Number<'a> {
     pub literal: &'a str,
 }
 
+/// The value of an integer literal of at most 15 digits (exact as a
+/// double, and its own canonical form), other than `-0`.
+fn small_integer(literal: &str) -> Option<f64> {
+    let (negative, digits) = match literal.strip_prefix('-') {
+        Some(d) => (true, d),
+        None => (false, literal),
+    };
+    if digits.is_empty() || digits.len() > 15 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    if digits == "0" && negative {
+        return None;
+    }
+    let magnitude = digits
+        .bytes()
+        .fold(0i64, |n, b| n * 10 + i64::from(b - b'0'));
+    // Up to 15 digits: below 2^53, so the conversion is exact.
+    Some(if negative { -magnitude } else { magnitude } as f64)
+}
+
 impl Number<'_> {
+    /// Canonical text is the literal itself (a small integer other than
+    /// `-0`): RFC 8785 writes such a double as its decimal digits.
+    pub fn is_canonical_literal(&self) -> bool {
+        small_integer(self.literal).is_some()
+    }
+
     /// True when written with neither fraction nor exponent (`12`, `-0`).
     pub fn is_integer_literal(&self) -> bool {
         !self
@@ -89,6 +115,35 @@ pub fn parse(text: &str) -> Result<Value<'_>, JsonError> {
 /// only between a supplementary character (a surrogate pair, 0xD800..) and
 /// one in U+E000..=U+FFFF; so compare bytes, and look at the first differing
 /// characters as UTF-16 only there.
+/// The index of the first byte that ends a plain run of string content:
+/// `"`, `\\` or a control character (below 0x20). Eight bytes at a time
+/// (SWAR): strings are most of a line's bytes, and both the reader and the
+/// canonical writer scan them.
+pub fn special_byte(bytes: &[u8]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let zero_in = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS;
+    let mut i = 0;
+    while i + 8 <= bytes.len() {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(&bytes[i..i + 8]);
+        let x = u64::from_le_bytes(word);
+        // A flag at the lowest flagged byte is exact (borrows only run
+        // upwards), which is the one wanted.
+        let flags = zero_in(x ^ (ONES * u64::from(b'"')))
+            | zero_in(x ^ (ONES * u64::from(b'\\')))
+            | (x.wrapping_sub(ONES * 0x20) & !x & HIGHS);
+        if flags != 0 {
+            return Some(i + (flags.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
+    }
+    bytes[i..]
+        .iter()
+        .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+        .map(|p| i + p)
+}
+
 pub fn cmp_utf16(a: &str, b: &str) -> Ordering {
     let (ab, bb) = (a.as_bytes(), b.as_bytes());
     let Some(i) = ab.iter().zip(bb).position(|(x, y)| x != y) else {
@@ -261,6 +316,11 @@ impl<'a> Parser<'a> {
             self.digits();
         }
         let literal = &self.text[start..self.pos];
+        // Most numbers in events are small integers: exact in a double, and
+        // already in canonical form (but `-0`), so no float parsing needed.
+        if let Some(value) = small_integer(literal) {
+            return Ok(Number { value, literal });
+        }
         // Rust's float parser rounds to nearest, ties to even: exactly the
         // double RFC 8785 expects. The grammar above is a subset of its own.
         let value: f64 = literal.parse().map_err(|_| JsonError {
@@ -299,6 +359,7 @@ impl<'a> Parser<'a> {
         self.pos += 1; // opening quote
         let start = self.pos;
         // Fast path: no escapes, borrow the bytes as they are.
+        self.pos += special_byte(&self.bytes[self.pos..]).unwrap_or(self.bytes.len() - self.pos);
         loop {
             match self.peek() {
                 Some(b'"') => {
@@ -316,12 +377,8 @@ impl<'a> Parser<'a> {
         owned.push_str(&self.text[start..self.pos]);
         loop {
             let run_start = self.pos;
-            while let Some(b) = self.peek() {
-                if b == b'"' || b == b'\\' || b < 0x20 {
-                    break;
-                }
-                self.pos += 1;
-            }
+            self.pos +=
+                special_byte(&self.bytes[self.pos..]).unwrap_or(self.bytes.len() - self.pos);
             owned.push_str(&self.text[run_start..self.pos]);
             match self.peek() {
                 Some(b'"') => {
@@ -416,6 +473,37 @@ impl<'a> Parser<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn special_byte_finds_the_first_quote_backslash_or_control_character() {
+        let naive = |b: &[u8]| b.iter().position(|&c| c == b'"' || c == b'\\' || c < 0x20);
+        let mut cases: Vec<Vec<u8>> = vec![
+            b"".to_vec(),
+            b"plain text without anything".to_vec(),
+            "é€😀 \"x".as_bytes().to_vec(),
+        ];
+        for len in 0..20 {
+            for at in 0..len {
+                for special in [b'"', b'\\', 0x00, 0x1f, 0x0a] {
+                    let mut v = vec![b'a'; len];
+                    v[at] = special;
+                    // Bytes just above the specials must not be flagged.
+                    if at + 1 < len {
+                        v[at + 1] = 0x21;
+                    }
+                    cases.push(v);
+                }
+                let mut v: Vec<u8> = (0..len as u8).map(|k| 0x20 + k).collect();
+                v[at] = 0x7f;
+                cases.push(v);
+                cases.push(vec![0xff; len]);
+                cases.push(vec![0x80; len]);
+            }
+        }
+        for c in &cases {
+            assert_eq!(special_byte(c), naive(c), "{c:?}");
+        }
+    }
 
     fn err(text: &str) -> String {
         parse(text).unwrap_err().message

@@ -117,17 +117,37 @@ impl Hash {
         if b.len() != 64 {
             return None;
         }
+        // A table lookup per digit and one check at the end: every event
+        // has one or two of these.
         let mut out = [0u8; 32];
+        let mut bad = 0u8;
         for (i, pair) in b.chunks_exact(2).enumerate() {
-            out[i] = (lower_hex_digit(pair[0])? << 4) | lower_hex_digit(pair[1])?;
+            let (hi, lo) = (
+                HEX_VALUE[usize::from(pair[0])],
+                HEX_VALUE[usize::from(pair[1])],
+            );
+            bad |= hi | lo;
+            out[i] = (hi << 4) | lo;
         }
-        Some(Hash(out))
+        (bad & 0xf0 == 0).then_some(Hash(out))
     }
 
     pub fn to_hex(&self) -> String {
         let mut s = String::with_capacity(64);
         self.write_hex(&mut s);
         s
+    }
+
+    /// The 64 hex digits in a stack buffer (no allocation: the mirror
+    /// writes two per row).
+    pub fn hex_digits(&self) -> [u8; 64] {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut out = [0u8; 64];
+        for (i, b) in self.0.iter().enumerate() {
+            out[2 * i] = HEX[usize::from(b >> 4)];
+            out[2 * i + 1] = HEX[usize::from(b & 0xf)];
+        }
+        out
     }
 
     fn write_hex(&self, s: &mut String) {
@@ -139,13 +159,21 @@ impl Hash {
     }
 }
 
-fn lower_hex_digit(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        _ => None,
+/// The value of a lowercase hex digit; 0xff for any other byte.
+const HEX_VALUE: [u8; 256] = {
+    let mut t = [0xffu8; 256];
+    let mut c = 0;
+    while c < 10 {
+        t[b'0' as usize + c] = c as u8;
+        c += 1;
     }
-}
+    let mut c = 0;
+    while c < 6 {
+        t[b'a' as usize + c] = 10 + c as u8;
+        c += 1;
+    }
+    t
+};
 
 impl fmt::Display for Hash {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
