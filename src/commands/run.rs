@@ -17,7 +17,7 @@ use crate::cli::RunArgs;
 use crate::config::Settings;
 use crate::daemon::{Control, Daemon, Ended};
 use crate::logging::LogControl;
-use crate::mirror::{Access, Mirror};
+use crate::mirror::{Access, Checkpointer, Mirror};
 use crate::serve::{serve, Endpoints};
 use crate::telemetry::{StatusBoard, Telemetry};
 
@@ -41,6 +41,8 @@ pub fn run(args: RunArgs, log: Option<LogControl>) -> anyhow::Result<ExitCode> {
     // Fail before starting anything: the mirror must open (it is created
     // if missing) and the address must be free.
     drop(Mirror::open(&settings.db, Access::ReadWrite).context("opening the mirror")?);
+    let checkpoints = Checkpointer::spawn(&settings.db, std::time::Duration::from_millis(500))
+        .context("starting WAL checkpoints")?;
     let listener = std::net::TcpListener::bind(settings.listen).map_err(|source| ListenError {
         addr: settings.listen.to_string(),
         source,
@@ -101,6 +103,7 @@ pub fn run(args: RunArgs, log: Option<LogControl>) -> anyhow::Result<ExitCode> {
     let daemon = Daemon::start(settings, overrides, &telemetry, &board, log)?;
     let ended = daemon.run_until_stopped(control_rx);
     let _ = shutdown_tx.send(true);
+    drop(checkpoints);
     match server.join() {
         Ok(Err(e)) => tracing::warn!(error = %e, "metrics server ended with an error"),
         Err(_) => tracing::warn!("metrics server panicked"),
