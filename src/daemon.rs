@@ -474,6 +474,54 @@ fn watch(live: &Path, tx: Sender<Wake>) -> Option<notify::RecommendedWatcher> {
     }
 }
 
+/// What a file looked like: identity, size, modification and change times
+/// (the change time moves with any write, and no user can set it back).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct FileStamp {
+    name: std::ffi::OsString,
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime_ns: i128,
+    ctime_ns: i128,
+}
+
+/// Stamps of the ledger's files (live and rotated) and of the database
+/// and its WAL, sorted by name.
+fn stamps(live: &Path, db: &Path) -> Vec<FileStamp> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = Vec::new();
+    let mut add = |path: &Path| {
+        if let Ok(m) = std::fs::metadata(path) {
+            out.push(FileStamp {
+                name: path.as_os_str().to_owned(),
+                dev: m.dev(),
+                ino: m.ino(),
+                len: m.len(),
+                mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+                ctime_ns: i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec()),
+            });
+        }
+    };
+    add(db);
+    add(&PathBuf::from(format!("{}-wal", db.display())));
+    add(live);
+    if let (Some(dir), Some(name)) = (live.parent(), live.file_name().and_then(|n| n.to_str())) {
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for e in entries.flatten() {
+                if e.file_name()
+                    .to_str()
+                    .is_some_and(|n| crate::tail::identity::is_rotated_name(name, n))
+                {
+                    add(&e.path());
+                }
+            }
+        }
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
 /// The periodic full parity check (contract §5), on its own thread with its
 /// own read-only connection.
 struct ParityChecker {
@@ -490,6 +538,7 @@ impl ParityChecker {
         // The first check comes soon after start (tampering while the
         // sidecar was down shows quickly), then every interval.
         let mut wait = self.interval.min(Duration::from_secs(10));
+        let mut last_checked: HashMap<String, Vec<FileStamp>> = HashMap::new();
         loop {
             match stop.recv_timeout(wait) {
                 Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
@@ -499,18 +548,29 @@ impl ParityChecker {
                 if self.shared.stopping() {
                     return;
                 }
-                self.check(ledger, metrics);
+                // Nothing changed since the last full check (no file of the
+                // ledger, not the database): its result stands, and an idle
+                // sidecar stays idle whatever the ledger's size.
+                let stamps = stamps(&ledger.path, &self.db);
+                if last_checked.get(&ledger.name) == Some(&stamps) {
+                    metrics.record_parity_unchanged();
+                    continue;
+                }
+                if self.check(ledger, metrics) {
+                    last_checked.insert(ledger.name.clone(), stamps);
+                }
             }
             wait = self.interval;
         }
     }
 
-    fn check(&self, ledger: &LedgerSettings, metrics: &LedgerMetrics) {
+    /// One full check; `true` when it finished.
+    fn check(&self, ledger: &LedgerSettings, metrics: &LedgerMetrics) -> bool {
         let mirror = match Mirror::open(&self.db, Access::ReadOnly) {
             Ok(m) => m,
             Err(e) => {
                 tracing::warn!(ledger = %ledger.name, error = %e, "parity check skipped: cannot open the mirror");
-                return;
+                return false;
             }
         };
         let keys = self.shared.current().keys.clone();
@@ -553,10 +613,12 @@ impl ParityChecker {
                     );
                 }
             }
-            Ok(None) => {}
+            Ok(None) => return false,
             Err(e) => {
                 tracing::warn!(ledger = %ledger.name, error = %e, "parity check failed; trying again at the next interval");
+                return false;
             }
         }
+        true
     }
 }

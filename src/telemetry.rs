@@ -290,6 +290,15 @@ impl LedgerMetrics {
         u64::try_from(self.lag_events.get()).unwrap_or(0)
     }
 
+    /// A parity check found nothing changed since the last full one: its
+    /// figures stand, checked as of now.
+    pub fn record_parity_unchanged(&self) {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or(Duration::ZERO);
+        self.parity_last.set(now.as_secs_f64());
+    }
+
     /// Records the result of a full parity check.
     pub fn record_parity(&self, p: &Parity) {
         let g = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
