@@ -163,6 +163,11 @@ impl KeyFile {
     }
 
     /// The line to add under `[keys]`: `ID = "base64 public key"`.
+    /// The public key, base64 (the value of its `[keys]` line).
+    pub fn public_base64(&self) -> String {
+        seal::public_key_base64(&self.key)
+    }
+
     pub fn trust_line(&self) -> String {
         format!(
             "{} = \"{}\"",

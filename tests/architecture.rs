@@ -56,7 +56,9 @@ fn only_the_mirror_speaks_sql() {
         for entry in std::fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();
             if path.is_dir() {
-                if !path.ends_with("mirror") {
+                // src/bin/ holds the benchmark, whose insert floor is bare
+                // SQLite by definition; it is a tool, not the product.
+                if !path.ends_with("mirror") && !path.ends_with("bin") {
                     stack.push(path);
                 }
                 continue;

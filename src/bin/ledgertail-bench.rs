@@ -1,0 +1,709 @@
+//! ledgertail-bench: how fast ledgertail catches up, how quickly a line
+//! becomes a row, and what it costs when idle, next to the floors of the
+//! same machine measured in the same run on the same data.
+//!
+//!     cargo run --release --bin ledgertail-bench            # the full run (~10 min)
+//!     cargo run --release --bin ledgertail-bench -- --smoke # a quick check
+//!
+//! It generates its own ledgers, runs the real `ledgertail` binary that
+//! sits beside it (`replay` for catch-up, `run` for live latency and idle
+//! cost), and prints a Markdown report. Figures are medians of
+//! `--repeat` runs. See docs/performance.md.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use ledgertail::ledger::frame::{Frame, Framer};
+use ledgertail::ledger::{authenticate, examine, KeyRing, SignaturePolicy};
+use ledgertail::mirror::{Access, Mirror};
+use ledgertail::producer::{KeyFile, Writer};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ledgertail-bench",
+    about = "Benchmark ledgertail against the floors of this machine"
+)]
+struct Args {
+    /// Events in the main case (unsigned, ~550-byte lines).
+    #[arg(long, default_value_t = 1_000_000)]
+    events: u64,
+    /// Repetitions of each measurement (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    repeat: usize,
+    /// Seconds of producing at each live rate.
+    #[arg(long, default_value_t = 10)]
+    live_secs: u64,
+    /// Live producer rates, events per second.
+    #[arg(long, value_delimiter = ',', default_values_t = vec![1_000u64, 10_000, 50_000])]
+    rates: Vec<u64>,
+    /// Seconds of watching an idle `run`.
+    #[arg(long, default_value_t = 60)]
+    idle_secs: u64,
+    /// A quick run (CI): 20,000 events, one repetition, 2 s phases.
+    #[arg(long)]
+    smoke: bool,
+    /// Where to put the generated ledgers and databases (default: a
+    /// temporary folder, removed at the end).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// The ledgertail binary (default: the one beside this program).
+    #[arg(long)]
+    ledgertail: Option<PathBuf>,
+}
+
+/// One catch-up case.
+struct Case {
+    name: &'static str,
+    events: u64,
+    payload_bytes: usize,
+    signed: bool,
+}
+
+fn main() {
+    let mut args = Args::parse();
+    if args.smoke {
+        args.events = 20_000;
+        args.repeat = 1;
+        args.live_secs = 2;
+        args.idle_secs = 2;
+        args.rates = vec![1_000, 10_000];
+    }
+    let binary = args.ledgertail.clone().unwrap_or_else(|| {
+        let me = std::env::current_exe().expect("own path");
+        me.with_file_name("ledgertail")
+    });
+    if !binary.exists() {
+        eprintln!(
+            "error: {} not found\nhint: build it first (cargo build --release), or pass --ledgertail",
+            binary.display()
+        );
+        std::process::exit(2);
+    }
+    let tmp;
+    let dir = match &args.dir {
+        Some(d) => {
+            std::fs::create_dir_all(d).expect("create --dir");
+            d.clone()
+        }
+        None => {
+            tmp = tempfile::tempdir().expect("temporary folder");
+            tmp.path().to_path_buf()
+        }
+    };
+
+    println!("# ledgertail benchmark\n");
+    machine(&binary);
+    let n = args.events;
+    let cases = [
+        Case {
+            name: "unsigned, ~550 B",
+            events: n,
+            payload_bytes: 420,
+            signed: false,
+        },
+        Case {
+            name: "unsigned, ~100 B",
+            events: n,
+            payload_bytes: 10,
+            signed: false,
+        },
+        Case {
+            name: "unsigned, ~5 KB",
+            events: (n / 10).max(1000),
+            payload_bytes: 4900,
+            signed: false,
+        },
+        Case {
+            name: "signed (required), ~550 B",
+            events: (n / 5).max(1000),
+            payload_bytes: 330,
+            signed: true,
+        },
+    ];
+    println!("\n## Catch-up (`replay` into a fresh database)\n");
+    println!("Insert floor: the same rows, same schema and settings, bare prepared statement, 1000 per transaction; *complete* includes closing the database (the WAL checkpointed into it, as replay does), *WAL only* stops at the last commit.\n");
+    println!("| case | events | MB | catch-up ev/s | MB/s | peak RSS MiB | insert floor rows/s, complete | insert floor rows/s, WAL only | verify floor ev/s (1 thread) | catch-up ÷ insert floor (complete) | catch-up ÷ insert floor (WAL only) | catch-up ÷ verify floor |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let key = KeyFile::generate("bench").expect("key");
+    let mut main_ledger = None;
+    for case in &cases {
+        let ledger = dir.join(format!("case-{}.jsonl", case.payload_bytes));
+        generate(&ledger, case, &key);
+        let bytes = std::fs::metadata(&ledger).map(|m| m.len()).unwrap_or(0);
+        let mut catchup = Vec::new();
+        let mut rss = Vec::new();
+        let mut insert = Vec::new();
+        let mut insert_wal = Vec::new();
+        let mut verify = Vec::new();
+        for r in 0..args.repeat {
+            let db = dir.join(format!("replay-{}-{r}.db", case.payload_bytes));
+            remove_db(&db);
+            let (secs, peak) = replay(&binary, &ledger, &db, case.signed.then_some(&key));
+            catchup.push(case.events as f64 / secs);
+            rss.push(peak as f64 / 1024.0);
+            remove_db(&db);
+            let (wal_only, complete) = insert_floor(&ledger, &db, case.signed.then_some(&key));
+            insert.push(complete);
+            insert_wal.push(wal_only);
+            remove_db(&db);
+            verify.push(verify_floor(&ledger, case.signed.then_some(&key)));
+        }
+        let (c, i, w, v) = (
+            median(&catchup),
+            median(&insert),
+            median(&insert_wal),
+            median(&verify),
+        );
+        let mb = bytes as f64 / 1e6;
+        println!(
+            "| {} | {} | {:.0} | {:.0} | {:.1} | {:.1} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} |",
+            case.name,
+            case.events,
+            mb,
+            c,
+            c * mb / case.events as f64,
+            median(&rss),
+            i,
+            w,
+            v,
+            c / i,
+            c / w,
+            c / v
+        );
+        if main_ledger.is_none() {
+            main_ledger = Some(ledger);
+        }
+    }
+    if let Some(ledger) = &main_ledger {
+        sqlite_utils(ledger, &dir, n, args.repeat);
+    }
+
+    println!("\n## Live latency (`run` following a producer)\n");
+    println!("From a line's `\\n` written to the file to its row visible in SQLite (a reader polling every 1 ms).\n");
+    println!(
+        "| rate ev/s | seconds | events | p50 ms | p99 ms | max ms | max lag (events) | kept up |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for &rate in &args.rates {
+        let mut runs = Vec::new();
+        for r in 0..args.repeat {
+            runs.push(live(
+                &binary,
+                &dir.join(format!("live-{rate}-{r}")),
+                rate,
+                args.live_secs,
+            ));
+        }
+        runs.sort_by(|a, b| a.p99.total_cmp(&b.p99));
+        let m = &runs[runs.len() / 2];
+        println!(
+            "| {rate} | {} | {} | {:.2} | {:.2} | {:.2} | {} | {} |",
+            args.live_secs,
+            m.events,
+            m.p50,
+            m.p99,
+            m.max,
+            m.max_lag,
+            if m.kept_up { "yes" } else { "NO" }
+        );
+    }
+
+    println!("\n## Idle cost (`run` with nothing to do)\n");
+    let cpu = idle(&binary, &dir.join("idle"), args.idle_secs);
+    println!(
+        "{:.3} CPU-seconds over {} s = **{:.3} CPU-seconds per minute** (ledger of 1,000 events, default config).",
+        cpu,
+        args.idle_secs,
+        cpu * 60.0 / args.idle_secs as f64
+    );
+}
+
+fn machine(binary: &Path) {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .map(str::trim)
+        .unwrap_or("unknown");
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let version = Command::new(binary)
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    let rustc = Command::new("rustc")
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_else(|_| "rustc not on PATH".into());
+    println!("- machine: {cores} cores, {model}, Linux {}", kernel.trim());
+    println!("- {version}, SQLite {}, {rustc}", rusqlite::version());
+    println!("- {}", chrono_now());
+}
+
+fn chrono_now() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}
+
+/// A payload of about `bytes` bytes of JSON (an order with a note).
+fn payload(i: u64, bytes: usize) -> String {
+    let head = format!(
+        "{{\"order\":{i},\"customer\":\"c{:06}\",\"total\":{}.{:02},\"note\":\"",
+        i % 50_000,
+        i % 1000,
+        i % 100
+    );
+    let pad = bytes.saturating_sub(head.len() + 2);
+    let mut s = head;
+    s.extend(std::iter::repeat_n('x', pad));
+    s.push_str("\"}");
+    s
+}
+
+fn generate(ledger: &Path, case: &Case, key: &KeyFile) {
+    let _ = std::fs::remove_file(ledger);
+    let started = Instant::now();
+    let mut w = Writer::new(ledger).without_fsync();
+    if case.signed {
+        w = w.with_key(key.clone());
+    }
+    let mut i = 0;
+    while i < case.events {
+        let n = (case.events - i).min(1000);
+        let payloads: Vec<String> = (i..i + n).map(|k| payload(k, case.payload_bytes)).collect();
+        let refs: Vec<&str> = payloads.iter().map(String::as_str).collect();
+        w.append_batch("order.created", &refs).expect("generate");
+        i += n;
+    }
+    eprintln!(
+        "generated {} ({} events) in {:.1} s",
+        ledger.display(),
+        case.events,
+        started.elapsed().as_secs_f64()
+    );
+}
+
+fn remove_db(db: &Path) {
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+    }
+}
+
+fn trust_args(key: Option<&KeyFile>) -> Vec<String> {
+    match key {
+        Some(k) => vec![
+            "--signatures".into(),
+            "required".into(),
+            "--trust".into(),
+            format!("{}={}", k.key_id, k.public_base64()),
+        ],
+        None => vec!["--signatures".into(), "off".into()],
+    }
+}
+
+/// `ledgertail replay` into a fresh database: (seconds, peak RSS in KiB).
+fn replay(binary: &Path, ledger: &Path, db: &Path, key: Option<&KeyFile>) -> (f64, u64) {
+    let started = Instant::now();
+    let child = Command::new(binary)
+        .arg("replay")
+        .arg("--ledger")
+        .arg(ledger)
+        .arg("--db")
+        .arg(db)
+        .arg("--no-progress")
+        .args(trust_args(key))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start replay");
+    let (status, peak) = wait_with_rusage(child);
+    let secs = started.elapsed().as_secs_f64();
+    assert!(status == 0, "replay failed with status {status}");
+    (secs, peak)
+}
+
+/// Waits for a child; its exit status and peak RSS (KiB).
+fn wait_with_rusage(child: Child) -> (i32, u64) {
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: plain wait4 on our own child, with valid out-pointers.
+    let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert!(rc == pid, "wait4: {}", std::io::Error::last_os_error());
+    let code = if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        -1
+    };
+    std::mem::forget(child); // already reaped
+    (code, usage.ru_maxrss as u64)
+}
+
+/// The ledger's events, authenticated (untimed), in batches of 1000.
+fn for_each_batch(
+    ledger: &Path,
+    key: Option<&KeyFile>,
+    mut f: impl FnMut(&[ledgertail::ledger::SealedEvent]),
+) {
+    let keys = keyring(key);
+    // Untimed preparation: the signatures are not what is measured here.
+    let policy = SignaturePolicy::Off;
+    let mut file = std::fs::File::open(ledger).expect("open ledger");
+    let mut framer = Framer::new(0, 1 << 20);
+    let mut scratch = Vec::new();
+    let mut batch = Vec::with_capacity(1000);
+    loop {
+        let n = file.read(framer.spare(1 << 20)).expect("read");
+        if n == 0 {
+            break;
+        }
+        framer.filled(n);
+        while let Some(frame) = framer.next_frame() {
+            if let Frame::Line { bytes, .. } = frame {
+                batch.push(
+                    authenticate(bytes, policy, &keys, &mut scratch)
+                        .expect("generated lines are authentic"),
+                );
+                if batch.len() == 1000 {
+                    f(&batch);
+                    batch.clear();
+                }
+            }
+        }
+    }
+    if !batch.is_empty() {
+        f(&batch);
+    }
+}
+
+fn keyring(key: Option<&KeyFile>) -> KeyRing {
+    match key {
+        Some(k) => {
+            let b64 = k.public_base64();
+            KeyRing::from_base64([(k.key_id.as_str(), b64.as_str())]).expect("key")
+        }
+        None => KeyRing::default(),
+    }
+}
+
+/// Floor (a): the same rows into the same schema with a bare prepared
+/// statement, 1000 per transaction, same pragmas; the inserts and the
+/// final close (which checkpoints the WAL) are timed, nothing else.
+/// Returns (rows/s committed to the WAL, rows/s including the final close).
+fn insert_floor(ledger: &Path, db: &Path, key: Option<&KeyFile>) -> (f64, f64) {
+    drop(Mirror::open(db, Access::ReadWrite).expect("schema"));
+    let mut conn = rusqlite::Connection::open(db).expect("open");
+    // The mirror's own settings (page size comes with the schema).
+    conn.execute_batch(
+        "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA wal_autocheckpoint=16384;",
+    )
+    .expect("pragmas");
+    let mut timed = Duration::ZERO;
+    let mut rows = 0u64;
+    let mut offset = 0i64;
+    for_each_batch(ledger, key, |batch| {
+        let started = Instant::now();
+        let tx = conn.transaction().expect("tx");
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT INTO events (ledger, seq, id, ts, type, payload, extra, prev_hash, hash, key_id, sig, file_id, file_offset)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                )
+                .expect("prepare");
+            for e in batch {
+                stmt.execute(rusqlite::params![
+                    "bench",
+                    e.seq as i64,
+                    e.id,
+                    e.ts,
+                    e.event_type,
+                    e.payload,
+                    e.extra,
+                    e.prev_hash.map(|h| h.to_hex()),
+                    e.hash.to_hex(),
+                    e.key_id,
+                    e.sig,
+                    "2049:1234567",
+                    offset,
+                ])
+                .expect("insert");
+                offset += 500;
+            }
+        }
+        tx.commit().expect("commit");
+        timed += started.elapsed();
+        rows += batch.len() as u64;
+    });
+    let committed = rows as f64 / timed.as_secs_f64();
+    // Closing checkpoints the WAL into the database file: replay's time
+    // includes that too (it checkpoints as it goes, and at its end).
+    let started = Instant::now();
+    drop(conn);
+    timed += started.elapsed();
+    (committed, rows as f64 / timed.as_secs_f64())
+}
+
+/// Floor (b): verification alone (frame, parse, canonicalize, hash,
+/// signature), one thread, no database; the file is read into memory first.
+fn verify_floor(ledger: &Path, key: Option<&KeyFile>) -> f64 {
+    let keys = keyring(key);
+    let policy = if key.is_some() {
+        SignaturePolicy::Required
+    } else {
+        SignaturePolicy::Off
+    };
+    // Streamed (from the page cache: the file was just written or read),
+    // so that this process stays small and the RSS of the children it
+    // measures is theirs alone.
+    let mut file = std::fs::File::open(ledger).expect("open ledger");
+    let started = Instant::now();
+    let mut framer = Framer::new(0, 1 << 20);
+    let mut scratch = Vec::new();
+    let mut n = 0u64;
+    loop {
+        let got = file.read(framer.spare(1 << 20)).expect("read");
+        if got == 0 {
+            break;
+        }
+        framer.filled(got);
+        while let Some(frame) = framer.next_frame() {
+            if let Frame::Line { bytes, .. } = frame {
+                let e = examine(
+                    bytes,
+                    bytes.len() as u64,
+                    1 << 20,
+                    policy,
+                    &keys,
+                    &mut scratch,
+                );
+                assert!(matches!(e, ledgertail::ledger::Examined::Authentic(_)));
+                n += 1;
+            }
+        }
+    }
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
+fn sqlite_utils(ledger: &Path, dir: &Path, events: u64, repeat: usize) {
+    println!("\n### Against sqlite-utils (no verification at all)\n");
+    let found = Command::new("sqlite-utils")
+        .arg("--version")
+        .output()
+        .is_ok();
+    if !found {
+        println!(
+            "`sqlite-utils` is not installed (`pip install sqlite-utils`): comparison skipped."
+        );
+        return;
+    }
+    let mut rates = Vec::new();
+    for r in 0..repeat {
+        let db = dir.join(format!("sqlite-utils-{r}.db"));
+        remove_db(&db);
+        let started = Instant::now();
+        let status = Command::new("sqlite-utils")
+            .arg("insert")
+            .arg(&db)
+            .arg("events")
+            .arg(ledger)
+            .arg("--nl")
+            .stdout(Stdio::null())
+            .status()
+            .expect("sqlite-utils");
+        assert!(status.success(), "sqlite-utils failed");
+        rates.push(events as f64 / started.elapsed().as_secs_f64());
+        remove_db(&db);
+    }
+    println!(
+        "`sqlite-utils insert DB events LEDGER --nl` on the main case: **{:.0} events/s** (median of {repeat}); compare with the catch-up figure above.",
+        median(&rates)
+    );
+}
+
+struct Live {
+    events: u64,
+    p50: f64,
+    p99: f64,
+    max: f64,
+    max_lag: u64,
+    kept_up: bool,
+}
+
+fn start_run(binary: &Path, dir: &Path) -> (Child, PathBuf, PathBuf) {
+    std::fs::create_dir_all(dir).expect("live dir");
+    let config = dir.join("ledgertail.toml");
+    std::fs::write(
+        &config,
+        "db = \"live.db\"\nlisten = \"127.0.0.1:0\"\nlog_level = \"warn\"\n[[ledger]]\nname = \"bench\"\npath = \"live.jsonl\"\nsignatures = \"off\"\n",
+    )
+    .expect("config");
+    let child = Command::new(binary)
+        .arg("run")
+        .arg("--config")
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start run");
+    let db = dir.join("live.db");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !db.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    (child, dir.join("live.jsonl"), db)
+}
+
+fn stop(mut child: Child) {
+    // SAFETY: a signal to our own child.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+    }
+    let _ = child.wait();
+}
+
+fn live(binary: &Path, dir: &Path, rate: u64, secs: u64) -> Live {
+    let _ = std::fs::remove_dir_all(dir);
+    let (child, ledger, db) = start_run(binary, dir);
+    let total = rate * secs;
+    let written: Arc<Vec<AtomicU64>> = Arc::new((0..total).map(|_| AtomicU64::new(0)).collect());
+    let origin = Instant::now();
+    let produced = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    let producer = {
+        let (written, produced, done) = (written.clone(), produced.clone(), done.clone());
+        let ledger = ledger.clone();
+        std::thread::spawn(move || {
+            // Without fsync: the page cache is what `run` reads, and an
+            // fsync per event would cap the producer, not ledgertail.
+            let mut w = Writer::new(&ledger).without_fsync();
+            let mut next = 0u64;
+            let start = Instant::now();
+            while next < total {
+                let due = ((start.elapsed().as_secs_f64() * rate as f64) as u64 + 1).min(total);
+                if due > next {
+                    let payloads: Vec<String> = (next..due).map(|i| payload(i, 420)).collect();
+                    let refs: Vec<&str> = payloads.iter().map(String::as_str).collect();
+                    // Stamped just before the write (a row can be seen
+                    // before a stamp taken after it): the figure includes
+                    // the producer's own write, a few microseconds.
+                    let t = origin.elapsed().as_nanos() as u64;
+                    for seq in next..due {
+                        written[seq as usize].store(t, Ordering::Release);
+                    }
+                    w.append_batch("order.created", &refs).expect("append");
+                    next = due;
+                    produced.store(next, Ordering::Relaxed);
+                }
+                std::thread::sleep(Duration::from_micros(500));
+            }
+            done.store(true, Ordering::Relaxed);
+        })
+    };
+    let reader =
+        rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .expect("open mirror");
+    let mut latencies = Vec::with_capacity(total as usize);
+    let mut seen = 0u64;
+    let mut max_lag = 0u64;
+    let deadline_after_done = Duration::from_secs(5);
+    let mut done_at = None;
+    while seen < total {
+        let max: Option<i64> = reader
+            .query_row(
+                "SELECT max(seq) FROM events WHERE ledger = 'bench'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap_or(None);
+        let now = origin.elapsed().as_nanos() as u64;
+        let upto = max.map_or(0, |m| m as u64 + 1);
+        for seq in seen..upto {
+            let w = written[seq as usize].load(Ordering::Acquire);
+            latencies.push(now.saturating_sub(w) as f64 / 1e6);
+        }
+        seen = seen.max(upto);
+        max_lag = max_lag.max(produced.load(Ordering::Relaxed).saturating_sub(seen));
+        if done.load(Ordering::Relaxed) && done_at.is_none() {
+            done_at = Some(Instant::now());
+        }
+        if done_at.is_some_and(|d| d.elapsed() > deadline_after_done) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let _ = producer.join();
+    stop(child);
+    latencies.sort_by(f64::total_cmp);
+    let pct = |p: f64| {
+        latencies
+            .get(((latencies.len() as f64 - 1.0) * p) as usize)
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
+    Live {
+        events: seen,
+        p50: pct(0.5),
+        p99: pct(0.99),
+        max: latencies.last().copied().unwrap_or(f64::NAN),
+        max_lag,
+        kept_up: seen == total,
+    }
+}
+
+/// CPU seconds `run` uses over `secs` with a mirrored ledger and no writes.
+fn idle(binary: &Path, dir: &Path, secs: u64) -> f64 {
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).expect("idle dir");
+    let mut w = Writer::new(dir.join("live.jsonl")).without_fsync();
+    let payloads: Vec<String> = (0..1000).map(|i| payload(i, 420)).collect();
+    let refs: Vec<&str> = payloads.iter().map(String::as_str).collect();
+    w.append_batch("order.created", &refs).expect("append");
+    let (child, _, db) = start_run(binary, dir);
+    // Let it catch up and settle (and its first parity check pass).
+    let settle = Instant::now();
+    loop {
+        let n: i64 = rusqlite::Connection::open(&db)
+            .and_then(|c| c.query_row("SELECT count(*) FROM events", [], |r| r.get(0)))
+            .unwrap_or(0);
+        if n == 1000 || settle.elapsed() > Duration::from_secs(30) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let before = cpu_seconds(child.id());
+    std::thread::sleep(Duration::from_secs(secs));
+    let after = cpu_seconds(child.id());
+    stop(child);
+    after - before
+}
+
+/// utime + stime of a process, in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) close with ')'.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i).and_then(|v| v.parse::<f64>().ok()))
+        .sum();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    ticks / hz
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}

@@ -1,0 +1,31 @@
+//! The benchmark in its smoke mode: it runs end to end and prints every
+//! section of its report (its figures are not checked: this machine is
+//! shared and a debug build is slow; see docs/performance.md).
+
+use std::process::Command;
+
+#[test]
+fn the_benchmark_runs_in_smoke_mode_and_reports_every_section() {
+    let out = Command::new(env!("CARGO_BIN_EXE_ledgertail-bench"))
+        .args(["--smoke", "--ledgertail", env!("CARGO_BIN_EXE_ledgertail")])
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{report}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for section in [
+        "## Catch-up",
+        "| unsigned, ~550 B |",
+        "| signed (required), ~550 B |",
+        "## Live latency",
+        "| 10000 |",
+        "## Idle cost",
+        "CPU-seconds per minute",
+        "- machine:",
+    ] {
+        assert!(report.contains(section), "{section} missing:\n{report}");
+    }
+}
