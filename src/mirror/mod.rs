@@ -18,6 +18,11 @@ use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, Tran
 use crate::ledger::{Hash, Head, SealedEvent, Verdict};
 use crate::tail::{FileId, Position};
 
+mod checkpoint;
+mod query;
+
+pub use checkpoint::Checkpointer;
+
 /// `PRAGMA application_id` of a ledgertail mirror ("LTL1").
 pub const APPLICATION_ID: i32 = 0x4c54_4c31;
 /// The schema this build writes. Older schemas are migrated on open;
@@ -36,62 +41,6 @@ const PAGE_SIZE: u32 = 16_384;
 /// copies pages and fsyncs: on the commit path it shows as latency
 /// spikes). This threshold is only the safety net for when none runs.
 const WRITER_AUTOCHECKPOINT_PAGES: u32 = 16_384;
-
-/// Runs WAL checkpoints on a thread of its own, off the writers' path
-/// (litestream's approach). PASSIVE: it never waits for, nor blocks,
-/// readers or writers. Stops (after a last checkpoint) when dropped.
-pub struct Checkpointer {
-    stop: Option<std::sync::mpsc::Sender<()>>,
-    handle: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Checkpointer {
-    pub fn spawn(path: &Path, every: Duration) -> Result<Checkpointer> {
-        let err = |source| MirrorError::Sqlite {
-            path: path.to_path_buf(),
-            source,
-        };
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(err)?;
-        conn.busy_timeout(BUSY_TIMEOUT).map_err(err)?;
-        let (stop, stopped) = std::sync::mpsc::channel::<()>();
-        let shown = path.display().to_string();
-        let handle = std::thread::Builder::new()
-            .name("checkpoint".into())
-            .spawn(move || loop {
-                let last = !matches!(
-                    stopped.recv_timeout(every),
-                    Err(std::sync::mpsc::RecvTimeoutError::Timeout)
-                );
-                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-                    tracing::debug!(db = %shown, error = %e, "WAL checkpoint postponed");
-                }
-                if last {
-                    return;
-                }
-            })
-            .map_err(|e| MirrorError::Sqlite {
-                path: path.to_path_buf(),
-                source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
-            })?;
-        Ok(Checkpointer {
-            stop: Some(stop),
-            handle: Some(handle),
-        })
-    }
-}
-
-impl Drop for Checkpointer {
-    fn drop(&mut self) {
-        drop(self.stop.take());
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum MirrorError {
@@ -438,18 +387,6 @@ impl Mirror {
         result.map_err(|e| self.err(e))
     }
 
-    /// Names of the ledgers this mirror holds, sorted.
-    pub fn ledgers(&self) -> Result<Vec<String>> {
-        let run = || -> rusqlite::Result<Vec<String>> {
-            let mut stmt = self.conn.prepare(
-                "SELECT ledger FROM checkpoints UNION SELECT DISTINCT ledger FROM events ORDER BY 1",
-            )?;
-            let rows = stmt.query_map([], |r| r.get(0))?;
-            rows.collect()
-        };
-        run().map_err(|e| self.err(e))
-    }
-
     /// The checkpoint row of a ledger, if it has one.
     pub fn state(&self, ledger: &str) -> Result<Option<LedgerState>> {
         self.conn
@@ -506,19 +443,6 @@ impl Mirror {
             .map_err(|e| self.err(e))
     }
 
-    /// The hash mirrored at `seq`, if any.
-    pub fn hash_at(&self, ledger: &str, seq: u64) -> Result<Option<Hash>> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT hash FROM events WHERE ledger = ?1 AND seq = ?2")
-            .map_err(|e| self.err(e))?;
-        let hash: Option<String> = stmt
-            .query_row(params![ledger, seq_i64(seq)], |r| r.get(0))
-            .optional()
-            .map_err(|e| self.err(e))?;
-        Ok(opt_hash(hash))
-    }
-
     /// Writes a batch and the checkpoint that covers it in one transaction.
     /// `state.generation` must be the generation read with the state; on
     /// success it is bumped in place.
@@ -560,149 +484,11 @@ impl Mirror {
         state.generation += 1;
         Ok(())
     }
-
-    /// Where the lines quarantined as `unknown_key` or `unsigned` (and not
-    /// resolved) are: the candidates for judging again after a reload.
-    pub fn rejudge_candidates(&self, ledger: &str) -> Result<Vec<(FileId, u64)>> {
-        let run = || -> rusqlite::Result<Vec<(String, i64)>> {
-            let mut stmt = self.conn.prepare(
-                "SELECT file_id, file_offset FROM quarantine
-                 WHERE ledger = ?1 AND resolved_at IS NULL AND verdict IN ('unknown_key', 'unsigned')",
-            )?;
-            let rows = stmt.query_map([ledger], |r| Ok((r.get(0)?, r.get(1)?)))?;
-            rows.collect()
-        };
-        let rows = run().map_err(|e| self.err(e))?;
-        Ok(rows
-            .into_iter()
-            .filter_map(|(id, off)| Some((id.parse().ok()?, u64::try_from(off).ok()?)))
-            .collect())
-    }
-
-    /// The file and offset of the line of the event mirrored at `seq`.
-    pub fn event_location(&self, ledger: &str, seq: u64) -> Result<Option<(FileId, u64)>> {
-        let row: Option<(String, i64)> = self
-            .conn
-            .query_row(
-                "SELECT file_id, file_offset FROM events WHERE ledger = ?1 AND seq = ?2",
-                params![ledger, seq_i64(seq)],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()
-            .map_err(|e| self.err(e))?;
-        Ok(row.and_then(|(id, off)| Some((id.parse().ok()?, u64::try_from(off).ok()?))))
-    }
-
-    /// A value of the `meta` table.
-    pub fn meta(&self, key: &str) -> Result<Option<String>> {
-        self.conn
-            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
-            .optional()
-            .map_err(|e| self.err(e))
-    }
-
-    pub fn set_meta(&self, key: &str, value: &str) -> Result<()> {
-        self.conn
-            .execute(
-                "INSERT INTO meta (key, value) VALUES (?1, ?2)
-                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                [key, value],
-            )
-            .map(|_| ())
-            .map_err(|e| self.err(e))
-    }
-
-    /// Mirrored events of a ledger with `seq` in `from..`, at most `limit`,
-    /// in seq order, in one short read transaction.
-    pub fn events_from(&self, ledger: &str, from: u64, limit: usize) -> Result<Vec<StoredEvent>> {
-        let run = || -> rusqlite::Result<Vec<StoredEvent>> {
-            let mut stmt = self.conn.prepare_cached(
-                "SELECT seq, id, ts, type, payload, extra, prev_hash, hash, key_id, sig, file_id, file_offset
-                 FROM events WHERE ledger = ?1 AND seq >= ?2 ORDER BY seq LIMIT ?3",
-            )?;
-            let rows = stmt.query_map(
-                params![
-                    ledger,
-                    seq_i64(from),
-                    i64::try_from(limit).unwrap_or(i64::MAX)
-                ],
-                stored_event,
-            )?;
-            rows.collect()
-        };
-        run().map_err(|e| self.err(e))
-    }
-
-    /// Quarantine counts by verdict (unresolved rows only), sorted.
-    pub fn quarantine_counts(&self, ledger: &str) -> Result<Vec<(String, u64)>> {
-        let run = || -> rusqlite::Result<Vec<(String, u64)>> {
-            let mut stmt = self.conn.prepare(
-                "SELECT verdict, count(*) FROM quarantine
-                 WHERE ledger = ?1 AND resolved_at IS NULL GROUP BY verdict ORDER BY verdict",
-            )?;
-            let rows = stmt.query_map([ledger], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?;
-            rows.collect()
-        };
-        run().map_err(|e| self.err(e))
-    }
-
-    /// Number of mirrored events of a ledger.
-    pub fn event_count(&self, ledger: &str) -> Result<u64> {
-        self.conn
-            .query_row(
-                "SELECT count(*) FROM events WHERE ledger = ?1",
-                [ledger],
-                |r| r.get::<_, i64>(0),
-            )
-            .map(|n| n as u64)
-            .map_err(|e| self.err(e))
-    }
-
-    /// Visits every mirrored event of a ledger in seq order.
-    pub fn for_each_event(
-        &self,
-        ledger: &str,
-        mut visit: impl FnMut(StoredEvent) -> std::ops::ControlFlow<()>,
-    ) -> Result<()> {
-        let mut run = || -> rusqlite::Result<()> {
-            let mut stmt = self.conn.prepare(
-                "SELECT seq, id, ts, type, payload, extra, prev_hash, hash, key_id, sig, file_id, file_offset
-                 FROM events WHERE ledger = ?1 ORDER BY seq",
-            )?;
-            let mut rows = stmt.query([ledger])?;
-            while let Some(r) = rows.next()? {
-                if visit(stored_event(r)?).is_break() {
-                    break;
-                }
-            }
-            Ok(())
-        };
-        run().map_err(|e| self.err(e))
-    }
 }
 
 /// Hex digits as text (they are ASCII).
 fn hex_str(digits: &[u8; 64]) -> &str {
     std::str::from_utf8(digits).unwrap_or_default()
-}
-
-/// A row of `SELECT seq, id, ts, type, payload, extra, prev_hash, hash,
-/// key_id, sig, file_id, file_offset FROM events`.
-fn stored_event(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredEvent> {
-    Ok(StoredEvent {
-        seq: r.get::<_, i64>(0)? as u64,
-        id: r.get(1)?,
-        ts: r.get(2)?,
-        event_type: r.get(3)?,
-        payload: r.get(4)?,
-        extra: r.get(5)?,
-        prev_hash: r.get(6)?,
-        hash: r.get(7)?,
-        key_id: r.get(8)?,
-        sig: r.get(9)?,
-        file_id: r.get(10)?,
-        file_offset: r.get::<_, i64>(11)? as u64,
-    })
 }
 
 /// The body of [`Mirror::commit`]. `Ok(false)`: the checkpoint moved

@@ -27,12 +27,13 @@ use std::time::{Duration, Instant};
 
 use crate::config::LedgerSettings;
 use crate::ledger::frame::{Frame, QUARANTINE_PREFIX};
-use crate::ledger::{
-    Chain, Examined, Hash, Head, KeyRing, LineJudgement, SignaturePolicy, Verdict,
-};
+use crate::ledger::{Chain, Examined, Hash, Head, KeyRing, LineJudgement, Verdict};
 use crate::mirror::{Batch, EventRow, Halt, LedgerState, Mirror, MirrorError, QuarantineRow};
-use crate::tail::{self, LedgerFile, Opened, Refreshed, TailConfig, Tailer};
+use crate::tail::{self, Refreshed, TailConfig, Tailer};
 use crate::verifier::{Chunk, PoolBroken, Rules, Verifiers};
+
+mod open;
+mod rejudge;
 
 /// A chunk for the verifier pool: this many lines or bytes, whichever
 /// first (large enough that handing it over costs nothing next to
@@ -212,116 +213,6 @@ impl Shipper {
     /// Complete-line bytes on disk beyond the last line read.
     pub fn lag_bytes(&self) -> u64 {
         self.tailer.as_ref().map_or(0, Tailer::lag_bytes)
-    }
-
-    /// At start-up: when the mirror's quarantine was judged with other
-    /// keys or another policy, judges those lines again (§2.1: "or a
-    /// restart"). A mirror that never recorded them is left alone.
-    pub fn rejudge_if_changed(&mut self) -> Result<bool, ShipError> {
-        let recorded = self.mirror.meta(&self.judged_with_key())?;
-        match recorded {
-            Some(r) if r != self.judged_with() => {
-                self.reconfigure(self.keys.clone(), self.ledger.signatures)
-            }
-            _ => Ok(false),
-        }
-    }
-
-    /// Records the keys and policy the quarantine is now judged with.
-    pub fn record_judged_with(&self) -> Result<(), ShipError> {
-        let key = self.judged_with_key();
-        let now = self.judged_with();
-        if self.mirror.meta(&key)?.as_deref() != Some(now.as_str()) {
-            self.mirror.set_meta(&key, &now)?;
-        }
-        Ok(())
-    }
-
-    fn judged_with_key(&self) -> String {
-        format!("judged_with:{}", self.ledger.name)
-    }
-
-    /// A digest of the signature policy and the trusted keys.
-    fn judged_with(&self) -> String {
-        use sha2::{Digest, Sha256};
-        let mut h = Sha256::new();
-        h.update(self.ledger.signatures.as_str());
-        let mut ids = self.keys.ids();
-        ids.sort_unstable();
-        for id in ids {
-            h.update([0u8]);
-            h.update(id.as_bytes());
-            if let Some(key) = self.keys.get(id) {
-                h.update(key.as_bytes());
-            }
-        }
-        let digest: [u8; 32] = h.finalize().into();
-        format!(
-            "{}:{}",
-            self.ledger.signatures.as_str(),
-            Hash(digest).to_hex()
-        )
-    }
-
-    /// Takes new trusted keys and signature policy, and moves the read
-    /// position back to the first line to judge again (§2.1). Returns
-    /// whether anything will be judged again.
-    pub fn reconfigure(
-        &mut self,
-        keys: KeyRing,
-        policy: SignaturePolicy,
-    ) -> Result<bool, ShipError> {
-        self.keys = keys;
-        self.ledger.signatures = policy;
-        self.tailer = None;
-        let files = self.tail_config().discover().map_err(|e| self.io_err(e))?;
-        let candidates = self.mirror.rejudge_candidates(&self.ledger.name)?;
-        if candidates.is_empty() {
-            return Ok(false);
-        }
-        let order = |file: &tail::FileId, offset: u64| {
-            files
-                .iter()
-                .position(|f| f.id == *file)
-                .map(|i| (i, offset))
-        };
-        // Lines at or before the head's line (and so before the anchor)
-        // are not judged again.
-        let after = match self.state.head {
-            Some(head) => match self.mirror.event_location(&self.ledger.name, head.seq)? {
-                Some((file, offset)) => order(&file, offset),
-                None => None,
-            },
-            None => None,
-        };
-        let first = candidates
-            .iter()
-            .filter_map(|(file, offset)| Some((order(file, *offset)?, *file, *offset)))
-            .filter(|(at, _, _)| after.is_none_or(|h| *at > h))
-            .min();
-        let Some((_, file, offset)) = first else {
-            return Ok(false);
-        };
-        let Some(position) = tail::position_in(&files, file, offset).map_err(|e| self.io_err(e))?
-        else {
-            return Ok(false);
-        };
-        // Never move forward: only lines already read are judged again.
-        if let Some(current) = &self.state.position {
-            if current.file == position.file && current.offset < position.offset {
-                return Ok(false);
-            }
-        }
-        tracing::info!(
-            ledger = %self.ledger.name,
-            file = %position.path.display(),
-            offset = position.offset,
-            "keys or signature policy changed: judging quarantined lines again from here"
-        );
-        self.state.position = Some(position);
-        self.state.halt = None;
-        self.resolving = true;
-        Ok(true)
     }
 
     fn tail_config(&self) -> TailConfig {
@@ -673,43 +564,6 @@ impl Shipper {
         self.io_err(std::io::Error::other(e))
     }
 
-    /// Discovers the files and opens a tailer at the checkpoint, trying
-    /// again when a rotation renamed a file between the two.
-    fn discover_and_open(&mut self, report: &mut Report) -> Result<Option<Tailer>, ShipError> {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let files = self.tail_config().discover().map_err(|e| self.io_err(e))?;
-            match self.open_tailer(files, report) {
-                Err(ShipError::Io { source, .. })
-                    if source.kind() == std::io::ErrorKind::Interrupted && attempt < 5 => {}
-                other => return other,
-            }
-        }
-    }
-
-    /// A tailer kept from the last call: is the committed position still
-    /// what the file holds? If not, the ledger halts as `rewritten`.
-    fn check_behind(
-        &mut self,
-        tailer: Tailer,
-        report: &mut Report,
-    ) -> Result<Option<Tailer>, ShipError> {
-        let Some(position) = self.state.position.clone() else {
-            return Ok(Some(tailer));
-        };
-        match tailer
-            .changed_behind(&position)
-            .map_err(|e| self.io_err(e))?
-        {
-            None => Ok(Some(tailer)),
-            Some(detail) => {
-                self.halt_rewritten(position.path.clone(), position.offset, detail, report)?;
-                Ok(None)
-            }
-        }
-    }
-
     /// Rereads the checkpoint (after a failed commit).
     fn reload(&mut self) -> Result<(), ShipError> {
         self.state = self
@@ -717,110 +571,6 @@ impl Shipper {
             .state(&self.ledger.name)?
             .unwrap_or_else(|| LedgerState::new(&self.ledger.path));
         Ok(())
-    }
-
-    /// Opens the tailer at the checkpoint. `None` when there is nothing to
-    /// read (no files yet) or the checkpoint no longer matches the files
-    /// (then the ledger is halted as `rewritten`, and committed so).
-    fn open_tailer(
-        &mut self,
-        files: Vec<LedgerFile>,
-        report: &mut Report,
-    ) -> Result<Option<Tailer>, ShipError> {
-        if files.is_empty() {
-            return Ok(None);
-        }
-        let max = self.ledger.max_line_bytes;
-        let files = match &self.state.position {
-            Some(pos) => tail::resume_order(files, pos.file, self.state.head.map(|h| h.seq)),
-            None => files,
-        };
-        let opened = Tailer::open(files.clone(), self.state.position.as_ref(), max)
-            .map_err(|e| self.io_err(e))?;
-        let opened = match opened {
-            Opened::FileMissing => self.relocate(files)?,
-            other => other,
-        };
-        match opened {
-            Opened::Ready(t) => Ok(Some(*t)),
-            Opened::FileMissing => Ok(None),
-            Opened::Rewritten {
-                path,
-                offset,
-                detail,
-            } => {
-                self.halt_rewritten(path, offset, detail, report)?;
-                Ok(None)
-            }
-        }
-    }
-
-    /// Halts the ledger as `rewritten` and commits the halt.
-    fn halt_rewritten(
-        &mut self,
-        path: std::path::PathBuf,
-        offset: u64,
-        detail: String,
-        report: &mut Report,
-    ) -> Result<(), ShipError> {
-        let halt = Halt {
-            verdict: Verdict::Rewritten,
-            detail,
-            file: Some(path.display().to_string()),
-            offset: Some(offset),
-            seq: None,
-        };
-        tracing::error!(
-            ledger = %self.ledger.name,
-            file = %path.display(),
-            offset,
-            verdict = "rewritten",
-            detail = %halt.detail,
-            "ledger halted: bytes already mirrored were changed"
-        );
-        *report.verdicts.entry(Verdict::Rewritten).or_default() += 1;
-        if self.state.halt.as_ref() != Some(&halt) {
-            let mut next = self.state.clone();
-            next.halt = Some(halt);
-            self.mirror
-                .commit(&self.ledger.name, &Batch::default(), &mut next)?;
-            self.state = next;
-        }
-        report.halt = self.state.halt.clone();
-        Ok(())
-    }
-
-    /// The checkpoint's file is gone (deleted after it was read, or the
-    /// ledger was restored from a copy with new inodes): find the head's
-    /// line in the files, or else the first file after the head.
-    fn relocate(&self, files: Vec<LedgerFile>) -> Result<Opened, ShipError> {
-        let max = self.ledger.max_line_bytes;
-        let Some(head) = self.state.head else {
-            tracing::warn!(ledger = %self.ledger.name, "checkpoint file not found and no head yet: reading the ledger from its oldest file");
-            return Tailer::open(files, None, max).map_err(|e| self.io_err(e));
-        };
-        let found = tail::locate_after_head(&files, &head, self.ledger.signatures, &self.keys, max)
-            .map_err(|e| self.io_err(e))?;
-        if let Some(pos) = found {
-            tracing::warn!(ledger = %self.ledger.name, file = %pos.path.display(), offset = pos.offset, "checkpoint file not found: resuming after the head's line");
-            return Tailer::open(files, Some(&pos), max).map_err(|e| self.io_err(e));
-        }
-        // No file can hold the head (each starts after it): read them all.
-        if files
-            .iter()
-            .all(|f| f.first_seq.is_none_or(|s| s > head.seq))
-        {
-            tracing::warn!(ledger = %self.ledger.name, "checkpoint file not found: continuing with the files after the head");
-            return Tailer::open(files, None, max).map_err(|e| self.io_err(e));
-        }
-        Ok(Opened::Rewritten {
-            path: self.ledger.path.clone(),
-            offset: 0,
-            detail: format!(
-                "the checkpoint's file is gone and the head (seq {}) is not in the ledger's files",
-                head.seq
-            ),
-        })
     }
 }
 

@@ -1,0 +1,174 @@
+//! The mirror's read side: lookups for the shipper (mirrored hashes, where
+//! a line was), for re-judging, for parity and audits (rows in seq order),
+//! and for `status`. Only reads, but for the small `meta` table.
+
+use rusqlite::{params, OptionalExtension};
+
+use super::{opt_hash, seq_i64, Mirror, Result, StoredEvent};
+use crate::ledger::Hash;
+use crate::tail::FileId;
+
+impl Mirror {
+    /// Names of the ledgers this mirror holds, sorted.
+    pub fn ledgers(&self) -> Result<Vec<String>> {
+        let run = || -> rusqlite::Result<Vec<String>> {
+            let mut stmt = self.conn.prepare(
+                "SELECT ledger FROM checkpoints UNION SELECT DISTINCT ledger FROM events ORDER BY 1",
+            )?;
+            let rows = stmt.query_map([], |r| r.get(0))?;
+            rows.collect()
+        };
+        run().map_err(|e| self.err(e))
+    }
+
+    /// The hash mirrored at `seq`, if any.
+    pub fn hash_at(&self, ledger: &str, seq: u64) -> Result<Option<Hash>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT hash FROM events WHERE ledger = ?1 AND seq = ?2")
+            .map_err(|e| self.err(e))?;
+        let hash: Option<String> = stmt
+            .query_row(params![ledger, seq_i64(seq)], |r| r.get(0))
+            .optional()
+            .map_err(|e| self.err(e))?;
+        Ok(opt_hash(hash))
+    }
+
+    /// Where the lines quarantined as `unknown_key` or `unsigned` (and not
+    /// resolved) are: the candidates for judging again after a reload.
+    pub fn rejudge_candidates(&self, ledger: &str) -> Result<Vec<(FileId, u64)>> {
+        let run = || -> rusqlite::Result<Vec<(String, i64)>> {
+            let mut stmt = self.conn.prepare(
+                "SELECT file_id, file_offset FROM quarantine
+                 WHERE ledger = ?1 AND resolved_at IS NULL AND verdict IN ('unknown_key', 'unsigned')",
+            )?;
+            let rows = stmt.query_map([ledger], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect()
+        };
+        let rows = run().map_err(|e| self.err(e))?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(id, off)| Some((id.parse().ok()?, u64::try_from(off).ok()?)))
+            .collect())
+    }
+
+    /// The file and offset of the line of the event mirrored at `seq`.
+    pub fn event_location(&self, ledger: &str, seq: u64) -> Result<Option<(FileId, u64)>> {
+        let row: Option<(String, i64)> = self
+            .conn
+            .query_row(
+                "SELECT file_id, file_offset FROM events WHERE ledger = ?1 AND seq = ?2",
+                params![ledger, seq_i64(seq)],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        Ok(row.and_then(|(id, off)| Some((id.parse().ok()?, u64::try_from(off).ok()?))))
+    }
+
+    /// A value of the `meta` table.
+    pub fn meta(&self, key: &str) -> Result<Option<String>> {
+        self.conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    pub fn set_meta(&self, key: &str, value: &str) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                [key, value],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    /// Mirrored events of a ledger with `seq` in `from..`, at most `limit`,
+    /// in seq order, in one short read transaction.
+    pub fn events_from(&self, ledger: &str, from: u64, limit: usize) -> Result<Vec<StoredEvent>> {
+        let run = || -> rusqlite::Result<Vec<StoredEvent>> {
+            let mut stmt = self.conn.prepare_cached(
+                "SELECT seq, id, ts, type, payload, extra, prev_hash, hash, key_id, sig, file_id, file_offset
+                 FROM events WHERE ledger = ?1 AND seq >= ?2 ORDER BY seq LIMIT ?3",
+            )?;
+            let rows = stmt.query_map(
+                params![
+                    ledger,
+                    seq_i64(from),
+                    i64::try_from(limit).unwrap_or(i64::MAX)
+                ],
+                stored_event,
+            )?;
+            rows.collect()
+        };
+        run().map_err(|e| self.err(e))
+    }
+
+    /// Quarantine counts by verdict (unresolved rows only), sorted.
+    pub fn quarantine_counts(&self, ledger: &str) -> Result<Vec<(String, u64)>> {
+        let run = || -> rusqlite::Result<Vec<(String, u64)>> {
+            let mut stmt = self.conn.prepare(
+                "SELECT verdict, count(*) FROM quarantine
+                 WHERE ledger = ?1 AND resolved_at IS NULL GROUP BY verdict ORDER BY verdict",
+            )?;
+            let rows = stmt.query_map([ledger], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?;
+            rows.collect()
+        };
+        run().map_err(|e| self.err(e))
+    }
+
+    /// Number of mirrored events of a ledger.
+    pub fn event_count(&self, ledger: &str) -> Result<u64> {
+        self.conn
+            .query_row(
+                "SELECT count(*) FROM events WHERE ledger = ?1",
+                [ledger],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n as u64)
+            .map_err(|e| self.err(e))
+    }
+
+    /// Visits every mirrored event of a ledger in seq order.
+    pub fn for_each_event(
+        &self,
+        ledger: &str,
+        mut visit: impl FnMut(StoredEvent) -> std::ops::ControlFlow<()>,
+    ) -> Result<()> {
+        let mut run = || -> rusqlite::Result<()> {
+            let mut stmt = self.conn.prepare(
+                "SELECT seq, id, ts, type, payload, extra, prev_hash, hash, key_id, sig, file_id, file_offset
+                 FROM events WHERE ledger = ?1 ORDER BY seq",
+            )?;
+            let mut rows = stmt.query([ledger])?;
+            while let Some(r) = rows.next()? {
+                if visit(stored_event(r)?).is_break() {
+                    break;
+                }
+            }
+            Ok(())
+        };
+        run().map_err(|e| self.err(e))
+    }
+}
+
+/// A row of `SELECT seq, id, ts, type, payload, extra, prev_hash, hash,
+/// key_id, sig, file_id, file_offset FROM events`.
+fn stored_event(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredEvent> {
+    Ok(StoredEvent {
+        seq: r.get::<_, i64>(0)? as u64,
+        id: r.get(1)?,
+        ts: r.get(2)?,
+        event_type: r.get(3)?,
+        payload: r.get(4)?,
+        extra: r.get(5)?,
+        prev_hash: r.get(6)?,
+        hash: r.get(7)?,
+        key_id: r.get(8)?,
+        sig: r.get(9)?,
+        file_id: r.get(10)?,
+        file_offset: r.get::<_, i64>(11)? as u64,
+    })
+}
