@@ -192,6 +192,18 @@ pub struct RunSettings {
     pub parity_max_bytes_per_sec: u64,
 }
 
+impl LedgerSettings {
+    /// How the tailer reads this ledger's files with `keys`.
+    pub fn tail_config(&self, keys: &KeyRing) -> crate::tail::TailConfig {
+        crate::tail::TailConfig {
+            live: self.path.clone(),
+            policy: self.signatures,
+            keys: keys.clone(),
+            max_line_bytes: self.max_line_bytes,
+        }
+    }
+}
+
 /// Everything resolved: absolute paths, parsed values, loaded keys.
 #[derive(Debug, Clone)]
 pub struct Settings {

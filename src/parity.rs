@@ -21,7 +21,7 @@ use crate::ledger::event::{hash_of_columns, Columns};
 use crate::ledger::frame::Frame;
 use crate::ledger::{authenticate, Chain, Hash, Head, KeyRing, LineJudgement, Verdict};
 use crate::mirror::{Mirror, MirrorError};
-use crate::tail::{FileId, Opened, TailConfig, Tailer};
+use crate::tail::{FileId, Opened, Tailer};
 
 /// One line that is not a mirrored link of the chain.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -101,13 +101,7 @@ impl Scan {
 
 /// Judges every line of the ledger's files from the start, in memory.
 pub fn scan(ledger: &LedgerSettings, keys: &KeyRing) -> std::io::Result<Scan> {
-    let tail = TailConfig {
-        live: ledger.path.clone(),
-        policy: ledger.signatures,
-        keys: keys.clone(),
-        max_line_bytes: ledger.max_line_bytes,
-    };
-    let files = tail.discover()?;
+    let files = ledger.tail_config(keys).discover()?;
     let mut out = Scan::default();
     let index_of: HashMap<FileId, usize> =
         files.iter().enumerate().map(|(i, f)| (f.id, i)).collect();
@@ -392,13 +386,10 @@ pub fn recheck(
         path: path.display().to_string(),
         source,
     };
-    let tail = TailConfig {
-        live: ledger.path.clone(),
-        policy: ledger.signatures,
-        keys: keys.clone(),
-        max_line_bytes: ledger.max_line_bytes,
-    };
-    let files = tail.discover().map_err(|e| io_err(&ledger.path, e))?;
+    let files = ledger
+        .tail_config(keys)
+        .discover()
+        .map_err(|e| io_err(&ledger.path, e))?;
     let by_id: HashMap<String, &crate::tail::LedgerFile> =
         files.iter().map(|f| (f.id.to_string(), f)).collect();
     let oldest_on_disk = files.iter().filter_map(|f| f.first_seq).min();

@@ -227,6 +227,14 @@ pub struct LedgerMetrics {
     pub mirror_unavailable: IntGauge,
 }
 
+/// Seconds since the Unix epoch, now.
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_secs_f64()
+}
+
 fn seq_gauge(seq: Option<u64>) -> i64 {
     seq.map_or(-1, |s| i64::try_from(s).unwrap_or(i64::MAX))
 }
@@ -293,10 +301,7 @@ impl LedgerMetrics {
     /// A parity check found nothing changed since the last full one: its
     /// figures stand, checked as of now.
     pub fn record_parity_unchanged(&self) {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or(Duration::ZERO);
-        self.parity_last.set(now.as_secs_f64());
+        self.parity_last.set(unix_now());
     }
 
     /// Records the result of a full parity check.
@@ -305,10 +310,7 @@ impl LedgerMetrics {
         self.missing_in_sqlite.set(g(p.missing_in_sqlite));
         self.missing_in_jsonl.set(g(p.missing_in_jsonl));
         self.mismatched.set(g(p.mismatched));
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or(Duration::ZERO);
-        self.parity_last.set(now.as_secs_f64());
+        self.parity_last.set(unix_now());
     }
 }
 

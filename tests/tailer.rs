@@ -29,6 +29,14 @@ fn add(live: &Path, from: usize, n: usize) {
     }
 }
 
+/// A tailer over the ledger's files from the start of the oldest.
+fn open_from_start(cfg: &TailConfig) -> Tailer {
+    match Tailer::open(cfg.discover().unwrap(), None, 1 << 20).unwrap() {
+        Opened::Ready(t) => *t,
+        _ => panic!("not ready"),
+    }
+}
+
 /// Reads every complete line now available, following rotations the way
 /// the shipper does; returns the `i` of each payload (equal to its seq).
 fn drain(t: &mut Tailer, cfg: &TailConfig) -> Vec<u64> {
@@ -62,9 +70,7 @@ fn several_rotations_between_two_wake_ups_lose_and_repeat_nothing() {
     let live = dir.path().join("app.jsonl");
     let cfg = config(&live);
     add(&live, 0, 3);
-    let Opened::Ready(mut t) = Tailer::open(cfg.discover().unwrap(), None, 1 << 20).unwrap() else {
-        panic!("not ready")
-    };
+    let mut t = open_from_start(&cfg);
     assert_eq!(drain(&mut t, &cfg), vec![0, 1, 2]);
 
     // Between two wake-ups: the old file grows, is renamed; a new file is
@@ -97,9 +103,7 @@ fn a_partial_line_is_returned_only_once_complete_even_across_a_rotation() {
     let live = dir.path().join("app.jsonl");
     let cfg = config(&live);
     add(&live, 0, 1);
-    let Opened::Ready(mut t) = Tailer::open(cfg.discover().unwrap(), None, 1 << 20).unwrap() else {
-        panic!("not ready")
-    };
+    let mut t = open_from_start(&cfg);
     assert_eq!(drain(&mut t, &cfg), vec![0]);
     let other = dir.path().join("other.jsonl");
     std::fs::copy(&live, &other).unwrap();
@@ -130,9 +134,7 @@ fn a_shrunk_file_or_changed_bytes_behind_the_position_are_reported() {
     let live = dir.path().join("app.jsonl");
     let cfg = config(&live);
     add(&live, 0, 3);
-    let Opened::Ready(mut t) = Tailer::open(cfg.discover().unwrap(), None, 1 << 20).unwrap() else {
-        panic!("not ready")
-    };
+    let mut t = open_from_start(&cfg);
     drain(&mut t, &cfg);
     let pos = t.position().unwrap();
     assert_eq!(t.changed_behind(&pos).unwrap(), None);
@@ -172,9 +174,7 @@ fn renumbering_rotations_are_followed_by_identity_not_by_name() {
     let live = dir.path().join("app.jsonl");
     let cfg = config(&live);
     add(&live, 0, 2);
-    let Opened::Ready(mut t) = Tailer::open(cfg.discover().unwrap(), None, 1 << 20).unwrap() else {
-        panic!("not ready")
-    };
+    let mut t = open_from_start(&cfg);
     assert_eq!(drain(&mut t, &cfg), vec![0, 1]);
     let mut next = 2;
     let mut expected = Vec::new();

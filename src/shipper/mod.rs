@@ -216,12 +216,7 @@ impl Shipper {
     }
 
     fn tail_config(&self) -> TailConfig {
-        TailConfig {
-            live: self.ledger.path.clone(),
-            policy: self.ledger.signatures,
-            keys: self.keys.clone(),
-            max_line_bytes: self.ledger.max_line_bytes,
-        }
+        self.ledger.tail_config(&self.keys)
     }
 
     fn io_err(&self, source: std::io::Error) -> ShipError {

@@ -68,11 +68,11 @@ impl Shipper {
         self.keys = keys;
         self.ledger.signatures = policy;
         self.tailer = None;
-        let files = self.tail_config().discover().map_err(|e| self.io_err(e))?;
         let candidates = self.mirror.rejudge_candidates(&self.ledger.name)?;
         if candidates.is_empty() {
             return Ok(false);
         }
+        let files = self.tail_config().discover().map_err(|e| self.io_err(e))?;
         let order = |file: &tail::FileId, offset: u64| {
             files
                 .iter()
