@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use crate::ledger::{examine, Examined, KeyRing, SignaturePolicy};
+use crate::ledger::{examine_each, Examined, KeyRing, SignaturePolicy};
 use crate::tail::FileId;
 
 /// How lines are examined (one snapshot per chunk, so a reload never
@@ -106,18 +106,17 @@ impl Chunk {
 
     fn examine_all(&mut self, rules: &Rules, scratch: &mut Vec<u8>) {
         self.results.clear();
-        for i in 0..self.lines.len() {
-            let l = self.lines[i];
-            let examined = examine(
-                &self.bytes[l.start..l.end],
-                l.length,
-                rules.max_line_bytes,
-                rules.policy,
-                &rules.keys,
-                scratch,
-            );
-            self.results.push(examined);
-        }
+        let bytes = &self.bytes;
+        examine_each(
+            self.lines
+                .iter()
+                .map(|l| (&bytes[l.start..l.end], l.length)),
+            rules.max_line_bytes,
+            rules.policy,
+            &rules.keys,
+            scratch,
+            &mut self.results,
+        );
     }
 }
 

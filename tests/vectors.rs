@@ -587,3 +587,56 @@ fn verify_exit_status_matches_every_vector() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// The verifier pool examines lines in chunks, finishing their signature
+/// checks together: on every vector line, chunked or not, the answers are
+/// those of examining each line alone.
+#[test]
+fn examining_in_chunks_answers_as_line_by_line() {
+    use ledgertail::ledger::{examine, examine_each};
+    let mut signed_lines = 0;
+    for case in cases() {
+        let keys =
+            KeyRing::from_base64(case.keys.iter().map(|(a, b)| (a.as_str(), b.as_str()))).unwrap();
+        for path in case.file_names.keys() {
+            let bytes = std::fs::read(path).unwrap();
+            let Some(complete) = bytes.iter().rposition(|&b| b == b'\n') else {
+                continue;
+            };
+            let lines: Vec<&[u8]> = bytes[..complete].split(|&b| b == b'\n').collect();
+            signed_lines += lines
+                .iter()
+                .filter(|l| l.windows(6).any(|w| w == b"\"sig\":"))
+                .count();
+            let mut scratch = Vec::new();
+            let alone: Vec<_> = lines
+                .iter()
+                .map(|l| {
+                    examine(
+                        l,
+                        l.len() as u64,
+                        case.max_line_bytes,
+                        case.policy,
+                        &keys,
+                        &mut scratch,
+                    )
+                })
+                .collect();
+            for chunk_lines in [1, 3, 256] {
+                let mut chunked = Vec::new();
+                for chunk in lines.chunks(chunk_lines) {
+                    examine_each(
+                        chunk.iter().map(|l| (*l, l.len() as u64)),
+                        case.max_line_bytes,
+                        case.policy,
+                        &keys,
+                        &mut scratch,
+                        &mut chunked,
+                    );
+                }
+                assert_eq!(chunked, alone, "{}: {}", case.name, path.display());
+            }
+        }
+    }
+    assert!(signed_lines > 10, "the vectors hold signed lines");
+}

@@ -11,7 +11,7 @@ use ed25519_dalek::SigningKey;
 
 use super::jcs;
 use super::json::{self, Number, Value, MAX_SAFE_INTEGER};
-use super::seal::{self, KeyRing, SignaturePolicy};
+use super::seal::{self, KeyRing, SignatureCheck, SignaturePolicy};
 use super::{timestamp, Hash, Verdict};
 
 /// An event that passed every check that does not need the head: its
@@ -94,6 +94,34 @@ pub fn authenticate(
     keys: &KeyRing,
     scratch: &mut Vec<u8>,
 ) -> Result<SealedEvent, Refusal> {
+    let (event, check) = authenticate_deferring(line, policy, keys, scratch)?;
+    match check {
+        Some(check) if !check.passes() => Err(bad_signature(&event)),
+        _ => Ok(event),
+    }
+}
+
+/// The refusal of an event whose signature does not verify.
+pub fn bad_signature(event: &SealedEvent) -> Refusal {
+    Refusal {
+        verdict: Verdict::BadSignature,
+        detail: "signature does not verify".into(),
+        seq: Some(event.seq),
+        hash: Some(event.hash),
+    }
+}
+
+/// [`authenticate`] with the end of the strict signature check left to the
+/// caller: the event is authentic when the returned check (if any) passes,
+/// and `bad_signature` otherwise. The signature is the last of the checks
+/// that make an event authentic (§2.1), so nothing else waits on it; this
+/// lets a caller finish many checks together ([`seal::finish_checks`]).
+pub fn authenticate_deferring(
+    line: &[u8],
+    policy: SignaturePolicy,
+    keys: &KeyRing,
+    scratch: &mut Vec<u8>,
+) -> Result<(SealedEvent, Option<SignatureCheck>), Refusal> {
     let text = std::str::from_utf8(line)
         .map_err(|e| Refusal::malformed(format!("invalid UTF-8 at byte {}", e.valid_up_to())))?;
     let value = json::parse(text).map_err(|e| Refusal::malformed(format!("not JSON: {e}")))?;
@@ -140,6 +168,7 @@ pub fn authenticate(
         ));
     }
 
+    let mut check = None;
     match (policy, m.key_id, &m.sig) {
         (SignaturePolicy::Off, _, _) => {}
         (SignaturePolicy::Required, _, None) => {
@@ -156,13 +185,15 @@ pub fn authenticate(
                     format!("key_id '{key_id}' is not trusted"),
                 ))
             }
-            Some(key) if !seal::verify(key, &m.hash, sig) => {
-                return Err(refuse(
-                    Verdict::BadSignature,
-                    "signature does not verify".into(),
-                ))
-            }
-            Some(_) => {}
+            Some(key) => match SignatureCheck::begin(key, &m.hash, sig) {
+                Some(begun) => check = Some(begun),
+                None => {
+                    return Err(refuse(
+                        Verdict::BadSignature,
+                        "signature does not verify".into(),
+                    ))
+                }
+            },
         },
         // read_members refuses `sig` without `key_id`.
         (_, None, Some(_)) => return Err(Refusal::malformed("sig without key_id")),
@@ -182,7 +213,7 @@ pub fn authenticate(
         );
         utf8_text(out)
     });
-    Ok(SealedEvent {
+    let event = SealedEvent {
         seq: m.seq,
         ts: m.ts.to_owned(),
         event_type: m.event_type.to_owned(),
@@ -193,7 +224,8 @@ pub fn authenticate(
         hash: m.hash,
         key_id: m.key_id.map(str::to_owned),
         sig: m.sig.map(|(s, _)| s.to_owned()),
-    })
+    };
+    Ok((event, check))
 }
 
 /// Checks presence and type of every contract member (§1.1).

@@ -5,8 +5,8 @@
 //! blank, authenticity, position) for callers that judge one line at a
 //! time; the shipper runs the same two halves on separate threads.
 
-use super::event::{authenticate, Refusal, SealedEvent};
-use super::seal::{KeyRing, SignaturePolicy};
+use super::event::{authenticate_deferring, bad_signature, Refusal, SealedEvent};
+use super::seal::{self, KeyRing, SignatureCheck, SignaturePolicy};
 use super::{is_blank, Hash, Head, Verdict};
 
 /// Per-ledger rules that decide placement.
@@ -134,20 +134,79 @@ pub fn examine(
     keys: &KeyRing,
     scratch: &mut Vec<u8>,
 ) -> Examined {
+    let (examined, check) = examine_deferring(line, length, max_line_bytes, policy, keys, scratch);
+    match check {
+        Some(check) => settle(examined, check.passes()),
+        None => examined,
+    }
+}
+
+/// [`examine`] on each of many lines, in order, with the same verdicts; the
+/// strict signature checks of all of them are finished together, which
+/// shares one field inversion among them (`seal::finish_checks`).
+pub fn examine_each<'l>(
+    lines: impl IntoIterator<Item = (&'l [u8], u64)>,
+    max_line_bytes: u64,
+    policy: SignaturePolicy,
+    keys: &KeyRing,
+    scratch: &mut Vec<u8>,
+    out: &mut Vec<Examined>,
+) {
+    let mut checks = Vec::new();
+    let mut checked_lines = Vec::new();
+    for (line, length) in lines {
+        let (examined, check) =
+            examine_deferring(line, length, max_line_bytes, policy, keys, scratch);
+        if let Some(check) = check {
+            checks.push(check);
+            checked_lines.push(out.len());
+        }
+        out.push(examined);
+    }
+    if checks.is_empty() {
+        return;
+    }
+    for (i, passed) in checked_lines.into_iter().zip(seal::finish_checks(&checks)) {
+        if !passed {
+            let examined = std::mem::replace(&mut out[i], Examined::Blank);
+            out[i] = settle(examined, false);
+        }
+    }
+}
+
+/// `examine`, but an `Authentic` answer with a check is authentic only if
+/// the check passes ([`settle`]).
+fn examine_deferring(
+    line: &[u8],
+    length: u64,
+    max_line_bytes: u64,
+    policy: SignaturePolicy,
+    keys: &KeyRing,
+    scratch: &mut Vec<u8>,
+) -> (Examined, Option<SignatureCheck>) {
     if length > max_line_bytes {
-        return Examined::Refused(Refusal {
+        let refusal = Refusal {
             verdict: Verdict::TooLong,
             detail: format!("{length} bytes > {max_line_bytes}"),
             seq: None,
             hash: None,
-        });
+        };
+        return (Examined::Refused(refusal), None);
     }
     if is_blank(line) {
-        return Examined::Blank;
+        return (Examined::Blank, None);
     }
-    match authenticate(line, policy, keys, scratch) {
-        Ok(event) => Examined::Authentic(event),
-        Err(refusal) => Examined::Refused(refusal),
+    match authenticate_deferring(line, policy, keys, scratch) {
+        Ok((event, check)) => (Examined::Authentic(event), check),
+        Err(refusal) => (Examined::Refused(refusal), None),
+    }
+}
+
+/// The answer of a deferred signature check applied to its line.
+fn settle(examined: Examined, signature_passed: bool) -> Examined {
+    match examined {
+        Examined::Authentic(event) if !signature_passed => Examined::Refused(bad_signature(&event)),
+        other => other,
     }
 }
 

@@ -26,7 +26,7 @@ pub mod timestamp;
 
 pub use event::{authenticate, Refusal, SealedEvent};
 pub use judge::{
-    examine, judge_line, place, Chain, ChainRules, Examined, LineJudgement, Placement,
+    examine, examine_each, judge_line, place, Chain, ChainRules, Examined, LineJudgement, Placement,
 };
 pub use seal::{KeyRing, SignaturePolicy};
 

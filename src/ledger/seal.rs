@@ -1,8 +1,15 @@
 //! Sealing: the event hash (§1.2) and Ed25519 signatures (§1.3).
 //!
-//! Verification is always `verify_strict` (S below the group order, no
-//! small-order R or public key). `verify_batch` is faster but accepts
-//! signatures `verify_strict` refuses, so it never decides a verdict here.
+//! Verification follows ed25519-dalek's `verify_strict` exactly (S below the
+//! group order, no small-order R or public key, R compared as encoded), but
+//! is written on curve25519-dalek's group operations so that it can be split
+//! in two: [`SignatureCheck::begin`] does the per-signature work (SHA-512 and
+//! the double scalar multiplication), and [`finish_checks`] compresses a
+//! whole chunk of recomputed R points with one shared field inversion, where
+//! `verify_strict` pays one inversion and one square root per signature. The
+//! equivalence is argued beside `finish_checks` and tested against
+//! `verify_strict` itself. `verify_batch` (a random linear combination)
+//! accepts signatures `verify_strict` refuses, so it is not used.
 //! Trusted keys are refused at load time when they have small order, which
 //! makes a bad configuration an error instead of a quiet weakness.
 
@@ -11,8 +18,10 @@ use std::sync::Arc;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
-use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
-use sha2::{Digest, Sha256};
+use curve25519_dalek::edwards::{CompressedEdwardsY, EdwardsPoint};
+use curve25519_dalek::Scalar;
+use ed25519_dalek::{Signer as _, SigningKey};
+use sha2::{Digest, Sha256, Sha512};
 
 use super::Hash;
 
@@ -46,10 +55,108 @@ pub fn decode_sig(sig: &str) -> Option<[u8; 64]> {
     }
 }
 
+/// A trusted Ed25519 public key, ready for checks: its bytes as configured
+/// (they are hashed into every challenge) and the negated point.
+#[derive(Debug, Clone)]
+pub struct TrustedKey {
+    encoded: [u8; 32],
+    minus_point: EdwardsPoint,
+}
+
+impl TrustedKey {
+    fn from_bytes(encoded: [u8; 32]) -> Result<TrustedKey, KeyFault> {
+        let point = CompressedEdwardsY(encoded)
+            .decompress()
+            .ok_or(KeyFault::NotAPoint)?;
+        if point.is_small_order() {
+            return Err(KeyFault::SmallOrder);
+        }
+        Ok(TrustedKey {
+            encoded,
+            minus_point: -point,
+        })
+    }
+
+    /// The public key's 32 bytes, as configured.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.encoded
+    }
+}
+
+#[derive(Debug)]
+enum KeyFault {
+    NotAPoint,
+    SmallOrder,
+}
+
+/// k = SHA-512(R ‖ A ‖ M) mod ℓ, with R and A as encoded (RFC 8032 §5.1.7).
+fn challenge(r: &[u8], public: &[u8; 32], hash: &Hash) -> Scalar {
+    let mut digest = Sha512::new();
+    digest.update(r);
+    digest.update(public);
+    digest.update(hash.0);
+    Scalar::from_bytes_mod_order_wide(&digest.finalize().into())
+}
+
+/// A strict signature check under way: R as the signature encodes it, and
+/// [s]B − [k]A as recomputed. It passes when the recomputed point encodes
+/// to exactly those bytes and has no small order.
+#[derive(Debug, Clone)]
+pub struct SignatureCheck {
+    claimed_r: [u8; 32],
+    recomputed_r: EdwardsPoint,
+}
+
+impl SignatureCheck {
+    /// The per-signature work of a strict check of `sig` by `key` over an
+    /// event hash. `None`: refused already (S is not below the group order).
+    pub fn begin(key: &TrustedKey, hash: &Hash, sig: &[u8; 64]) -> Option<SignatureCheck> {
+        let (claimed_r, s) = sig.split_at(32);
+        let s: [u8; 32] = s.try_into().ok()?;
+        let s = Option::<Scalar>::from(Scalar::from_canonical_bytes(s))?;
+        let k = challenge(claimed_r, &key.encoded, hash);
+        Some(SignatureCheck {
+            claimed_r: claimed_r.try_into().ok()?,
+            recomputed_r: EdwardsPoint::vartime_double_scalar_mul_basepoint(
+                &k,
+                &key.minus_point,
+                &s,
+            ),
+        })
+    }
+
+    /// Finishes this check on its own.
+    pub fn passes(&self) -> bool {
+        self.passes_with(&self.recomputed_r.compress())
+    }
+
+    fn passes_with(&self, recomputed: &CompressedEdwardsY) -> bool {
+        recomputed.0 == self.claimed_r && !self.recomputed_r.is_small_order()
+    }
+}
+
+/// Finishes many checks: `true` for each that passes, in order.
+///
+/// The same answers as `verify_strict`, which decompresses R (refusing an
+/// encoding that is not a point), refuses a small-order R, and then compares
+/// the compressed recomputed point with R's bytes. Here only the comparison
+/// and the order test are made, on the recomputed point: if the bytes are
+/// equal, R is the canonical encoding of that very point (so it decompresses,
+/// and to a point of small order exactly when the recomputed one is); if they
+/// differ, both refuse. Compressing all points at once costs one field
+/// inversion in all instead of one each.
+pub fn finish_checks(checks: &[SignatureCheck]) -> Vec<bool> {
+    let points: Vec<EdwardsPoint> = checks.iter().map(|c| c.recomputed_r).collect();
+    EdwardsPoint::compress_batch_alloc(&points)
+        .iter()
+        .zip(checks)
+        .map(|(compressed, check)| check.passes_with(compressed))
+        .collect()
+}
+
 /// Strict verification of a decoded signature over an event hash.
-pub fn verify(key: &VerifyingKey, hash: &Hash, sig: &[u8; 64]) -> bool {
-    key.verify_strict(&hash.0, &Signature::from_bytes(sig))
-        .is_ok()
+pub fn verify(key: &TrustedKey, hash: &Hash, sig: &[u8; 64]) -> bool {
+    SignatureCheck::begin(key, hash, sig).is_some_and(|check| check.passes())
 }
 
 /// How a ledger treats signatures (contract §2.1, config `signatures`).
@@ -100,7 +207,7 @@ pub enum KeyError {
 /// reload can swap one in while batches keep the one they started with.
 #[derive(Debug, Clone, Default)]
 pub struct KeyRing {
-    keys: Arc<HashMap<String, VerifyingKey>>,
+    keys: Arc<HashMap<String, TrustedKey>>,
 }
 
 impl KeyRing {
@@ -122,14 +229,14 @@ impl KeyRing {
                 .ok_or_else(|| KeyError::NotBase64 {
                     key_id: key_id.into(),
                 })?;
-            let key = VerifyingKey::from_bytes(&bytes).map_err(|_| KeyError::NotAPoint {
-                key_id: key_id.into(),
-            })?;
-            if key.is_weak() {
-                return Err(KeyError::Weak {
+            let key = TrustedKey::from_bytes(bytes).map_err(|fault| match fault {
+                KeyFault::NotAPoint => KeyError::NotAPoint {
                     key_id: key_id.into(),
-                });
-            }
+                },
+                KeyFault::SmallOrder => KeyError::Weak {
+                    key_id: key_id.into(),
+                },
+            })?;
             keys.insert(key_id.to_owned(), key);
         }
         Ok(KeyRing {
@@ -137,7 +244,7 @@ impl KeyRing {
         })
     }
 
-    pub fn get(&self, key_id: &str) -> Option<&VerifyingKey> {
+    pub fn get(&self, key_id: &str) -> Option<&TrustedKey> {
         self.keys.get(key_id)
     }
 
@@ -166,8 +273,66 @@ pub fn public_key_base64(key: &SigningKey) -> String {
 mod tests {
     use super::*;
 
+    use curve25519_dalek::constants::{ED25519_BASEPOINT_POINT, EIGHT_TORSION};
+    use ed25519_dalek::{Signature, Verifier as _, VerifyingKey};
+    use proptest::prelude::*;
+
     fn key(seed: u8) -> SigningKey {
         SigningKey::from_bytes(&[seed; 32])
+    }
+
+    fn trusted(key: &SigningKey) -> TrustedKey {
+        TrustedKey::from_bytes(key.verifying_key().to_bytes()).unwrap()
+    }
+
+    /// The oracle: ed25519-dalek's own strict verification.
+    fn dalek_strict(public: &[u8; 32], hash: &Hash, sig: &[u8; 64]) -> bool {
+        VerifyingKey::from_bytes(public).is_ok_and(|k| {
+            k.verify_strict(&hash.0, &Signature::from_bytes(sig))
+                .is_ok()
+        })
+    }
+
+    /// Ours, alone and finished in a batch (with other signatures around it),
+    /// against the oracle.
+    fn agrees_with_dalek(public: &[u8; 32], hash: &Hash, sig: &[u8; 64]) -> bool {
+        let expected = dalek_strict(public, hash, sig);
+        let Ok(key) = TrustedKey::from_bytes(*public) else {
+            // Keys we refuse at load: verify_strict refuses all their signatures.
+            return !expected;
+        };
+        let alone = verify(&key, hash, sig);
+        let batched = match SignatureCheck::begin(&key, hash, sig) {
+            None => false,
+            Some(check) => {
+                let other = key_for_batch();
+                let good = decode_sig(&sign(&other, &Hash([9; 32]))).unwrap();
+                let neighbour = SignatureCheck::begin(&trusted(&other), &Hash([9; 32]), &good)
+                    .expect("canonical S");
+                let results = finish_checks(&[neighbour.clone(), check, neighbour]);
+                assert_eq!((results[0], results[2]), (true, true));
+                results[1]
+            }
+        };
+        alone == expected && batched == expected
+    }
+
+    fn key_for_batch() -> SigningKey {
+        key(42)
+    }
+
+    /// Adds ℓ·multiple to a little-endian 256-bit integer (S malleation).
+    fn add_group_order(s: &mut [u8]) {
+        const L: [u8; 32] = [
+            0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9,
+            0xde, 0x14, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+        ];
+        let mut carry = 0u16;
+        for i in 0..32 {
+            let v = u16::from(s[i]) + u16::from(L[i]) + carry;
+            s[i] = v as u8;
+            carry = v >> 8;
+        }
     }
 
     #[test]
@@ -175,10 +340,10 @@ mod tests {
         let k = key(7);
         let h = event_hash(b"{}");
         let sig = decode_sig(&sign(&k, &h)).unwrap();
-        assert!(verify(&k.verifying_key(), &h, &sig));
+        assert!(verify(&trusted(&k), &h, &sig));
         let other = event_hash(b"[]");
-        assert!(!verify(&k.verifying_key(), &other, &sig));
-        assert!(!verify(&key(8).verifying_key(), &h, &sig));
+        assert!(!verify(&trusted(&k), &other, &sig));
+        assert!(!verify(&trusted(&key(8)), &h, &sig));
     }
 
     #[test]
@@ -212,17 +377,9 @@ mod tests {
         let k = key(3);
         let h = event_hash(b"e");
         let mut sig = k.sign(&h.0).to_bytes();
-        const L: [u8; 32] = [
-            0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9,
-            0xde, 0x14, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
-        ];
-        let mut carry = 0u16;
-        for i in 0..32 {
-            let v = u16::from(sig[32 + i]) + u16::from(L[i]) + carry;
-            sig[32 + i] = v as u8;
-            carry = v >> 8;
-        }
-        assert!(!verify(&k.verifying_key(), &h, &sig));
+        add_group_order(&mut sig[32..]);
+        assert!(!verify(&trusted(&k), &h, &sig));
+        assert!(agrees_with_dalek(&k.verifying_key().to_bytes(), &h, &sig));
     }
 
     #[test]
@@ -245,5 +402,157 @@ mod tests {
         let ring = KeyRing::from_base64([("k9", good.as_str())]).unwrap();
         assert!(ring.get("k9").is_some());
         assert_eq!(ring.ids(), ["k9"]);
+    }
+
+    /// A = [a]B + T with T of order 8: mixed order, which strict
+    /// verification accepts as a key (only small order is refused).
+    fn mixed_order_key() -> (Scalar, [u8; 32]) {
+        let a = Scalar::from_bytes_mod_order([5; 32]);
+        let public = (ED25519_BASEPOINT_POINT * a + EIGHT_TORSION[1]).compress();
+        (a, public.0)
+    }
+
+    #[test]
+    fn small_order_r_is_refused_even_when_the_equation_holds() {
+        // A mixed-order key A = [a]B + T (T of order 8; not small order, so
+        // strict verification accepts the key) and R = −[k]T, a point of
+        // small order: with s = k·a the cofactorless equation [s]B − [k]A = R
+        // holds, plain verification accepts, strict verification refuses.
+        let (a, public) = mixed_order_key();
+        let mut found = 0;
+        for i in 0u32..2000 {
+            let hash = event_hash(&i.to_le_bytes());
+            let r = EIGHT_TORSION[(i % 8) as usize].compress().0;
+            let k = challenge(&r, &public, &hash);
+            if (-(EIGHT_TORSION[1] * k)).compress().0 != r {
+                continue;
+            }
+            let mut sig = [0u8; 64];
+            sig[..32].copy_from_slice(&r);
+            sig[32..].copy_from_slice((k * a).as_bytes());
+            let plain = VerifyingKey::from_bytes(&public)
+                .unwrap()
+                .verify(&hash.0, &Signature::from_bytes(&sig));
+            assert!(plain.is_ok(), "the equation holds");
+            assert!(!dalek_strict(&public, &hash, &sig));
+            assert!(agrees_with_dalek(&public, &hash, &sig));
+            found += 1;
+        }
+        assert!(found > 10, "only {found} cases");
+    }
+
+    #[test]
+    fn mixed_order_r_that_satisfies_the_equation_is_accepted_as_dalek_does() {
+        // R = [r]B − [k]T with the same mixed-order key: not small order, the
+        // equation holds exactly, so verify_strict accepts, and so must we.
+        let (a, public) = mixed_order_key();
+        let r_scalar = Scalar::from_bytes_mod_order([77; 32]);
+        let mut found = 0;
+        for i in 0u32..2000 {
+            let hash = event_hash(&i.to_le_bytes());
+            let guess = EIGHT_TORSION[(i % 8) as usize];
+            let r_point = ED25519_BASEPOINT_POINT * r_scalar + guess;
+            let r = r_point.compress().0;
+            let k = challenge(&r, &public, &hash);
+            if -(EIGHT_TORSION[1] * k) != guess {
+                continue;
+            }
+            let mut sig = [0u8; 64];
+            sig[..32].copy_from_slice(&r);
+            sig[32..].copy_from_slice((r_scalar + k * a).as_bytes());
+            assert!(dalek_strict(&public, &hash, &sig), "the oracle accepts");
+            assert!(agrees_with_dalek(&public, &hash, &sig));
+            found += 1;
+        }
+        assert!(found > 10, "only {found} cases");
+    }
+
+    #[test]
+    fn small_order_and_non_canonical_r_encodings_agree_with_dalek() {
+        let k = key(11);
+        let public = k.verifying_key().to_bytes();
+        let h = event_hash(b"r");
+        let good = k.sign(&h.0).to_bytes();
+        let mut encodings: Vec<[u8; 32]> = EIGHT_TORSION.iter().map(|p| p.compress().0).collect();
+        // y = p + i for i < 19 (non-canonical), with either sign bit.
+        for i in 0u8..19 {
+            let mut y = [0xff; 32];
+            y[0] = 0xed + i;
+            y[31] = 0x7f;
+            encodings.push(y);
+            y[31] = 0xff;
+            encodings.push(y);
+        }
+        // The true R with its sign bit flipped.
+        let mut flipped = [0u8; 32];
+        flipped.copy_from_slice(&good[..32]);
+        flipped[31] ^= 0x80;
+        encodings.push(flipped);
+        for r in encodings {
+            let mut sig = good;
+            sig[..32].copy_from_slice(&r);
+            assert!(agrees_with_dalek(&public, &h, &sig), "R = {r:02x?}");
+            assert!(!verify(&trusted(&k), &h, &sig));
+        }
+    }
+
+    #[test]
+    fn a_batch_answers_each_signature_as_alone() {
+        let keys: Vec<SigningKey> = (1..=4).map(key).collect();
+        let mut checks = Vec::new();
+        let mut expected = Vec::new();
+        for i in 0u32..300 {
+            let signer = &keys[i as usize % 4];
+            let h = event_hash(&i.to_be_bytes());
+            let mut sig = signer.sign(&h.0).to_bytes();
+            if i % 7 == 3 {
+                sig[i as usize % 64] ^= 1 << (i % 8);
+            }
+            let key = trusted(&keys[(i as usize + usize::from(i % 11 == 5)) % 4]);
+            match SignatureCheck::begin(&key, &h, &sig) {
+                Some(check) => {
+                    expected.push(check.passes());
+                    checks.push(check);
+                }
+                None => assert!(!dalek_strict(key.as_bytes(), &h, &sig)),
+            }
+        }
+        assert_eq!(finish_checks(&checks), expected);
+        assert!(expected.iter().filter(|&&ok| ok).count() > 200);
+        assert!(expected.iter().any(|&ok| !ok));
+        assert!(finish_checks(&[]).is_empty());
+    }
+
+    proptest! {
+        #[test]
+        fn random_signatures_and_corruptions_agree_with_dalek(
+            seed in any::<[u8; 32]>(),
+            message in any::<[u8; 32]>(),
+            flip in 0usize..512,
+            corrupt in any::<bool>(),
+            malleate in any::<bool>(),
+        ) {
+            let k = SigningKey::from_bytes(&seed);
+            let public = k.verifying_key().to_bytes();
+            let h = Hash(message);
+            let mut sig = k.sign(&h.0).to_bytes();
+            if corrupt {
+                sig[flip / 8] ^= 1 << (flip % 8);
+            }
+            if malleate {
+                add_group_order(&mut sig[32..]);
+            }
+            prop_assert!(agrees_with_dalek(&public, &h, &sig));
+        }
+
+        #[test]
+        fn random_bytes_as_key_and_signature_agree_with_dalek(
+            public in any::<[u8; 32]>(),
+            sig in proptest::collection::vec(any::<u8>(), 64),
+            message in any::<[u8; 32]>(),
+        ) {
+            let sig: [u8; 64] = sig.try_into().unwrap();
+            prop_assert!(agrees_with_dalek(&public, &Hash(message), &sig));
+        }
     }
 }
