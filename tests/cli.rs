@@ -216,7 +216,13 @@ fn replay_rebuilds_a_deleted_database_and_status_reports() {
     assert_eq!(replay().status.code(), Some(0));
     assert_eq!(dump(&db), first, "rebuilt byte for byte");
 
-    // More events later: replay continues from the checkpoint.
+    // An analyst adds the index by type the README offers; more events
+    // later: replay continues from the checkpoint and keeps the index up.
+    let add_index = "CREATE INDEX IF NOT EXISTS events_by_type ON events (ledger, type, seq)";
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute(add_index, [])
+        .unwrap();
     assert!(append(&ledger, "{\"i\":50}\n").status.success());
     let out = replay();
     assert!(
@@ -224,6 +230,16 @@ fn replay_rebuilds_a_deleted_database_and_status_reports() {
         "{}",
         stderr(&out)
     );
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let by_type: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM events INDEXED BY events_by_type WHERE ledger = 'app' AND type = 'event'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(by_type, 51);
+    drop(conn);
 
     let out = run(bin().args(["status", "--json", "--db"]).arg(&db));
     assert_eq!(out.status.code(), Some(0));
