@@ -101,11 +101,14 @@ pub fn authenticate(
     }
 }
 
+/// The detail of every `bad_signature` refusal.
+const BAD_SIGNATURE: &str = "signature does not verify";
+
 /// The refusal of an event whose signature does not verify.
 pub fn bad_signature(event: &SealedEvent) -> Refusal {
     Refusal {
         verdict: Verdict::BadSignature,
-        detail: "signature does not verify".into(),
+        detail: BAD_SIGNATURE.into(),
         seq: Some(event.seq),
         hash: Some(event.hash),
     }
@@ -187,12 +190,7 @@ pub fn authenticate_deferring(
             }
             Some(key) => match SignatureCheck::begin(key, &m.hash, sig) {
                 Some(begun) => check = Some(begun),
-                None => {
-                    return Err(refuse(
-                        Verdict::BadSignature,
-                        "signature does not verify".into(),
-                    ))
-                }
+                None => return Err(refuse(Verdict::BadSignature, BAD_SIGNATURE.into())),
             },
         },
         // read_members refuses `sig` without `key_id`.

@@ -154,11 +154,6 @@ pub fn finish_checks(checks: &[SignatureCheck]) -> Vec<bool> {
         .collect()
 }
 
-/// Strict verification of a decoded signature over an event hash.
-pub fn verify(key: &TrustedKey, hash: &Hash, sig: &[u8; 64]) -> bool {
-    SignatureCheck::begin(key, hash, sig).is_some_and(|check| check.passes())
-}
-
 /// How a ledger treats signatures (contract §2.1, config `signatures`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SignaturePolicy {
@@ -279,6 +274,11 @@ mod tests {
 
     fn key(seed: u8) -> SigningKey {
         SigningKey::from_bytes(&[seed; 32])
+    }
+
+    /// One strict check, begun and finished alone.
+    fn verify(key: &TrustedKey, hash: &Hash, sig: &[u8; 64]) -> bool {
+        SignatureCheck::begin(key, hash, sig).is_some_and(|check| check.passes())
     }
 
     fn trusted(key: &SigningKey) -> TrustedKey {
