@@ -61,6 +61,11 @@ pub struct LedgerTable {
     pub signatures: Option<String>,
     pub max_line_bytes: Option<u64>,
     pub require_genesis: Option<bool>,
+    /// The `[keys]` this ledger trusts (contract §4.1, v1.2); all of them
+    /// when absent.
+    pub keys: Option<Vec<String>>,
+    /// The live path may be a symbolic link.
+    pub follow_symlink: Option<bool>,
 }
 
 /// A configuration problem: which setting, what is wrong, what to do.
@@ -175,6 +180,11 @@ pub struct LedgerSettings {
     pub signatures: SignaturePolicy,
     pub max_line_bytes: u64,
     pub rules: ChainRules,
+    /// The keys this ledger trusts: its `keys = [...]` of `[keys]` (all of
+    /// them by default), plus any `--trust` key.
+    pub keys: KeyRing,
+    /// The operator allows the live path to be a symbolic link.
+    pub follow_symlink: bool,
 }
 
 /// Settings only `run` uses.
@@ -193,13 +203,14 @@ pub struct RunSettings {
 }
 
 impl LedgerSettings {
-    /// How the tailer reads this ledger's files with `keys`.
-    pub fn tail_config(&self, keys: &KeyRing) -> crate::tail::TailConfig {
+    /// How the tailer reads this ledger's files.
+    pub fn tail_config(&self) -> crate::tail::TailConfig {
         crate::tail::TailConfig {
             live: self.path.clone(),
             policy: self.signatures,
-            keys: keys.clone(),
+            keys: self.keys.clone(),
             max_line_bytes: self.max_line_bytes,
+            follow_symlink: self.follow_symlink,
         }
     }
 }
@@ -214,6 +225,8 @@ pub struct Settings {
     pub log_level: String,
     pub batch_max_events: usize,
     pub run: RunSettings,
+    /// Every key of `[keys]` and `--trust`; each ledger trusts its own
+    /// selection of them ([`LedgerSettings::keys`]).
     pub keys: KeyRing,
     pub ledgers: Vec<LedgerSettings>,
     /// The configuration file used, if any.
@@ -333,14 +346,28 @@ impl Settings {
             )?,
         };
 
-        let mut key_pairs: Vec<(String, String)> =
-            file.keys.clone().unwrap_or_default().into_iter().collect();
-        key_pairs.extend(over.trust.iter().cloned());
-        let keys = KeyRing::from_base64(key_pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .map_err(|e| {
-                ConfigError::invalid("keys", e.to_string(), "cannot trust this key")
-                    .with_hint("a key is written `ID = \"base64 of the 32-byte Ed25519 public key\"`, as `ledgertail keygen` prints it")
-            })?;
+        let configured = file.keys.clone().unwrap_or_default();
+        for (id, key) in &over.trust {
+            if configured.get(id).is_some_and(|k| k.trim() != key.trim()) {
+                return Err(ConfigError::invalid(
+                    "--trust",
+                    id,
+                    "the config's [keys] already trusts another key under this id",
+                )
+                .with_hint("give the key another id, or change it under [keys]; --trust never replaces a configured key"));
+            }
+        }
+        let key_error = |e: crate::ledger::seal::KeyError| {
+            ConfigError::invalid("keys", e.to_string(), "cannot trust this key")
+                .with_hint("a key is written `ID = \"base64 of the 32-byte Ed25519 public key\"`, as `ledgertail keygen` prints it")
+        };
+        let file_keys =
+            KeyRing::from_base64(configured.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                .map_err(key_error)?;
+        let flag_keys =
+            KeyRing::from_base64(over.trust.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                .map_err(key_error)?;
+        let keys = file_keys.with(&flag_keys);
 
         let tables: Vec<LedgerTable> = file.ledger.clone().unwrap_or_default();
         let mut ledgers = Vec::new();
@@ -350,16 +377,24 @@ impl Settings {
                 let table = tables
                     .iter()
                     .find(|t| same_path(&absolute(&config_dir, &t.path), &wanted));
-                ledgers.push(ledger_settings(table, &wanted, over)?);
+                ledgers.push(ledger_settings(
+                    table, &wanted, over, &file_keys, &flag_keys,
+                )?);
             }
             None if tables.is_empty() => {
                 let path = absolute(&config_dir, Path::new(DEFAULT_LEDGER));
-                ledgers.push(ledger_settings(None, &path, over)?);
+                ledgers.push(ledger_settings(None, &path, over, &file_keys, &flag_keys)?);
             }
             None => {
                 for t in &tables {
                     let path = absolute(&config_dir, &t.path);
-                    ledgers.push(ledger_settings(Some(t), &path, over)?);
+                    ledgers.push(ledger_settings(
+                        Some(t),
+                        &path,
+                        over,
+                        &file_keys,
+                        &flag_keys,
+                    )?);
                 }
             }
         }
@@ -384,13 +419,13 @@ impl Settings {
                     "two ledgers follow this file",
                 ));
             }
-            if l.signatures == SignaturePolicy::Required && keys.is_empty() {
+            if l.signatures == SignaturePolicy::Required && l.keys.is_empty() {
                 return Err(ConfigError::invalid(
                     "signatures",
                     "required",
                     &format!("ledger `{}` requires signatures but no key is trusted", l.name),
                 )
-                .with_hint("add the producer's public key under [keys] (ledgertail keygen prints the line)"));
+                .with_hint("add the producer's public key under [keys] (ledgertail keygen prints the line) and list it in the ledger's `keys`"));
             }
         }
 
@@ -413,6 +448,8 @@ fn ledger_settings(
     table: Option<&LedgerTable>,
     path: &Path,
     over: &Overrides,
+    file_keys: &KeyRing,
+    flag_keys: &KeyRing,
 ) -> Result<LedgerSettings, ConfigError> {
     let name = match table.and_then(|t| t.name.clone()) {
         Some(n) => n,
@@ -451,13 +488,65 @@ fn ledger_settings(
         .require_genesis
         .or(table.and_then(|t| t.require_genesis))
         .unwrap_or(false);
+    let chosen = match table.and_then(|t| t.keys.as_ref()) {
+        None => file_keys.clone(),
+        Some(ids) => file_keys
+            .only(ids.iter().map(String::as_str))
+            .map_err(|missing| {
+                ConfigError::invalid(
+                    "ledger.keys",
+                    &missing,
+                    &format!("ledger `{name}` lists a key that is not under [keys]"),
+                )
+                .with_hint("every id in a ledger's `keys` must be a key of the [keys] table")
+            })?,
+    };
     Ok(LedgerSettings {
         name,
         path: path.to_path_buf(),
         signatures,
         max_line_bytes,
         rules: ChainRules { require_genesis },
+        keys: chosen.with(flag_keys),
+        follow_symlink: table.and_then(|t| t.follow_symlink).unwrap_or(false),
     })
+}
+
+impl Settings {
+    /// Pairs of ledgers that trust the same public key (under any id): a
+    /// line signed for one is authentic in the other, since the hash names
+    /// no ledger (contract §4.1). `(ledger, ledger, key id in the first)`.
+    pub fn shared_keys(&self) -> Vec<(String, String, String)> {
+        let mut out = Vec::new();
+        for (i, a) in self.ledgers.iter().enumerate() {
+            for b in &self.ledgers[i + 1..] {
+                for id in a.keys.ids() {
+                    let Some(key) = a.keys.get(id) else { continue };
+                    let shared = b.keys.ids().into_iter().any(|o| {
+                        b.keys
+                            .get(o)
+                            .is_some_and(|k| k.as_bytes() == key.as_bytes())
+                    });
+                    if shared {
+                        out.push((a.name.clone(), b.name.clone(), id.to_owned()));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Logs what the configuration allows but an operator should hear of.
+    pub fn warn_about(&self) {
+        for (a, b, id) in self.shared_keys() {
+            tracing::warn!(
+                ledger = %a,
+                other = %b,
+                key_id = %id,
+                "two ledgers trust the same key: a line signed for one is authentic in the other; give each ledger its own key and list it in the ledger's `keys`"
+            );
+        }
+    }
 }
 
 /// `app.jsonl` → `app` (the file name without its extension).
@@ -612,6 +701,44 @@ mod tests {
         }
     }
 
+    #[test]
+    fn each_ledger_trusts_its_own_keys_and_trust_flags_never_replace_one() {
+        let k1 = "fOXe2311QGB9YYiojk7Du5uExN+PN9aa1XW3bmiMFTE=";
+        let k2 = "ljf57yKpoSwy8Nd1GWF2f6w3PK18l48SwljxNSSq+ds=";
+        let text = format!(
+            "[keys]\nk1 = \"{k1}\"\nk2 = \"{k2}\"\n[[ledger]]\nname = \"a\"\npath = \"a.jsonl\"\nkeys = [\"k1\"]\n[[ledger]]\nname = \"b\"\npath = \"b.jsonl\"\n"
+        );
+        let s = resolve(&text, Overrides::default()).unwrap();
+        assert_eq!(s.ledgers[0].keys.ids(), ["k1"]);
+        assert_eq!(s.ledgers[1].keys.ids(), ["k1", "k2"], "all keys by default");
+        assert_eq!(s.shared_keys(), [("a".into(), "b".into(), "k1".into())]);
+        // --trust adds to every ledger, and the same key again is fine...
+        let over = |id: &str, key: &str| Overrides {
+            trust: vec![(id.into(), key.into())],
+            ..Overrides::default()
+        };
+        let s = resolve(&text, over("k3", k2)).unwrap();
+        assert_eq!(s.ledgers[0].keys.ids(), ["k1", "k3"]);
+        assert!(resolve(&text, over("k1", k1)).is_ok());
+        // ... but another key under a configured id is refused.
+        let err = resolve(&text, over("k1", k2)).unwrap_err().to_string();
+        assert!(err.starts_with("--trust"), "{err}");
+        let err = resolve(&text.replace("[\"k1\"]", "[\"k9\"]"), Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("ledger.keys") && err.contains("k9"),
+            "{err}"
+        );
+        let err = resolve(
+            &format!("[keys]\n\"a\\u007fb\" = \"{k1}\""),
+            Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("control character"), "{err}");
+    }
+
     /// The shipped example must say exactly what the defaults are.
     #[test]
     fn the_sample_config_equals_the_defaults() {
@@ -640,6 +767,7 @@ mod tests {
             (&a.name, &a.path, a.signatures, a.max_line_bytes, a.rules),
             (&b.name, &b.path, b.signatures, b.max_line_bytes, b.rules)
         );
+        assert_eq!((&a.keys, a.follow_symlink), (&b.keys, b.follow_symlink));
         // Every field of FileConfig and LedgerTable appears in the sample.
         for key in [
             "db",
@@ -660,6 +788,8 @@ mod tests {
             "signatures",
             "max_line_bytes",
             "require_genesis",
+            "follow_symlink",
+            "keys = [",
         ] {
             assert!(text.contains(key), "{key} missing from the sample");
         }

@@ -1,5 +1,6 @@
 //! ledgertail: verify a hash-chained JSONL ledger and mirror it into SQLite
 //! exactly once.
+pub mod audit;
 pub mod cli;
 pub mod commands;
 pub mod config;

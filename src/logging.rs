@@ -4,7 +4,13 @@
 //! config file's `log_level`, then `info`; for the format: `--log-format`,
 //! then the config file's `log_format`, then text. The config file is read
 //! here only for these two keys; the command itself reports its errors.
+//!
+//! Text logs escape control characters in every field and message: a
+//! ledger line, a key id or a file name can hold a newline, and one
+//! written raw would print a forged log line. (JSON logs are escaped by
+//! JSON itself.)
 
+use tracing_subscriber::field::MakeExt as _;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{fmt, reload, EnvFilter, Registry};
@@ -72,8 +78,60 @@ pub fn init(cli: &Cli) -> Option<LogControl> {
     let installed = match format {
         LogFormat::Json => registry.with(layer.json().flatten_event(true)).try_init(),
         LogFormat::Text => registry
-            .with(layer.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())))
+            .with(
+                layer
+                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                    .fmt_fields(escaped_fields()),
+            )
             .try_init(),
     };
     installed.ok().map(|()| LogControl { handle, fixed_by })
+}
+
+/// `name=value` fields separated by spaces (the message bare, first), as
+/// the default text format writes them, but with control characters
+/// escaped (see [`escape_controls`]).
+fn escaped_fields() -> impl for<'w> fmt::FormatFields<'w> + Send + Sync + 'static {
+    fmt::format::debug_fn(|w, field, value| {
+        let raw = format!("{value:?}");
+        let text = escape_controls(&raw);
+        if field.name() == "message" {
+            w.write_str(&text)
+        } else {
+            write!(w, "{}={text}", field.name())
+        }
+    })
+    .delimited(" ")
+}
+
+/// `text` with every control character (newline, carriage return, escape,
+/// DEL, C1) written as a Rust escape (`\n`, `\u{1b}`), so that one log
+/// record is always one line and cannot drive the terminal.
+pub fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_escaped_and_nothing_else_is() {
+        assert_eq!(escape_controls("plain é ✓"), "plain é ✓");
+        assert_eq!(
+            escape_controls("k1\n2026-01-01 INFO forged\r\u{1b}[31m\u{7f}\u{85}"),
+            "k1\\n2026-01-01 INFO forged\\r\\u{1b}[31m\\u{7f}\\u{85}"
+        );
+    }
 }

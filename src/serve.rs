@@ -2,12 +2,18 @@
 //! `/readyz`, on a single-threaded tokio runtime of their own.
 //!
 //! It only reads: the registry ([`Telemetry`]) and the [`StatusBoard`].
-//! Clients cannot hurt the daemon: headers must arrive within 5 s, a
-//! connection lives at most 60 s, at most 64 are served at once (more are
-//! closed at once), and anything but GET/HEAD of the three paths gets a
-//! 404 or 405.
+//! Clients cannot hurt the daemon nor lock others out: request headers
+//! must arrive within 5 s (an idle keep-alive connection is closed after
+//! as long), a connection lives at most 60 s, a request head may not pass
+//! 16 KiB (431 beyond), and past [`MAX_CONNECTIONS`] the oldest connection
+//! is closed to make room, so slow or idle clients, however many, never
+//! keep the probes and Prometheus from a fresh connection. Anything but
+//! GET/HEAD of the three paths gets a 404 or 405. `/readyz` gives its
+//! reasons (file paths, offsets, details) only to clients on loopback.
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,13 +25,17 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::telemetry::{readiness, StatusBoard, Telemetry};
+use crate::telemetry::{readiness, Detail, StatusBoard, Telemetry};
 
 const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
-const MAX_CONNECTIONS: usize = 64;
+/// Connections served at once; a new one past this closes the oldest.
+pub const MAX_CONNECTIONS: usize = 1024;
+/// Bytes a connection may buffer: a request head larger than this is
+/// answered 431 (hyper's minimum is 8 KiB).
+const MAX_REQUEST_BUFFER: usize = 16 * 1024;
 
 /// What the endpoints read.
 #[derive(Clone)]
@@ -48,14 +58,23 @@ pub fn serve(
     runtime.block_on(async move {
         listener.set_nonblocking(true)?;
         let listener = tokio::net::TcpListener::from_std(listener)?;
-        let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
         let endpoints = Arc::new(endpoints);
+        // Open connections, oldest first: each holds the sender whose drop
+        // closes it; a connection that ends reports its number on `ended`.
+        let mut open: VecDeque<(u64, oneshot::Sender<()>)> = VecDeque::new();
+        let (ended_tx, mut ended) = mpsc::unbounded_channel::<u64>();
+        let mut next_id = 0u64;
         loop {
             tokio::select! {
                 _ = shutdown.changed() => return Ok(()),
+                Some(id) = ended.recv() => {
+                    if let Some(i) = open.iter().position(|(n, _)| *n == id) {
+                        open.remove(i);
+                    }
+                }
                 accepted = listener.accept() => {
-                    let stream = match accepted {
-                        Ok((stream, _)) => stream,
+                    let (stream, peer) = match accepted {
+                        Ok(pair) => pair,
                         Err(e) => {
                             // Out of file descriptors and the like: pause, go on.
                             tracing::warn!(error = %e, "metrics server: accept failed");
@@ -63,29 +82,63 @@ pub fn serve(
                             continue;
                         }
                     };
-                    let Ok(slot) = slots.clone().try_acquire_owned() else {
-                        continue; // too many clients: this one is closed
-                    };
-                    let endpoints = endpoints.clone();
-                    tokio::spawn(async move {
-                        let service = service_fn(move |req| {
-                            let endpoints = endpoints.clone();
-                            async move { Ok::<_, Infallible>(respond(&endpoints, &req)) }
-                        });
-                        let connection = http1::Builder::new()
-                            .timer(TokioTimer::new())
-                            .header_read_timeout(HEADER_TIMEOUT)
-                            .serve_connection(TokioIo::new(stream), service);
-                        let _ = tokio::time::timeout(CONNECTION_LIFETIME, connection).await;
-                        drop(slot);
-                    });
+                    while let Ok(id) = ended.try_recv() {
+                        if let Some(i) = open.iter().position(|(n, _)| *n == id) {
+                            open.remove(i);
+                        }
+                    }
+                    if open.len() >= MAX_CONNECTIONS {
+                        // Dropping its sender closes the oldest connection.
+                        open.pop_front();
+                    }
+                    let (close, closed) = oneshot::channel();
+                    let id = next_id;
+                    next_id += 1;
+                    open.push_back((id, close));
+                    tokio::spawn(connection(stream, peer, endpoints.clone(), closed, id, ended_tx.clone()));
                 }
             }
         }
     })
 }
 
-fn respond(endpoints: &Endpoints, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+/// Serves one client until it is done, its time is up, or it is closed
+/// to make room.
+async fn connection(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    endpoints: Arc<Endpoints>,
+    closed: oneshot::Receiver<()>,
+    id: u64,
+    ended: mpsc::UnboundedSender<u64>,
+) {
+    let detail = if peer.ip().to_canonical().is_loopback() {
+        Detail::Full
+    } else {
+        Detail::Brief
+    };
+    let service = service_fn(move |req| {
+        let endpoints = endpoints.clone();
+        async move { Ok::<_, Infallible>(respond(&endpoints, &req, detail)) }
+    });
+    let serving = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .max_buf_size(MAX_REQUEST_BUFFER)
+        .serve_connection(TokioIo::new(stream), service);
+    tokio::select! {
+        _ = serving => {}
+        _ = closed => {}
+        _ = tokio::time::sleep(CONNECTION_LIFETIME) => {}
+    }
+    let _ = ended.send(id);
+}
+
+fn respond(
+    endpoints: &Endpoints,
+    req: &Request<Incoming>,
+    detail: Detail,
+) -> Response<Full<Bytes>> {
     let path = req.uri().path();
     let known = matches!(path, "/metrics" | "/healthz" | "/readyz");
     if !known {
@@ -107,7 +160,11 @@ fn respond(endpoints: &Endpoints, req: &Request<Incoming>) -> Response<Full<Byte
             r
         }
         "/healthz" => text(StatusCode::OK, "ok\n".into()),
-        _ => match readiness(&endpoints.board.snapshot(), endpoints.ready_max_lag_events) {
+        _ => match readiness(
+            &endpoints.board.snapshot(),
+            endpoints.ready_max_lag_events,
+            detail,
+        ) {
             Ok(()) => text(StatusCode::OK, "ready\n".into()),
             Err(why) => text(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -125,4 +182,22 @@ fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     r
+}
+
+/// Raises the soft limit on open files to the hard limit (as Go's runtime
+/// does): the server may hold [`MAX_CONNECTIONS`] clients beside the
+/// ledger files, and 1024, a common default soft limit, is not enough.
+pub fn raise_open_files_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
 }

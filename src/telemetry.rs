@@ -318,8 +318,10 @@ impl LedgerMetrics {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LedgerStatus {
     pub name: String,
-    /// `Some(reason)` while halted.
+    /// `Some(reason)` while halted (file, offset, seq, detail).
     pub halted: Option<String>,
+    /// The halting verdict alone, for clients that get no details.
+    pub halt_verdict: Option<String>,
     /// `Some(reason)` while the worker cannot commit or read.
     pub trouble: Option<String>,
     pub lag_events: u64,
@@ -362,16 +364,41 @@ impl StatusBoard {
     }
 }
 
+/// How much `/readyz` tells a client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Detail {
+    /// Files, offsets, seqs and error texts: for clients on loopback.
+    Full,
+    /// Which ledger and what kind of trouble only: a listener on 0.0.0.0
+    /// (a container) answers whoever reaches the port, and file paths and
+    /// error texts are not theirs to read.
+    Brief,
+}
+
 /// `Ok` when every ledger runs, none is halted and none lags by more than
 /// `max_lag_events`; otherwise the reasons, one per line.
-pub fn readiness(ledgers: &[LedgerStatus], max_lag_events: u64) -> Result<(), String> {
+pub fn readiness(
+    ledgers: &[LedgerStatus],
+    max_lag_events: u64,
+    detail: Detail,
+) -> Result<(), String> {
     let mut reasons = Vec::new();
     for l in ledgers {
         if let Some(why) = &l.halted {
-            reasons.push(format!("ledger {} halted: {why}", l.name));
+            reasons.push(match detail {
+                Detail::Full => format!("ledger {} halted: {why}", l.name),
+                Detail::Brief => format!(
+                    "ledger {} halted ({})",
+                    l.name,
+                    l.halt_verdict.as_deref().unwrap_or("see the logs")
+                ),
+            });
         }
         if let Some(why) = &l.trouble {
-            reasons.push(format!("ledger {}: {why}", l.name));
+            reasons.push(match detail {
+                Detail::Full => format!("ledger {}: {why}", l.name),
+                Detail::Brief => format!("ledger {}: cannot mirror (see the logs)", l.name),
+            });
         }
         if l.lag_events > max_lag_events {
             reasons.push(format!(
@@ -400,25 +427,41 @@ mod tests {
 
     #[test]
     fn ready_when_nothing_is_wrong() {
-        assert_eq!(readiness(&[status("a"), status("b")], 100), Ok(()));
-        assert_eq!(readiness(&[], 100), Ok(()));
+        assert_eq!(
+            readiness(&[status("a"), status("b")], 100, Detail::Full),
+            Ok(())
+        );
+        assert_eq!(readiness(&[], 100, Detail::Brief), Ok(()));
     }
 
     #[test]
     fn a_halt_a_trouble_or_a_lag_makes_it_unready_with_reasons() {
         let mut a = status("a");
-        a.halted = Some("fork at l.jsonl:120 (seq 3)".into());
+        a.halted = Some("fork at /data/l.jsonl:120 (seq 3)".into());
+        a.halt_verdict = Some("fork".into());
         let mut b = status("b");
-        b.trouble = Some("cannot commit: database is locked".into());
+        b.trouble = Some("cannot commit: /data/m.db is locked".into());
         let mut c = status("c");
         c.lag_events = 101;
         let mut d = status("d");
         d.lag_events = 100;
-        let err = readiness(&[a, b, c, d], 100).unwrap_err();
-        assert!(err.contains("ledger a halted: fork"), "{err}");
+        let all = [a, b, c, d];
+        let err = readiness(&all, 100, Detail::Full).unwrap_err();
+        assert!(
+            err.contains("ledger a halted: fork at /data/l.jsonl"),
+            "{err}"
+        );
         assert!(err.contains("ledger b: cannot commit"), "{err}");
         assert!(err.contains("ledger c lags 101 events"), "{err}");
         assert!(!err.contains("ledger d"), "{err}");
+        let brief = readiness(&all, 100, Detail::Brief).unwrap_err();
+        assert!(brief.contains("ledger a halted (fork)"), "{brief}");
+        assert!(brief.contains("ledger b: cannot mirror"), "{brief}");
+        assert!(brief.contains("ledger c lags 101 events"), "{brief}");
+        assert!(
+            !brief.contains("/data"),
+            "no paths for remote clients: {brief}"
+        );
     }
 
     #[test]

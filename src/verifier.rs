@@ -259,7 +259,11 @@ mod tests {
     #[test]
     fn answers_come_back_in_send_order_with_one_result_per_line() {
         let mut pool = Verifiers::new(3).unwrap();
-        let id = FileId { dev: 1, ino: 2 };
+        let id = FileId {
+            dev: 1,
+            ino: 2,
+            fingerprint: None,
+        };
         let now = Instant::now();
         for n in 0..10u64 {
             let mut c = pool.chunk();

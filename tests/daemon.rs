@@ -4,252 +4,17 @@
 //! Every test starts its own daemon on `127.0.0.1:0` and learns the port
 //! from the JSON start-up log line.
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod common;
+
+use std::io::Write;
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
+use common::*;
 use ledgertail::producer::{KeyFile, Writer};
-
-/// Generous: CI machines are shared and slow; a test only waits this long
-/// when it is failing.
-const PATIENCE: Duration = Duration::from_secs(60);
-
-struct Sidecar {
-    child: Child,
-    addr: String,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl Sidecar {
-    /// Starts `ledgertail run --config CONFIG` and waits until it serves.
-    fn start(config: &Path) -> Sidecar {
-        Sidecar::start_with(config, |_| {})
-    }
-
-    fn start_with(config: &Path, adjust: impl FnOnce(&mut Command)) -> Sidecar {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ledgertail"));
-        cmd.args([
-            "run",
-            "--log-format",
-            "json",
-            "--listen",
-            "127.0.0.1:0",
-            "--config",
-        ])
-        .arg(config)
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-        adjust(&mut cmd);
-        let mut child = cmd.spawn().unwrap();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let stderr = child.stderr.take().unwrap();
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
-                    if let Some(addr) = v.get("listen").and_then(|a| a.as_str()) {
-                        let _ = tx.send(addr.to_owned());
-                    }
-                }
-                sink.lock().unwrap().push(line);
-            }
-        });
-        let addr = rx
-            .recv_timeout(PATIENCE)
-            .unwrap_or_else(|_| panic!("the sidecar did not start: {:?}", log.lock().unwrap()));
-        Sidecar { child, addr, log }
-    }
-
-    fn get(&self, path: &str) -> (u16, String) {
-        http_get(&self.addr, path)
-    }
-
-    fn metric(&self, series: &str) -> Option<f64> {
-        let (_, body) = self.get("/metrics");
-        body.lines()
-            .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-    }
-
-    fn signal(&self, signal: i32) {
-        unsafe {
-            libc::kill(self.child.id() as i32, signal);
-        }
-    }
-
-    /// SIGTERM, then the exit status (within the patience).
-    fn stop(mut self) -> ExitStatus {
-        self.signal(libc::SIGTERM);
-        wait_exit(&mut self.child)
-    }
-
-    fn kill(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-
-    fn log_text(&self) -> String {
-        self.log.lock().unwrap().join("\n")
-    }
-
-    /// [`eventually`], showing the sidecar's log when it times out.
-    fn eventually(&self, what: &str, mut cond: impl FnMut() -> bool) {
-        let deadline = Instant::now() + PATIENCE;
-        while !cond() {
-            if Instant::now() >= deadline {
-                let log = self.log_text();
-                let tail: Vec<&str> = log.lines().rev().take(40).collect();
-                panic!(
-                    "timed out waiting for: {what}\nlast log lines (newest first):\n{}",
-                    tail.join("\n")
-                );
-            }
-            std::thread::sleep(Duration::from_millis(25));
-        }
-    }
-}
-
-impl Drop for Sidecar {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn wait_exit(child: &mut Child) -> ExitStatus {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        assert!(Instant::now() < deadline, "the sidecar did not exit");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn http_get(addr: &str, path: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(PATIENCE)).unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut text = String::new();
-    stream.read_to_string(&mut text).unwrap();
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-    (status, body.to_owned())
-}
-
-/// Polls `cond` until it holds, or fails the test with `what`.
-fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + PATIENCE;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        std::thread::sleep(Duration::from_millis(25));
-    }
-}
-
-struct Setup {
-    _dir: tempfile::TempDir,
-    dir: PathBuf,
-    ledger: PathBuf,
-    db: PathBuf,
-    config: PathBuf,
-}
-
-/// A folder with a config for one ledger `app` (`extra` is appended to the
-/// config's top level).
-fn setup(extra: &str) -> Setup {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().to_path_buf();
-    let config = dir.join("ledgertail.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "db = \"mirror.db\"\npoll_interval_millis = 100\nshutdown_grace_secs = 10\n{extra}\n[[ledger]]\nname = \"app\"\npath = \"app.jsonl\"\n"
-        ),
-    )
-    .unwrap();
-    Setup {
-        ledger: dir.join("app.jsonl"),
-        db: dir.join("mirror.db"),
-        config,
-        dir,
-        _dir: tmp,
-    }
-}
-
-fn db(path: &Path) -> rusqlite::Connection {
-    let c = rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .unwrap();
-    c.busy_timeout(Duration::from_secs(10)).unwrap();
-    c
-}
-
-/// The mirrored seqs of ledger `app`, in order (empty before the database exists).
-fn mirrored_seqs(path: &Path) -> Vec<i64> {
-    if !path.exists() {
-        return Vec::new();
-    }
-    let c = db(path);
-    let mut stmt = match c.prepare("SELECT seq FROM events WHERE ledger = 'app' ORDER BY seq") {
-        Ok(s) => s,
-        Err(_) => return Vec::new(),
-    };
-    stmt.query_map([], |r| r.get(0))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect()
-}
-
-fn count(path: &Path, sql: &str) -> i64 {
-    db(path).query_row(sql, [], |r| r.get(0)).unwrap()
-}
-
-fn payloads(from: usize, n: usize) -> Vec<String> {
-    (from..from + n)
-        .map(|i| format!("{{\"i\":{i},\"note\":\"event number {i}\"}}"))
-        .collect()
-}
-
-fn append(w: &mut Writer, from: usize, n: usize) -> u64 {
-    let p = payloads(from, n);
-    let refs: Vec<&str> = p.iter().map(String::as_str).collect();
-    w.append_batch("test", &refs).unwrap().last().unwrap().seq
-}
-
-/// `ledgertail verify --ledger L --db D --config C`: exit 0 means every
-/// line authentic and in the chain, and exact parity.
-fn verify_exact(s: &Setup) {
-    let out = Command::new(env!("CARGO_BIN_EXE_ledgertail"))
-        .args(["verify", "--config"])
-        .arg(&s.config)
-        .arg("--db")
-        .arg(&s.db)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "verify --db failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 #[test]
 fn live_appends_are_mirrored_in_order_exactly_once() {
@@ -344,42 +109,6 @@ fn a_partial_line_waits_for_its_newline_across_a_restart() {
     });
     assert_eq!(count(&s.db, "SELECT count(*) FROM quarantine"), 0);
     assert!(sidecar.stop().success());
-}
-
-/// Renames the live file under the producer's lock, as a cooperating
-/// rotator does: to a new name on even rotations, with logrotate's
-/// renumbering on odd ones.
-fn rotate(ledger: &Path, n: usize) {
-    loop {
-        let f = std::fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .open(ledger)
-            .unwrap();
-        f.lock().unwrap();
-        let same = std::fs::metadata(ledger).map(|m| {
-            use std::os::unix::fs::MetadataExt;
-            let l = f.metadata().unwrap();
-            m.ino() == l.ino() && m.dev() == l.dev()
-        });
-        if same.unwrap_or(false) {
-            if n.is_multiple_of(2) {
-                // A new name each time (dateext style).
-                let to = ledger.with_file_name(format!("app.jsonl.r{n:03}"));
-                std::fs::rename(ledger, to).unwrap();
-            } else {
-                // logrotate's numbering: every rotated file moves up one.
-                let name = |k: usize| ledger.with_file_name(format!("app.jsonl.{k}"));
-                for k in (1..=n).rev() {
-                    if name(k).exists() {
-                        std::fs::rename(name(k), name(k + 1)).unwrap();
-                    }
-                }
-                std::fs::rename(ledger, name(1)).unwrap();
-            }
-            return;
-        }
-    }
 }
 
 #[test]
@@ -904,14 +633,6 @@ fn a_second_signal_exits_at_once_and_a_spent_grace_period_exits_non_zero() {
         eventually("all 6 after restart", || mirrored_seqs(&s.db).len() == 6);
         assert!(sidecar.stop().success());
     }
-}
-
-fn which(program: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|p| p.join(program))
-            .find(|p| p.is_file())
-    })
 }
 
 #[test]

@@ -22,7 +22,7 @@ fn settings(dir: &Path) -> Settings {
 
 fn check(s: &Settings) -> Parity {
     let mirror = Mirror::open(&s.db, Access::ReadOnly).unwrap();
-    recheck(&s.ledgers[0], &s.keys, &mirror, &mut |_| true)
+    recheck(&s.ledgers[0], &mirror, &mut |_| true)
         .unwrap()
         .unwrap()
 }
@@ -43,13 +43,7 @@ fn mirrored_ledger(dir: &Path) -> Settings {
     }
     let s = settings(dir);
     let mirror = Mirror::open(&s.db, Access::ReadWrite).unwrap();
-    let mut shipper = Shipper::new(
-        s.ledgers[0].clone(),
-        s.keys.clone(),
-        mirror,
-        Batching::events(7),
-    )
-    .unwrap();
+    let mut shipper = Shipper::new(s.ledgers[0].clone(), mirror, Batching::events(7)).unwrap();
     let report = shipper
         .catch_up(&AtomicBool::new(false), &mut |_| {})
         .unwrap();
@@ -126,7 +120,7 @@ fn the_check_can_be_abandoned_midway() {
     let s = mirrored_ledger(dir.path());
     let mirror = Mirror::open(&s.db, Access::ReadOnly).unwrap();
     let mut lines = 0;
-    let out = recheck(&s.ledgers[0], &s.keys, &mirror, &mut |_| {
+    let out = recheck(&s.ledgers[0], &mirror, &mut |_| {
         lines += 1;
         lines < 5
     })

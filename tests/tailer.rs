@@ -19,6 +19,7 @@ fn config(live: &Path) -> TailConfig {
         policy: SignaturePolicy::VerifyIfPresent,
         keys: KeyRing::default(),
         max_line_bytes: 1 << 20,
+        follow_symlink: false,
     }
 }
 

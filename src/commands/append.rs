@@ -22,6 +22,7 @@ pub fn run(args: AppendArgs) -> anyhow::Result<ExitCode> {
     if args.event_type.is_empty() || args.event_type.len() > 256 {
         anyhow::bail!("--type must be 1 to 256 bytes");
     }
+    super::survive_file_size_limit()?;
     let mut writer = Writer::new(&args.ledger);
     if let Some(key_path) = &args.key {
         writer = writer.with_key(KeyFile::load(key_path)?);

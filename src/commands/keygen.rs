@@ -14,8 +14,10 @@ pub fn run(args: KeygenArgs) -> anyhow::Result<ExitCode> {
         .key_id
         .clone()
         .unwrap_or_else(|| default_ledger_name(&args.out));
-    if key_id.is_empty() || key_id.len() > 128 {
-        anyhow::bail!("key id `{key_id}` must be 1 to 128 bytes (give one with --key-id)");
+    if !crate::ledger::seal::is_valid_key_id(&key_id) {
+        anyhow::bail!(
+            "key id {key_id:?} must be 1 to 128 bytes with no control character (give one with --key-id)"
+        );
     }
     if args.out.exists() {
         anyhow::bail!(

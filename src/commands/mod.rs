@@ -35,7 +35,21 @@ pub fn exit(code: u8) -> ExitCode {
 pub fn settings(args: &LedgerArgs, db: Option<std::path::PathBuf>) -> anyhow::Result<Settings> {
     let overrides = args.overrides(db).map_err(anyhow::Error::msg)?;
     let settings = Settings::load(&overrides)?;
+    settings.warn_about();
     Ok(settings)
+}
+
+/// A file-size limit (`ulimit -f`) must surface as a write error that is
+/// handled (a batch retried, a partial line cut off), like a full disk:
+/// by default SIGXFSZ kills the process in the middle of the write.
+pub fn survive_file_size_limit() -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    signal_hook::flag::register(
+        signal_hook::consts::SIGXFSZ,
+        std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)),
+    )
+    .map(|_| ())
+    .context("installing the SIGXFSZ handler")
 }
 
 /// Fails early, before any database is touched, when a ledger has no file

@@ -36,7 +36,6 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("opening the mirror for ledger `{}`", ledger.name))?;
         let mut shipper = Shipper::new(
             ledger.clone(),
-            settings.keys.clone(),
             mirror,
             Batching::events(settings.batch_max_events),
         )?;

@@ -4,12 +4,10 @@
 //! until SIGTERM or SIGINT.
 
 use std::process::ExitCode;
-use std::sync::atomic::AtomicBool;
 use std::sync::mpsc;
-use std::sync::Arc;
 
 use anyhow::Context as _;
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGXFSZ};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use super::{exit, EXIT_OK, EXIT_PROBLEMS};
@@ -49,10 +47,9 @@ pub fn run(args: RunArgs, log: Option<LogControl>) -> anyhow::Result<ExitCode> {
     })?;
     let addr = listener.local_addr()?;
 
-    // A file-size limit (ulimit -f) must surface as a write error that the
-    // workers retry, like a full disk, not kill the process.
-    signal_hook::flag::register(SIGXFSZ, Arc::new(AtomicBool::new(false)))
-        .context("installing the SIGXFSZ handler")?;
+    super::survive_file_size_limit()?;
+    crate::serve::raise_open_files_limit();
+    settings.warn_about();
     let (control_tx, control_rx) = mpsc::channel();
     let mut signals =
         Signals::new([SIGTERM, SIGINT, SIGHUP]).context("installing signal handlers")?;

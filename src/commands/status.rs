@@ -4,18 +4,18 @@
 //! ledger, its head, anchor, position, lag, halt and quarantine counts.
 //! Always exits 0 when it could read the mirror.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 
 use serde::Serialize;
 
 use super::{exit, EXIT_OK};
 use crate::cli::StatusArgs;
-use crate::config::{Overrides, Settings};
+use crate::config::{LedgerSettings, Overrides, Settings, DEFAULT_MAX_LINE_BYTES};
 use crate::ledger::{KeyRing, SignaturePolicy};
 use crate::mirror::{Access, LedgerState, Mirror};
 use crate::parity::HeadView;
-use crate::tail::{discover, Authenticity};
+use crate::tail::{bytes_after, discover, resume_order, Authenticity};
 
 #[derive(Debug, Serialize)]
 struct LedgerStatus {
@@ -49,15 +49,17 @@ struct HaltView {
 }
 
 pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
-    let db = match (&args.db, &args.config) {
+    let settings = match &args.config {
+        Some(config) => Some(Settings::load(&Overrides {
+            config: Some(config.clone()),
+            ..Overrides::default()
+        })?),
+        None => None,
+    };
+    let db = match (&args.db, &settings) {
         (Some(db), _) => db.clone(),
-        (None, config) => {
-            let settings = Settings::load(&Overrides {
-                config: config.clone(),
-                ..Overrides::default()
-            })?;
-            settings.db
-        }
+        (None, Some(s)) => s.db.clone(),
+        (None, None) => Settings::load(&Overrides::default())?.db,
     };
     let mirror = Mirror::open(&db, Access::ReadOnly)?;
     let mut out = Vec::new();
@@ -75,7 +77,12 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
                 file_id: p.file.to_string(),
                 offset: p.offset,
             }),
-            lag_bytes: lag_bytes(&state),
+            lag_bytes: lag_bytes(
+                &state,
+                settings
+                    .as_ref()
+                    .and_then(|s| s.ledgers.iter().find(|l| l.name == name)),
+            ),
             halted: state.halt.is_some(),
             halt: state.halt.as_ref().map(|h| HaltView {
                 verdict: h.verdict.as_str().to_owned(),
@@ -151,26 +158,32 @@ fn print_text(s: &LedgerStatus) {
     }
 }
 
-/// Bytes of the ledger's files after the checkpoint.
-fn lag_bytes(state: &LedgerState) -> Option<u64> {
+/// Bytes of the ledger's files after the checkpoint. The files are read
+/// as the configured ledger's are (its line limit and keys), or with the
+/// defaults when only the database is known.
+fn lag_bytes(state: &LedgerState, ledger: Option<&LedgerSettings>) -> Option<u64> {
     if state.live_path.as_os_str().is_empty() {
         return None;
     }
     let keys = KeyRing::default();
-    let files = discover(
-        &PathBuf::from(&state.live_path),
-        Authenticity {
+    let auth = match ledger {
+        Some(l) => Authenticity {
+            policy: l.signatures,
+            keys: &l.keys,
+            max_line_bytes: l.max_line_bytes,
+            follow_symlink: l.follow_symlink,
+        },
+        None => Authenticity {
             policy: SignaturePolicy::Off,
             keys: &keys,
-            max_line_bytes: u64::MAX,
+            max_line_bytes: DEFAULT_MAX_LINE_BYTES,
+            follow_symlink: false,
         },
-    )
-    .ok()?;
-    let Some(pos) = &state.position else {
-        return Some(files.iter().map(|f| f.len).sum());
     };
-    let i = files.iter().position(|f| f.id == pos.file)?;
-    Some(
-        files[i].len.saturating_sub(pos.offset) + files[i + 1..].iter().map(|f| f.len).sum::<u64>(),
-    )
+    let files = discover(&state.live_path, auth).ok()?;
+    let files = match &state.position {
+        Some(pos) => resume_order(files, pos.file, state.head.map(|h| h.seq)),
+        None => files,
+    };
+    Some(bytes_after(&files, state.position.as_ref()))
 }

@@ -68,7 +68,7 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         ledgers: Vec::new(),
     };
     for ledger in &settings.ledgers {
-        let scan = parity::scan(ledger, &settings.keys).with_context(|| {
+        let scan = parity::scan(ledger).with_context(|| {
             format!(
                 "reading ledger `{}` ({})",
                 ledger.name,
@@ -80,7 +80,7 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
             None => None,
             Some(m) => {
                 let state = m.state(&ledger.name)?;
-                let parity = parity::compare(&scan, m, &ledger.name)?;
+                let parity = parity::compare(&scan, m, ledger)?;
                 let found = state.is_some();
                 let halt = state.as_ref().and_then(|s| s.halt.clone());
                 ok &= found && halt.is_none() && parity.holds();

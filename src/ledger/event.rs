@@ -54,7 +54,7 @@ impl Refusal {
 }
 
 /// The members the contract names; anything else is an extension.
-const KNOWN: [&str; 9] = [
+pub(crate) const KNOWN: [&str; 9] = [
     "hash",
     "id",
     "key_id",
@@ -434,65 +434,6 @@ pub fn seal_line(
     Ok((String::from_utf8_lossy(&line).into_owned(), hash))
 }
 
-/// The columns of a mirrored event, as an auditor reads them from SQLite.
-#[derive(Debug, Clone, Copy)]
-pub struct Columns<'a> {
-    pub seq: u64,
-    pub ts: &'a str,
-    pub event_type: &'a str,
-    pub payload: &'a str,
-    pub extra: Option<&'a str>,
-    pub prev_hash: Option<&'a str>,
-    pub id: Option<&'a str>,
-    pub key_id: Option<&'a str>,
-}
-
-/// Rebuilds E′ from mirror columns and returns its hash: the proof that a
-/// mirror is verifiable without the ledger (contract §3). Fails when the
-/// columns cannot form an event (for example, `extra` repeating a member).
-pub fn hash_of_columns(c: &Columns<'_>) -> Result<Hash, String> {
-    let mut text = Vec::with_capacity(c.payload.len() + 256);
-    text.extend_from_slice(b"{\"seq\":");
-    text.extend_from_slice(c.seq.to_string().as_bytes());
-    for (name, value) in [
-        ("ts", Some(c.ts)),
-        ("type", Some(c.event_type)),
-        ("id", c.id),
-        ("key_id", c.key_id),
-    ] {
-        if let Some(v) = value {
-            text.push(b',');
-            jcs::write_string(&mut text, name);
-            text.push(b':');
-            jcs::write_string(&mut text, v);
-        }
-    }
-    text.extend_from_slice(b",\"prev_hash\":");
-    match c.prev_hash {
-        Some(h) => jcs::write_string(&mut text, h),
-        None => text.extend_from_slice(b"null"),
-    }
-    text.extend_from_slice(b",\"payload\":");
-    text.extend_from_slice(c.payload.as_bytes());
-    if let Some(extra) = c.extra {
-        let inner = extra
-            .trim()
-            .strip_prefix('{')
-            .and_then(|s| s.strip_suffix('}'))
-            .ok_or("extra is not a JSON object")?;
-        if !inner.trim().is_empty() {
-            text.push(b',');
-            text.extend_from_slice(inner.as_bytes());
-        }
-    }
-    text.push(b'}');
-    let text = std::str::from_utf8(&text).map_err(|e| e.to_string())?;
-    let value = json::parse(text).map_err(|e| format!("columns do not form an event: {e}"))?;
-    let mut canonical = Vec::with_capacity(text.len());
-    jcs::write_value(&mut canonical, &value);
-    Ok(seal::event_hash(&canonical))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -647,40 +588,6 @@ mod tests {
         let no_key = line.replace(r#""key_id":"k1","#, "");
         let r = auth(&no_key, SignaturePolicy::Off, &KeyRing::default()).unwrap_err();
         assert_eq!(r.verdict, Verdict::Malformed);
-    }
-
-    #[test]
-    fn hash_is_recomputable_from_columns() {
-        let key = SigningKey::from_bytes(&[1; 32]);
-        let (line, hash) = draft_line(
-            3,
-            Some(Hash([9; 32])),
-            r#"{"z":[1,{"b":2,"a":1}]}"#,
-            Some(("k1", &key)),
-        );
-        let ev = auth(&line, SignaturePolicy::Off, &KeyRing::default()).unwrap();
-        let prev = ev.prev_hash.map(|h| h.to_hex());
-        let cols = Columns {
-            seq: ev.seq,
-            ts: &ev.ts,
-            event_type: &ev.event_type,
-            payload: &ev.payload,
-            extra: ev.extra.as_deref(),
-            prev_hash: prev.as_deref(),
-            id: ev.id.as_deref(),
-            key_id: ev.key_id.as_deref(),
-        };
-        assert_eq!(hash_of_columns(&cols).unwrap(), hash);
-        let altered = Columns {
-            payload: r#"{"z":[1]}"#,
-            ..cols
-        };
-        assert_ne!(hash_of_columns(&altered).unwrap(), hash);
-        let clash = Columns {
-            extra: Some(r#"{"seq":1}"#),
-            ..cols
-        };
-        assert!(hash_of_columns(&clash).is_err());
     }
 
     #[test]

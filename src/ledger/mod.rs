@@ -16,6 +16,7 @@
 //! 3. [`judge::place`] decides where an authentic event sits against the
 //!    head: `mirrored`, `duplicate`, `fork`, `seq_gap` or `chain_break`.
 
+pub mod columns;
 pub mod event;
 pub mod frame;
 pub mod jcs;

@@ -194,8 +194,15 @@ pub enum KeyError {
     NotAPoint { key_id: String },
     #[error("key `{key_id}` has small order: any signature would verify against it")]
     Weak { key_id: String },
-    #[error("key_id `{key_id}` must be 1 to 128 bytes")]
+    #[error("key_id {key_id:?} must be 1 to 128 bytes with no control character")]
     BadId { key_id: String },
+}
+
+/// A key id that configuration, key files and `keygen` accept: 1 to 128
+/// bytes and no control character (ids are printed in logs and in the
+/// `[keys]` line `keygen` writes, which must stay one valid TOML line).
+pub fn is_valid_key_id(key_id: &str) -> bool {
+    !key_id.is_empty() && key_id.len() <= 128 && !key_id.chars().any(char::is_control)
 }
 
 /// The trusted public keys, by `key_id`. Cheap to clone (shared), so a
@@ -212,7 +219,7 @@ impl KeyRing {
     ) -> Result<KeyRing, KeyError> {
         let mut keys = HashMap::new();
         for (key_id, b64) in pairs {
-            if key_id.is_empty() || key_id.len() > 128 {
+            if !is_valid_key_id(key_id) {
                 return Err(KeyError::BadId {
                     key_id: key_id.into(),
                 });
@@ -257,7 +264,44 @@ impl KeyRing {
         ids.sort_unstable();
         ids
     }
+
+    /// The keys named by `ids` only (a ledger's `keys = [...]`); `Err` names
+    /// an id that is not in this ring.
+    pub fn only<'i>(&self, ids: impl IntoIterator<Item = &'i str>) -> Result<KeyRing, String> {
+        let mut keys = HashMap::new();
+        for id in ids {
+            let key = self.keys.get(id).ok_or_else(|| id.to_owned())?;
+            keys.insert(id.to_owned(), key.clone());
+        }
+        Ok(KeyRing {
+            keys: Arc::new(keys),
+        })
+    }
+
+    /// The ring with `other`'s keys added (same id: `other` wins).
+    pub fn with(&self, other: &KeyRing) -> KeyRing {
+        let mut keys = (*self.keys).clone();
+        keys.extend(other.keys.iter().map(|(k, v)| (k.clone(), v.clone())));
+        KeyRing {
+            keys: Arc::new(keys),
+        }
+    }
 }
+
+/// Same ids with the same public keys.
+impl PartialEq for KeyRing {
+    fn eq(&self, other: &KeyRing) -> bool {
+        self.keys.len() == other.keys.len()
+            && self.keys.iter().all(|(id, k)| {
+                other
+                    .keys
+                    .get(id)
+                    .is_some_and(|o| o.as_bytes() == k.as_bytes())
+            })
+    }
+}
+
+impl Eq for KeyRing {}
 
 /// Base64 of a signing key's public half, as written under `[keys]`.
 pub fn public_key_base64(key: &SigningKey) -> String {

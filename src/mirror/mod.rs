@@ -9,19 +9,32 @@
 //! decided before it gets here, and a primary-key conflict is an error.
 //! Each checkpoint carries a generation number, so two processes mirroring
 //! the same ledger into one database cannot interleave silently.
+//!
+//! The file is watched too: a mirror deleted or replaced while it is open
+//! would otherwise take every later commit with it, unseen. Before each
+//! commit the connection checks that its path still names the file it
+//! opened ([`MirrorError::Replaced`] otherwise), and a connection whose
+//! file was moved away never deletes the WAL and shared-memory files at
+//! the path when it closes (they may belong to a new mirror there by then).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, Transaction};
+use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension};
 
 use crate::ledger::{Hash, Head, SealedEvent, Verdict};
 use crate::tail::{FileId, Position};
 
 mod checkpoint;
+mod file;
 mod query;
+mod write;
 
 pub use checkpoint::Checkpointer;
+pub(crate) use file::close_in_place;
+pub use file::NEW_FILE_MODE;
+use file::{create_private, has_moved, set_aside_orphans, warn_if_world_readable};
+use write::write_batch;
 
 /// `PRAGMA application_id` of a ledgertail mirror ("LTL1").
 pub const APPLICATION_ID: i32 = 0x4c54_4c31;
@@ -52,6 +65,8 @@ pub enum MirrorError {
     SchemaTooNew { path: PathBuf, found: i32 },
     #[error("{}: ledger `{ledger}` was advanced by another process; only one ledgertail may mirror a ledger into a database", path.display())]
     Conflict { path: PathBuf, ledger: String },
+    #[error("{}: the mirror was deleted, moved or replaced while ledgertail had it open; nothing more is written to the old file", path.display())]
+    Replaced { path: PathBuf },
     #[error("{}: {source}", path.display())]
     Sqlite {
         path: PathBuf,
@@ -70,6 +85,7 @@ impl MirrorError {
             }
             MirrorError::SchemaTooNew { .. } => Some("use the ledgertail version that wrote this mirror, or a newer one".into()),
             MirrorError::Conflict { .. } => Some("stop the other `ledgertail run`/`replay` on this database first".into()),
+            MirrorError::Replaced { .. } => Some("ledgertail opens whatever the path names now: a new mirror is created there and rebuilt from the ledger's files (rows that only the old file held are gone unless it was moved aside, not deleted)".into()),
             MirrorError::Sqlite { source, path } => match source.sqlite_error_code() {
                 Some(ErrorCode::CannotOpen | ErrorCode::ReadOnly | ErrorCode::PermissionDenied) => Some(format!(
                     "check that {} and its directory are writable (WAL keeps -wal and -shm files beside the database)",
@@ -167,9 +183,13 @@ pub struct QuarantineRow {
     pub line: Vec<u8>,
 }
 
-/// An event row as read back, for parity and audits.
-#[derive(Debug, Clone)]
+/// An event row as read back, for parity and audits. A column that does
+/// not hold the type the schema gives it (an integer where text belongs,
+/// a blob) reads as empty text and is named in `fault`: a tampered row is
+/// reported, it does not stop the audit.
+#[derive(Debug, Clone, Default)]
 pub struct StoredEvent {
+    pub fault: Option<String>,
     pub seq: u64,
     pub id: Option<String>,
     pub ts: String,
@@ -208,12 +228,6 @@ pub struct Mirror {
     path: PathBuf,
 }
 
-impl std::fmt::Debug for Mirror {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Mirror").field("path", &self.path).finish()
-    }
-}
-
 fn now_text() -> String {
     humantime::format_rfc3339_millis(SystemTime::now()).to_string()
 }
@@ -240,6 +254,21 @@ impl Mirror {
             return Err(MirrorError::Missing {
                 path: path.to_path_buf(),
             });
+        }
+        if access == Access::ReadWrite {
+            let prepared = if exists {
+                warn_if_world_readable(path);
+                Ok(())
+            } else {
+                set_aside_orphans(path).and_then(|()| create_private(path))
+            };
+            prepared.map_err(|e| MirrorError::Sqlite {
+                path: path.to_path_buf(),
+                source: rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
+                    Some(format!("preparing a new mirror: {e}")),
+                ),
+            })?;
         }
         let flags = match access {
             Access::ReadOnly => OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -443,15 +472,28 @@ impl Mirror {
             .map_err(|e| self.err(e))
     }
 
+    /// `Err(Replaced)` once the path no longer names the file this mirror
+    /// opened (deleted, moved, or replaced by another file).
+    pub fn check_in_place(&self) -> Result<()> {
+        if has_moved(&self.conn) {
+            return Err(MirrorError::Replaced {
+                path: self.path.clone(),
+            });
+        }
+        Ok(())
+    }
+
     /// Writes a batch and the checkpoint that covers it in one transaction.
     /// `state.generation` must be the generation read with the state; on
-    /// success it is bumped in place.
+    /// success it is bumped in place. Refused when the file was moved away
+    /// (rows committed to a deleted file would be lost unseen).
     pub fn commit(
         &mut self,
         ledger: &str,
         batch: &Batch<'_>,
         state: &mut LedgerState,
     ) -> Result<()> {
+        self.check_in_place()?;
         let path = self.path.clone();
         let tx = self
             .conn
@@ -484,139 +526,4 @@ impl Mirror {
         state.generation += 1;
         Ok(())
     }
-}
-
-/// Hex digits as text (they are ASCII).
-fn hex_str(digits: &[u8; 64]) -> &str {
-    std::str::from_utf8(digits).unwrap_or_default()
-}
-
-/// The body of [`Mirror::commit`]. `Ok(false)`: the checkpoint moved
-/// under us (another writer).
-fn write_batch(
-    tx: &Transaction<'_>,
-    ledger: &str,
-    batch: &Batch<'_>,
-    state: &LedgerState,
-    now: &str,
-) -> rusqlite::Result<bool> {
-    let (events, quarantine) = (batch.events, batch.quarantine);
-    {
-        let mut insert = tx.prepare_cached(
-            "INSERT INTO events (ledger, seq, id, ts, type, payload, extra, prev_hash, hash, key_id, sig, file_id, file_offset)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-        )?;
-        // Per-row allocations avoided: the hashes' hex digits on the stack,
-        // the file id's text once per file.
-        let mut file_text = (None, String::new());
-        for row in events {
-            let e = &row.event;
-            if file_text.0 != Some(row.file) {
-                file_text = (Some(row.file), row.file.to_string());
-            }
-            let hash = e.hash.hex_digits();
-            let prev = e.prev_hash.map(|h| h.hex_digits());
-            insert.execute(params![
-                ledger,
-                seq_i64(e.seq),
-                e.id,
-                e.ts,
-                e.event_type,
-                e.payload,
-                e.extra,
-                prev.as_ref().map(hex_str),
-                hex_str(&hash),
-                e.key_id,
-                e.sig,
-                file_text.1,
-                seq_i64(row.offset),
-            ])?;
-        }
-    }
-    if batch.resolve && !events.is_empty() {
-        let mut resolve = tx.prepare_cached(
-            "UPDATE quarantine SET resolved_at = ?4
-             WHERE ledger = ?1 AND file_id = ?2 AND file_offset = ?3 AND resolved_at IS NULL",
-        )?;
-        for row in events {
-            resolve.execute(params![
-                ledger,
-                row.file.to_string(),
-                seq_i64(row.offset),
-                now
-            ])?;
-        }
-    }
-    if !quarantine.is_empty() {
-        // A line found again at the same place (after a checkpoint was
-        // relocated) is the same evidence, kept once; judged again after a
-        // reload, its row takes the new verdict.
-        let mut insert = tx.prepare_cached(if batch.resolve {
-            "INSERT INTO quarantine (ledger, file_id, file_path, file_offset, line_length, seq, hash, verdict, detail, line, quarantined_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
-             ON CONFLICT (ledger, file_id, file_offset) DO UPDATE SET verdict = excluded.verdict,
-                detail = excluded.detail, seq = excluded.seq, hash = excluded.hash
-             WHERE resolved_at IS NULL"
-        } else {
-            "INSERT OR IGNORE INTO quarantine (ledger, file_id, file_path, file_offset, line_length, seq, hash, verdict, detail, line, quarantined_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
-        })?;
-        for q in quarantine {
-            insert.execute(params![
-                ledger,
-                q.file.to_string(),
-                q.path,
-                seq_i64(q.offset),
-                seq_i64(q.length),
-                q.seq.map(seq_i64),
-                q.hash.map(|h| h.to_hex()),
-                q.verdict.as_str(),
-                q.detail,
-                q.line,
-                now,
-            ])?;
-        }
-    }
-    let pos = state.position.as_ref();
-    let halt = state.halt.as_ref();
-    let values = params![
-        ledger,
-        state.live_path.to_string_lossy(),
-        pos.map(|p| p.file.to_string()),
-        pos.map(|p| p.path.to_string_lossy().into_owned()),
-        pos.map_or(0, |p| seq_i64(p.offset)),
-        pos.map(|p| p.tail.clone()),
-        state.head.map(|h| seq_i64(h.seq)),
-        state.head.map(|h| h.hash.to_hex()),
-        state.anchor.map(|h| seq_i64(h.seq)),
-        state.anchor.map(|h| h.hash.to_hex()),
-        i64::from(halt.is_some()),
-        halt.map(|h| h.verdict.as_str()),
-        halt.map(|h| h.detail.clone()),
-        halt.and_then(|h| h.file.clone()),
-        halt.and_then(|h| h.offset.map(seq_i64)),
-        halt.and_then(|h| h.seq.map(seq_i64)),
-        state.generation,
-        now,
-    ];
-    let changed = if state.generation == 0 {
-        tx.prepare_cached(
-            "INSERT INTO checkpoints (ledger, live_path, file_id, file_path, file_offset, tail_check,
-                head_seq, head_hash, anchor_seq, anchor_hash, halted, halt_verdict, halt_detail,
-                halt_file, halt_offset, halt_seq, generation, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17 + 1, ?18)
-             ON CONFLICT (ledger) DO NOTHING",
-        )?
-        .execute(values)?
-    } else {
-        tx.prepare_cached(
-            "UPDATE checkpoints SET live_path = ?2, file_id = ?3, file_path = ?4, file_offset = ?5,
-                tail_check = ?6, head_seq = ?7, head_hash = ?8, anchor_seq = ?9, anchor_hash = ?10,
-                halted = ?11, halt_verdict = ?12, halt_detail = ?13, halt_file = ?14,
-                halt_offset = ?15, halt_seq = ?16, generation = ?17 + 1, updated_at = ?18
-             WHERE ledger = ?1 AND generation = ?17",
-        )?
-        .execute(values)?
-    };
-    Ok(changed == 1)
 }

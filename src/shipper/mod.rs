@@ -26,13 +26,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::LedgerSettings;
-use crate::ledger::frame::{Frame, QUARANTINE_PREFIX};
-use crate::ledger::{Chain, Examined, Hash, Head, KeyRing, LineJudgement, Verdict};
+use crate::ledger::frame::QUARANTINE_PREFIX;
+use crate::ledger::{Chain, Examined, Hash, Head, LineJudgement, Verdict};
 use crate::mirror::{Batch, EventRow, Halt, LedgerState, Mirror, MirrorError, QuarantineRow};
-use crate::tail::{self, Refreshed, TailConfig, Tailer};
+use crate::tail::{self, TailConfig, Tailer};
 use crate::verifier::{Chunk, PoolBroken, Rules, Verifiers};
 
 mod open;
+mod read_ahead;
 mod rejudge;
 
 /// A chunk for the verifier pool: this many lines or bytes, whichever
@@ -138,8 +139,9 @@ impl Batching {
 
 /// One ledger being mirrored.
 pub struct Shipper {
+    /// The ledger's settings; its keys and signature policy change with a
+    /// reload ([`Shipper::reconfigure`]).
     ledger: LedgerSettings,
-    keys: KeyRing,
     mirror: Mirror,
     state: LedgerState,
     batching: Batching,
@@ -147,6 +149,8 @@ pub struct Shipper {
     tailer: Option<Tailer>,
     /// Set by a re-judging: mirrored lines resolve their quarantine rows.
     resolving: bool,
+    /// The highest seq of an authentic event read (refused lines do not
+    /// count: anyone can write a line claiming any seq).
     last_seq_seen: Option<u64>,
     /// Examines lines on every core.
     verifiers: Verifiers,
@@ -156,7 +160,6 @@ impl Shipper {
     /// Loads the ledger's checkpoint (if any) from the mirror.
     pub fn new(
         ledger: LedgerSettings,
-        keys: KeyRing,
         mirror: Mirror,
         batching: Batching,
     ) -> Result<Shipper, ShipError> {
@@ -175,7 +178,6 @@ impl Shipper {
         let ledger_name = ledger.name.clone();
         Ok(Shipper {
             ledger,
-            keys,
             mirror,
             state,
             batching: Batching {
@@ -205,18 +207,50 @@ impl Shipper {
         &self.mirror
     }
 
-    /// The highest seq read in the ledger so far (authentic or not).
+    /// The highest seq of an authentic event read so far.
     pub fn last_seq_seen(&self) -> Option<u64> {
         self.last_seq_seen
     }
 
-    /// Complete-line bytes on disk beyond the last line read.
-    pub fn lag_bytes(&self) -> u64 {
-        self.tailer.as_ref().map_or(0, Tailer::lag_bytes)
+    /// Bytes on disk beyond what was read: through the open tailer while
+    /// following; from the checkpoint and a fresh look at the files when
+    /// there is none (halted, or not started), so that a halted ledger
+    /// still says how much waits behind the halt.
+    pub fn lag_bytes(&self) -> Result<u64, ShipError> {
+        if let Some(t) = &self.tailer {
+            return Ok(t.lag_bytes());
+        }
+        let files = self.tail_config().discover().map_err(|e| self.io_err(e))?;
+        let files = match &self.state.position {
+            Some(pos) => tail::resume_order(files, pos.file, self.state.head.map(|h| h.seq)),
+            None => files,
+        };
+        Ok(tail::bytes_after(&files, self.state.position.as_ref()))
+    }
+
+    /// The last authentic event of the live file (read back from its end,
+    /// judged with the ledger's keys and policy): an estimate of the
+    /// ledger's head before, or without, reading up to it.
+    pub fn head_in_live_file(&self) -> Option<u64> {
+        let Ok(tail::Opening::File(file, meta)) =
+            tail::open_regular(&self.ledger.path, self.ledger.follow_symlink)
+        else {
+            return None;
+        };
+        tail::backward::last_authentic(
+            &file,
+            meta.len(),
+            self.ledger.signatures,
+            &self.ledger.keys,
+            self.ledger.max_line_bytes,
+        )
+        .ok()
+        .flatten()
+        .map(|h| h.seq)
     }
 
     fn tail_config(&self) -> TailConfig {
-        self.ledger.tail_config(&self.keys)
+        self.ledger.tail_config()
     }
 
     fn io_err(&self, source: std::io::Error) -> ShipError {
@@ -245,6 +279,7 @@ impl Shipper {
         let Some(mut tailer) = tailer else {
             return Ok(report);
         };
+        tailer.hold_finished_files();
         let result = self.drain(&mut tailer, stop, observe, &mut report);
         match &result {
             // Followed again next time, unless halted (a restart or reload
@@ -279,14 +314,14 @@ impl Shipper {
         let total_bytes = tailer.remaining_bytes();
         let rules = Arc::new(Rules {
             policy: self.ledger.signatures,
-            keys: self.keys.clone(),
+            keys: self.ledger.keys.clone(),
             max_line_bytes: self.ledger.max_line_bytes,
         });
         let mut chain = Chain::new(
             self.state.head,
             self.state.anchor,
             self.ledger.signatures,
-            self.keys.clone(),
+            self.ledger.keys.clone(),
             self.ledger.rules,
             self.ledger.max_line_bytes,
         );
@@ -322,6 +357,10 @@ impl Shipper {
                     self.read_ahead(tailer, &tail_config, &rules, head, &mut reading)?;
                     match self.verifiers.recv().map_err(|e| self.pool_err(e))? {
                         Some(chunk) => placing = Some((chunk, 0)),
+                        // Reading paused with nothing in flight: every
+                        // line read was placed and the files before the
+                        // last one released, so reading goes on.
+                        None if tailer.paused() => {}
                         None => {
                             at_end = true;
                             break;
@@ -333,6 +372,11 @@ impl Shipper {
                 *next += 1;
                 lines += 1;
                 let line = chunk.lines[i];
+                if last_line.is_none_or(|(f, _)| !f.same_inode(&line.file)) {
+                    // No checkpoint can fall in a file before this one any
+                    // more: close them (a rotated file may be deleted).
+                    tailer.release_before(line.file);
+                }
                 last_line = Some((line.file, line.end_offset()));
                 let examined = std::mem::replace(&mut chunk.results[i], Examined::Blank);
                 let mut lookup_error = None;
@@ -365,11 +409,15 @@ impl Shipper {
                         *report.verdicts.entry(Verdict::Mirrored).or_default() += 1;
                         continue;
                     }
-                    LineJudgement::Refused { refusal, .. } => refusal,
+                    LineJudgement::Refused { refusal, event } => {
+                        // Only an authentic event (refused for its place
+                        // in the chain) tells where the ledger's head is.
+                        if let Some(ev) = event {
+                            self.note_seq(ev.seq);
+                        }
+                        refusal
+                    }
                 };
-                if let Some(seq) = refusal.seq {
-                    self.note_seq(seq);
-                }
                 let verdict = refusal.verdict;
                 *report.verdicts.entry(verdict).or_default() += 1;
                 verdicts.push(verdict);
@@ -472,7 +520,9 @@ impl Shipper {
                 return Ok(false);
             }
             if at_end {
-                // Everything read was placed: the tailer can go on later.
+                // Everything read was placed and committed: the tailer can
+                // go on later, holding only the file it reads.
+                tailer.release_finished();
                 return Ok(reading.keep);
             }
             if stop.load(Ordering::Relaxed) {
@@ -480,65 +530,6 @@ impl Shipper {
                 return Ok(false);
             }
         }
-    }
-
-    /// Keeps the verifier pool busy: reads complete lines into chunks and
-    /// sends them, until enough are in flight or the data on disk is read
-    /// (following rotations on the way).
-    fn read_ahead(
-        &mut self,
-        tailer: &mut Tailer,
-        tail_config: &TailConfig,
-        rules: &Arc<Rules>,
-        head_seq: Option<u64>,
-        reading: &mut Reading,
-    ) -> Result<(), ShipError> {
-        let depth = 2 * self.verifiers.threads() + 1;
-        while !reading.done && self.verifiers.in_flight() < depth {
-            let mut chunk = self.verifiers.chunk();
-            while chunk.len() < CHUNK_LINES && chunk.byte_len() < CHUNK_BYTES {
-                let next = tailer.next_frame().map_err(|e| self.io_err(e))?;
-                match next {
-                    Some((file, Frame::Line { offset, bytes })) => {
-                        chunk.push(file, offset, bytes.len() as u64, bytes)
-                    }
-                    Some((
-                        file,
-                        Frame::TooLong {
-                            offset,
-                            length,
-                            prefix,
-                        },
-                    )) => chunk.push(file, offset, length, prefix),
-                    None => {
-                        // The end of the newest file known: has it rotated?
-                        // (Bounded, in case the folder changes without end.)
-                        reading.refreshes += 1;
-                        if reading.refreshes <= 64 {
-                            match tailer
-                                .refresh(tail_config, head_seq)
-                                .map_err(|e| self.io_err(e))?
-                            {
-                                Refreshed::MoreFiles => continue,
-                                Refreshed::Unchanged => {}
-                                Refreshed::CurrentGone => reading.keep = false,
-                            }
-                        }
-                        reading.done = true;
-                        break;
-                    }
-                }
-                chunk.stamp_last(tailer.read_at().unwrap_or_else(Instant::now));
-            }
-            if chunk.is_empty() {
-                self.verifiers.recycle(chunk);
-                break;
-            }
-            self.verifiers
-                .send(chunk, rules)
-                .map_err(|e| self.pool_err(e))?;
-        }
-        Ok(())
     }
 
     /// Drops lines read ahead and not placed (their checkpoint was not

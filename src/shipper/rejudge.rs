@@ -4,7 +4,7 @@
 //! judges from there and resolves the rows of lines that now mirror.
 
 use super::{ShipError, Shipper};
-use crate::ledger::{Hash, KeyRing, SignaturePolicy};
+use crate::ledger::{Hash, KeyRing, SignaturePolicy, Verdict};
 use crate::tail;
 
 impl Shipper {
@@ -14,9 +14,7 @@ impl Shipper {
     pub fn rejudge_if_changed(&mut self) -> Result<bool, ShipError> {
         let recorded = self.mirror.meta(&self.judged_with_key())?;
         match recorded {
-            Some(r) if r != self.judged_with() => {
-                self.reconfigure(self.keys.clone(), self.ledger.signatures)
-            }
+            Some(r) if r != self.judged_with() => self.rejudge(),
             _ => Ok(false),
         }
     }
@@ -40,12 +38,11 @@ impl Shipper {
         use sha2::{Digest, Sha256};
         let mut h = Sha256::new();
         h.update(self.ledger.signatures.as_str());
-        let mut ids = self.keys.ids();
-        ids.sort_unstable();
-        for id in ids {
+        let keys = &self.ledger.keys;
+        for id in keys.ids() {
             h.update([0u8]);
             h.update(id.as_bytes());
-            if let Some(key) = self.keys.get(id) {
+            if let Some(key) = keys.get(id) {
                 h.update(key.as_bytes());
             }
         }
@@ -59,15 +56,42 @@ impl Shipper {
 
     /// Takes new trusted keys and signature policy, and moves the read
     /// position back to the first line to judge again (§2.1). Returns
-    /// whether anything will be judged again.
+    /// whether anything will be judged again. Keys and policy as they were
+    /// change nothing: a reload that changes neither judges nothing again.
     pub fn reconfigure(
         &mut self,
         keys: KeyRing,
         policy: SignaturePolicy,
     ) -> Result<bool, ShipError> {
-        self.keys = keys;
+        if keys == self.ledger.keys && policy == self.ledger.signatures {
+            return Ok(false);
+        }
+        self.ledger.keys = keys;
         self.ledger.signatures = policy;
         self.tailer = None;
+        self.rejudge()
+    }
+
+    /// Moves the read position back to the first line quarantined as
+    /// `unknown_key` or `unsigned` after the head's, and lifts the halt in
+    /// memory: the next catch-up judges from there. A `rewritten` halt is
+    /// never lifted: no key or policy explains bytes that changed, and
+    /// judging again from an earlier line would read past the rewrite and
+    /// erase its record.
+    fn rejudge(&mut self) -> Result<bool, ShipError> {
+        if let Some(halt) = self
+            .state
+            .halt
+            .as_ref()
+            .filter(|h| h.verdict == Verdict::Rewritten)
+        {
+            tracing::warn!(
+                ledger = %self.ledger.name,
+                halt = %halt,
+                "keys or signature policy changed, but the ledger is halted as rewritten: nothing is judged again until the mirror is rebuilt (see the runbook)"
+            );
+            return Ok(false);
+        }
         let candidates = self.mirror.rejudge_candidates(&self.ledger.name)?;
         if candidates.is_empty() {
             return Ok(false);
@@ -76,7 +100,7 @@ impl Shipper {
         let order = |file: &tail::FileId, offset: u64| {
             files
                 .iter()
-                .position(|f| f.id == *file)
+                .position(|f| file.identifies(&f.id))
                 .map(|i| (i, offset))
         };
         // Lines at or before the head's line (and so before the anchor)
@@ -102,7 +126,7 @@ impl Shipper {
         };
         // Never move forward: only lines already read are judged again.
         if let Some(current) = &self.state.position {
-            if current.file == position.file && current.offset < position.offset {
+            if current.file.may_be(&position.file) && current.offset < position.offset {
                 return Ok(false);
             }
         }

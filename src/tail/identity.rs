@@ -1,51 +1,159 @@
 //! Which files make up a ledger, and which file is which (contract §1.4).
 //!
 //! A file is identified by `(dev, ino)`, which survives the rename of a
-//! rotation. The files of a ledger are the live file plus its rotated
-//! siblings (`<name>.<anything>` beside it, compressed ones excluded),
-//! ordered by the seq of their first authentic event; the live file is the
-//! newest by definition and always comes last.
+//! rotation, plus a fingerprint of its first line: inode numbers are
+//! handed out again as soon as a file is deleted (ext4 does it at once),
+//! and only content tells a new file from an old one that had the same
+//! number. The files of a ledger are the live file plus its rotated
+//! siblings (`<name>.<anything>` beside it, compressed ones excluded, and
+//! only regular files: a FIFO would block a reader for ever, and a symlink
+//! would let anyone who can write the folder feed any file into the
+//! mirror), ordered by the seq of their first authentic event; the live
+//! file is the newest by definition and always comes last.
 
+use std::collections::HashSet;
 use std::fmt;
-use std::fs::{File, Metadata};
+use std::fs::{File, Metadata, OpenOptions};
 use std::io::{self, Read};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Mutex;
+
+use sha2::{Digest, Sha256};
 
 use crate::ledger::frame::{Frame, Framer};
-use crate::ledger::{authenticate, KeyRing, SignaturePolicy};
+use crate::ledger::{authenticate, is_blank, KeyRing, SignaturePolicy};
 
-/// Identity of a ledger file across renames: device and inode.
+/// A file's first bytes, hashed: the part of its identity that inode reuse
+/// cannot fake. Known once the file holds its first non-blank line (or
+/// [`FINGERPRINT_BYTES`] bytes), and never changes after that, since a
+/// ledger file is only appended to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Fingerprint(pub u64);
+
+/// How many bytes a fingerprint covers at most.
+pub const FINGERPRINT_BYTES: usize = 4096;
+
+/// The fingerprint of a file whose first bytes are `prefix` (as many as
+/// are known, up to [`FINGERPRINT_BYTES`]): a hash of the bytes up to and
+/// including the LF that ends the first non-blank line, or of the first
+/// [`FINGERPRINT_BYTES`] bytes if that line is longer. `None` while the
+/// file is too short to tell.
+pub fn fingerprint(prefix: &[u8]) -> Option<Fingerprint> {
+    let limit = prefix.len().min(FINGERPRINT_BYTES);
+    let mut line_start = 0;
+    let end = loop {
+        match memchr::memchr(b'\n', &prefix[line_start..limit]) {
+            Some(i) => {
+                let lf = line_start + i;
+                if !is_blank(&prefix[line_start..lf]) {
+                    break lf + 1;
+                }
+                line_start = lf + 1;
+            }
+            None if prefix.len() >= FINGERPRINT_BYTES => break FINGERPRINT_BYTES,
+            None => return None,
+        }
+    };
+    let digest = Sha256::digest(&prefix[..end]);
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    // 0 is never a fingerprint, so that a text form can leave it out.
+    Some(Fingerprint(u64::from_be_bytes(first).max(1)))
+}
+
+/// Reads the fingerprint of an open file from its first bytes.
+pub fn fingerprint_of(file: &File) -> io::Result<Option<Fingerprint>> {
+    let mut buf = vec![0u8; FINGERPRINT_BYTES];
+    let mut have = 0;
+    while have < buf.len() {
+        match file.read_at(&mut buf[have..], have as u64) {
+            Ok(0) => break,
+            Ok(n) => have += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(fingerprint(&buf[..have]))
+}
+
+/// Identity of a ledger file across renames: device, inode and (once the
+/// file has a first line) the fingerprint of that line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct FileId {
     pub dev: u64,
     pub ino: u64,
+    pub fingerprint: Option<Fingerprint>,
 }
 
 impl FileId {
+    /// The inode part only: what an open handle can tell without reading.
     pub fn of(meta: &Metadata) -> FileId {
         FileId {
             dev: meta.dev(),
             ino: meta.ino(),
+            fingerprint: None,
         }
+    }
+
+    pub fn same_inode(&self, other: &FileId) -> bool {
+        self.dev == other.dev && self.ino == other.ino
+    }
+
+    /// Does this recorded identity (a checkpoint's, a row's) name the file
+    /// `found` on disk? Same inode, and the same fingerprint when one was
+    /// recorded: a position at offset 0 of a file that had no line yet, or
+    /// one written by a build that recorded no fingerprint, goes by the
+    /// inode alone (the bytes behind a position are checked anyway).
+    pub fn identifies(&self, found: &FileId) -> bool {
+        self.same_inode(found)
+            && match self.fingerprint {
+                None => true,
+                Some(fp) => found.fingerprint == Some(fp),
+            }
+    }
+
+    /// Could the two be the same file, one of them seen before its first
+    /// line was written?
+    pub fn may_be(&self, other: &FileId) -> bool {
+        self.identifies(other) || other.identifies(self)
     }
 }
 
-/// Written as `dev:ino` in the mirror.
+/// Written as `dev:ino:fingerprint` (16 hex digits) in the mirror, or
+/// `dev:ino` while the file has no first line (and in mirrors written
+/// before fingerprints existed).
 impl fmt::Display for FileId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.dev, self.ino)
+        write!(f, "{}:{}", self.dev, self.ino)?;
+        if let Some(Fingerprint(fp)) = self.fingerprint {
+            write!(f, ":{fp:016x}")?;
+        }
+        Ok(())
     }
 }
 
 impl FromStr for FileId {
     type Err = ();
     fn from_str(s: &str) -> Result<FileId, ()> {
-        let (dev, ino) = s.split_once(':').ok_or(())?;
+        let mut parts = s.split(':');
+        let dev = parts.next().ok_or(())?.parse().map_err(|_| ())?;
+        let ino = parts.next().ok_or(())?.parse().map_err(|_| ())?;
+        let fingerprint = match parts.next() {
+            None => None,
+            Some(hex) if hex.len() == 16 => {
+                Some(Fingerprint(u64::from_str_radix(hex, 16).map_err(|_| ())?))
+            }
+            Some(_) => return Err(()),
+        };
+        if parts.next().is_some() {
+            return Err(());
+        }
         Ok(FileId {
-            dev: dev.parse().map_err(|_| ())?,
-            ino: ino.parse().map_err(|_| ())?,
+            dev,
+            ino,
+            fingerprint,
         })
     }
 }
@@ -64,6 +172,13 @@ pub struct LedgerFile {
 /// Endings of compressed rotations, which are never read (§1.4).
 const COMPRESSED: [&str; 6] = [".gz", ".bz2", ".xz", ".zst", ".lz4", ".zip"];
 
+/// Endings that look like an archive or a copy rather than a rotation:
+/// read all the same (the contract counts every `<name>.<suffix>`), with
+/// a warning, since such a file usually repeats events of the others.
+const SUSPICIOUS: [&str; 12] = [
+    ".tar", ".tgz", ".tbz2", ".txz", ".7z", ".rar", ".bak", ".orig", ".swp", ".tmp", ".old", "~",
+];
+
 /// True when `name` is a rotated sibling of the live file `live_name`.
 pub fn is_rotated_name(live_name: &str, name: &str) -> bool {
     let Some(rest) = name.strip_prefix(live_name) else {
@@ -72,8 +187,101 @@ pub fn is_rotated_name(live_name: &str, name: &str) -> bool {
     if !rest.starts_with('.') || rest.len() < 2 {
         return false;
     }
+    !is_compressed_name(name)
+}
+
+/// True for the endings of compressed files (`.gz`, `.zst`, …, any case).
+pub fn is_compressed_name(name: &str) -> bool {
     let lower = name.to_ascii_lowercase();
-    !COMPRESSED.iter().any(|ext| lower.ends_with(ext))
+    COMPRESSED.iter().any(|ext| lower.ends_with(ext))
+}
+
+/// Logs `message` about `path` once per process: discovery runs at every
+/// rotation and every parity check, and one warning per odd file is
+/// enough to act on.
+fn warn_once(path: &Path, message: &str) {
+    static WARNED: Mutex<Option<HashSet<(PathBuf, String)>>> = Mutex::new(None);
+    let mut warned = WARNED.lock().unwrap_or_else(|e| e.into_inner());
+    if warned
+        .get_or_insert_with(HashSet::new)
+        .insert((path.to_path_buf(), message.to_owned()))
+    {
+        tracing::warn!(file = %path.display(), "{message}");
+    }
+}
+
+/// What a path names, for a ledger reader.
+pub enum Opening {
+    /// A regular file, open for reading, with its metadata.
+    File(File, Metadata),
+    Missing,
+    /// Something that must not be read as a ledger file: a symlink (unless
+    /// followed), a FIFO, a socket, a device, a directory.
+    NotRegular(&'static str),
+}
+
+fn kind_of(meta: &Metadata) -> &'static str {
+    let t = meta.file_type();
+    if t.is_symlink() {
+        "a symbolic link"
+    } else if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_block_device() || t.is_char_device() {
+        "a device"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// Opens a ledger file for reading only if it is a regular file: looked at
+/// without following a link (unless `follow_symlink`), opened without
+/// blocking (opening a FIFO for reading waits for a writer for ever) and
+/// without following a link, then checked again on the open handle (the
+/// name may have been given to something else in between).
+pub fn open_regular(path: &Path, follow_symlink: bool) -> io::Result<Opening> {
+    let seen = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Opening::Missing),
+        Err(e) => return Err(e),
+    };
+    let is_link = seen.file_type().is_symlink();
+    if is_link && !follow_symlink {
+        return Ok(Opening::NotRegular("a symbolic link"));
+    }
+    if !is_link && !seen.is_file() {
+        return Ok(Opening::NotRegular(kind_of(&seen)));
+    }
+    let mut flags = libc::O_NONBLOCK;
+    if !follow_symlink {
+        flags |= libc::O_NOFOLLOW;
+    }
+    let file = match OpenOptions::new().read(true).custom_flags(flags).open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Opening::Missing),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Ok(Opening::NotRegular("a symbolic link"))
+        }
+        Err(e) => return Err(e),
+    };
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Ok(Opening::NotRegular(kind_of(&meta)));
+    }
+    Ok(Opening::File(file, meta))
+}
+
+/// Opens the file that discovery saw as `expected`, by its name: `None`
+/// when the name is gone or now names another file (a rotation moved it)
+/// or something that is not a regular file.
+pub fn reopen(path: &Path, expected: &FileId) -> io::Result<Option<File>> {
+    match open_regular(path, true)? {
+        Opening::File(file, meta) if FileId::of(&meta).same_inode(expected) => Ok(Some(file)),
+        _ => Ok(None),
+    }
 }
 
 /// True when the live file or any rotated sibling exists. Cheap: names and
@@ -89,7 +297,7 @@ pub fn any_file_exists(live: &Path) -> io::Result<bool> {
         if name
             .to_str()
             .is_some_and(|n| is_rotated_name(&live_name, n))
-            && dir.join(&name).is_file()
+            && entry.file_type().is_ok_and(|t| t.is_file())
         {
             return Ok(true);
         }
@@ -98,7 +306,7 @@ pub fn any_file_exists(live: &Path) -> io::Result<bool> {
 }
 
 /// The folder of a ledger's files and the live file's name.
-fn split(live: &Path) -> io::Result<(PathBuf, String)> {
+pub fn split(live: &Path) -> io::Result<(PathBuf, String)> {
     let dir = match live.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
@@ -111,16 +319,40 @@ fn split(live: &Path) -> io::Result<(PathBuf, String)> {
     Ok((dir, name))
 }
 
-/// How to recognise an authentic event while ordering files.
+/// How to recognise an authentic event while ordering files, and whether
+/// the live path may be a symlink.
 #[derive(Clone, Copy)]
 pub struct Authenticity<'a> {
     pub policy: SignaturePolicy,
     pub keys: &'a KeyRing,
     pub max_line_bytes: u64,
+    /// The operator allows the live path to be a symbolic link
+    /// (`follow_symlink`); rotated siblings never may be.
+    pub follow_symlink: bool,
+}
+
+/// Opens the live file of a ledger: `None` when it does not exist (yet).
+fn open_live(live: &Path, follow_symlink: bool) -> io::Result<Option<(File, Metadata)>> {
+    match open_regular(live, follow_symlink)? {
+        Opening::File(file, meta) => Ok(Some((file, meta))),
+        Opening::Missing => Ok(None),
+        Opening::NotRegular("a symbolic link") => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "{} is a symbolic link, and the ledger's follow_symlink is off (set follow_symlink = true in its [[ledger]] table if the link is yours)",
+                live.display()
+            ),
+        )),
+        Opening::NotRegular(kind) => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} is {kind}, not a regular file", live.display()),
+        )),
+    }
 }
 
 /// Lists a ledger's files, oldest first. A missing live file is not an
-/// error (it may be about to be created); an unreadable directory is.
+/// error (it may be about to be created); an unreadable directory is, and
+/// so is a live path that is not a regular file.
 pub fn discover(live: &Path, auth: Authenticity<'_>) -> io::Result<Vec<LedgerFile>> {
     let (dir, live_name) = split(live)?;
     // The live file is looked at *before* the folder is listed: a file
@@ -128,25 +360,18 @@ pub fn discover(live: &Path, auth: Authenticity<'_>) -> io::Result<Vec<LedgerFil
     // listing (and is recognised by its identity), so a rotation during
     // discovery can never hide a file between the rotated ones and the
     // live one.
-    let live_file = match File::open(live) {
-        Ok(file) => {
-            let meta = file.metadata()?;
-            if !meta.is_file() {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!("{} is not a regular file", live.display()),
-                ));
-            }
-            Some(LedgerFile {
-                path: live.to_path_buf(),
-                id: FileId::of(&meta),
-                len: meta.len(),
-                first_seq: first_authentic_seq_in(file, auth)?,
-                is_live: true,
-            })
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-        Err(e) => return Err(e),
+    let live_file = match open_live(live, auth.follow_symlink)? {
+        Some((file, meta)) => Some(LedgerFile {
+            path: live.to_path_buf(),
+            id: FileId {
+                fingerprint: fingerprint_of(&file)?,
+                ..FileId::of(&meta)
+            },
+            len: meta.len(),
+            first_seq: first_authentic_seq_in(file, auth)?,
+            is_live: true,
+        }),
+        None => None,
     };
     let mut rotated = Vec::new();
     for entry in std::fs::read_dir(&dir)? {
@@ -159,25 +384,38 @@ pub fn discover(live: &Path, auth: Authenticity<'_>) -> io::Result<Vec<LedgerFil
         let path = dir.join(name);
         // One handle for the identity and the first event: the name may
         // be given to another file at any moment (renumbering rotations).
-        // Symlinks are followed like the live file's.
-        let file = match File::open(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(e),
+        let (file, meta) = match open_regular(&path, false)? {
+            Opening::File(file, meta) => (file, meta),
+            Opening::Missing => continue,
+            Opening::NotRegular(kind) => {
+                warn_once(
+                    &path,
+                    &format!("ignored: {kind} beside the ledger is never read as a rotated file (only regular files are)"),
+                );
+                continue;
+            }
         };
-        let meta = file.metadata()?;
-        if !meta.is_file() {
-            continue;
-        }
-        let id = FileId::of(&meta);
         // The live file (renamed since we looked at it, or a hard link of
         // it among the siblings) stays the live file.
-        if live_file.as_ref().is_some_and(|l| l.id == id) {
+        if live_file
+            .as_ref()
+            .is_some_and(|l| l.id.same_inode(&FileId::of(&meta)))
+        {
             continue;
+        }
+        let lower = name.to_ascii_lowercase();
+        if let Some(ending) = SUSPICIOUS.iter().find(|e| lower.ends_with(*e)) {
+            warn_once(
+                &path,
+                &format!("read as a rotated file of the ledger, though its name ends in `{ending}` like an archive or a copy; move it out of the folder if it is not a rotation"),
+            );
         }
         rotated.push(LedgerFile {
             path,
-            id,
+            id: FileId {
+                fingerprint: fingerprint_of(&file)?,
+                ..FileId::of(&meta)
+            },
             len: meta.len(),
             first_seq: first_authentic_seq_in(file, auth)?,
             is_live: false,
@@ -196,13 +434,26 @@ pub fn discover(live: &Path, auth: Authenticity<'_>) -> io::Result<Vec<LedgerFil
     Ok(rotated)
 }
 
-/// Reads a file from its start until its first authentic event.
-pub fn first_authentic_seq(path: &Path, auth: Authenticity<'_>) -> io::Result<Option<u64>> {
-    match File::open(path) {
-        Ok(f) => first_authentic_seq_in(f, auth),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
+/// Compressed siblings of the live file (never read), with their
+/// modification times: `append` must not continue a chain whose newest
+/// events it cannot see.
+pub fn compressed_siblings(live: &Path) -> io::Result<Vec<(PathBuf, std::time::SystemTime)>> {
+    let (dir, live_name) = split(live)?;
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(&dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let is_sibling = name
+            .strip_prefix(live_name.as_str())
+            .is_some_and(|rest| rest.starts_with('.') && rest.len() > 1);
+        if is_sibling && is_compressed_name(name) {
+            if let Ok(modified) = entry.metadata().and_then(|m| m.modified()) {
+                out.push((dir.join(name), modified));
+            }
+        }
     }
+    Ok(out)
 }
 
 fn first_authentic_seq_in(mut file: File, auth: Authenticity<'_>) -> io::Result<Option<u64>> {
@@ -242,9 +493,90 @@ mod tests {
 
     #[test]
     fn file_id_text_round_trip() {
-        let id = FileId { dev: 2049, ino: 77 };
+        let id = FileId {
+            dev: 2049,
+            ino: 77,
+            fingerprint: None,
+        };
         assert_eq!(id.to_string(), "2049:77");
         assert_eq!("2049:77".parse::<FileId>(), Ok(id));
+        let id = FileId {
+            fingerprint: Some(Fingerprint(0xab)),
+            ..id
+        };
+        assert_eq!(id.to_string(), "2049:77:00000000000000ab");
+        assert_eq!("2049:77:00000000000000ab".parse::<FileId>(), Ok(id));
         assert!("2049".parse::<FileId>().is_err());
+        assert!("2049:77:ab".parse::<FileId>().is_err());
+        assert!("2049:77:00000000000000ab:1".parse::<FileId>().is_err());
+    }
+
+    #[test]
+    fn a_fingerprint_is_known_once_the_first_non_blank_line_is_complete() {
+        assert_eq!(fingerprint(b""), None);
+        assert_eq!(fingerprint(b"{\"seq\":0"), None);
+        assert_eq!(fingerprint(b"\n \n"), None, "blank lines do not count");
+        let one = fingerprint(b"{\"seq\":0}\n").unwrap();
+        assert_eq!(fingerprint(b"{\"seq\":0}\n{\"seq\":1}\n"), Some(one));
+        assert_ne!(fingerprint(b"{\"seq\":9}\n"), Some(one));
+        assert_ne!(fingerprint(b"\n{\"seq\":0}\n"), Some(one));
+        // A first line longer than the window: its first bytes decide.
+        let long = vec![b'x'; FINGERPRINT_BYTES + 10];
+        assert_eq!(fingerprint(&long), fingerprint(&long[..FINGERPRINT_BYTES]));
+        assert_eq!(fingerprint(&long[..FINGERPRINT_BYTES - 1]), None);
+    }
+
+    #[test]
+    fn a_recorded_identity_names_a_file_by_inode_and_fingerprint() {
+        let at = |fp: Option<u64>| FileId {
+            dev: 1,
+            ino: 2,
+            fingerprint: fp.map(Fingerprint),
+        };
+        assert!(at(Some(5)).identifies(&at(Some(5))));
+        assert!(!at(Some(5)).identifies(&at(Some(6))), "inode reused");
+        assert!(!at(Some(5)).identifies(&at(None)), "a new, empty file");
+        assert!(
+            at(None).identifies(&at(Some(5))),
+            "recorded before its first line"
+        );
+        assert!(at(Some(5)).may_be(&at(None)) && at(None).may_be(&at(Some(5))));
+        assert!(!at(Some(5)).may_be(&at(Some(6))));
+    }
+
+    #[test]
+    fn only_regular_files_are_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f");
+        std::fs::write(&file, "x\n").unwrap();
+        let link = dir.path().join("l");
+        std::os::unix::fs::symlink(&file, &link).unwrap();
+        let fifo = dir.path().join("p");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        assert!(matches!(
+            open_regular(&file, false).unwrap(),
+            Opening::File(..)
+        ));
+        assert!(matches!(
+            open_regular(&link, false).unwrap(),
+            Opening::NotRegular("a symbolic link")
+        ));
+        assert!(matches!(
+            open_regular(&link, true).unwrap(),
+            Opening::File(..)
+        ));
+        assert!(matches!(
+            open_regular(&fifo, true).unwrap(),
+            Opening::NotRegular("a FIFO")
+        ));
+        assert!(matches!(
+            open_regular(dir.path(), true).unwrap(),
+            Opening::NotRegular("a directory")
+        ));
+        assert!(matches!(
+            open_regular(&dir.path().join("none"), false).unwrap(),
+            Opening::Missing
+        ));
     }
 }

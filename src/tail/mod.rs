@@ -12,18 +12,23 @@
 //! discovered again and the tailer carries on *through its open handle*:
 //! the renamed file is read to its end first, then the files after it.
 
+pub mod backward;
 pub mod identity;
+mod position;
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-pub use identity::{discover, Authenticity, FileId, LedgerFile};
+pub use identity::{
+    discover, open_regular, Authenticity, FileId, Fingerprint, LedgerFile, Opening,
+};
+use position::read_tail;
+pub use position::{bytes_after, find_file, line_at, locate_after_head, position_in, resume_order};
 
 use crate::ledger::frame::{Frame, Framer};
-use crate::ledger::{authenticate, Head, KeyRing, SignaturePolicy};
+use crate::ledger::{KeyRing, SignaturePolicy};
 
 /// How many bytes before a checkpoint's offset are kept to notice that the
 /// file was rewritten under us.
@@ -74,14 +79,17 @@ pub struct TailConfig {
     pub policy: SignaturePolicy,
     pub keys: KeyRing,
     pub max_line_bytes: u64,
+    /// The live path may be a symbolic link (rotated files never may).
+    pub follow_symlink: bool,
 }
 
 impl TailConfig {
-    fn auth(&self) -> Authenticity<'_> {
+    pub fn auth(&self) -> Authenticity<'_> {
         Authenticity {
             policy: self.policy,
             keys: &self.keys,
             max_line_bytes: self.max_line_bytes,
+            follow_symlink: self.follow_symlink,
         }
     }
 
@@ -99,6 +107,22 @@ struct OpenFile {
     /// When the last read returned bytes: the lines it completed were
     /// first seen on disk then (the start of the end-to-end latency).
     read_at: Instant,
+    /// Whether any line of this file was returned (only then can a
+    /// checkpoint fall in it, and its handle be needed once it is done).
+    returned_lines: bool,
+}
+
+impl OpenFile {
+    fn new(file: File, id: FileId, path: PathBuf, offset: u64, max_line_bytes: u64) -> OpenFile {
+        OpenFile {
+            file,
+            id,
+            path,
+            framer: Framer::new(offset, max_line_bytes),
+            read_at: Instant::now(),
+            returned_lines: false,
+        }
+    }
 }
 
 /// Reads complete lines across a ledger's files in order.
@@ -112,12 +136,23 @@ pub struct Tailer {
     abandoned: Vec<(PathBuf, u64)>,
     /// The next file's name no longer names it: discover again.
     stale: bool,
-    /// The last files read to their end, still open.
+    /// Files read to their end whose lines may still be in flight (read
+    /// ahead, not yet placed): a checkpoint may fall in them, and the tail
+    /// bytes behind it are read through these handles. The shipper
+    /// releases them as placing moves on ([`Tailer::release_before`]), so a
+    /// rotated file that is deleted does not stay open.
     finished: std::collections::VecDeque<(FileId, PathBuf, File)>,
+    /// Reading ahead stopped at the end of a file because
+    /// [`MAX_FINISHED_OPEN`] finished files are held: it goes on once the
+    /// lines in flight are placed and their files released.
+    paused: bool,
+    /// Finished files are held at all (see [`Tailer::hold_finished_files`]).
+    hold_finished: bool,
 }
 
-/// How many finished files stay open for [`Tailer::position_for`].
-const FINISHED_KEPT: usize = 32;
+/// At most this many finished files are held open while reading runs
+/// ahead: a bound on descriptors whatever the number of rotated files.
+pub const MAX_FINISHED_OPEN: usize = 64;
 
 impl Tailer {
     /// A tailer over `files` (oldest first), from the start of the first,
@@ -130,7 +165,7 @@ impl Tailer {
         let (index, offset) = match position {
             None => (0, 0),
             Some(pos) => {
-                let Some(index) = files.iter().position(|f| f.id == pos.file) else {
+                let Some(index) = files.iter().position(|f| pos.file.identifies(&f.id)) else {
                     return Ok(Opened::FileMissing);
                 };
                 (index, pos.offset)
@@ -144,20 +179,20 @@ impl Tailer {
             abandoned: Vec::new(),
             stale: false,
             finished: std::collections::VecDeque::new(),
+            paused: false,
+            hold_finished: false,
         };
         if tailer.files.is_empty() {
             return Ok(Opened::Ready(Box::new(tailer)));
         }
         let path = tailer.files[index].path.clone();
-        let mut file = File::open(&path)?;
-        let meta = file.metadata()?;
-        if FileId::of(&meta) != tailer.files[index].id {
+        let Some(mut file) = identity::reopen(&path, &tailer.files[index].id)? else {
             return Err(io::Error::new(
                 io::ErrorKind::Interrupted,
                 format!("{} was renamed while being opened", path.display()),
             ));
-        }
-        let len = meta.len();
+        };
+        let len = file.metadata()?.len();
         if let Some(pos) = position {
             if len < pos.offset {
                 return Ok(Opened::Rewritten {
@@ -183,19 +218,16 @@ impl Tailer {
             }
         }
         file.seek(SeekFrom::Start(offset))?;
-        tailer.current = Some(OpenFile {
-            file,
-            id: tailer.files[index].id,
-            path,
-            framer: Framer::new(offset, max_line_bytes),
-            read_at: Instant::now(),
-        });
+        let id = tailer.files[index].id;
+        tailer.current = Some(OpenFile::new(file, id, path, offset, max_line_bytes));
         Ok(Opened::Ready(Box::new(tailer)))
     }
 
     /// The next complete line and the file it is in, or `None` when every
-    /// complete line on disk has been returned.
+    /// complete line on disk has been returned (or reading ahead is
+    /// [`Tailer::paused`]).
     pub fn next_frame(&mut self) -> io::Result<Option<(FileId, Frame<'_>)>> {
+        self.paused = false;
         loop {
             let Some(cur) = self.current.as_mut() else {
                 return Ok(None);
@@ -207,54 +239,109 @@ impl Tailer {
             if n > 0 {
                 cur.framer.filled(n);
                 cur.read_at = Instant::now();
+                if cur.id.fingerprint.is_none() {
+                    self.learn_fingerprint()?;
+                }
                 continue;
             }
             // End of this file. A rotated file will not grow again: move on.
             if self.index + 1 >= self.files.len() {
                 return Ok(None);
             }
+            if self.hold_finished && self.finished.len() >= MAX_FINISHED_OPEN {
+                self.paused = true;
+                return Ok(None);
+            }
             // The next file is opened by the name discovery saw; if that
             // name now belongs to another file (a renumbering rotation
             // moved it), stop here: `refresh` finds it again by identity.
             let next = &self.files[self.index + 1];
-            let file = match File::open(&next.path) {
-                Ok(f) if FileId::of(&f.metadata()?) == next.id => f,
-                Ok(_) => {
-                    self.stale = true;
-                    return Ok(None);
-                }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    self.stale = true;
-                    return Ok(None);
-                }
-                Err(e) => return Err(e),
+            let Some(file) = identity::reopen(&next.path, &next.id)? else {
+                self.stale = true;
+                return Ok(None);
             };
             let unfinished = cur.framer.unfinished_len();
             if unfinished > 0 {
                 self.abandoned.push((cur.path.clone(), unfinished));
             }
-            let opened = OpenFile {
-                file,
-                id: next.id,
-                path: next.path.clone(),
-                framer: Framer::new(0, self.max_line_bytes),
-                read_at: Instant::now(),
-            };
+            let opened = OpenFile::new(file, next.id, next.path.clone(), 0, self.max_line_bytes);
             self.index += 1;
             if let Some(done) = self.current.replace(opened) {
-                // Kept open a while: a checkpoint may still fall in it (the
-                // shipper reads ahead of what it has committed).
-                if self.finished.len() == FINISHED_KEPT {
-                    self.finished.pop_front();
+                // Kept open while its lines may be in flight: a checkpoint
+                // may still fall in it (the shipper reads ahead of what it
+                // has placed). A file that gave no line is never needed.
+                if done.returned_lines && self.hold_finished {
+                    self.finished.push_back((done.id, done.path, done.file));
                 }
-                self.finished.push_back((done.id, done.path, done.file));
             }
         }
         // Borrowed only here, after the loop: the frame lends from the framer.
-        Ok(self
-            .current
-            .as_mut()
-            .and_then(|cur| cur.framer.next_frame().map(|f| (cur.id, f))))
+        Ok(self.current.as_mut().and_then(|cur| {
+            cur.returned_lines = true;
+            cur.framer.next_frame().map(|f| (cur.id, f))
+        }))
+    }
+
+    /// The file being read had no first line when it was opened: now that
+    /// bytes arrived, its fingerprint may be known (the rows of its lines
+    /// carry it).
+    fn learn_fingerprint(&mut self) -> io::Result<()> {
+        let Some(cur) = self.current.as_mut() else {
+            return Ok(());
+        };
+        if let Some(fp) = identity::fingerprint_of(&cur.file)? {
+            cur.id.fingerprint = Some(fp);
+            if let Some(f) = self.files.get_mut(self.index) {
+                f.id.fingerprint = Some(fp);
+            }
+        }
+        Ok(())
+    }
+
+    /// Keeps finished files open while their lines may be in flight, for
+    /// [`Tailer::position_for`]: a reader that places lines after reading
+    /// ahead (the shipper) needs it, and releases them as it goes
+    /// ([`Tailer::release_before`]); one that handles each line at once
+    /// does not, and its finished files are closed as soon as they end.
+    pub fn hold_finished_files(&mut self) {
+        self.hold_finished = true;
+    }
+
+    /// True when the last [`Tailer::next_frame`] stopped at the end of a
+    /// file only because too many finished files are held open.
+    pub fn paused(&self) -> bool {
+        self.paused
+    }
+
+    /// Closes the finished files read before `file` (the file of the last
+    /// line placed): no checkpoint can fall in them any more.
+    pub fn release_before(&mut self, file: FileId) {
+        match self
+            .finished
+            .iter()
+            .position(|(id, _, _)| id.same_inode(&file))
+        {
+            Some(i) => drop(self.finished.drain(..i)),
+            None if self
+                .current
+                .as_ref()
+                .is_some_and(|c| c.id.same_inode(&file)) =>
+            {
+                self.finished.clear()
+            }
+            None => {}
+        }
+    }
+
+    /// Closes every finished file: everything read was placed and
+    /// committed, so only the file being read can hold the next checkpoint.
+    pub fn release_finished(&mut self) {
+        self.finished.clear();
+    }
+
+    /// Finished files held open (for tests and metrics).
+    pub fn finished_open(&self) -> usize {
+        self.finished.len()
     }
 
     /// Where reading would resume: just after the last line returned.
@@ -286,15 +373,24 @@ impl Tailer {
     /// read before it: the checkpoint of a batch whose last line is behind
     /// lines already read ahead.
     pub fn position_for(&self, file: FileId, offset: u64) -> io::Result<Option<Position>> {
-        let (path, handle) = match self.current.as_ref().filter(|c| c.id == file) {
-            Some(cur) => (&cur.path, &cur.file),
-            None => match self.finished.iter().rev().find(|(id, _, _)| *id == file) {
-                Some((_, path, handle)) => (path, handle),
+        // Within one tailer an inode names one file: a held file cannot be
+        // deleted and its number reused while its handle is open. The
+        // identity recorded is the one known now (a file's fingerprint may
+        // have been learnt after a blank first line was returned).
+        let (id, path, handle) = match self.current.as_ref().filter(|c| c.id.same_inode(&file)) {
+            Some(cur) => (cur.id, &cur.path, &cur.file),
+            None => match self
+                .finished
+                .iter()
+                .rev()
+                .find(|(id, _, _)| id.same_inode(&file))
+            {
+                Some((id, path, handle)) => (*id, path, handle),
                 None => return Ok(None),
             },
         };
         Ok(Some(Position {
-            file,
+            file: id,
             path: path.clone(),
             offset,
             tail: read_tail(handle, offset)?,
@@ -303,18 +399,18 @@ impl Tailer {
 
     /// The path of a file being read or read recently, as last known.
     pub fn path_of(&self, file: FileId) -> Option<&Path> {
-        if let Some(cur) = self.current.as_ref().filter(|c| c.id == file) {
+        if let Some(cur) = self.current.as_ref().filter(|c| c.id.same_inode(&file)) {
             return Some(&cur.path);
         }
-        self.files
+        self.finished
             .iter()
-            .find(|f| f.id == file)
-            .map(|f| f.path.as_path())
+            .find(|(id, _, _)| id.same_inode(&file))
+            .map(|(_, p, _)| p.as_path())
             .or_else(|| {
-                self.finished
+                self.files
                     .iter()
-                    .find(|(id, _, _)| *id == file)
-                    .map(|(_, p, _)| p.as_path())
+                    .find(|f| f.id.same_inode(&file))
+                    .map(|f| f.path.as_path())
             })
     }
 
@@ -369,19 +465,26 @@ impl Tailer {
                 // Renamed away and not created again yet: keep reading what we have.
                 _ => return Ok(Refreshed::Unchanged),
             };
-            if self.files.last().map(|f| f.id) == Some(live) {
+            if self.files.last().is_some_and(|f| f.id.same_inode(&live)) {
                 return Ok(Refreshed::Unchanged);
             }
         }
         self.stale = false;
         let files = config.discover()?;
-        if !files.iter().any(|f| f.id == cur.id) {
+        if !files.iter().any(|f| f.id.may_be(&cur.id)) {
             return Ok(Refreshed::CurrentGone);
         }
         let next = resume_order(files, cur.id, head_seq);
         let more = next.len() > 1;
         self.files = next;
         self.index = 0;
+        // Discovery may have read the fingerprint of a file whose first
+        // line the tailer has not reached yet.
+        if let (Some(cur), Some(first)) = (self.current.as_mut(), self.files.first()) {
+            if cur.id.fingerprint.is_none() {
+                cur.id = first.id;
+            }
+        }
         Ok(if more {
             Refreshed::MoreFiles
         } else {
@@ -393,7 +496,11 @@ impl Tailer {
     /// matches the file: not shrunk, the bytes before it unchanged. `Some`
     /// names what changed (the ledger is `rewritten`).
     pub fn changed_behind(&self, position: &Position) -> io::Result<Option<String>> {
-        let Some(cur) = self.current.as_ref().filter(|c| c.id == position.file) else {
+        let Some(cur) = self
+            .current
+            .as_ref()
+            .filter(|c| position.file.identifies(&c.id) || c.id.identifies(&position.file))
+        else {
             return Ok(None);
         };
         let len = cur.file.metadata()?.len();
@@ -429,111 +536,4 @@ impl Tailer {
             .sum();
         here + later
     }
-}
-
-/// The files to read from the file `current` on, with the last authentic
-/// seq read at `head_seq`: that file, then the rotated files that can only
-/// hold later events (first authentic seq above the head), oldest first,
-/// then the live file. Used when resuming at a checkpoint and after each
-/// rotation.
-///
-/// Files are chosen by what they hold, not by identity alone: an inode
-/// number is reused as soon as a rotated file is deleted, and a file with
-/// no authentic event (empty, or garbage only) sorts first in discovery.
-/// Such a rotated file is therefore not read again after start-up; its
-/// lines hold nothing the chain needs. Before any authentic event was read
-/// (`head_seq` is `None`), every file after `current` in discovery order
-/// is kept.
-pub fn resume_order(
-    files: Vec<LedgerFile>,
-    current: FileId,
-    head_seq: Option<u64>,
-) -> Vec<LedgerFile> {
-    let Some(at) = files.iter().position(|f| f.id == current) else {
-        return files;
-    };
-    let start = files[at].clone();
-    // Files before `current` in the chain start at or below its first
-    // event, even when the head lags behind lines read ahead.
-    let Some(floor) = head_seq.max(start.first_seq) else {
-        return files.into_iter().skip(at).collect();
-    };
-    if start.is_live {
-        return vec![start];
-    }
-    let mut out = vec![start];
-    out.extend(
-        files
-            .into_iter()
-            .filter(|f| f.id != current && (f.is_live || f.first_seq.is_some_and(|s| s > floor))),
-    );
-    out
-}
-
-/// A position at `offset` in the file `id` among `files` (the offset must
-/// start a line): for resuming from a place other than the checkpoint,
-/// such as the first line to judge again after a reload.
-pub fn position_in(files: &[LedgerFile], id: FileId, offset: u64) -> io::Result<Option<Position>> {
-    let Some(f) = files.iter().find(|f| f.id == id) else {
-        return Ok(None);
-    };
-    let file = File::open(&f.path)?;
-    if file.metadata()?.len() < offset {
-        return Ok(None);
-    }
-    Ok(Some(Position {
-        file: id,
-        path: f.path.clone(),
-        offset,
-        tail: read_tail(&file, offset)?,
-    }))
-}
-
-/// The last up to [`TAIL_CHECK_BYTES`] bytes before `offset`.
-fn read_tail(file: &File, offset: u64) -> io::Result<Vec<u8>> {
-    let start = offset.saturating_sub(TAIL_CHECK_BYTES);
-    let mut buf = vec![0u8; (offset - start) as usize];
-    file.read_exact_at(&mut buf, start)?;
-    Ok(buf)
-}
-
-/// Finds the position just after the line holding `head`, for a checkpoint
-/// whose file is gone (a ledger restored from a copy has new inodes).
-/// Looks only in files whose first event is at or below the head.
-pub fn locate_after_head(
-    files: &[LedgerFile],
-    head: &Head,
-    policy: SignaturePolicy,
-    keys: &KeyRing,
-    max_line_bytes: u64,
-) -> io::Result<Option<Position>> {
-    let needle = head.hash.to_hex();
-    let mut scratch = Vec::new();
-    for f in files {
-        if f.first_seq.is_none_or(|s| s > head.seq) {
-            continue;
-        }
-        let Opened::Ready(mut t) = Tailer::open(vec![f.clone()], None, max_line_bytes)? else {
-            continue;
-        };
-        let mut found = None;
-        while let Some((_, frame)) = t.next_frame()? {
-            let Frame::Line { bytes, .. } = frame else {
-                continue;
-            };
-            if memchr::memmem::find(bytes, needle.as_bytes()).is_none() {
-                continue;
-            }
-            if let Ok(ev) = authenticate(bytes, policy, keys, &mut scratch) {
-                if ev.seq == head.seq && ev.hash == head.hash {
-                    found = t.position();
-                    break;
-                }
-            }
-        }
-        if found.is_some() {
-            return Ok(found);
-        }
-    }
-    Ok(None)
 }

@@ -17,19 +17,19 @@
 //! success. Several writers, in one process or many, therefore produce one
 //! valid chain.
 
+mod keyfile;
+
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::path::PathBuf;
 use std::time::SystemTime;
 
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine as _;
-use ed25519_dalek::SigningKey;
+pub use keyfile::KeyFile;
 
+use crate::config::{DEFAULT_MAX_LINE_BYTES, MAX_MAX_LINE_BYTES};
 use crate::ledger::event::{seal_line, Draft, DraftError};
-use crate::ledger::frame::QUARANTINE_PREFIX;
-use crate::ledger::{authenticate, json, seal, Hash, Head, KeyRing, SignaturePolicy};
+use crate::ledger::{json, Hash, Head, KeyRing, SignaturePolicy};
 use crate::tail::{self, Authenticity};
 
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +50,19 @@ pub enum ProduceError {
     KeyFile { path: PathBuf, reason: String },
     #[error("{}: the head is at seq {seq}, the largest a ledger can hold", path.display())]
     Full { path: PathBuf, seq: u64 },
+    /// A write failed midway (a full disk, a file size limit): the partial
+    /// line was cut off again; `appended` events of the call reached the
+    /// file whole (and were fsynced).
+    #[error("{}: {what}: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        what: String,
+        appended: Vec<Appended>,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{}: the live file holds no event and no uncompressed rotated file does, but {} is compressed: the head may be in it, and a new chain here would reuse its seqs", path.display(), compressed.display())]
+    HeadCompressed { path: PathBuf, compressed: PathBuf },
 }
 
 impl ProduceError {
@@ -64,131 +77,14 @@ impl ProduceError {
             ProduceError::Payload(_) => Some(
                 "one JSON value per line; write integers beyond 2^53-1 as strings".into(),
             ),
+            ProduceError::Write { .. } => Some(
+                "free disk space (or raise the file size limit) and append the rest again; the ledger ends at a complete line".into(),
+            ),
+            ProduceError::HeadCompressed { .. } => Some(
+                "decompress the newest rotated file beside the ledger, and rotate with logrotate's delaycompress so that the newest rotated file stays readable".into(),
+            ),
             _ => None,
         }
-    }
-}
-
-/// A producer's signing key, as stored in a key file.
-#[derive(Clone)]
-pub struct KeyFile {
-    pub key_id: String,
-    pub key: SigningKey,
-}
-
-impl std::fmt::Debug for KeyFile {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KeyFile")
-            .field("key_id", &self.key_id)
-            .finish_non_exhaustive()
-    }
-}
-
-#[derive(serde::Deserialize, serde::Serialize)]
-#[serde(deny_unknown_fields)]
-struct KeyFileJson {
-    key_id: String,
-    seed: String,
-}
-
-impl KeyFile {
-    /// Reads a key file (`{"key_id": ..., "seed": base64 of 32 bytes}`).
-    pub fn load(path: &Path) -> Result<KeyFile, ProduceError> {
-        let bad = |reason: String| ProduceError::KeyFile {
-            path: path.to_path_buf(),
-            reason,
-        };
-        let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
-        let parsed: KeyFileJson =
-            serde_json::from_str(&text).map_err(|e| bad(format!("not a key file: {e}")))?;
-        if parsed.key_id.is_empty() || parsed.key_id.len() > 128 {
-            return Err(bad("key_id must be 1 to 128 bytes".into()));
-        }
-        let seed: [u8; 32] = STANDARD
-            .decode(parsed.seed.trim())
-            .ok()
-            .and_then(|b| b.try_into().ok())
-            .ok_or_else(|| bad("seed is not base64 of 32 bytes".into()))?;
-        if let Ok(meta) = std::fs::metadata(path) {
-            if meta.permissions().mode() & 0o077 != 0 {
-                tracing::warn!(
-                    file = %path.display(),
-                    mode = format!("{:o}", meta.permissions().mode() & 0o777),
-                    "key file is readable by other users; chmod 600 it"
-                );
-            }
-        }
-        Ok(KeyFile {
-            key_id: parsed.key_id,
-            key: SigningKey::from_bytes(&seed),
-        })
-    }
-
-    /// A new random key.
-    pub fn generate(key_id: &str) -> Result<KeyFile, ProduceError> {
-        let mut seed = [0u8; 32];
-        getrandom::fill(&mut seed).map_err(|e| ProduceError::KeyFile {
-            path: PathBuf::new(),
-            reason: format!("no randomness available: {e}"),
-        })?;
-        Ok(KeyFile {
-            key_id: key_id.to_owned(),
-            key: SigningKey::from_bytes(&seed),
-        })
-    }
-
-    /// Writes the key file with mode 0600; never overwrites a file.
-    pub fn save_new(&self, path: &Path) -> Result<(), ProduceError> {
-        let json = serde_json::to_string(&KeyFileJson {
-            key_id: self.key_id.clone(),
-            seed: STANDARD.encode(self.key.to_bytes()),
-        })
-        .map_err(|e| ProduceError::KeyFile {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
-        let io_err = |source| ProduceError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(io_err)?;
-        file.write_all(format!("{json}\n").as_bytes())
-            .map_err(io_err)?;
-        file.sync_all().map_err(io_err)
-    }
-
-    /// The line to add under `[keys]`: `ID = "base64 public key"`.
-    /// The public key, base64 (the value of its `[keys]` line).
-    pub fn public_base64(&self) -> String {
-        seal::public_key_base64(&self.key)
-    }
-
-    pub fn trust_line(&self) -> String {
-        format!(
-            "{} = \"{}\"",
-            toml_key(&self.key_id),
-            seal::public_key_base64(&self.key)
-        )
-    }
-}
-
-/// A TOML key, quoted when it is not a bare key.
-fn toml_key(id: &str) -> String {
-    if !id.is_empty()
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    {
-        id.to_owned()
-    } else {
-        let mut out = Vec::new();
-        crate::ledger::jcs::write_string(&mut out, id);
-        String::from_utf8_lossy(&out).into_owned()
     }
 }
 
@@ -247,6 +143,15 @@ impl Writer {
     /// Seals and appends several events under one lock and one fsync (each
     /// line still gets its own `write`). Every payload is checked before
     /// anything is written.
+    ///
+    /// Before each line the live path is checked to still name the locked
+    /// file: a rotation that does not take the lock may rename it at any
+    /// moment, and lines written after that would land in a rotated file
+    /// the sidecar has already finished. The remaining lines then go to the
+    /// new live file, under its own lock. A write that fails midway leaves
+    /// no partial line: the file is cut back to its last complete line
+    /// (lines written whole stay: a sidecar may have mirrored them already),
+    /// and the error says which events reached it.
     pub fn append_batch(
         &mut self,
         event_type: &str,
@@ -256,6 +161,22 @@ impl Writer {
             .iter()
             .map(|p| json::parse(p).map_err(|e| ProduceError::Payload(e.to_string())))
             .collect::<Result<Vec<_>, _>>()?;
+        let mut appended = Vec::with_capacity(parsed.len());
+        while appended.len() < parsed.len() {
+            let rest = &parsed[appended.len()..];
+            self.append_to_live(event_type, rest, &mut appended)?;
+        }
+        Ok(appended)
+    }
+
+    /// Appends as many of `payloads` as the live file takes before it is
+    /// renamed (all of them, normally), pushing each to `appended`.
+    fn append_to_live(
+        &mut self,
+        event_type: &str,
+        payloads: &[json::Value<'_>],
+        appended: &mut Vec<Appended>,
+    ) -> Result<(), ProduceError> {
         let io_err = |source| ProduceError::Io {
             path: self.path.clone(),
             source,
@@ -263,20 +184,24 @@ impl Writer {
         let file = self.open_locked().map_err(io_err)?;
         let meta = file.metadata().map_err(io_err)?;
         let id = tail::FileId::of(&meta);
-        let head = match self.cached {
+        let mut head = match self.cached {
             Some((cid, clen, head)) if cid == id && clen == meta.len() => Some(head),
             _ => self.find_head(&file, meta.len())?,
         };
-        let mut appended = Vec::with_capacity(parsed.len());
-        let mut head = head;
+        self.cached = None;
         let mut len = meta.len();
         let mut line = Vec::with_capacity(512);
-        for payload in &parsed {
+        let before = appended.len();
+        for (i, payload) in payloads.iter().enumerate() {
+            if i > 0 && !self.still_live(&id) {
+                break; // renamed under us: the rest goes to the new file
+            }
             let (seq, prev_hash) = match head {
                 None => (0, None),
                 Some(h) => (h.seq + 1, Some(h.hash)),
             };
             if seq as f64 > json::MAX_SAFE_INTEGER {
+                self.sync(&file, appended, before, len)?;
                 return Err(ProduceError::Full {
                     path: self.path.clone(),
                     seq: seq - 1,
@@ -296,17 +221,83 @@ impl Writer {
             line.clear();
             line.extend_from_slice(text.as_bytes());
             line.push(b'\n');
-            (&file).write_all(&line).map_err(io_err)?;
+            if let Err(e) = (&file).write_all(&line) {
+                return Err(self.cut_back(&file, len, appended, before, e));
+            }
             len += line.len() as u64;
             head = Some(Head { seq, hash });
             appended.push(Appended { seq, hash });
         }
-        if self.sync {
-            file.sync_data().map_err(io_err)?;
-        }
+        self.sync(&file, appended, before, len)?;
         self.cached = head.map(|h| (id, len, h));
         // Dropping `file` releases the lock.
-        Ok(appended)
+        Ok(())
+    }
+
+    /// Does the live path still name the file `id` we hold locked?
+    fn still_live(&self, id: &tail::FileId) -> bool {
+        std::fs::metadata(&self.path).is_ok_and(|m| tail::FileId::of(&m).same_inode(id))
+    }
+
+    /// fsyncs what this call wrote to `file` (a failure is reported like a
+    /// failed write: the lines may not be durable).
+    fn sync(
+        &self,
+        file: &File,
+        appended: &mut Vec<Appended>,
+        before: usize,
+        len: u64,
+    ) -> Result<(), ProduceError> {
+        if !self.sync {
+            return Ok(());
+        }
+        file.sync_data().map_err(|source| {
+            let written = appended.len() - before;
+            ProduceError::Write {
+                path: self.path.clone(),
+                what: format!(
+                    "{written} event(s) were written (the file is {len} bytes) but fsync failed, so they may not be durable"
+                ),
+                appended: std::mem::take(appended),
+                source,
+            }
+        })
+    }
+
+    /// After a failed write: cuts the file back to `len` (the end of the
+    /// last line written whole), fsyncs, and says what reached the file.
+    fn cut_back(
+        &self,
+        file: &File,
+        len: u64,
+        appended: &mut Vec<Appended>,
+        before: usize,
+        source: io::Error,
+    ) -> ProduceError {
+        let whole = &appended[before..];
+        let kept = match (whole.first(), whole.last()) {
+            (Some(a), Some(b)) => format!(
+                "{} event(s) of this batch reached the file whole (seq {}..={}), then",
+                whole.len(),
+                a.seq,
+                b.seq
+            ),
+            _ => "no event of this batch reached the file:".to_owned(),
+        };
+        let what = match file.set_len(len).and_then(|()| file.sync_data()) {
+            Ok(()) => format!(
+                "{kept} a line could not be written; its partial bytes were removed (the file ends at its last complete line, {len} bytes)"
+            ),
+            Err(e) => format!(
+                "{kept} a line could not be written, and removing its partial bytes failed too ({e}): cut the file back to {len} bytes (`truncate -s {len}`) before appending again"
+            ),
+        };
+        ProduceError::Write {
+            path: self.path.clone(),
+            what,
+            appended: std::mem::take(appended),
+            source,
+        }
     }
 
     /// Opens the live file for appending and locks it exclusively, making
@@ -333,6 +324,7 @@ impl Writer {
 
     /// The head: the last well-formed event with a correct hash in the
     /// live file, read back from its end; else in the newest rotated file.
+    /// Lines longer than any ledger accepts are skipped unread.
     fn find_head(&self, live: &File, len: u64) -> Result<Option<Head>, ProduceError> {
         let io_err = |source| ProduceError::Io {
             path: self.path.clone(),
@@ -349,30 +341,51 @@ impl Writer {
                 });
             }
         }
-        if let Some(head) = last_event_in(live, len).map_err(io_err)? {
+        let keys = KeyRing::default();
+        let last = |file: &File, len: u64| {
+            tail::backward::last_authentic(
+                file,
+                len,
+                SignaturePolicy::Off,
+                &keys,
+                MAX_MAX_LINE_BYTES,
+            )
+        };
+        if let Some(head) = last(live, len).map_err(io_err)? {
             return Ok(Some(head));
         }
-        let keys = KeyRing::default();
+        // Ordering needs only each file's first event: the usual line limit.
         let files = tail::discover(
             &self.path,
             Authenticity {
                 policy: SignaturePolicy::Off,
                 keys: &keys,
-                max_line_bytes: u64::MAX,
+                max_line_bytes: DEFAULT_MAX_LINE_BYTES,
+                follow_symlink: true,
             },
         )
         .map_err(io_err)?;
         for f in files.iter().rev().filter(|f| !f.is_live) {
-            let file = File::open(&f.path).map_err(|source| ProduceError::Io {
+            let in_file = |source| ProduceError::Io {
                 path: f.path.clone(),
                 source,
-            })?;
-            if let Some(head) = last_event_in(&file, f.len).map_err(|source| ProduceError::Io {
-                path: f.path.clone(),
-                source,
-            })? {
+            };
+            let Some(file) = tail::identity::reopen(&f.path, &f.id).map_err(in_file)? else {
+                continue;
+            };
+            if let Some(head) = last(&file, f.len).map_err(in_file)? {
                 return Ok(Some(head));
             }
+        }
+        // No readable event anywhere. Compressed siblings mean the chain's
+        // history is in files that are never read: starting again at seq 0
+        // would fork it.
+        let compressed = tail::identity::compressed_siblings(&self.path).map_err(io_err)?;
+        if let Some((newest, _)) = compressed.into_iter().max_by_key(|(_, modified)| *modified) {
+            return Err(ProduceError::HeadCompressed {
+                path: self.path.clone(),
+                compressed: newest,
+            });
         }
         Ok(None)
     }
@@ -392,66 +405,6 @@ fn bytes_after_last_lf(file: &File, len: u64) -> io::Result<u64> {
         end = start;
     }
     Ok(len)
-}
-
-/// The last well-formed event with a correct hash among the complete lines
-/// of a file, reading backwards in blocks from its end.
-fn last_event_in(file: &File, len: u64) -> io::Result<Option<Head>> {
-    const BLOCK: u64 = 64 * 1024;
-    let keys = KeyRing::default();
-    let mut scratch = Vec::new();
-    // `pending` holds the bytes of the (partial) line being assembled
-    // backwards; `end` is where the unread part of the file ends.
-    let mut end = len;
-    let mut pending: Vec<u8> = Vec::new();
-    // Skip bytes after the last LF (an unfinished line in a rotated file).
-    let mut seen_lf = false;
-    while end > 0 {
-        let start = end.saturating_sub(BLOCK);
-        let mut block = vec![0u8; (end - start) as usize];
-        file.read_exact_at(&mut block, start)?;
-        block.extend_from_slice(&pending);
-        let mut line_end = block.len();
-        // Walk the lines of this block from last to first; the first piece
-        // (before the block's first LF) may continue in the previous block.
-        while let Some(i) = memchr::memrchr(b'\n', &block[..line_end]) {
-            if seen_lf {
-                let line = &block[i + 1..line_end];
-                if let Ok(ev) = authenticate(line, SignaturePolicy::Off, &keys, &mut scratch) {
-                    return Ok(Some(Head {
-                        seq: ev.seq,
-                        hash: ev.hash,
-                    }));
-                }
-            }
-            seen_lf = true;
-            line_end = i;
-        }
-        pending = block[..line_end].to_vec();
-        if pending.len() > 64 * 1024 * 1024 {
-            // A line this long is not an event a producer wrote; give up on
-            // it rather than hold it all in memory.
-            pending.truncate(QUARANTINE_PREFIX);
-        }
-        end = start;
-    }
-    if seen_lf && !pending.is_empty() {
-        if let Ok(ev) = authenticate(&pending, SignaturePolicy::Off, &keys, &mut scratch) {
-            return Ok(Some(Head {
-                seq: ev.seq,
-                hash: ev.hash,
-            }));
-        }
-    }
-    Ok(None)
-}
-
-/// The seq of the last well-formed event with a correct hash in a file
-/// (read back from its end), for a lag estimate before the file is read.
-pub fn last_seq_in(path: &Path) -> io::Result<Option<u64>> {
-    let file = File::open(path)?;
-    let len = file.metadata()?.len();
-    Ok(last_event_in(&file, len)?.map(|h| h.seq))
 }
 
 #[cfg(test)]
@@ -520,27 +473,5 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, ProduceError::Payload(_)));
         assert!(!path.exists() || std::fs::read(&path).unwrap().is_empty());
-    }
-
-    #[test]
-    fn key_files_round_trip_with_mode_0600_and_never_overwrite() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("k.json");
-        let key = KeyFile::generate("k1").unwrap();
-        key.save_new(&path).unwrap();
-        assert_eq!(
-            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
-        let loaded = KeyFile::load(&path).unwrap();
-        assert_eq!(loaded.key.to_bytes(), key.key.to_bytes());
-        assert!(key.save_new(&path).is_err(), "existing file kept");
-        assert!(key.trust_line().starts_with("k1 = \""));
-        std::fs::write(
-            dir.path().join("bad.json"),
-            "{\"key_id\":\"x\",\"seed\":\"AAAA\"}",
-        )
-        .unwrap();
-        assert!(KeyFile::load(&dir.path().join("bad.json")).is_err());
     }
 }

@@ -1,0 +1,144 @@
+//! The mirror audited from its rows alone (contract §3, v1.2): the walk
+//! that `verify --db` and `run`'s periodic parity check make over a
+//! ledger's rows, in seq order, from the recorded anchor to the recorded
+//! head.
+//!
+//! Every row's columns are audited ([`columns::audit`]: each column the
+//! canonical text of what it names, the hash recomputed, the signature
+//! checked under the ledger's policy), every `prev_hash` must be the hash
+//! of the row before, no seq may be missing, and the rows at the anchor
+//! and the head must carry the hashes the checkpoint recorded. Archived
+//! rows (older than every file on disk) get the same checks: only the
+//! columns vouch for them, and a history rewritten in SQLite shows as a
+//! link that no longer holds.
+
+use crate::config::LedgerSettings;
+use crate::ledger::columns::{self, Columns};
+use crate::ledger::{Head, SignaturePolicy};
+use crate::mirror::{LedgerState, StoredEvent};
+use crate::parity::Parity;
+
+/// The walk over one ledger's rows.
+pub struct ChainWalk<'a> {
+    ledger: &'a LedgerSettings,
+    anchor: Option<Head>,
+    head: Option<Head>,
+    /// The next seq the chain needs.
+    expected: Option<u64>,
+    /// The `hash` column of the row at `expected - 1`, when that row was read.
+    previous: Option<String>,
+}
+
+/// What the walk makes of one row.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RowCheck {
+    /// Part of the recorded chain, sound.
+    Sound,
+    /// Part of the recorded chain, but wrong: why.
+    Unsound(String),
+    /// Beyond the recorded head: committed after the checkpoint was read.
+    Later,
+}
+
+impl<'a> ChainWalk<'a> {
+    /// A walk against the checkpoint `state` (its anchor and head).
+    pub fn new(ledger: &'a LedgerSettings, state: Option<&LedgerState>) -> ChainWalk<'a> {
+        let anchor = state.and_then(|s| s.anchor);
+        ChainWalk {
+            ledger,
+            anchor,
+            head: state.and_then(|s| s.head),
+            expected: anchor.map(|a| a.seq),
+            previous: None,
+        }
+    }
+
+    /// The recorded head, where the walk ends.
+    pub fn head(&self) -> Option<Head> {
+        self.head
+    }
+
+    /// Checks the next row (rows come in seq order). Gaps before it are
+    /// counted in `parity` as missing in SQLite. `check_signature`: audit
+    /// its signature under the ledger's policy (else only its shape),
+    /// for rows that no line on disk vouches for.
+    pub fn row(
+        &mut self,
+        row: &StoredEvent,
+        check_signature: bool,
+        parity: &mut Parity,
+    ) -> RowCheck {
+        if let Some(fault) = &row.fault {
+            return RowCheck::Unsound(fault.clone());
+        }
+        let (Some(anchor), Some(head)) = (self.anchor, self.head) else {
+            return RowCheck::Unsound("a row of a ledger whose checkpoint records no head".into());
+        };
+        if row.seq > head.seq {
+            return RowCheck::Later;
+        }
+        if row.seq < anchor.seq {
+            return RowCheck::Unsound(format!(
+                "a row below the recorded anchor (seq {})",
+                anchor.seq
+            ));
+        }
+        let expected = self.expected.unwrap_or(anchor.seq);
+        if row.seq > expected {
+            parity.missing(expected..row.seq);
+            self.previous = None;
+        }
+        self.expected = Some(row.seq + 1);
+        let previous = self.previous.replace(row.hash.clone());
+        let policy = if check_signature {
+            self.ledger.signatures
+        } else {
+            SignaturePolicy::Off
+        };
+        let cols = Columns {
+            seq: row.seq,
+            ts: &row.ts,
+            event_type: &row.event_type,
+            payload: &row.payload,
+            extra: row.extra.as_deref(),
+            prev_hash: row.prev_hash.as_deref(),
+            hash: &row.hash,
+            id: row.id.as_deref(),
+            key_id: row.key_id.as_deref(),
+            sig: row.sig.as_deref(),
+        };
+        if let Err(why) = columns::audit(&cols, policy, &self.ledger.keys) {
+            return RowCheck::Unsound(why);
+        }
+        if row.seq == anchor.seq && row.hash != anchor.hash.to_hex() {
+            return RowCheck::Unsound(format!(
+                "the anchor row's hash is not the anchor the checkpoint recorded ({})",
+                anchor.hash
+            ));
+        }
+        if row.seq == head.seq && row.hash != head.hash.to_hex() {
+            return RowCheck::Unsound(format!(
+                "the head row's hash is not the head the checkpoint recorded ({})",
+                head.hash
+            ));
+        }
+        if let Some(prev) = previous {
+            if row.prev_hash.as_deref() != Some(prev.as_str()) {
+                return RowCheck::Unsound(format!(
+                    "its prev_hash does not link to the row before (seq {}, hash {prev})",
+                    row.seq - 1
+                ));
+            }
+        }
+        RowCheck::Sound
+    }
+
+    /// After the last row: seqs up to the recorded head that no row held.
+    pub fn finish(self, parity: &mut Parity) {
+        if let (Some(head), Some(expected)) = (self.head, self.expected) {
+            if expected <= head.seq {
+                parity.missing(expected..head.seq + 1);
+            }
+        }
+    }
+}

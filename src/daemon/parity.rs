@@ -1,0 +1,164 @@
+//! The periodic full parity check of `run` (contract §5), on its own
+//! thread with its own read-only connection, skipped while nothing changed.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::Shared;
+use crate::config::{LedgerSettings, RunSettings};
+use crate::mirror::{Access, Mirror};
+use crate::telemetry::LedgerMetrics;
+
+/// What a file looked like: identity, size, modification and change times
+/// (the change time moves with any write, and no user can set it back).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct FileStamp {
+    name: std::ffi::OsString,
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime_ns: i128,
+    ctime_ns: i128,
+}
+
+/// Stamps of the ledger's files (live and rotated) and of the database
+/// and its WAL, sorted by name.
+fn stamps(live: &Path, db: &Path) -> Vec<FileStamp> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = Vec::new();
+    let mut add = |path: &Path| {
+        if let Ok(m) = std::fs::metadata(path) {
+            out.push(FileStamp {
+                name: path.as_os_str().to_owned(),
+                dev: m.dev(),
+                ino: m.ino(),
+                len: m.len(),
+                mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+                ctime_ns: i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec()),
+            });
+        }
+    };
+    add(db);
+    add(&PathBuf::from(format!("{}-wal", db.display())));
+    add(live);
+    if let (Some(dir), Some(name)) = (live.parent(), live.file_name().and_then(|n| n.to_str())) {
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for e in entries.flatten() {
+                if e.file_name()
+                    .to_str()
+                    .is_some_and(|n| crate::tail::identity::is_rotated_name(name, n))
+                {
+                    add(&e.path());
+                }
+            }
+        }
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
+/// The periodic full parity check (contract §5), on its own thread with its
+/// own read-only connection.
+pub(super) struct ParityChecker {
+    pub(super) db: PathBuf,
+    pub(super) ledgers: Vec<LedgerSettings>,
+    pub(super) run: RunSettings,
+    pub(super) interval: Duration,
+    pub(super) shared: Arc<Shared>,
+    pub(super) metrics: Vec<(String, LedgerMetrics)>,
+}
+
+impl ParityChecker {
+    pub(super) fn run(self, stop: Receiver<()>) {
+        // The first check comes soon after start (tampering while the
+        // sidecar was down shows quickly), then every interval.
+        let mut wait = self.interval.min(Duration::from_secs(10));
+        let mut last_checked: HashMap<String, Vec<FileStamp>> = HashMap::new();
+        loop {
+            match stop.recv_timeout(wait) {
+                Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+            for (ledger, (_, metrics)) in self.ledgers.iter().zip(&self.metrics) {
+                if self.shared.stopping() {
+                    return;
+                }
+                // Nothing changed since the last full check (no file of the
+                // ledger, not the database): its result stands, and an idle
+                // sidecar stays idle whatever the ledger's size.
+                let stamps = stamps(&ledger.path, &self.db);
+                if last_checked.get(&ledger.name) == Some(&stamps) {
+                    metrics.record_parity_unchanged();
+                    continue;
+                }
+                if self.check(ledger, metrics) {
+                    last_checked.insert(ledger.name.clone(), stamps);
+                }
+            }
+            wait = self.interval;
+        }
+    }
+
+    /// One full check; `true` when it finished.
+    fn check(&self, ledger: &LedgerSettings, metrics: &LedgerMetrics) -> bool {
+        let mirror = match Mirror::open(&self.db, Access::ReadOnly) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(ledger = %ledger.name, error = %e, "parity check skipped: cannot open the mirror");
+                return false;
+            }
+        };
+        // The keys and policy of now: a reload since the start changes how
+        // the files are read (which events are authentic).
+        let ledger = &self.shared.current().ledger(ledger);
+        let limit = self.run.parity_max_bytes_per_sec as f64;
+        let started = Instant::now();
+        let mut bytes = 0u64;
+        let mut pace = |n: u64| {
+            bytes += n;
+            // Sleep whenever reading ran ahead of the allowed rate, in
+            // short naps so that a stop is never kept waiting.
+            let due = Duration::from_secs_f64(bytes as f64 / limit);
+            while !self.shared.stopping() {
+                let elapsed = started.elapsed();
+                if due <= elapsed + Duration::from_millis(20) {
+                    break;
+                }
+                std::thread::sleep((due - elapsed).min(Duration::from_millis(100)));
+            }
+            !self.shared.stopping()
+        };
+        match crate::parity::recheck(ledger, &mirror, &mut pace) {
+            Ok(Some(p)) => {
+                metrics.record_parity(&p);
+                if p.holds() {
+                    tracing::debug!(ledger = %ledger.name, archived = p.archived, took = ?started.elapsed(), "parity holds");
+                } else {
+                    let examples: Vec<String> = p
+                        .examples
+                        .iter()
+                        .take(3)
+                        .map(|e| format!("{} seq {}: {}", e.kind, e.seq, e.detail))
+                        .collect();
+                    tracing::warn!(
+                        ledger = %ledger.name,
+                        missing_in_sqlite = p.missing_in_sqlite,
+                        missing_in_jsonl = p.missing_in_jsonl,
+                        mismatched = p.mismatched,
+                        examples = examples.join("; "),
+                        "parity does not hold: the ledger files and the mirror differ"
+                    );
+                }
+            }
+            Ok(None) => return false,
+            Err(e) => {
+                tracing::warn!(ledger = %ledger.name, error = %e, "parity check failed; trying again at the next interval");
+                return false;
+            }
+        }
+        true
+    }
+}

@@ -1,0 +1,149 @@
+//! The body of [`super::Mirror::commit`]: a batch's rows, quarantine rows
+//! and checkpoint, written inside the caller's transaction.
+
+use rusqlite::{params, Transaction};
+
+use super::{seq_i64, Batch, LedgerState};
+use crate::tail::FileId;
+
+/// Hex digits as text (they are ASCII).
+fn hex_str(digits: &[u8; 64]) -> &str {
+    std::str::from_utf8(digits).unwrap_or_default()
+}
+
+/// The body of [`Mirror::commit`]. `Ok(false)`: the checkpoint moved
+/// under us (another writer).
+pub(super) fn write_batch(
+    tx: &Transaction<'_>,
+    ledger: &str,
+    batch: &Batch<'_>,
+    state: &LedgerState,
+    now: &str,
+) -> rusqlite::Result<bool> {
+    let (events, quarantine) = (batch.events, batch.quarantine);
+    {
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO events (ledger, seq, id, ts, type, payload, extra, prev_hash, hash, key_id, sig, file_id, file_offset)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+        )?;
+        // Per-row allocations avoided: the hashes' hex digits on the stack,
+        // the file id's text once per file.
+        let mut file_text = (None, String::new());
+        for row in events {
+            let e = &row.event;
+            if file_text.0 != Some(row.file) {
+                file_text = (Some(row.file), row.file.to_string());
+            }
+            let hash = e.hash.hex_digits();
+            let prev = e.prev_hash.map(|h| h.hex_digits());
+            insert.execute(params![
+                ledger,
+                seq_i64(e.seq),
+                e.id,
+                e.ts,
+                e.event_type,
+                e.payload,
+                e.extra,
+                prev.as_ref().map(hex_str),
+                hex_str(&hash),
+                e.key_id,
+                e.sig,
+                file_text.1,
+                seq_i64(row.offset),
+            ])?;
+        }
+    }
+    if batch.resolve && !events.is_empty() {
+        // A row written before file ids carried a fingerprint names the
+        // file by `dev:ino` alone.
+        let mut resolve = tx.prepare_cached(
+            "UPDATE quarantine SET resolved_at = ?4
+             WHERE ledger = ?1 AND file_id IN (?2, ?5) AND file_offset = ?3 AND resolved_at IS NULL",
+        )?;
+        for row in events {
+            let inode_only = FileId {
+                fingerprint: None,
+                ..row.file
+            };
+            resolve.execute(params![
+                ledger,
+                row.file.to_string(),
+                seq_i64(row.offset),
+                now,
+                inode_only.to_string()
+            ])?;
+        }
+    }
+    if !quarantine.is_empty() {
+        // A line found again at the same place (after a checkpoint was
+        // relocated) is the same evidence, kept once; judged again after a
+        // reload, its row takes the new verdict.
+        let mut insert = tx.prepare_cached(if batch.resolve {
+            "INSERT INTO quarantine (ledger, file_id, file_path, file_offset, line_length, seq, hash, verdict, detail, line, quarantined_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+             ON CONFLICT (ledger, file_id, file_offset) DO UPDATE SET verdict = excluded.verdict,
+                detail = excluded.detail, seq = excluded.seq, hash = excluded.hash
+             WHERE resolved_at IS NULL"
+        } else {
+            "INSERT OR IGNORE INTO quarantine (ledger, file_id, file_path, file_offset, line_length, seq, hash, verdict, detail, line, quarantined_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+        })?;
+        for q in quarantine {
+            insert.execute(params![
+                ledger,
+                q.file.to_string(),
+                q.path,
+                seq_i64(q.offset),
+                seq_i64(q.length),
+                q.seq.map(seq_i64),
+                q.hash.map(|h| h.to_hex()),
+                q.verdict.as_str(),
+                q.detail,
+                q.line,
+                now,
+            ])?;
+        }
+    }
+    let pos = state.position.as_ref();
+    let halt = state.halt.as_ref();
+    let values = params![
+        ledger,
+        state.live_path.to_string_lossy(),
+        pos.map(|p| p.file.to_string()),
+        pos.map(|p| p.path.to_string_lossy().into_owned()),
+        pos.map_or(0, |p| seq_i64(p.offset)),
+        pos.map(|p| p.tail.clone()),
+        state.head.map(|h| seq_i64(h.seq)),
+        state.head.map(|h| h.hash.to_hex()),
+        state.anchor.map(|h| seq_i64(h.seq)),
+        state.anchor.map(|h| h.hash.to_hex()),
+        i64::from(halt.is_some()),
+        halt.map(|h| h.verdict.as_str()),
+        halt.map(|h| h.detail.clone()),
+        halt.and_then(|h| h.file.clone()),
+        halt.and_then(|h| h.offset.map(seq_i64)),
+        halt.and_then(|h| h.seq.map(seq_i64)),
+        state.generation,
+        now,
+    ];
+    let changed = if state.generation == 0 {
+        tx.prepare_cached(
+            "INSERT INTO checkpoints (ledger, live_path, file_id, file_path, file_offset, tail_check,
+                head_seq, head_hash, anchor_seq, anchor_hash, halted, halt_verdict, halt_detail,
+                halt_file, halt_offset, halt_seq, generation, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17 + 1, ?18)
+             ON CONFLICT (ledger) DO NOTHING",
+        )?
+        .execute(values)?
+    } else {
+        tx.prepare_cached(
+            "UPDATE checkpoints SET live_path = ?2, file_id = ?3, file_path = ?4, file_offset = ?5,
+                tail_check = ?6, head_seq = ?7, head_hash = ?8, anchor_seq = ?9, anchor_hash = ?10,
+                halted = ?11, halt_verdict = ?12, halt_detail = ?13, halt_file = ?14,
+                halt_offset = ?15, halt_seq = ?16, generation = ?17 + 1, updated_at = ?18
+             WHERE ledger = ?1 AND generation = ?17",
+        )?
+        .execute(values)?
+    };
+    Ok(changed == 1)
+}

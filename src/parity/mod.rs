@@ -1,0 +1,349 @@
+//! Parity: the ledger files judged from scratch, compared with the mirror.
+//!
+//! [`scan`] judges every line of a ledger's files in memory exactly as the
+//! shipper would (same [`Chain`]), without a database; `verify` uses it.
+//! [`compare`] then sets the files' chain against the mirror's rows:
+//! events missing in SQLite, events missing in the JSONL (archived ones
+//! excluded), and mismatched rows. [`recheck`] is `run`'s periodic check,
+//! row by row against the line at its file and offset. Both walk the rows
+//! with [`ChainWalk`] (the audit from the columns alone), and both look
+//! only at the rows up to the head recorded when they started: a row
+//! committed since then is not a difference.
+//!
+//! Memory: the scan keeps 32 bytes per event of the chain (its hash, for
+//! duplicate/fork decisions and parity) and the `id`s seen (to warn about
+//! reuse): about 100 MB for a million events with ids.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::ControlFlow;
+
+use serde::Serialize;
+
+mod recheck;
+
+pub use recheck::{recheck, RecheckError};
+
+use crate::audit::{ChainWalk, RowCheck};
+use crate::config::LedgerSettings;
+use crate::ledger::frame::Frame;
+use crate::ledger::{Chain, Hash, Head, LineJudgement, Verdict};
+use crate::mirror::{Mirror, MirrorError};
+use crate::tail::{Opened, Tailer};
+
+/// One line that is not a mirrored link of the chain.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Problem {
+    pub file: String,
+    /// 1-based line number in its file.
+    pub line: u64,
+    pub offset: u64,
+    pub length: u64,
+    pub seq: Option<u64>,
+    pub verdict: String,
+    pub detail: String,
+}
+
+/// A file as the scan saw it.
+#[derive(Debug, Clone, Serialize)]
+pub struct FileSummary {
+    pub path: String,
+    pub bytes: u64,
+    pub first_seq: Option<u64>,
+    pub lines: u64,
+    /// Bytes after the last LF (an unfinished write: not a line).
+    pub unfinished_tail_bytes: u64,
+}
+
+/// A mirrored event whose `id` an earlier event already used.
+#[derive(Debug, Clone, Serialize)]
+pub struct IdReuse {
+    pub id: String,
+    pub seq: u64,
+    pub first_seq: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HeadView {
+    pub seq: u64,
+    pub hash: String,
+}
+
+impl From<Head> for HeadView {
+    fn from(h: Head) -> HeadView {
+        HeadView {
+            seq: h.seq,
+            hash: h.hash.to_hex(),
+        }
+    }
+}
+
+/// The verdict on every line of a ledger's files.
+#[derive(Debug, Clone, Default)]
+pub struct Scan {
+    pub files: Vec<FileSummary>,
+    pub counts: BTreeMap<Verdict, u64>,
+    pub blank: u64,
+    /// Every refused line, the halting one included, in file order.
+    pub problems: Vec<Problem>,
+    pub halt: Option<Problem>,
+    pub head: Option<Head>,
+    pub anchor: Option<Head>,
+    /// Hashes of the chain from the anchor to the head.
+    pub chain: Vec<Hash>,
+    pub id_reuse: Vec<IdReuse>,
+}
+
+impl Scan {
+    pub fn hash_at(&self, seq: u64) -> Option<Hash> {
+        let anchor = self.anchor?.seq;
+        let i = usize::try_from(seq.checked_sub(anchor)?).ok()?;
+        self.chain.get(i).copied()
+    }
+
+    /// Every line authentic and in the chain (blank lines aside).
+    pub fn is_clean(&self) -> bool {
+        self.problems.is_empty() && self.halt.is_none()
+    }
+}
+
+/// Judges every line of the ledger's files from the start, in memory.
+pub fn scan(ledger: &LedgerSettings) -> std::io::Result<Scan> {
+    let files = ledger.tail_config().discover()?;
+    let mut out = Scan::default();
+    // By inode: a file that had no first line when it was discovered gets
+    // its fingerprint while it is read.
+    let index_of: HashMap<(u64, u64), usize> = files
+        .iter()
+        .enumerate()
+        .map(|(i, f)| ((f.id.dev, f.id.ino), i))
+        .collect();
+    out.files = files
+        .iter()
+        .map(|f| FileSummary {
+            path: f.path.display().to_string(),
+            bytes: f.len,
+            first_seq: f.first_seq,
+            lines: 0,
+            unfinished_tail_bytes: 0,
+        })
+        .collect();
+    let Opened::Ready(mut tailer) = Tailer::open(files, None, ledger.max_line_bytes)? else {
+        return Ok(out);
+    };
+    let mut chain = Chain::new(
+        None,
+        None,
+        ledger.signatures,
+        ledger.keys.clone(),
+        ledger.rules,
+        ledger.max_line_bytes,
+    );
+    let mut ids: HashMap<String, u64> = HashMap::new();
+    while let Some((file, frame)) = tailer.next_frame()? {
+        let Some(summary) = index_of
+            .get(&(file.dev, file.ino))
+            .and_then(|&i| out.files.get_mut(i))
+        else {
+            continue; // cannot happen: the tailer reads only these files
+        };
+        summary.lines += 1;
+        let line_no = summary.lines;
+        let path = summary.path.clone();
+        let (offset, length) = (frame.offset(), frame.length());
+        let refusal = match frame {
+            Frame::TooLong { length, .. } => Some((
+                Verdict::TooLong,
+                format!("{length} bytes > {}", ledger.max_line_bytes),
+                None,
+            )),
+            Frame::Line { bytes, .. } => {
+                let judgement = chain.judge(bytes, length, |seq| {
+                    let anchor = out.anchor.map(|a| a.seq)?;
+                    out.chain
+                        .get(usize::try_from(seq.checked_sub(anchor)?).ok()?)
+                        .copied()
+                });
+                match judgement {
+                    LineJudgement::Blank => {
+                        out.blank += 1;
+                        None
+                    }
+                    LineJudgement::Mirrored(ev) => {
+                        *out.counts.entry(Verdict::Mirrored).or_default() += 1;
+                        out.anchor.get_or_insert(Head {
+                            seq: ev.seq,
+                            hash: ev.hash,
+                        });
+                        out.chain.push(ev.hash);
+                        if let Some(id) = ev.id {
+                            match ids.get(&id) {
+                                Some(&first_seq) => out.id_reuse.push(IdReuse {
+                                    id,
+                                    seq: ev.seq,
+                                    first_seq,
+                                }),
+                                None => {
+                                    ids.insert(id, ev.seq);
+                                }
+                            }
+                        }
+                        None
+                    }
+                    LineJudgement::Refused { refusal, .. } => {
+                        Some((refusal.verdict, refusal.detail, refusal.seq))
+                    }
+                }
+            }
+        };
+        if let Some((verdict, detail, seq)) = refusal {
+            *out.counts.entry(verdict).or_default() += 1;
+            let problem = Problem {
+                file: path,
+                line: line_no,
+                offset,
+                length,
+                seq,
+                verdict: verdict.as_str().to_owned(),
+                detail,
+            };
+            out.problems.push(problem.clone());
+            if verdict.halts() {
+                out.halt = Some(problem);
+                break;
+            }
+        }
+    }
+    // After a halt the rest is not judged, so nothing is "unfinished".
+    let tails = if out.halt.is_none() {
+        tailer.unfinished_tails()
+    } else {
+        Vec::new()
+    };
+    for (path, bytes) in tails {
+        let path = path.display().to_string();
+        if let Some(f) = out.files.iter_mut().find(|f| f.path == path) {
+            f.unfinished_tail_bytes = bytes;
+        }
+    }
+    out.head = chain.head;
+    Ok(out)
+}
+
+/// How the mirror compares with the files.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Parity {
+    /// In the files' chain, at or below the mirror's head, but not mirrored.
+    pub missing_in_sqlite: u64,
+    /// Mirrored, not archived, but not in the files' chain.
+    pub missing_in_jsonl: u64,
+    /// Mirrored with another hash than the files', or a row whose own
+    /// columns do not hash to its `hash`.
+    pub mismatched: u64,
+    /// Mirrored events older than the oldest event on disk.
+    pub archived: u64,
+    /// In the files, beyond the mirror's head: not mirrored *yet* (lag).
+    pub pending: u64,
+    /// First examples of each kind, for the report.
+    pub examples: Vec<ParityProblem>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ParityProblem {
+    pub kind: &'static str,
+    pub seq: u64,
+    pub detail: String,
+}
+
+impl Parity {
+    pub fn holds(&self) -> bool {
+        self.missing_in_sqlite == 0 && self.missing_in_jsonl == 0 && self.mismatched == 0
+    }
+
+    /// Seqs of the recorded chain that the mirror should hold and does not.
+    pub(crate) fn missing(&mut self, seqs: std::ops::Range<u64>) {
+        self.missing_in_sqlite += seqs.end.saturating_sub(seqs.start);
+        for s in seqs.take(10) {
+            self.note(
+                "missing_in_sqlite",
+                s,
+                "in the recorded chain (anchor to head), not in the mirror".into(),
+            );
+        }
+    }
+
+    fn mismatch(&mut self, seq: u64, detail: String) {
+        self.mismatched += 1;
+        self.note("mismatched", seq, detail);
+    }
+
+    fn gone(&mut self, seq: u64, detail: String) {
+        self.missing_in_jsonl += 1;
+        self.note("missing_in_jsonl", seq, detail);
+    }
+
+    fn note(&mut self, kind: &'static str, seq: u64, detail: String) {
+        if self.examples.len() < 100 {
+            self.examples.push(ParityProblem { kind, seq, detail });
+        }
+    }
+}
+
+/// Compares the files' chain (`scan`) with the mirror's rows of `ledger`,
+/// and audits every row from its columns (signatures included).
+pub fn compare(
+    scan: &Scan,
+    mirror: &Mirror,
+    ledger: &LedgerSettings,
+) -> Result<Parity, MirrorError> {
+    let mut p = Parity::default();
+    let state = mirror.state(&ledger.name)?;
+    let mut walk = ChainWalk::new(ledger, state.as_ref());
+    let mirror_head = walk.head().map(|h| h.seq);
+    let file_range = scan.anchor.zip(scan.head).map(|(a, h)| (a.seq, h.seq));
+    mirror.for_each_event(&ledger.name, |row| {
+        let problem = match walk.row(&row, true, &mut p) {
+            RowCheck::Later => return ControlFlow::Continue(()),
+            RowCheck::Unsound(why) => Some(why),
+            RowCheck::Sound => None,
+        };
+        let file_problem = match file_range {
+            Some((anchor, _)) if row.seq < anchor => {
+                p.archived += 1;
+                None
+            }
+            Some((_, head)) if row.seq <= head => {
+                let file_hash = scan.hash_at(row.seq);
+                (file_hash.map(|h| h.to_hex()).as_deref() != Some(row.hash.as_str())).then(|| {
+                    format!(
+                        "mirror holds {}, the ledger file {}",
+                        row.hash,
+                        file_hash.map_or_else(|| "nothing".into(), |h| h.to_hex())
+                    )
+                })
+            }
+            Some(_) => {
+                p.gone(row.seq, "mirrored, but not in the ledger files".into());
+                None
+            }
+            // No authentic event on disk at all: every row is older than
+            // the oldest file (archived), vouched for by its columns only.
+            None => {
+                p.archived += 1;
+                None
+            }
+        };
+        if let Some(why) = problem.or(file_problem) {
+            p.mismatch(row.seq, why);
+        }
+        ControlFlow::Continue(())
+    })?;
+    walk.finish(&mut p);
+    if let Some((anchor, head)) = file_range {
+        // Events of the files beyond the mirror's head: not mirrored yet.
+        let from = mirror_head.map_or(anchor, |m| (m + 1).max(anchor));
+        if from <= head {
+            p.pending = head - from + 1;
+        }
+    }
+    Ok(p)
+}
