@@ -287,6 +287,67 @@ fn sigkill_during_live_ingestion_ten_times_then_exact_parity() {
 }
 
 #[test]
+fn sigkill_inside_rotations_ten_times_then_exact_parity() {
+    let s = setup("");
+    let done = Arc::new(AtomicBool::new(false));
+    let producer = {
+        let (ledger, done) = (s.ledger.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut w = Writer::new(&ledger);
+            let (mut next, mut last) = (0, 0);
+            while !done.load(Ordering::Relaxed) {
+                last = append(&mut w, next, 7);
+                next += 7;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            last
+        })
+    };
+    let rotator = {
+        let (ledger, done) = (s.ledger.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut n = 0;
+            while !done.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(30));
+                rotate(&ledger, n);
+                n += 1;
+            }
+            n
+        })
+    };
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64;
+    println!("seed {seed}");
+    let mut rng = seed;
+    for _ in 0..10 {
+        let sidecar = Sidecar::start(&s.config);
+        rng = rng
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        std::thread::sleep(Duration::from_millis(100 + (rng >> 33) % 400));
+        sidecar.kill();
+    }
+    done.store(true, Ordering::Relaxed);
+    let last = producer.join().unwrap() as i64;
+    let rotations = rotator.join().unwrap();
+    assert!(rotations > 20, "{rotations} rotations");
+    let sidecar = Sidecar::start(&s.config);
+    sidecar.eventually("every event mirrored after the kills", || {
+        mirrored_seqs(&s.db).last() == Some(&last)
+    });
+    assert_eq!(mirrored_seqs(&s.db), (0..=last).collect::<Vec<i64>>());
+    assert_eq!(count(&s.db, "SELECT count(*) FROM quarantine"), 0);
+    assert_eq!(
+        sidecar.metric("ledgertail_halted{ledger=\"app\"}"),
+        Some(0.0)
+    );
+    assert!(sidecar.stop().success());
+    verify_exact(&s);
+}
+
+#[test]
 fn sigterm_commits_in_flight_and_exits_zero_losing_nothing() {
     let s = setup("");
     let mut w = Writer::new(&s.ledger);

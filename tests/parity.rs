@@ -128,3 +128,49 @@ fn the_check_can_be_abandoned_midway() {
     assert!(out.is_none());
     assert_eq!(lines, 5);
 }
+
+#[test]
+fn a_history_rewritten_in_sqlite_below_the_oldest_file_is_found() {
+    use ledgertail::ledger::event::{seal_line, Draft};
+    use ledgertail::ledger::{json, Hash};
+    let dir = tempfile::tempdir().unwrap();
+    let s = mirrored_ledger(dir.path());
+    // The oldest file goes (its rows become archived: only their columns
+    // vouch for them), and its rows are rewritten, each hash recomputed.
+    std::fs::remove_file(dir.path().join("app.jsonl.1")).unwrap();
+    assert!(check(&s).holds());
+    let db = rusqlite::Connection::open(&s.db).unwrap();
+    let mut prev: Option<Hash> = None;
+    for seq in 0..10u64 {
+        let payload = json::parse("{\"forged\":true}").unwrap();
+        let (_, hash) = seal_line(
+            &Draft {
+                seq,
+                prev_hash: prev,
+                ts: "2026-12-01T00:00:00Z",
+                event_type: "t",
+                id: None,
+                payload: &payload,
+            },
+            None,
+        )
+        .unwrap();
+        db.execute(
+            "UPDATE events SET payload = '{\"forged\":true}', hash = ?2, prev_hash = ?3, ts = '2026-12-01T00:00:00Z', type = 't' WHERE seq = ?1",
+            rusqlite::params![seq as i64, hash.to_hex(), prev.map(|h| h.to_hex())],
+        )
+        .unwrap();
+        prev = Some(hash);
+    }
+    // Every forged row is sound on its own; the chain is not: row 10 no
+    // longer links, and the anchor is not the one recorded.
+    let p = check(&s);
+    assert!(!p.holds(), "{p:?}");
+    assert_eq!(p.mismatched, 2, "{p:?}");
+    let details: Vec<&str> = p.examples.iter().map(|e| e.detail.as_str()).collect();
+    assert!(details.iter().any(|d| d.contains("anchor")), "{details:?}");
+    assert!(
+        details.iter().any(|d| d.contains("does not link")),
+        "{details:?}"
+    );
+}

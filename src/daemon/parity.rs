@@ -15,7 +15,7 @@ use crate::telemetry::LedgerMetrics;
 /// What a file looked like: identity, size, modification and change times
 /// (the change time moves with any write, and no user can set it back).
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct FileStamp {
+pub(super) struct FileStamp {
     name: std::ffi::OsString,
     dev: u64,
     ino: u64,
@@ -24,9 +24,9 @@ struct FileStamp {
     ctime_ns: i128,
 }
 
-/// Stamps of the ledger's files (live and rotated) and of the database
-/// and its WAL, sorted by name.
-fn stamps(live: &Path, db: &Path) -> Vec<FileStamp> {
+/// Stamps of the ledger's files (live and rotated) and, with `db`, of the
+/// database and its WAL, sorted by name.
+pub(super) fn stamps(live: &Path, db: Option<&Path>) -> Vec<FileStamp> {
     use std::os::unix::fs::MetadataExt;
     let mut out = Vec::new();
     let mut add = |path: &Path| {
@@ -41,8 +41,10 @@ fn stamps(live: &Path, db: &Path) -> Vec<FileStamp> {
             });
         }
     };
-    add(db);
-    add(&PathBuf::from(format!("{}-wal", db.display())));
+    if let Some(db) = db {
+        add(db);
+        add(&PathBuf::from(format!("{}-wal", db.display())));
+    }
     add(live);
     if let (Some(dir), Some(name)) = (live.parent(), live.file_name().and_then(|n| n.to_str())) {
         if let Ok(entries) = std::fs::read_dir(dir) {
@@ -89,7 +91,7 @@ impl ParityChecker {
                 // Nothing changed since the last full check (no file of the
                 // ledger, not the database): its result stands, and an idle
                 // sidecar stays idle whatever the ledger's size.
-                let stamps = stamps(&ledger.path, &self.db);
+                let stamps = stamps(&ledger.path, Some(&self.db));
                 if last_checked.get(&ledger.name) == Some(&stamps) {
                     metrics.record_parity_unchanged();
                     continue;

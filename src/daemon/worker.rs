@@ -18,10 +18,6 @@ use crate::telemetry::{LedgerMetrics, StatusBoard};
 const BACKOFF_FIRST: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
-/// While a ledger is halted nothing is read, but its lag is still shown:
-/// the files are looked at again this often (or on a file event).
-const HALTED_LAG_EVERY: Duration = Duration::from_secs(2);
-
 /// One ledger's thread.
 pub(super) struct Worker {
     pub(super) ledger: LedgerSettings,
@@ -138,8 +134,9 @@ impl Worker {
         // A ledger halted before this start is judged again once: if the
         // cause is gone (the missing file is back), it goes on.
         let mut starting = true;
-        let mut halted_lag_at: Option<Instant> = None;
-        let mut woke = None;
+        // While halted nothing is read, but the lag behind the halt is
+        // still shown: worked out again whenever a file changed.
+        let mut halted_lag_for: Option<Vec<super::parity::FileStamp>> = None;
         loop {
             let latest = self.shared.current();
             if latest.generation != config.generation {
@@ -168,20 +165,21 @@ impl Worker {
             starting = false;
             if shipper.state().halt.is_none() {
                 self.metrics.set_lag_bytes(shipper.lag_bytes()?);
-                halted_lag_at = None;
-            } else if woke == Some(Wake::Files)
-                || halted_lag_at.is_none_or(|t| t.elapsed() >= HALTED_LAG_EVERY)
-            {
-                // Halted: what waits behind the halt, from the checkpoint
-                // and a fresh look at the files.
-                self.metrics.set_lag_bytes(shipper.lag_bytes()?);
-                let state = shipper.state();
-                self.metrics.record_heads(
-                    state.head.map(|h| h.seq),
-                    state.anchor.map(|h| h.seq),
-                    shipper.head_in_live_file(),
-                );
-                halted_lag_at = Some(Instant::now());
+                halted_lag_for = None;
+            } else {
+                let files_now = super::parity::stamps(&self.ledger.path, None);
+                if halted_lag_for.as_ref() != Some(&files_now) {
+                    // Halted: what waits behind the halt, from the
+                    // checkpoint and a fresh look at the files.
+                    self.metrics.set_lag_bytes(shipper.lag_bytes()?);
+                    let state = shipper.state();
+                    self.metrics.record_heads(
+                        state.head.map(|h| h.seq),
+                        state.anchor.map(|h| h.seq),
+                        shipper.head_in_live_file(),
+                    );
+                    halted_lag_for = Some(files_now);
+                }
             }
             // An idle ledger commits nothing, so the mirror being deleted
             // is looked for at every wake-up too, not only at commits.
@@ -191,8 +189,7 @@ impl Worker {
             if self.shared.stopping() {
                 return Ok(());
             }
-            woke = self.wait(wake, self.poll);
-            if woke == Some(Wake::Stop) {
+            if self.wait(wake, self.poll) == Some(Wake::Stop) {
                 return Ok(());
             }
             if watcher.is_none() {
