@@ -194,3 +194,53 @@ fn renumbering_rotations_are_followed_by_identity_not_by_name() {
         expected.clear();
     }
 }
+
+#[test]
+fn discovery_during_a_renaming_storm_finds_every_file_exactly_once() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let live = dir.path().join("app.jsonl");
+    // 30 rotated files of one event each, and the live file.
+    for n in 0..30 {
+        add(&live, n, 1);
+        std::fs::rename(&live, dir.path().join(format!("app.jsonl.a{n:02}"))).unwrap();
+    }
+    add(&live, 30, 1);
+    let cfg = config(&live);
+    let stop = Arc::new(AtomicBool::new(false));
+    // Every rotated file moves between two names, one rename at a time,
+    // as logrotate's renumbering moves them all at each rotation, and
+    // rotations follow each other a few milliseconds apart.
+    let storm = {
+        let (dir, stop) = (dir.path().to_path_buf(), stop.clone());
+        std::thread::spawn(move || {
+            let mut renames = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                for n in 0..30 {
+                    let (a, b) = (
+                        dir.join(format!("app.jsonl.a{n:02}")),
+                        dir.join(format!("app.jsonl.b{n:02}")),
+                    );
+                    if std::fs::rename(&a, &b).is_err() {
+                        std::fs::rename(&b, &a).unwrap();
+                    }
+                    renames += 1;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(3));
+            }
+            renames
+        })
+    };
+    for round in 0..40 {
+        let files = cfg.discover().unwrap();
+        let seqs: Vec<u64> = files.iter().filter_map(|f| f.first_seq).collect();
+        assert_eq!(
+            seqs,
+            (0..=30).collect::<Vec<u64>>(),
+            "round {round}: {files:#?}"
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    assert!(storm.join().unwrap() > 0);
+}

@@ -11,7 +11,7 @@
 //! mirror), ordered by the seq of their first authentic event; the live
 //! file is the newest by definition and always comes last.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::fs::{File, Metadata, OpenOptions};
 use std::io::{self, Read};
@@ -350,35 +350,97 @@ fn open_live(live: &Path, follow_symlink: bool) -> io::Result<Option<(File, Meta
     }
 }
 
+/// How many times discovery lists the folder before it settles for what it
+/// has (see [`discover`]); between attempts it waits 1 ms, doubling up to
+/// 64 ms, for a rotation in progress to end (about half a second in all).
+const DISCOVERY_ATTEMPTS: u32 = 12;
+
 /// Lists a ledger's files, oldest first. A missing live file is not an
 /// error (it may be about to be created); an unreadable directory is, and
 /// so is a live path that is not a regular file.
+///
+/// A folder cannot be listed atomically: a file renamed while the listing
+/// runs (logrotate's renumbering moves every rotated file at once) can be
+/// missed, or seen twice, and a missed file would look like a gap in the
+/// chain. So the listing is checked: once every file is opened, the folder
+/// is listed again, and the rotated files it names (by inode) must be
+/// exactly those found, each once; otherwise discovery starts again (what
+/// was read of a file is kept, by inode, so a retry costs a listing).
 pub fn discover(live: &Path, auth: Authenticity<'_>) -> io::Result<Vec<LedgerFile>> {
     let (dir, live_name) = split(live)?;
+    let mut known = HashMap::new();
+    let mut found = Vec::new();
+    for attempt in 0..DISCOVERY_ATTEMPTS {
+        if attempt > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(1 << (attempt - 1).min(6)));
+        }
+        found = discover_once(&dir, &live_name, live, auth, &mut known)?;
+        let live_ino = found.iter().find(|f| f.is_live).map(|f| f.id.ino);
+        let mut seen: Vec<u64> = found
+            .iter()
+            .filter(|f| !f.is_live)
+            .map(|f| f.id.ino)
+            .collect();
+        seen.sort_unstable();
+        let once = seen.windows(2).all(|w| w[0] != w[1]);
+        let mut now = rotated_inodes(&dir, &live_name)?;
+        now.retain(|ino| Some(*ino) != live_ino);
+        now.sort_unstable();
+        if once && now == seen {
+            return Ok(found);
+        }
+    }
+    // Renamed without pause: take what was found, each file once (a file
+    // missed here shows as a gap, and a restart finds it).
+    let mut inodes = std::collections::HashSet::new();
+    found.retain(|f| inodes.insert(f.id.ino));
+    Ok(found)
+}
+
+/// The first authentic seq discovery found in a file, by identity (inode
+/// and fingerprint): it does not change (a ledger file is only appended
+/// to), so a retry need not read the file again.
+type Known = HashMap<(u64, u64, Fingerprint), u64>;
+
+/// The inode numbers of the regular files with rotated names in `dir`,
+/// from the listing alone (no file is opened).
+fn rotated_inodes(dir: &Path, live_name: &str) -> io::Result<Vec<u64>> {
+    use std::os::unix::fs::DirEntryExt;
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let rotated = name.to_str().is_some_and(|n| is_rotated_name(live_name, n));
+        if rotated && entry.file_type().is_ok_and(|t| t.is_file()) {
+            out.push(entry.ino());
+        }
+    }
+    Ok(out)
+}
+
+/// One listing of the ledger's files (see [`discover`]).
+fn discover_once(
+    dir: &Path,
+    live_name: &str,
+    live: &Path,
+    auth: Authenticity<'_>,
+    known: &mut Known,
+) -> io::Result<Vec<LedgerFile>> {
     // The live file is looked at *before* the folder is listed: a file
     // renamed away from the live path after that look shows up in the
     // listing (and is recognised by its identity), so a rotation during
     // discovery can never hide a file between the rotated ones and the
     // live one.
     let live_file = match open_live(live, auth.follow_symlink)? {
-        Some((file, meta)) => Some(LedgerFile {
-            path: live.to_path_buf(),
-            id: FileId {
-                fingerprint: fingerprint_of(&file)?,
-                ..FileId::of(&meta)
-            },
-            len: meta.len(),
-            first_seq: first_authentic_seq_in(file, auth)?,
-            is_live: true,
-        }),
+        Some((file, meta)) => Some(ledger_file(live, file, &meta, true, auth, known)?),
         None => None,
     };
     let mut rotated = Vec::new();
-    for entry in std::fs::read_dir(&dir)? {
+    for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        if !is_rotated_name(&live_name, name) {
+        if !is_rotated_name(live_name, name) {
             continue;
         }
         let path = dir.join(name);
@@ -410,16 +472,7 @@ pub fn discover(live: &Path, auth: Authenticity<'_>) -> io::Result<Vec<LedgerFil
                 &format!("read as a rotated file of the ledger, though its name ends in `{ending}` like an archive or a copy; move it out of the folder if it is not a rotation"),
             );
         }
-        rotated.push(LedgerFile {
-            path,
-            id: FileId {
-                fingerprint: fingerprint_of(&file)?,
-                ..FileId::of(&meta)
-            },
-            len: meta.len(),
-            first_seq: first_authentic_seq_in(file, auth)?,
-            is_live: false,
-        });
+        rotated.push(ledger_file(&path, file, &meta, false, auth, known)?);
     }
     // Files with no authentic event hold nothing the chain can use; they go
     // first (their lines are judged, and quarantined) in name order.
@@ -432,6 +485,41 @@ pub fn discover(live: &Path, auth: Authenticity<'_>) -> io::Result<Vec<LedgerFil
     });
     rotated.extend(live_file);
     Ok(rotated)
+}
+
+/// A file found by discovery, its fingerprint and first event read once.
+fn ledger_file(
+    path: &Path,
+    file: File,
+    meta: &Metadata,
+    is_live: bool,
+    auth: Authenticity<'_>,
+    known: &mut Known,
+) -> io::Result<LedgerFile> {
+    let fingerprint = fingerprint_of(&file)?;
+    let key = fingerprint.map(|fp| (meta.dev(), meta.ino(), fp));
+    // A file with no first event yet may have one by now: only a found
+    // seq is kept.
+    let first_seq = match key.and_then(|k| known.get(&k)) {
+        Some(&seq) => Some(seq),
+        None => {
+            let first = first_authentic_seq_in(file, auth)?;
+            if let (Some(k), Some(seq)) = (key, first) {
+                known.insert(k, seq);
+            }
+            first
+        }
+    };
+    Ok(LedgerFile {
+        path: path.to_path_buf(),
+        id: FileId {
+            fingerprint,
+            ..FileId::of(meta)
+        },
+        len: meta.len(),
+        first_seq,
+        is_live,
+    })
 }
 
 /// Compressed siblings of the live file (never read), with their
