@@ -8,6 +8,8 @@
 //! so the core and the shipper never import prometheus. [`readiness`] is a
 //! pure function of the board, tested on its own.
 
+mod process;
+
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -36,9 +38,9 @@ struct Families {
     anchor: IntGaugeVec,
     lag_bytes: IntGaugeVec,
     lag_events: IntGaugeVec,
-    missing_in_sqlite: IntGaugeVec,
-    missing_in_jsonl: IntGaugeVec,
-    mismatched: IntGaugeVec,
+    missing_in_sqlite: prometheus::GaugeVec,
+    missing_in_jsonl: prometheus::GaugeVec,
+    mismatched: prometheus::GaugeVec,
     parity_last: prometheus::GaugeVec,
     halted: IntGaugeVec,
     commit_duration: prometheus::HistogramVec,
@@ -58,6 +60,16 @@ fn counter(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounte
 
 fn gauge(reg: &Registry, name: &str, help: &str) -> IntGaugeVec {
     let g = IntGaugeVec::new(Opts::new(name, help), &["ledger"]).expect("valid metric definition");
+    reg.register(Box::new(g.clone()))
+        .expect("metric registered once");
+    g
+}
+
+/// A gauge that can read NaN: "not known yet", as a parity figure is until
+/// the first check (0 would claim a check found nothing).
+fn float_gauge(reg: &Registry, name: &str, help: &str) -> prometheus::GaugeVec {
+    let g = prometheus::GaugeVec::new(Opts::new(name, help), &["ledger"])
+        .expect("valid metric definition");
     reg.register(Box::new(g.clone()))
         .expect("metric registered once");
     g
@@ -93,11 +105,8 @@ impl Telemetry {
         build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
         reg.register(Box::new(build))
             .expect("metric registered once");
-        #[cfg(target_os = "linux")]
-        reg.register(Box::new(
-            prometheus::process_collector::ProcessCollector::for_self(),
-        ))
-        .expect("metric registered once");
+        reg.register(Box::new(process::ProcessMetrics::new()))
+            .expect("metric registered once");
 
         let families = Families {
             read: counter(&reg, "ledgertail_events_read_total", "Complete non-blank lines judged.", &["ledger"]),
@@ -113,18 +122,10 @@ impl Telemetry {
             anchor: gauge(&reg, "ledgertail_anchor_seq", "The seq the mirror started from (-1: none yet)."),
             lag_bytes: gauge(&reg, "ledgertail_lag_bytes", "Bytes of complete lines in the files not yet committed."),
             lag_events: gauge(&reg, "ledgertail_lag_events", "Ledger head seq minus mirror head seq."),
-            missing_in_sqlite: gauge(&reg, "ledgertail_parity_missing_in_sqlite", "Events up to the mirror's head that SQLite lacks (last parity check)."),
-            missing_in_jsonl: gauge(&reg, "ledgertail_parity_missing_in_jsonl", "Mirrored events no longer in the ledger files, archived ones excluded (last parity check)."),
-            mismatched: gauge(&reg, "ledgertail_parity_mismatched", "Mirrored events whose line or row no longer matches (last parity check)."),
-            parity_last: {
-                let g = prometheus::GaugeVec::new(
-                    Opts::new("ledgertail_parity_last_check_timestamp_seconds", "When the last full parity check ended (Unix time)."),
-                    &["ledger"],
-                )
-                .expect("valid metric definition");
-                reg.register(Box::new(g.clone())).expect("metric registered once");
-                g
-            },
+            missing_in_sqlite: float_gauge(&reg, "ledgertail_parity_missing_in_sqlite", "Events up to the mirror's head that SQLite lacks (last parity check)."),
+            missing_in_jsonl: float_gauge(&reg, "ledgertail_parity_missing_in_jsonl", "Mirrored events no longer in the ledger files, archived ones excluded (last parity check)."),
+            mismatched: float_gauge(&reg, "ledgertail_parity_mismatched", "Mirrored events whose line or row no longer matches (last parity check)."),
+            parity_last: float_gauge(&reg, "ledgertail_parity_last_check_timestamp_seconds", "When the last full parity check ended (Unix time)."),
             halted: gauge(&reg, "ledgertail_halted", "1 while the ledger is halted (fork, seq_gap, chain_break, rewritten)."),
             commit_duration: histogram(
                 &reg,
@@ -189,6 +190,14 @@ impl Telemetry {
         m.ledger_head.set(-1);
         m.mirror_head.set(-1);
         m.anchor.set(-1);
+        for g in [
+            &m.missing_in_sqlite,
+            &m.missing_in_jsonl,
+            &m.mismatched,
+            &m.parity_last,
+        ] {
+            g.set(f64::NAN);
+        }
         m
     }
 
@@ -214,9 +223,9 @@ pub struct LedgerMetrics {
     anchor: IntGauge,
     lag_bytes: IntGauge,
     lag_events: IntGauge,
-    missing_in_sqlite: IntGauge,
-    missing_in_jsonl: IntGauge,
-    mismatched: IntGauge,
+    missing_in_sqlite: Gauge,
+    missing_in_jsonl: Gauge,
+    mismatched: Gauge,
     parity_last: Gauge,
     halted: IntGauge,
     commit_duration: Histogram,
@@ -306,10 +315,9 @@ impl LedgerMetrics {
 
     /// Records the result of a full parity check.
     pub fn record_parity(&self, p: &Parity) {
-        let g = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
-        self.missing_in_sqlite.set(g(p.missing_in_sqlite));
-        self.missing_in_jsonl.set(g(p.missing_in_jsonl));
-        self.mismatched.set(g(p.mismatched));
+        self.missing_in_sqlite.set(p.missing_in_sqlite as f64);
+        self.missing_in_jsonl.set(p.missing_in_jsonl as f64);
+        self.mismatched.set(p.mismatched as f64);
         self.parity_last.set(unix_now());
     }
 }
@@ -498,6 +506,12 @@ mod tests {
             text.contains("ledgertail_events_quarantined_total{ledger=\"app\",reason=\"fork\"} 0")
         );
         assert!(text.contains("ledgertail_mirror_head_seq{ledger=\"app\"} -1"));
+        // Not checked yet: not known, rather than "nothing found".
+        assert!(
+            text.contains("ledgertail_parity_mismatched{ledger=\"app\"} NaN"),
+            "{text}"
+        );
+        assert!(text.contains("ledgertail_parity_last_check_timestamp_seconds{ledger=\"app\"} NaN"));
     }
 
     #[test]
