@@ -25,6 +25,9 @@ pub const DEFAULT_PARITY_INTERVAL_SECS: u64 = 60;
 pub const DEFAULT_MAX_LINE_BYTES: u64 = 1024 * 1024;
 pub const DEFAULT_BATCH_MAX_EVENTS: usize = 1000;
 pub const DEFAULT_BATCH_MAX_MILLIS: u64 = 100;
+/// A batch holds at most this many bytes of lines (and always one line):
+/// what a batch keeps in memory is bounded whatever the line size.
+pub const DEFAULT_BATCH_MAX_BYTES: u64 = 16 * 1024 * 1024;
 pub const DEFAULT_POLL_INTERVAL_MILLIS: u64 = 500;
 pub const DEFAULT_READY_MAX_LAG_EVENTS: u64 = 10_000;
 pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 20;
@@ -43,6 +46,7 @@ pub struct FileConfig {
     pub log_format: Option<String>,
     pub log_level: Option<String>,
     pub batch_max_events: Option<usize>,
+    pub batch_max_bytes: Option<u64>,
     pub batch_max_millis: Option<u64>,
     pub poll_interval_millis: Option<u64>,
     pub ready_max_lag_events: Option<u64>,
@@ -224,6 +228,8 @@ pub struct Settings {
     pub log_format: LogFormat,
     pub log_level: String,
     pub batch_max_events: usize,
+    /// Bytes of lines per batch, at most (a batch always takes one line).
+    pub batch_max_bytes: u64,
     pub run: RunSettings,
     /// Every key of `[keys]` and `--trust`; each ledger trusts its own
     /// selection of them ([`LedgerSettings::keys`]).
@@ -273,16 +279,6 @@ impl Settings {
                 "for example \"127.0.0.1:9898\" (loopback) or \"0.0.0.0:9898\" (all interfaces)",
             )
         })?;
-        let parity_secs = file
-            .parity_interval_secs
-            .unwrap_or(DEFAULT_PARITY_INTERVAL_SECS);
-        if parity_secs == 0 {
-            return Err(ConfigError::invalid(
-                "parity_interval_secs",
-                0,
-                "must be at least 1",
-            ));
-        }
         let log_format = match (over.log_format, &file.log_format) {
             (Some(f), _) => f,
             (None, Some(s)) => LogFormat::parse(s).ok_or_else(|| {
@@ -290,59 +286,78 @@ impl Settings {
             })?,
             (None, None) => LogFormat::Text,
         };
-        let log_level = file.log_level.clone().unwrap_or_else(|| "info".to_owned());
-        if tracing_subscriber::EnvFilter::try_new(&log_level).is_err() {
-            return Err(ConfigError::invalid("log_level", &log_level, "not a log filter")
-                .with_hint("use error, warn, info, debug or trace (or a tracing filter such as \"ledgertail=debug\")"));
-        }
-        let batch_max_events = file.batch_max_events.unwrap_or(DEFAULT_BATCH_MAX_EVENTS);
-        if batch_max_events == 0 {
-            return Err(ConfigError::invalid(
-                "batch_max_events",
-                0,
-                "must be at least 1",
-            ));
-        }
-
-        let at_least = |field: &str, value: Option<u64>, default: u64, min: u64| {
+        let log_level = file.log_level.as_deref().unwrap_or("info");
+        let log_level = log_filter(log_level).map_err(|why| {
+            ConfigError::invalid("log_level", log_level, &why)
+                .with_hint("use error, warn (or warning), info, debug, trace or off, or `target=level` pairs such as \"ledgertail=debug\"")
+        })?;
+        // Every number has bounds: an absurd value is refused when the
+        // configuration loads, never found out later (a grace period of
+        // 2^64 seconds once made SIGTERM overflow).
+        let within = |field: &str, value: Option<u64>, default: u64, min: u64, max: u64| {
             let v = value.unwrap_or(default);
-            if v < min {
+            if (min..=max).contains(&v) {
+                Ok(v)
+            } else {
                 Err(ConfigError::invalid(
                     field,
                     v,
-                    &format!("must be at least {min}"),
+                    &format!("must be between {min} and {max}"),
                 ))
-            } else {
-                Ok(v)
             }
         };
+        let parity_secs = within(
+            "parity_interval_secs",
+            file.parity_interval_secs,
+            DEFAULT_PARITY_INTERVAL_SECS,
+            1,
+            7 * 24 * 3600,
+        )?;
+        let batch_max_events = within(
+            "batch_max_events",
+            file.batch_max_events.map(|n| n as u64),
+            DEFAULT_BATCH_MAX_EVENTS as u64,
+            1,
+            1_000_000,
+        )? as usize;
+        let batch_max_bytes = within(
+            "batch_max_bytes",
+            file.batch_max_bytes,
+            DEFAULT_BATCH_MAX_BYTES,
+            64 * 1024,
+            1 << 30,
+        )?;
         let run = RunSettings {
-            batch_max_wait: Duration::from_millis(at_least(
+            batch_max_wait: Duration::from_millis(within(
                 "batch_max_millis",
                 file.batch_max_millis,
                 DEFAULT_BATCH_MAX_MILLIS,
                 1,
+                60_000,
             )?),
-            poll_interval: Duration::from_millis(at_least(
+            poll_interval: Duration::from_millis(within(
                 "poll_interval_millis",
                 file.poll_interval_millis,
                 DEFAULT_POLL_INTERVAL_MILLIS,
                 10,
+                60_000,
             )?),
             ready_max_lag_events: file
                 .ready_max_lag_events
                 .unwrap_or(DEFAULT_READY_MAX_LAG_EVENTS),
-            shutdown_grace: Duration::from_secs(at_least(
+            shutdown_grace: Duration::from_secs(within(
                 "shutdown_grace_secs",
                 file.shutdown_grace_secs,
                 DEFAULT_SHUTDOWN_GRACE_SECS,
                 1,
+                3600,
             )?),
-            parity_max_bytes_per_sec: at_least(
+            parity_max_bytes_per_sec: within(
                 "parity_max_bytes_per_sec",
                 file.parity_max_bytes_per_sec,
                 DEFAULT_PARITY_MAX_BYTES_PER_SEC,
                 4096,
+                1 << 40,
             )?,
         };
 
@@ -436,6 +451,7 @@ impl Settings {
             log_format,
             log_level,
             batch_max_events,
+            batch_max_bytes,
             run,
             keys,
             ledgers,
@@ -547,6 +563,45 @@ impl Settings {
             );
         }
     }
+}
+
+/// A log filter as people type it, in the form tracing reads: level
+/// names (`error`, `warn` or `warning`, `info`, `debug`, `trace`, `off`,
+/// any letter case) alone or as `target=level`, separated by commas. A
+/// bare word that is not a level is refused: tracing would read it as a
+/// target's name and log nothing else (`warning` used to silence even the
+/// halts).
+pub fn log_filter(text: &str) -> Result<String, String> {
+    let mut directives = Vec::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (target, level) = match part.rsplit_once('=') {
+            Some((target, level)) => (Some(target.trim()), level.trim()),
+            None => (None, part),
+        };
+        let level = match level.to_ascii_lowercase().as_str() {
+            "error" => "error",
+            "warn" | "warning" => "warn",
+            "info" => "info",
+            "debug" => "debug",
+            "trace" => "trace",
+            "off" => "off",
+            _ => {
+                return Err(format!(
+                    "`{level}` is not a log level (error, warn, info, debug, trace or off)"
+                ))
+            }
+        };
+        directives.push(match target {
+            Some(t) if !t.is_empty() => format!("{t}={level}"),
+            _ => level.to_owned(),
+        });
+    }
+    if directives.is_empty() {
+        return Err("no log level given".into());
+    }
+    let filter = directives.join(",");
+    tracing_subscriber::EnvFilter::try_new(&filter).map_err(|e| e.to_string())?;
+    Ok(filter)
 }
 
 /// `app.jsonl` → `app` (the file name without its extension).
@@ -673,11 +728,36 @@ mod tests {
     }
 
     #[test]
+    fn log_levels_are_read_as_people_write_them() {
+        assert_eq!(log_filter("warning").unwrap(), "warn");
+        assert_eq!(log_filter("WARN").unwrap(), "warn");
+        assert_eq!(
+            log_filter("info, ledgertail=Debug").unwrap(),
+            "info,ledgertail=debug"
+        );
+        assert_eq!(log_filter("hyper=off").unwrap(), "hyper=off");
+        for bad in ["warnings", "ledgertail", "", "info,verbose", "x=loud"] {
+            assert!(log_filter(bad).is_err(), "{bad:?}");
+        }
+        let s = resolve("log_level = \"warning\"", Overrides::default()).unwrap();
+        assert_eq!(s.log_level, "warn");
+    }
+
+    #[test]
     fn bad_values_are_refused_with_the_field() {
         for (text, field) in [
             ("listen = \"nowhere\"", "listen"),
             ("log_format = \"xml\"", "log_format"),
+            ("log_level = \"loud\"", "log_level"),
             ("parity_interval_secs = 0", "parity_interval_secs"),
+            (
+                "shutdown_grace_secs = 18446744073709551615",
+                "shutdown_grace_secs",
+            ),
+            ("batch_max_millis = 99999999999", "batch_max_millis"),
+            ("poll_interval_millis = 1", "poll_interval_millis"),
+            ("batch_max_bytes = 10", "batch_max_bytes"),
+            ("batch_max_events = 0", "batch_max_events"),
             (
                 "[[ledger]]\npath = \"a\"\nsignatures = \"maybe\"",
                 "signatures",
@@ -759,6 +839,7 @@ mod tests {
         assert_eq!(sample.log_format, defaults.log_format);
         assert_eq!(sample.log_level, defaults.log_level);
         assert_eq!(sample.batch_max_events, defaults.batch_max_events);
+        assert_eq!(sample.batch_max_bytes, defaults.batch_max_bytes);
         assert_eq!(sample.run, defaults.run);
         assert_eq!(sample.keys.len(), 0);
         assert_eq!(sample.ledgers.len(), 1);
@@ -776,6 +857,7 @@ mod tests {
             "log_format",
             "log_level",
             "batch_max_events",
+            "batch_max_bytes",
             "batch_max_millis",
             "poll_interval_millis",
             "ready_max_lag_events",

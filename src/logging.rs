@@ -16,7 +16,7 @@ use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{fmt, reload, EnvFilter, Registry};
 
 use crate::cli::{Cli, Command};
-use crate::config::{FileConfig, LogFormat};
+use crate::config::{log_filter, FileConfig, LogFormat};
 
 /// Changes the log filter of a running process (SIGHUP).
 pub struct LogControl {
@@ -33,7 +33,8 @@ impl LogControl {
         if let Some(by) = self.fixed_by {
             return Ok(format!("log level kept: set by {by}"));
         }
-        let filter = EnvFilter::try_new(level).map_err(|e| format!("log_level {level:?}: {e}"))?;
+        let level = log_filter(level).map_err(|e| format!("log_level {level:?}: {e}"))?;
+        let filter = EnvFilter::try_new(&level).map_err(|e| format!("log_level {level:?}: {e}"))?;
         self.handle
             .reload(filter)
             .map_err(|e| format!("log level: {e}"))?;
@@ -41,7 +42,10 @@ impl LogControl {
     }
 }
 
-pub fn init(cli: &Cli) -> Option<LogControl> {
+/// Installs the subscriber. `Err` when `--log-level` or `RUST_LOG` is not a
+/// filter ledgertail accepts ([`log_filter`]); the config file's
+/// `log_level` is checked where the configuration is loaded.
+pub fn init(cli: &Cli) -> Result<Option<LogControl>, String> {
     let config_path = match &cli.command {
         Command::Run(a) => a.ledgers.config.clone(),
         Command::Verify(a) => a.ledgers.config.clone(),
@@ -60,12 +64,16 @@ pub fn init(cli: &Cli) -> Option<LogControl> {
     } else {
         None
     };
-    let filter = cli
-        .log_level
-        .clone()
-        .or(env)
-        .or(file.log_level)
-        .unwrap_or_else(|| "info".to_owned());
+    let filter = match (&cli.log_level, &env) {
+        (Some(flag), _) => log_filter(flag).map_err(|e| format!("--log-level {flag:?}: {e}"))?,
+        (None, Some(var)) => log_filter(var).map_err(|e| format!("RUST_LOG={var:?}: {e}"))?,
+        // Checked, with its field named, when the command loads the file.
+        (None, None) => file
+            .log_level
+            .as_deref()
+            .and_then(|l| log_filter(l).ok())
+            .unwrap_or_else(|| "info".to_owned()),
+    };
     let filter = EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("info"));
     let format = cli
         .log_format
@@ -85,7 +93,7 @@ pub fn init(cli: &Cli) -> Option<LogControl> {
             )
             .try_init(),
     };
-    installed.ok().map(|()| LogControl { handle, fixed_by })
+    Ok(installed.ok().map(|()| LogControl { handle, fixed_by }))
 }
 
 /// `name=value` fields separated by spaces (the message bare, first), as

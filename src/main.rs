@@ -9,7 +9,14 @@ use ledgertail::commands::{self, hint_for, EXIT_FAILED};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let log_control = ledgertail::logging::init(&cli);
+    let log_control = match ledgertail::logging::init(&cli) {
+        Ok(control) => control,
+        Err(e) => {
+            eprintln!("error: {e}");
+            eprintln!("hint: use error, warn (or warning), info, debug, trace or off, or `target=level` pairs such as ledgertail=debug");
+            return commands::exit(EXIT_FAILED);
+        }
+    };
     let result = match cli.command {
         Command::Run(args) => commands::run::run(args, log_control),
         Command::Append(args) => commands::append::run(args),

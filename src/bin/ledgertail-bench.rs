@@ -118,6 +118,14 @@ fn main() {
             payload_bytes: 4900,
             signed: false,
         },
+        // Lines near the default limit: the batch's byte cap, not its line
+        // count, bounds the memory (peak RSS is the figure to read).
+        Case {
+            name: "unsigned, ~1 MiB",
+            events: (n / 5000).max(20),
+            payload_bytes: 1_040_000,
+            signed: false,
+        },
         Case {
             name: "signed (required), ~550 B",
             events: (n / 5).max(1000),

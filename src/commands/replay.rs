@@ -34,11 +34,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     for ledger in &settings.ledgers {
         let mirror = Mirror::open(&settings.db, Access::ReadWrite)
             .with_context(|| format!("opening the mirror for ledger `{}`", ledger.name))?;
-        let mut shipper = Shipper::new(
-            ledger.clone(),
-            mirror,
-            Batching::events(settings.batch_max_events),
-        )?;
+        let mut shipper = Shipper::new(ledger.clone(), mirror, Batching::from_settings(&settings))?;
         // Keys or policy other than those the quarantine was judged with:
         // judge those lines again (§2.1).
         shipper.rejudge_if_changed()?;

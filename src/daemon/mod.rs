@@ -134,10 +134,7 @@ impl Daemon {
             let worker = Worker {
                 ledger: ledger.clone(),
                 db: settings.db.clone(),
-                batching: Batching {
-                    max_events: settings.batch_max_events,
-                    max_wait: settings.run.batch_max_wait,
-                },
+                batching: Batching::from_settings(&settings),
                 poll: settings.run.poll_interval,
                 shared: shared.clone(),
                 metrics,

@@ -42,6 +42,9 @@ mod rejudge;
 const CHUNK_LINES: usize = 256;
 const CHUNK_BYTES: usize = 256 * 1024;
 
+/// While a batch fills, its clock is read at least this often in bytes.
+const CLOCK_EVERY_BYTES: u64 = 1 << 20;
+
 /// How reading ahead stands within one catch-up.
 #[derive(Debug)]
 struct Reading {
@@ -119,20 +122,34 @@ pub struct BatchStats<'a> {
     pub halt: Option<&'a Halt>,
 }
 
-/// How batches are cut: at `max_events` lines or `max_wait` after the
-/// batch's first line, whichever first (and always at the end of the data
-/// on disk, so a quiet ledger never waits).
+/// How batches are cut: at `max_events` lines, `max_bytes` bytes of lines
+/// or `max_wait` after the batch's first line, whichever first (and always
+/// at the end of the data on disk, so a quiet ledger never waits). A batch
+/// always takes at least one line, however long.
 #[derive(Debug, Clone, Copy)]
 pub struct Batching {
     pub max_events: usize,
+    pub max_bytes: u64,
     pub max_wait: Duration,
 }
 
 impl Batching {
+    /// At most `max_events` lines, and the default byte cap.
     pub fn events(max_events: usize) -> Batching {
         Batching {
             max_events,
+            max_bytes: crate::config::DEFAULT_BATCH_MAX_BYTES,
             max_wait: Duration::from_secs(3600),
+        }
+    }
+
+    /// As the configuration says (`batch_max_events`, `batch_max_bytes`,
+    /// `batch_max_millis`): the same for `run` and `replay`.
+    pub fn from_settings(settings: &crate::config::Settings) -> Batching {
+        Batching {
+            max_events: settings.batch_max_events,
+            max_bytes: settings.batch_max_bytes,
+            max_wait: settings.run.batch_max_wait,
         }
     }
 }
@@ -341,13 +358,19 @@ impl Shipper {
             let mut halt: Option<(Halt, tail::FileId)> = None;
             let mut at_end = false;
             let mut lines = 0usize;
+            // Bytes of the lines taken: what the batch holds in memory.
+            let mut bytes = 0u64;
+            let mut clock_at_bytes = CLOCK_EVERY_BYTES;
             let mut last_line: Option<(tail::FileId, u64)> = None;
             let started = Instant::now();
-            while lines < max_events {
-                // The clock is read every 64 lines: cheap, and fine-grained
-                // enough for a wait counted in milliseconds.
-                if lines % 64 == 63 && started.elapsed() >= self.batching.max_wait {
-                    break;
+            while lines < max_events && bytes < self.batching.max_bytes {
+                // The clock is read every 64 lines or 1 MiB: cheap, and
+                // fine-grained enough for a wait counted in milliseconds.
+                if lines % 64 == 63 || bytes >= clock_at_bytes {
+                    clock_at_bytes = bytes + CLOCK_EVERY_BYTES;
+                    if started.elapsed() >= self.batching.max_wait {
+                        break;
+                    }
                 }
                 let Some((chunk, next)) = placing.as_mut().filter(|(c, i)| *i < c.len()) else {
                     if let Some((done, _)) = placing.take() {
@@ -372,6 +395,7 @@ impl Shipper {
                 *next += 1;
                 lines += 1;
                 let line = chunk.lines[i];
+                bytes += line.length + 1;
                 if last_line.is_none_or(|(f, _)| !f.same_inode(&line.file)) {
                     // No checkpoint can fall in a file before this one any
                     // more: close them (a rotated file may be deleted).

@@ -318,3 +318,85 @@ pub fn which(program: &str) -> Option<PathBuf> {
             .find(|p| p.is_file())
     })
 }
+
+/// Runs `cmd` (its program, arguments and environment) with `stdin` and
+/// returns its exit code, peak resident memory in KiB and stderr.
+///
+/// The peak is measured by a small Python parent that forks and execs the
+/// command: a child forked straight from this (large, multi-threaded) test
+/// process has the test's resident memory in its peak until it execs.
+/// Needs python3 (installed by .ci/run); `None` without it.
+pub fn peak_rss(cmd: &Command, stdin: &[u8]) -> Option<(Option<i32>, u64, String)> {
+    let python = which("python3")?;
+    const MEASURE: &str = "import os, sys\npid = os.fork()\nif pid == 0:\n    os.execvp(sys.argv[1], sys.argv[1:])\n_, status, ru = os.wait4(pid, 0)\nprint(os.waitstatus_to_exitcode(status), ru.ru_maxrss)\n";
+    let mut measured = Command::new(python);
+    measured
+        .arg("-c")
+        .arg(MEASURE)
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => measured.env(k, v),
+            None => measured.env_remove(k),
+        };
+    }
+    let mut child = measured
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .ok()?;
+    let _ = child.stdin.take()?.write_all(stdin);
+    let out = child.wait_with_output().ok()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let mut figures = stdout.split_whitespace();
+    let code: i32 = figures.next()?.parse().ok()?;
+    let kib: u64 = figures.next()?.parse().ok()?;
+    Some((
+        (code >= 0).then_some(code),
+        kib,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+/// [`peak_rss`], failing when python3 is missing under CI (`LEDGERTAIL_CI`)
+/// and skipping (with a message) otherwise.
+pub fn peak_rss_or_skip(
+    what: &str,
+    cmd: &Command,
+    stdin: &[u8],
+) -> Option<(Option<i32>, u64, String)> {
+    let got = peak_rss(cmd, stdin);
+    if got.is_none() {
+        assert!(
+            std::env::var_os("LEDGERTAIL_CI").is_none(),
+            "{what}: python3 is needed to measure memory"
+        );
+        eprintln!("skipped {what}: python3 is not installed (it measures the peak memory)");
+    }
+    got
+}
+
+/// Waits for a child up to `limit`; kills it (and fails) if it hangs.
+pub fn finish_within(
+    mut child: std::process::Child,
+    limit: Duration,
+    what: &str,
+) -> std::process::Output {
+    let deadline = Instant::now() + limit;
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "{what} hung for {limit:?} and was killed:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
