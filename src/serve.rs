@@ -165,7 +165,8 @@ fn respond(
             endpoints.ready_max_lag_events,
             detail,
         ) {
-            Ok(()) => text(StatusCode::OK, "ready\n".into()),
+            Ok(notes) if notes.is_empty() => text(StatusCode::OK, "ready\n".into()),
+            Ok(notes) => text(StatusCode::OK, format!("ready\n{notes}\n")),
             Err(why) => text(
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!("not ready:\n{why}\n"),

@@ -343,7 +343,7 @@ fn sigkill_inside_rotations_ten_times_then_exact_parity() {
     {
         let c = db(&s.db);
         let rows: Vec<String> = c
-            .prepare("SELECT verdict || ' ' || file_id || ' ' || file_path || ' ' || file_offset || ' ' || coalesce(seq, -1) || ' ' || detail FROM quarantine")
+            .prepare("SELECT verdict || ' ' || q.file_id || ' ' || coalesce(f.path, '?') || ' ' || file_offset || ' ' || coalesce(seq, -1) || ' ' || detail FROM quarantine q LEFT JOIN files f ON f.file_id = q.file_id")
             .unwrap()
             .query_map([], |r| r.get(0))
             .unwrap()

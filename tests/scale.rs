@@ -208,3 +208,210 @@ fn every_duration_option_is_bounded_when_the_config_loads() {
         );
     }
 }
+
+fn status_json(args: &[&str]) -> (Output, serde_json::Value) {
+    let out = bin()
+        .args(["status", "--json"])
+        .args(args)
+        .output()
+        .unwrap();
+    let v = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+    (out, v)
+}
+
+#[test]
+fn status_never_reads_the_events_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let (live, db) = (dir.path().join("app.jsonl"), dir.path().join("m.db"));
+    append(&mut Writer::new(&live).without_fsync(), 0, 50);
+    let out = bin()
+        .args(["replay", "--ledger"])
+        .arg(&live)
+        .arg("--db")
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    // Whatever the events table holds, status takes its figures from the
+    // checkpoint: with the table out of the way, it still answers.
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute_batch("ALTER TABLE events RENAME TO events_elsewhere;")
+        .unwrap();
+    let (out, v) = status_json(&["--db", db.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_eq!(v["ledgers"][0]["events"], 50);
+}
+
+#[test]
+fn status_shows_staleness_and_the_ledgers_own_head() {
+    let s = setup("");
+    halting_ledger(&s.ledger);
+    let out = bin()
+        .args(["replay", "--config"])
+        .arg(&s.config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let (out, v) = status_json(&["--config", s.config.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let l = &v["ledgers"][0];
+    assert_eq!(l["head"]["seq"], 2, "{v:#}");
+    assert_eq!(l["ledger_head_seq"], 5, "{v:#}");
+    assert_eq!(l["lag_events"], 3, "{v:#}");
+    assert!(
+        l["last_commit"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("20")),
+        "{v:#}"
+    );
+    assert!(
+        l["halt"]["since"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("20")),
+        "{v:#}"
+    );
+    // The halt's time stays that of the first record across restarts.
+    let since = l["halt"]["since"].clone();
+    std::thread::sleep(Duration::from_millis(20));
+    bin()
+        .args(["replay", "--config"])
+        .arg(&s.config)
+        .output()
+        .unwrap();
+    let (_, v) = status_json(&["--config", s.config.to_str().unwrap()]);
+    assert_eq!(v["ledgers"][0]["halt"]["since"], since);
+}
+
+#[test]
+fn a_ledger_path_with_a_typo_is_shown_as_waited_for() {
+    let s = setup_with("", "");
+    let config = std::fs::read_to_string(&s.config)
+        .unwrap()
+        .replace("path = \"app.jsonl\"", "path = \"app.jsnol\"");
+    std::fs::write(&s.config, config).unwrap();
+    append(&mut Writer::new(&s.ledger), 0, 3);
+    let sidecar = Sidecar::start(&s.config);
+    sidecar.eventually("said in the log", || {
+        sidecar.log_text().contains("waiting for the ledger's file")
+    });
+    let (code, body) = sidecar.get("/readyz");
+    assert_eq!(
+        code, 200,
+        "an app that has not written yet is normal: {body}"
+    );
+    assert!(
+        body.contains("waiting for") && body.contains("app.jsnol"),
+        "{body}"
+    );
+    let log = sidecar.log_text();
+    assert_eq!(
+        log.matches("waiting for the ledger's file").count(),
+        1,
+        "once: {log}"
+    );
+    let (out, v) = status_json(&["--config", s.config.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let l = &v["ledgers"][0];
+    assert_eq!(l["mirrored"], false, "{v:#}");
+    assert!(
+        l["waiting_for"]
+            .as_str()
+            .is_some_and(|p| p.ends_with("app.jsnol")),
+        "{v:#}"
+    );
+    assert!(sidecar.stop().success());
+}
+
+#[test]
+fn status_works_for_a_user_who_cannot_write_beside_the_mirror() {
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root to run status as another user");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (live, db) = (dir.path().join("app.jsonl"), dir.path().join("m.db"));
+    append(&mut Writer::new(&live).without_fsync(), 0, 3);
+    let out = bin()
+        .args(["replay", "--ledger"])
+        .arg(&live)
+        .arg("--db")
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut status = bin();
+    status.args(["status", "--json", "--db"]).arg(&db);
+    // SAFETY: setgid/setuid are async-signal-safe.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut status, || {
+            if libc::setgid(65534) != 0 || libc::setuid(65534) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = status.output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert!(
+        text(&out.stdout).contains("\"events\": 3"),
+        "{}",
+        show(&out)
+    );
+}
+
+#[test]
+fn a_mirror_of_schema_1_is_migrated_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let (live, db) = (dir.path().join("app.jsonl"), dir.path().join("m.db"));
+    append(&mut Writer::new(&live).without_fsync(), 0, 3);
+    // A mirror as the first schema wrote it, with a quarantine row that
+    // carries its file's path.
+    let c = rusqlite::Connection::open(&db).unwrap();
+    c.execute_batch(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/mirror-schema-v1.sql"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    c.execute_batch(
+        "PRAGMA application_id = 1280592945; PRAGMA user_version = 1;
+         INSERT INTO quarantine (ledger, file_id, file_path, file_offset, line_length, verdict, detail, line, quarantined_at)
+         VALUES ('app', '1:2', '/old/app.jsonl', 0, 7, 'malformed', 'not JSON', x'67617262616765', '2026-01-01T00:00:00Z');",
+    )
+    .unwrap();
+    drop(c);
+    let out = bin()
+        .args(["replay", "--ledger"])
+        .arg(&live)
+        .arg("--db")
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let c = common::db(&db);
+    let version: i64 = c
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 2);
+    let path: String = c
+        .query_row("SELECT path FROM files WHERE file_id = '1:2'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(path, "/old/app.jsonl", "the path moved to the files table");
+    assert_eq!(count(&db, "SELECT count(*) FROM events"), 3);
+    // Rows name their file once in `files`, not in every quarantine row.
+    assert!(c.prepare("SELECT file_path FROM quarantine").is_err());
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM files WHERE path LIKE '%app.jsonl'"
+        ),
+        2
+    );
+}

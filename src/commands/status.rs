@@ -1,8 +1,12 @@
 //! `ledgertail status [--db FILE | --config FILE] [--json]`
 //!
-//! Reads the mirror only (and stats the ledger files for the lag): per
-//! ledger, its head, anchor, position, lag, halt and quarantine counts.
-//! Always exits 0 when it could read the mirror.
+//! Reads the mirror only (and looks at the ledger files for the lag): per
+//! ledger, its head, anchor, position, the ledger's own head and the lag,
+//! the last commit, the halt and since when, quarantine counts. With
+//! `--config`, configured ledgers the mirror does not hold yet are shown
+//! too (a typo in a path shows as "waiting for" it). Never reads the
+//! events table: the counts come from the checkpoint. Always exits 0 when
+//! it could read the mirror.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -15,18 +19,32 @@ use crate::config::{LedgerSettings, Overrides, Settings, DEFAULT_MAX_LINE_BYTES}
 use crate::ledger::{KeyRing, SignaturePolicy};
 use crate::mirror::{Access, LedgerState, Mirror};
 use crate::parity::HeadView;
-use crate::tail::{bytes_after, discover, resume_order, Authenticity};
+use crate::tail::{
+    backward, bytes_after, discover, open_regular, resume_order, Authenticity, Opening,
+};
 
 #[derive(Debug, Serialize)]
 struct LedgerStatus {
     ledger: String,
     live_path: String,
+    /// The mirror holds this ledger (false: configured, nothing committed).
+    mirrored: bool,
+    /// The live file does not exist yet, nor any rotated file: its path.
+    waiting_for: Option<String>,
+    /// Events from the anchor to the head (what the mirror holds when it
+    /// is whole; `verify --db` checks that it is).
     events: u64,
     head: Option<HeadView>,
     anchor: Option<HeadView>,
     position: Option<PositionView>,
+    /// The last authentic event of the live file (read back from its end).
+    ledger_head_seq: Option<u64>,
+    /// Events in the files beyond the mirror's head.
+    lag_events: Option<u64>,
     /// Bytes on disk after the position; null when the files cannot be read.
     lag_bytes: Option<u64>,
+    /// When the checkpoint was last written (the last commit).
+    last_commit: Option<String>,
     halted: bool,
     halt: Option<HaltView>,
     quarantine: std::collections::BTreeMap<String, u64>,
@@ -46,6 +64,8 @@ struct HaltView {
     file: Option<String>,
     offset: Option<u64>,
     seq: Option<u64>,
+    /// When the halt was first recorded.
+    since: Option<String>,
 }
 
 pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
@@ -62,40 +82,20 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
         (None, None) => Settings::load(&Overrides::default())?.db,
     };
     let mirror = Mirror::open(&db, Access::ReadOnly)?;
+    let configured: &[LedgerSettings] = settings.as_ref().map_or(&[], |s| &s.ledgers);
     let mut out = Vec::new();
     for name in mirror.ledgers()? {
         let state = mirror
             .state(&name)?
             .unwrap_or_else(|| LedgerState::new(Path::new("")));
-        let quarantine = mirror.quarantine_counts(&name)?.into_iter().collect();
-        out.push(LedgerStatus {
-            events: mirror.event_count(&name)?,
-            head: state.head.map(HeadView::from),
-            anchor: state.anchor.map(HeadView::from),
-            position: state.position.as_ref().map(|p| PositionView {
-                file: p.path.display().to_string(),
-                file_id: p.file.to_string(),
-                offset: p.offset,
-            }),
-            lag_bytes: lag_bytes(
-                &state,
-                settings
-                    .as_ref()
-                    .and_then(|s| s.ledgers.iter().find(|l| l.name == name)),
-            ),
-            halted: state.halt.is_some(),
-            halt: state.halt.as_ref().map(|h| HaltView {
-                verdict: h.verdict.as_str().to_owned(),
-                detail: h.detail.clone(),
-                file: h.file.clone(),
-                offset: h.offset,
-                seq: h.seq,
-            }),
-            quarantine,
-            live_path: state.live_path.display().to_string(),
-            ledger: name,
-        });
+        let ledger = configured.iter().find(|l| l.name == name);
+        out.push(mirrored_status(&mirror, &name, &state, ledger)?);
     }
+    let missing: Vec<&LedgerSettings> = configured
+        .iter()
+        .filter(|l| !out.iter().any(|s| s.ledger == l.name))
+        .collect();
+    out.extend(missing.into_iter().map(unmirrored_status));
     if args.json {
         println!(
             "{}",
@@ -114,6 +114,133 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
     Ok(exit(EXIT_OK))
 }
 
+fn mirrored_status(
+    mirror: &Mirror,
+    name: &str,
+    state: &LedgerState,
+    ledger: Option<&LedgerSettings>,
+) -> anyhow::Result<LedgerStatus> {
+    let times = mirror.checkpoint_times(name)?;
+    let quarantine = mirror.quarantine_counts(name)?.into_iter().collect();
+    let events = match (state.anchor, state.head) {
+        (Some(a), Some(h)) => h.seq.saturating_sub(a.seq) + 1,
+        _ => 0,
+    };
+    let ledger_head_seq = live_head(&state.live_path, ledger);
+    let lag_events = ledger_head_seq.map(|l| match state.head {
+        Some(h) => l.saturating_sub(h.seq),
+        None => l + 1,
+    });
+    Ok(LedgerStatus {
+        ledger: name.to_owned(),
+        live_path: state.live_path.display().to_string(),
+        mirrored: true,
+        waiting_for: waiting_for(&state.live_path),
+        events,
+        head: state.head.map(HeadView::from),
+        anchor: state.anchor.map(HeadView::from),
+        position: state.position.as_ref().map(|p| PositionView {
+            file: p.path.display().to_string(),
+            file_id: p.file.to_string(),
+            offset: p.offset,
+        }),
+        ledger_head_seq,
+        lag_events,
+        lag_bytes: lag_bytes(state, ledger),
+        last_commit: times.as_ref().map(|(at, _)| at.clone()),
+        halted: state.halt.is_some(),
+        halt: state.halt.as_ref().map(|h| HaltView {
+            verdict: h.verdict.as_str().to_owned(),
+            detail: h.detail.clone(),
+            file: h.file.clone(),
+            offset: h.offset,
+            seq: h.seq,
+            since: times.and_then(|(_, since)| since),
+        }),
+        quarantine,
+    })
+}
+
+/// A configured ledger with no commit in the mirror yet.
+fn unmirrored_status(l: &LedgerSettings) -> LedgerStatus {
+    let head = live_head(&l.path, Some(l));
+    LedgerStatus {
+        ledger: l.name.clone(),
+        live_path: l.path.display().to_string(),
+        mirrored: false,
+        waiting_for: waiting_for(&l.path),
+        events: 0,
+        head: None,
+        anchor: None,
+        position: None,
+        ledger_head_seq: head,
+        lag_events: head.map(|h| h + 1),
+        lag_bytes: lag_bytes(&LedgerState::new(&l.path), Some(l)),
+        last_commit: None,
+        halted: false,
+        halt: None,
+        quarantine: Default::default(),
+    }
+}
+
+/// The path, when neither the live file nor a rotated file exists.
+fn waiting_for(live: &Path) -> Option<String> {
+    if live.as_os_str().is_empty() {
+        return None;
+    }
+    match crate::tail::identity::any_file_exists(live) {
+        Ok(false) => Some(live.display().to_string()),
+        _ => None,
+    }
+}
+
+/// How the ledger's files are read here: as the configured ledger's are
+/// (its line limit and keys), or with the defaults when only the database
+/// is known.
+fn auth<'a>(ledger: Option<&'a LedgerSettings>, none: &'a KeyRing) -> Authenticity<'a> {
+    match ledger {
+        Some(l) => Authenticity {
+            policy: l.signatures,
+            keys: &l.keys,
+            max_line_bytes: l.max_line_bytes,
+            follow_symlink: l.follow_symlink,
+        },
+        None => Authenticity {
+            policy: SignaturePolicy::Off,
+            keys: none,
+            max_line_bytes: DEFAULT_MAX_LINE_BYTES,
+            follow_symlink: false,
+        },
+    }
+}
+
+/// The seq of the last authentic event of the live file.
+fn live_head(live: &Path, ledger: Option<&LedgerSettings>) -> Option<u64> {
+    let none = KeyRing::default();
+    let a = auth(ledger, &none);
+    let Ok(Opening::File(file, meta)) = open_regular(live, a.follow_symlink) else {
+        return None;
+    };
+    backward::last_authentic(&file, meta.len(), a.policy, a.keys, a.max_line_bytes)
+        .ok()
+        .flatten()
+        .map(|h| h.seq)
+}
+
+/// Bytes of the ledger's files after the checkpoint.
+fn lag_bytes(state: &LedgerState, ledger: Option<&LedgerSettings>) -> Option<u64> {
+    if state.live_path.as_os_str().is_empty() {
+        return None;
+    }
+    let none = KeyRing::default();
+    let files = discover(&state.live_path, auth(ledger, &none)).ok()?;
+    let files = match &state.position {
+        Some(pos) => resume_order(files, pos.file, state.head.map(|h| h.seq)),
+        None => files,
+    };
+    Some(bytes_after(&files, state.position.as_ref()))
+}
+
 fn print_text(s: &LedgerStatus) {
     let head = s
         .head
@@ -124,6 +251,12 @@ fn print_text(s: &LedgerStatus) {
         .as_ref()
         .map_or("none".into(), |h| format!("seq {}", h.seq));
     println!("ledger {}  ({})", s.ledger, s.live_path);
+    if let Some(path) = &s.waiting_for {
+        println!("  WAITING    for {path}: no such file yet (nor any rotated file beside it)");
+    }
+    if !s.mirrored {
+        println!("  mirrored   nothing yet");
+    }
     println!("  events     {}", s.events);
     println!("  head       {head}");
     println!("  anchor     {anchor}");
@@ -131,17 +264,30 @@ fn print_text(s: &LedgerStatus) {
         Some(p) => println!("  position   {} @ {}", p.file, p.offset),
         None => println!("  position   start"),
     }
+    match (s.ledger_head_seq, s.lag_events) {
+        (Some(h), Some(l)) => {
+            println!("  ledger     head seq {h} in the live file, {l} events not mirrored")
+        }
+        _ => println!("  ledger     no authentic event in the live file"),
+    }
     match s.lag_bytes {
         Some(n) => println!("  lag        {n} bytes"),
         None => println!("  lag        unknown (ledger files not readable here)"),
     }
+    if let Some(at) = &s.last_commit {
+        println!("  committed  {at}");
+    }
     match &s.halt {
         Some(h) => println!(
-            "  HALTED     {} at {}:{}{}: {}",
+            "  HALTED     {} at {}:{}{}{}: {}",
             h.verdict,
             h.file.as_deref().unwrap_or("?"),
             h.offset.unwrap_or(0),
             h.seq.map(|q| format!(" (seq {q})")).unwrap_or_default(),
+            h.since
+                .as_ref()
+                .map(|t| format!(" since {t}"))
+                .unwrap_or_default(),
             h.detail
         ),
         None => println!("  halted     no"),
@@ -156,34 +302,4 @@ fn print_text(s: &LedgerStatus) {
             .collect();
         println!("  quarantine {}", parts.join(", "));
     }
-}
-
-/// Bytes of the ledger's files after the checkpoint. The files are read
-/// as the configured ledger's are (its line limit and keys), or with the
-/// defaults when only the database is known.
-fn lag_bytes(state: &LedgerState, ledger: Option<&LedgerSettings>) -> Option<u64> {
-    if state.live_path.as_os_str().is_empty() {
-        return None;
-    }
-    let keys = KeyRing::default();
-    let auth = match ledger {
-        Some(l) => Authenticity {
-            policy: l.signatures,
-            keys: &l.keys,
-            max_line_bytes: l.max_line_bytes,
-            follow_symlink: l.follow_symlink,
-        },
-        None => Authenticity {
-            policy: SignaturePolicy::Off,
-            keys: &keys,
-            max_line_bytes: DEFAULT_MAX_LINE_BYTES,
-            follow_symlink: false,
-        },
-    };
-    let files = discover(&state.live_path, auth).ok()?;
-    let files = match &state.position {
-        Some(pos) => resume_order(files, pos.file, state.head.map(|h| h.seq)),
-        None => files,
-    };
-    Some(bytes_after(&files, state.position.as_ref()))
 }

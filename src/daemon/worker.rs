@@ -137,6 +137,7 @@ impl Worker {
         // While halted nothing is read, but the lag behind the halt is
         // still shown: worked out again whenever a file changed.
         let mut halted_lag_for: Option<Vec<super::parity::FileStamp>> = None;
+        let mut waiting = false;
         loop {
             let latest = self.shared.current();
             if latest.generation != config.generation {
@@ -163,6 +164,7 @@ impl Worker {
                 }
             }
             starting = false;
+            self.note_waiting(&shipper, &mut waiting);
             if shipper.state().halt.is_none() {
                 self.metrics.set_lag_bytes(shipper.lag_bytes()?);
                 halted_lag_for = None;
@@ -195,6 +197,31 @@ impl Worker {
             if watcher.is_none() {
                 watcher = watch(&self.ledger.path, self.wake_tx.clone());
             }
+        }
+    }
+
+    /// A ledger with no file at all yet is waited for (an application that
+    /// has not written yet is normal), but a typo in its path must not go
+    /// unseen: said once in the log, and on the status board (`/readyz`'s
+    /// text, still ready) until the file appears.
+    fn note_waiting(&self, shipper: &Shipper, waiting: &mut bool) {
+        let now = !shipper.following()
+            && shipper.state().halt.is_none()
+            && matches!(
+                crate::tail::identity::any_file_exists(&self.ledger.path),
+                Ok(false)
+            );
+        if now != *waiting {
+            let path = self.ledger.path.display().to_string();
+            if now {
+                tracing::info!(ledger = %self.ledger.name, file = %path, "waiting for the ledger's file: it does not exist yet (nor any rotated file beside it)");
+            } else {
+                tracing::info!(ledger = %self.ledger.name, file = %path, "the ledger's file is there: following it");
+            }
+            *waiting = now;
+            self.board.update(&self.ledger.name, |s| {
+                s.waiting_for = now.then_some(path);
+            });
         }
     }
 

@@ -40,9 +40,9 @@ use write::write_batch;
 pub const APPLICATION_ID: i32 = 0x4c54_4c31;
 /// The schema this build writes. Older schemas are migrated on open;
 /// newer ones are refused.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 
-const SCHEMA_V1: &str = include_str!("schema.sql");
+const SCHEMA: &str = include_str!("schema.sql");
 
 /// How long a writer waits for a lock held by a reader or another writer.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -212,6 +212,9 @@ pub struct Batch<'a> {
     /// Re-judging (§2.1): a mirrored event marks the quarantine row of its
     /// line resolved, and a line refused again updates its row's verdict.
     pub resolve: bool,
+    /// The files the batch's rows came from, with their paths, for the
+    /// `files` table.
+    pub files: &'a [(FileId, String)],
 }
 
 /// Read-only or read-write access.
@@ -226,6 +229,36 @@ pub enum Access {
 pub struct Mirror {
     conn: Connection,
     path: PathBuf,
+    /// The schema version of the file (older ones are migrated when opened
+    /// to write; a reader may find one that was not).
+    version: i32,
+}
+
+/// True when `<path>-wal` holds more than its header: a writer's commits
+/// that are not in the database file yet.
+fn wal_has_frames(path: &Path) -> bool {
+    std::fs::metadata(format!("{}-wal", path.display())).is_ok_and(|m| m.len() > 32)
+}
+
+/// Opens the file read-only as immutable (no locks, no -shm): only for a
+/// mirror no writer has open.
+fn open_immutable(path: &Path) -> rusqlite::Result<Connection> {
+    let mut uri = String::from("file:");
+    for c in path.display().to_string().chars() {
+        match c {
+            '?' => uri.push_str("%3f"),
+            '#' => uri.push_str("%23"),
+            '%' => uri.push_str("%25"),
+            c => uri.push(c),
+        }
+    }
+    uri.push_str("?immutable=1");
+    Connection::open_with_flags(
+        uri,
+        OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_URI
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
 }
 
 fn now_text() -> String {
@@ -283,8 +316,27 @@ impl Mirror {
         let mut mirror = Mirror {
             conn,
             path: path.to_path_buf(),
+            version: SCHEMA_VERSION,
         };
-        let (app_id, version, tables) = mirror.identify()?;
+        let identified = match mirror.identify() {
+            // A reader that may not write beside the mirror cannot create
+            // its -shm file. When no writer is there (no WAL left), the file
+            // is all there is: read it as it stands.
+            Err(MirrorError::Sqlite { source, .. })
+                if access == Access::ReadOnly
+                    && matches!(
+                        source.sqlite_error_code(),
+                        Some(ErrorCode::ReadOnly | ErrorCode::CannotOpen)
+                    )
+                    && !wal_has_frames(path) =>
+            {
+                mirror.conn = open_immutable(path).map_err(err)?;
+                mirror.identify()
+            }
+            other => other,
+        };
+        let (app_id, version, tables) = identified?;
+        mirror.version = version;
         if app_id != APPLICATION_ID {
             if app_id != 0 || tables > 0 {
                 return Err(MirrorError::NotALedgertailDb {
@@ -335,6 +387,7 @@ impl Mirror {
             } else if version < SCHEMA_VERSION {
                 mirror.migrate(version)?;
             }
+            mirror.version = SCHEMA_VERSION;
         }
         Ok(mirror)
     }
@@ -382,7 +435,7 @@ impl Mirror {
             source: e,
         })?;
         let result = (|| {
-            tx.execute_batch(SCHEMA_V1)?;
+            tx.execute_batch(SCHEMA)?;
             tx.execute_batch(&format!(
                 "PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = {SCHEMA_VERSION};"
             ))?;
@@ -398,7 +451,15 @@ impl Mirror {
     /// Brings an older schema up to [`SCHEMA_VERSION`]. Version 1 is the
     /// first; each later version adds one step here, in one transaction.
     fn migrate(&mut self, from: i32) -> Result<()> {
-        const MIGRATIONS: &[&str] = &[];
+        const MIGRATIONS: &[&str] = &[
+            // 1 -> 2: the path of each file once (files), not in every
+            // quarantine row; when a halt was recorded.
+            "CREATE TABLE files (file_id TEXT PRIMARY KEY, path TEXT NOT NULL, seen_at TEXT NOT NULL);
+             INSERT OR IGNORE INTO files (file_id, path, seen_at)
+                 SELECT file_id, file_path, max(quarantined_at) FROM quarantine GROUP BY file_id;
+             ALTER TABLE quarantine DROP COLUMN file_path;
+             ALTER TABLE checkpoints ADD COLUMN halted_at TEXT;",
+        ];
         let tx = self.conn.transaction().map_err(|e| MirrorError::Sqlite {
             path: self.path.clone(),
             source: e,

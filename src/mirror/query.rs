@@ -9,12 +9,14 @@ use crate::ledger::Hash;
 use crate::tail::FileId;
 
 impl Mirror {
-    /// Names of the ledgers this mirror holds, sorted.
+    /// Names of the ledgers this mirror holds, sorted: one checkpoint row
+    /// each (written with a ledger's first commit), so this never reads
+    /// the events table.
     pub fn ledgers(&self) -> Result<Vec<String>> {
         let run = || -> rusqlite::Result<Vec<String>> {
-            let mut stmt = self.conn.prepare(
-                "SELECT ledger FROM checkpoints UNION SELECT DISTINCT ledger FROM events ORDER BY 1",
-            )?;
+            let mut stmt = self
+                .conn
+                .prepare("SELECT ledger FROM checkpoints ORDER BY 1")?;
             let rows = stmt.query_map([], |r| r.get(0))?;
             rows.collect()
         };
@@ -64,6 +66,36 @@ impl Mirror {
             .optional()
             .map_err(|e| self.err(e))?;
         Ok(row.and_then(|(id, off)| Some((id.parse().ok()?, u64::try_from(off).ok()?))))
+    }
+
+    /// When a ledger's checkpoint was last written (its last commit) and
+    /// when its halt, if any, was first recorded.
+    pub fn checkpoint_times(&self, ledger: &str) -> Result<Option<(String, Option<String>)>> {
+        // halted_at came with schema 2 (a reader may find an older file).
+        let sql = if self.version >= 2 {
+            "SELECT updated_at, halted_at FROM checkpoints WHERE ledger = ?1"
+        } else {
+            "SELECT updated_at, NULL FROM checkpoints WHERE ledger = ?1"
+        };
+        self.conn
+            .query_row(sql, [ledger], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    /// The path a file was last read under, from the `files` table.
+    pub fn file_path(&self, file_id: &str) -> Result<Option<String>> {
+        if self.version < 2 {
+            return Ok(None);
+        }
+        self.conn
+            .query_row(
+                "SELECT path FROM files WHERE file_id = ?1",
+                [file_id],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err(e))
     }
 
     /// A value of the `meta` table.
@@ -117,18 +149,6 @@ impl Mirror {
             rows.collect()
         };
         run().map_err(|e| self.err(e))
-    }
-
-    /// Number of mirrored events of a ledger.
-    pub fn event_count(&self, ledger: &str) -> Result<u64> {
-        self.conn
-            .query_row(
-                "SELECT count(*) FROM events WHERE ledger = ?1",
-                [ledger],
-                |r| r.get::<_, i64>(0),
-            )
-            .map(|n| n as u64)
-            .map_err(|e| self.err(e))
     }
 
     /// Visits every mirrored event of a ledger in seq order.

@@ -1,4 +1,4 @@
--- ledgertail mirror, schema version 1 (contract ledger-v1 §3).
+-- ledgertail mirror, schema version 2 (contract ledger-v1 §3).
 -- Created once by Mirror::open; later versions add migrations in mirror/mod.rs.
 
 -- One row per mirrored event. From these columns alone an auditor rebuilds
@@ -16,7 +16,7 @@ CREATE TABLE events (
     hash        TEXT    NOT NULL,
     key_id      TEXT,              -- NULL: unsigned
     sig         TEXT,
-    file_id     TEXT    NOT NULL,  -- "dev:ino" of the ledger file the line was in
+    file_id     TEXT    NOT NULL,  -- "dev:ino:fingerprint" of the ledger file the line was in (see files)
     file_offset INTEGER NOT NULL,  -- byte offset of the line in that file
     PRIMARY KEY (ledger, seq)
 ) WITHOUT ROWID;
@@ -45,16 +45,24 @@ CREATE TABLE checkpoints (
     halt_file     TEXT,
     halt_offset   INTEGER,
     halt_seq      INTEGER,
+    halted_at     TEXT,              -- when the halt was first recorded
     generation    INTEGER NOT NULL DEFAULT 0, -- bumped by every commit: one writer per ledger
     updated_at    TEXT    NOT NULL
+);
+
+-- Every ledger file a row or a quarantined line came from, with the path
+-- it was last read under (once per file, not in every row).
+CREATE TABLE files (
+    file_id  TEXT PRIMARY KEY,        -- "dev:ino:fingerprint", as in events and quarantine
+    path     TEXT NOT NULL,
+    seen_at  TEXT NOT NULL            -- when it was last written down
 );
 
 -- Every refused line, kept as evidence.
 CREATE TABLE quarantine (
     qid            INTEGER PRIMARY KEY,
     ledger         TEXT    NOT NULL,
-    file_id        TEXT    NOT NULL,
-    file_path      TEXT    NOT NULL,
+    file_id        TEXT    NOT NULL,  -- its path: see files
     file_offset    INTEGER NOT NULL,
     line_length    INTEGER NOT NULL,  -- bytes before the LF
     seq            INTEGER,           -- where the line parsed far enough

@@ -6,6 +6,17 @@ use rusqlite::{params, Transaction};
 use super::{seq_i64, Batch, LedgerState};
 use crate::tail::FileId;
 
+/// Writes down the path a file was read under (once per file and batch).
+fn note_file(tx: &Transaction<'_>, file: &FileId, path: &str, now: &str) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO files (file_id, path, seen_at) VALUES (?1, ?2, ?3)
+         ON CONFLICT (file_id) DO UPDATE SET path = excluded.path, seen_at = excluded.seen_at
+         WHERE path IS NOT excluded.path",
+    )?
+    .execute(params![file.to_string(), path, now])
+    .map(|_| ())
+}
+
 /// Hex digits as text (they are ASCII).
 fn hex_str(digits: &[u8; 64]) -> &str {
     std::str::from_utf8(digits).unwrap_or_default()
@@ -79,20 +90,24 @@ pub(super) fn write_batch(
         // relocated) is the same evidence, kept once; judged again after a
         // reload, its row takes the new verdict.
         let mut insert = tx.prepare_cached(if batch.resolve {
-            "INSERT INTO quarantine (ledger, file_id, file_path, file_offset, line_length, seq, hash, verdict, detail, line, quarantined_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+            "INSERT INTO quarantine (ledger, file_id, file_offset, line_length, seq, hash, verdict, detail, line, quarantined_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
              ON CONFLICT (ledger, file_id, file_offset) DO UPDATE SET verdict = excluded.verdict,
                 detail = excluded.detail, seq = excluded.seq, hash = excluded.hash
              WHERE resolved_at IS NULL"
         } else {
-            "INSERT OR IGNORE INTO quarantine (ledger, file_id, file_path, file_offset, line_length, seq, hash, verdict, detail, line, quarantined_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+            "INSERT OR IGNORE INTO quarantine (ledger, file_id, file_offset, line_length, seq, hash, verdict, detail, line, quarantined_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
         })?;
+        let mut last_file = None;
         for q in quarantine {
+            if last_file != Some(q.file) {
+                note_file(tx, &q.file, &q.path, now)?;
+                last_file = Some(q.file);
+            }
             insert.execute(params![
                 ledger,
                 q.file.to_string(),
-                q.path,
                 seq_i64(q.offset),
                 seq_i64(q.length),
                 q.seq.map(seq_i64),
@@ -103,6 +118,9 @@ pub(super) fn write_batch(
                 now,
             ])?;
         }
+    }
+    for (file, path) in batch.files {
+        note_file(tx, file, path, now)?;
     }
     let pos = state.position.as_ref();
     let halt = state.halt.as_ref();
@@ -126,12 +144,15 @@ pub(super) fn write_batch(
         state.generation,
         now,
     ];
+    // halted_at: set when a halt is first recorded, kept while the same
+    // halt stands (an UPDATE reads the row's old values), cleared with it.
     let changed = if state.generation == 0 {
         tx.prepare_cached(
             "INSERT INTO checkpoints (ledger, live_path, file_id, file_path, file_offset, tail_check,
                 head_seq, head_hash, anchor_seq, anchor_hash, halted, halt_verdict, halt_detail,
-                halt_file, halt_offset, halt_seq, generation, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17 + 1, ?18)
+                halt_file, halt_offset, halt_seq, generation, updated_at, halted_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17 + 1, ?18,
+                CASE WHEN ?11 = 1 THEN ?18 END)
              ON CONFLICT (ledger) DO NOTHING",
         )?
         .execute(values)?
@@ -140,7 +161,12 @@ pub(super) fn write_batch(
             "UPDATE checkpoints SET live_path = ?2, file_id = ?3, file_path = ?4, file_offset = ?5,
                 tail_check = ?6, head_seq = ?7, head_hash = ?8, anchor_seq = ?9, anchor_hash = ?10,
                 halted = ?11, halt_verdict = ?12, halt_detail = ?13, halt_file = ?14,
-                halt_offset = ?15, halt_seq = ?16, generation = ?17 + 1, updated_at = ?18
+                halt_offset = ?15, halt_seq = ?16, generation = ?17 + 1, updated_at = ?18,
+                halted_at = CASE
+                    WHEN ?11 = 0 THEN NULL
+                    WHEN halted = 1 AND halt_verdict IS ?12 AND halt_file IS ?14 AND halt_offset IS ?15
+                        THEN coalesce(halted_at, ?18)
+                    ELSE ?18 END
              WHERE ledger = ?1 AND generation = ?17",
         )?
         .execute(values)?

@@ -224,6 +224,12 @@ impl Shipper {
         &self.mirror
     }
 
+    /// True while a tailer is open on the ledger's files (false before the
+    /// first file exists, after a halt, or when a file went away).
+    pub fn following(&self) -> bool {
+        self.tailer.is_some()
+    }
+
     /// The highest seq of an authentic event read so far.
     pub fn last_seq_seen(&self) -> Option<u64> {
         self.last_seq_seen
@@ -508,10 +514,22 @@ impl Shipper {
             let mut commit = None;
             if !unchanged {
                 let began = Instant::now();
+                // The files the rows came from (consecutive rows share one).
+                let mut files: Vec<(tail::FileId, String)> = Vec::new();
+                for row in &events {
+                    if files.last().is_none_or(|(f, _)| *f != row.file) {
+                        let path = tailer
+                            .path_of(row.file)
+                            .map(|p| p.display().to_string())
+                            .unwrap_or_default();
+                        files.push((row.file, path));
+                    }
+                }
                 let batch = Batch {
                     events: &events,
                     quarantine: &quarantine,
                     resolve: self.resolving,
+                    files: &files,
                 };
                 if let Err(e) = self
                     .mirror

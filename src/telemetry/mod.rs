@@ -330,6 +330,8 @@ pub struct LedgerStatus {
     pub halted: Option<String>,
     /// The halting verdict alone, for clients that get no details.
     pub halt_verdict: Option<String>,
+    /// `Some(path)` while neither the live file nor a rotated one exists.
+    pub waiting_for: Option<String>,
     /// `Some(reason)` while the worker cannot commit or read.
     pub trouble: Option<String>,
     pub lag_events: u64,
@@ -384,14 +386,23 @@ pub enum Detail {
 }
 
 /// `Ok` when every ledger runs, none is halted and none lags by more than
-/// `max_lag_events`; otherwise the reasons, one per line.
+/// `max_lag_events` (with notes, one per line, that do not make it unready:
+/// a ledger waiting for its first file, since an application that has not
+/// written yet is normal); otherwise the reasons, one per line.
 pub fn readiness(
     ledgers: &[LedgerStatus],
     max_lag_events: u64,
     detail: Detail,
-) -> Result<(), String> {
+) -> Result<String, String> {
     let mut reasons = Vec::new();
+    let mut notes = Vec::new();
     for l in ledgers {
+        if let Some(path) = &l.waiting_for {
+            notes.push(match detail {
+                Detail::Full => format!("ledger {}: waiting for {path} (no such file yet)", l.name),
+                Detail::Brief => format!("ledger {}: waiting for its first file", l.name),
+            });
+        }
         if let Some(why) = &l.halted {
             reasons.push(match detail {
                 Detail::Full => format!("ledger {} halted: {why}", l.name),
@@ -416,7 +427,7 @@ pub fn readiness(
         }
     }
     if reasons.is_empty() {
-        Ok(())
+        Ok(notes.join("\n"))
     } else {
         Err(reasons.join("\n"))
     }
@@ -437,9 +448,18 @@ mod tests {
     fn ready_when_nothing_is_wrong() {
         assert_eq!(
             readiness(&[status("a"), status("b")], 100, Detail::Full),
-            Ok(())
+            Ok(String::new())
         );
-        assert_eq!(readiness(&[], 100, Detail::Brief), Ok(()));
+        assert_eq!(readiness(&[], 100, Detail::Brief), Ok(String::new()));
+        let mut waiting = status("w");
+        waiting.waiting_for = Some("/data/typo.jsonl".into());
+        let notes = readiness(std::slice::from_ref(&waiting), 100, Detail::Full).unwrap();
+        assert!(
+            notes.contains("ledger w: waiting for /data/typo.jsonl"),
+            "{notes}"
+        );
+        let notes = readiness(&[waiting], 100, Detail::Brief).unwrap();
+        assert!(!notes.contains("/data"), "{notes}");
     }
 
     #[test]

@@ -1,0 +1,76 @@
+-- ledgertail mirror, schema version 1 (contract ledger-v1 §3).
+-- Created once by Mirror::open; later versions add migrations in mirror/mod.rs.
+
+-- One row per mirrored event. From these columns alone an auditor rebuilds
+-- E′ = {seq, ts, type, payload, prev_hash, id?, key_id?} ∪ extra and
+-- recomputes `hash` (see README, "Auditing the mirror").
+CREATE TABLE events (
+    ledger      TEXT    NOT NULL,
+    seq         INTEGER NOT NULL,
+    id          TEXT,              -- NULL: the event had no id member
+    ts          TEXT    NOT NULL,
+    type        TEXT    NOT NULL,
+    payload     TEXT    NOT NULL,  -- RFC 8785 canonical text
+    extra       TEXT,              -- canonical object of extension members, NULL if none
+    prev_hash   TEXT,              -- NULL exactly for seq 0
+    hash        TEXT    NOT NULL,
+    key_id      TEXT,              -- NULL: unsigned
+    sig         TEXT,
+    file_id     TEXT    NOT NULL,  -- "dev:ino" of the ledger file the line was in
+    file_offset INTEGER NOT NULL,  -- byte offset of the line in that file
+    PRIMARY KEY (ledger, seq)
+) WITHOUT ROWID;
+
+CREATE INDEX events_by_id ON events (ledger, id) WHERE id IS NOT NULL;
+-- No index by type: it halved the insert rate (docs/performance.md). An
+-- analyst who filters by type on a large mirror adds it once, at any time:
+--   CREATE INDEX IF NOT EXISTS events_by_type ON events (ledger, type, seq);
+
+-- Per ledger: where reading resumes, the head, the anchor and the halt.
+-- Written in the same transaction as the events it covers.
+CREATE TABLE checkpoints (
+    ledger        TEXT PRIMARY KEY,
+    live_path     TEXT    NOT NULL,  -- the ledger's live file, as configured
+    file_id       TEXT,              -- file being read ("dev:ino"), NULL before the first file
+    file_path     TEXT,              -- its path when last read (informative)
+    file_offset   INTEGER NOT NULL DEFAULT 0, -- next byte to read: always just after an LF
+    tail_check    BLOB,              -- last bytes before file_offset: a rewrite shows here
+    head_seq      INTEGER,
+    head_hash     TEXT,
+    anchor_seq    INTEGER,
+    anchor_hash   TEXT,
+    halted        INTEGER NOT NULL DEFAULT 0,
+    halt_verdict  TEXT,
+    halt_detail   TEXT,
+    halt_file     TEXT,
+    halt_offset   INTEGER,
+    halt_seq      INTEGER,
+    generation    INTEGER NOT NULL DEFAULT 0, -- bumped by every commit: one writer per ledger
+    updated_at    TEXT    NOT NULL
+);
+
+-- Every refused line, kept as evidence.
+CREATE TABLE quarantine (
+    qid            INTEGER PRIMARY KEY,
+    ledger         TEXT    NOT NULL,
+    file_id        TEXT    NOT NULL,
+    file_path      TEXT    NOT NULL,
+    file_offset    INTEGER NOT NULL,
+    line_length    INTEGER NOT NULL,  -- bytes before the LF
+    seq            INTEGER,           -- where the line parsed far enough
+    hash           TEXT,
+    verdict        TEXT    NOT NULL,
+    detail         TEXT    NOT NULL,
+    line           BLOB    NOT NULL,  -- the first min(length, 4096) bytes
+    quarantined_at TEXT    NOT NULL,
+    resolved_at    TEXT,              -- set when a reload re-judged the line
+    UNIQUE (ledger, file_id, file_offset)
+);
+
+CREATE INDEX quarantine_by_verdict ON quarantine (ledger, verdict);
+
+-- Human-readable facts about this database.
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
