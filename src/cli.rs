@@ -75,6 +75,14 @@ pub struct AppendArgs {
     /// The events' `type`.
     #[arg(long = "type", value_name = "T", default_value = "event")]
     pub event_type: String,
+    /// The sidecar's line limit (its `max_line_bytes`): a longer line is
+    /// never written. Default: the [[ledger]] table of --config for this
+    /// file, else 1048576.
+    #[arg(long, value_name = "BYTES")]
+    pub max_line_bytes: Option<u64>,
+    /// The sidecar's configuration file, for the ledger's line limit.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -51,7 +51,8 @@ pub fn init(cli: &Cli) -> Result<Option<LogControl>, String> {
         Command::Verify(a) => a.ledgers.config.clone(),
         Command::Replay(a) => a.ledgers.config.clone(),
         Command::Status(a) => a.config.clone(),
-        Command::Append(_) | Command::Keygen(_) => None,
+        Command::Append(a) => a.config.clone(),
+        Command::Keygen(_) => None,
     };
     let file = config_path
         .and_then(|p| FileConfig::load(&p).ok())

@@ -415,3 +415,113 @@ fn a_mirror_of_schema_1_is_migrated_in_place() {
         2
     );
 }
+
+#[test]
+fn a_second_writer_on_one_mirror_exits_naming_the_first() {
+    let s = setup("");
+    append(&mut Writer::new(&s.ledger), 0, 3);
+    let first = Sidecar::start(&s.config);
+    first.eventually("3 events", || mirrored_seqs(&s.db).len() == 3);
+    let pid = first.child.id().to_string();
+    let second = bin()
+        .args(["run", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&s.config)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = finish_within(second, Duration::from_secs(30), "a second run");
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert!(
+        text(&out.stderr).contains(&format!("pid {pid}")),
+        "names the holder: {}",
+        show(&out)
+    );
+    let out = bin()
+        .args(["replay", "--config"])
+        .arg(&s.config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert!(
+        text(&out.stderr).contains("ledgertail run"),
+        "{}",
+        show(&out)
+    );
+    // The first one never noticed.
+    append(&mut Writer::new(&s.ledger), 3, 2);
+    first.eventually("5 events", || mirrored_seqs(&s.db).len() == 5);
+    assert_eq!(
+        first.metric("ledgertail_commit_failures_total{ledger=\"app\"}"),
+        Some(0.0)
+    );
+    assert!(first.stop().success());
+    // Once it is gone, the lock is free.
+    let out = bin()
+        .args(["replay", "--config"])
+        .arg(&s.config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+}
+
+fn append_cmd(ledger: &Path, stdin: &str, extra: &[&str]) -> Output {
+    let mut child = bin()
+        .arg("append")
+        .arg("--ledger")
+        .arg(ledger)
+        .args(extra)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn append_never_writes_a_line_its_sidecar_would_refuse() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = dir.path().join("app.jsonl");
+    assert_eq!(
+        append_cmd(&ledger, "{\"first\":1}\n", &[]).status.code(),
+        Some(0)
+    );
+    let before = std::fs::read(&ledger).unwrap();
+    let nested = |depth: usize| format!("{}{}\n", "[".repeat(depth), "]".repeat(depth));
+    // 128 levels in the payload make 129 with the event around it.
+    let out = append_cmd(&ledger, &format!("{{\"ok\":1}}\n{}", nested(128)), &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert!(text(&out.stderr).contains("malformed"), "{}", show(&out));
+    assert_eq!(
+        std::fs::read(&ledger).unwrap(),
+        before,
+        "nothing of the batch written"
+    );
+    // A payload that makes the line longer than the limit.
+    let big = format!("\"{}\"\n", "x".repeat(1_048_600));
+    let out = append_cmd(&ledger, &big, &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert!(text(&out.stderr).contains("too_long"), "{}", show(&out));
+    assert_eq!(std::fs::read(&ledger).unwrap(), before);
+    // Within the limits, both go in; the sidecar mirrors them all.
+    assert_eq!(
+        append_cmd(&ledger, &nested(127), &[]).status.code(),
+        Some(0)
+    );
+    let out = append_cmd(&ledger, &big, &["--max-line-bytes", "2000000"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let out = bin()
+        .args(["verify", "--max-line-bytes", "2000000", "--ledger"])
+        .arg(&ledger)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert!(
+        text(&out.stdout).contains("3 events in the chain"),
+        "{}",
+        show(&out)
+    );
+}

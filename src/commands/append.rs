@@ -23,7 +23,16 @@ pub fn run(args: AppendArgs) -> anyhow::Result<ExitCode> {
         anyhow::bail!("--type must be 1 to 256 bytes");
     }
     super::survive_file_size_limit()?;
-    let mut writer = Writer::new(&args.ledger);
+    // The line limit is the sidecar's: from the flag, else the ledger's
+    // table in the config, else the default.
+    let settings = crate::config::Settings::load(&crate::config::Overrides {
+        config: args.config.clone(),
+        ledger: Some(args.ledger.clone()),
+        max_line_bytes: args.max_line_bytes,
+        ..crate::config::Overrides::default()
+    })?;
+    let max_line_bytes = settings.ledgers[0].max_line_bytes;
+    let mut writer = Writer::new(&args.ledger).with_max_line_bytes(max_line_bytes);
     if let Some(key_path) = &args.key {
         writer = writer.with_key(KeyFile::load(key_path)?);
     }

@@ -26,8 +26,10 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let show_progress = !args.no_progress && std::io::stderr().is_terminal();
     let stop = AtomicBool::new(false);
     // Created by the first open; checkpoints then run beside the writer
-    // (measured: faster than leaving them all to the end).
+    // (measured: faster than leaving them all to the end). The writer lock
+    // is taken once the file is known to be a mirror.
     drop(Mirror::open(&settings.db, Access::ReadWrite).context("opening the mirror")?);
+    let _writer = crate::mirror::lock_writer(&settings.db, "replay")?;
     let _checkpoints = crate::mirror::Checkpointer::spawn(&settings.db, Duration::from_millis(250))
         .context("starting WAL checkpoints")?;
     let mut halted = false;

@@ -36,9 +36,13 @@ pub fn run(args: RunArgs, log: Option<LogControl>) -> anyhow::Result<ExitCode> {
     overrides.listen = args.listen.clone();
     let settings = Settings::load(&overrides)?;
 
-    // Fail before starting anything: the mirror must open (it is created
-    // if missing) and the address must be free.
+    // Fail before starting anything: no other process may write the
+    // mirror, it must open (it is created if missing), and the address
+    // must be free.
+    // (The lock is taken once the file is known to be a mirror: a command
+    // that fails leaves no file behind.)
     drop(Mirror::open(&settings.db, Access::ReadWrite).context("opening the mirror")?);
+    let _writer = crate::mirror::lock_writer(&settings.db, "run")?;
     let checkpoints = Checkpointer::spawn(&settings.db, std::time::Duration::from_millis(500))
         .context("starting WAL checkpoints")?;
     let listener = std::net::TcpListener::bind(settings.listen).map_err(|source| ListenError {

@@ -118,3 +118,59 @@ impl std::fmt::Debug for Mirror {
         f.debug_struct("Mirror").field("path", &self.path).finish()
     }
 }
+
+/// The exclusive right to write a mirror, held by one process (`run` or
+/// `replay`) while it runs: a lock on `<db>.lock`, which names the holder.
+/// Released when dropped, or when the process ends however it ends.
+#[derive(Debug)]
+pub struct WriterLock {
+    _file: std::fs::File,
+}
+
+/// Takes the writer lock of the mirror at `db` for `role` (`run`,
+/// `replay`); `Err(Locked)` names the process that holds it.
+pub fn lock_writer(db: &Path, role: &str) -> super::Result<WriterLock> {
+    use std::io::{Read, Seek, Write};
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = PathBuf::from(format!("{}.lock", db.display()));
+    let failed = |e: std::io::Error| super::MirrorError::Sqlite {
+        path: db.to_path_buf(),
+        source: rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
+            Some(format!(
+                "cannot take the writer lock {}: {e}",
+                path.display()
+            )),
+        ),
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(NEW_FILE_MODE)
+        .open(&path)
+        .map_err(failed)?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            return Err(super::MirrorError::Locked {
+                path: db.to_path_buf(),
+                holder: holder.trim().replace('\n', " "),
+            });
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(failed(e)),
+    }
+    let started = humantime::format_rfc3339_seconds(SystemTime::now());
+    let me = format!(
+        "ledgertail {role}, pid {}, since {started}\n",
+        std::process::id()
+    );
+    file.set_len(0)
+        .and_then(|()| file.rewind())
+        .and_then(|()| file.write_all(me.as_bytes()))
+        .map_err(failed)?;
+    Ok(WriterLock { _file: file })
+}

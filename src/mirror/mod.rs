@@ -32,8 +32,8 @@ mod write;
 
 pub use checkpoint::Checkpointer;
 pub(crate) use file::close_in_place;
-pub use file::NEW_FILE_MODE;
 use file::{create_private, has_moved, set_aside_orphans, warn_if_world_readable};
+pub use file::{lock_writer, WriterLock, NEW_FILE_MODE};
 use write::write_batch;
 
 /// `PRAGMA application_id` of a ledgertail mirror ("LTL1").
@@ -67,6 +67,8 @@ pub enum MirrorError {
     Conflict { path: PathBuf, ledger: String },
     #[error("{}: the mirror was deleted, moved or replaced while ledgertail had it open; nothing more is written to the old file", path.display())]
     Replaced { path: PathBuf },
+    #[error("{}: another process writes this mirror ({holder})", path.display())]
+    Locked { path: PathBuf, holder: String },
     #[error("{}: {source}", path.display())]
     Sqlite {
         path: PathBuf,
@@ -85,6 +87,7 @@ impl MirrorError {
             }
             MirrorError::SchemaTooNew { .. } => Some("use the ledgertail version that wrote this mirror, or a newer one".into()),
             MirrorError::Conflict { .. } => Some("stop the other `ledgertail run`/`replay` on this database first".into()),
+            MirrorError::Locked { .. } => Some("one ledgertail writes a mirror at a time: stop the other one first, or give this one another --db (or `db` in the config)".into()),
             MirrorError::Replaced { .. } => Some("ledgertail opens whatever the path names now: a new mirror is created there and rebuilt from the ledger's files (rows that only the old file held are gone unless it was moved aside, not deleted)".into()),
             MirrorError::Sqlite { source, path } => match source.sqlite_error_code() {
                 Some(ErrorCode::CannotOpen | ErrorCode::ReadOnly | ErrorCode::PermissionDenied) => Some(format!(

@@ -27,9 +27,9 @@ use std::time::SystemTime;
 
 pub use keyfile::KeyFile;
 
-use crate::config::{DEFAULT_MAX_LINE_BYTES, MAX_MAX_LINE_BYTES};
+use crate::config::DEFAULT_MAX_LINE_BYTES;
 use crate::ledger::event::{seal_line, Draft, DraftError};
-use crate::ledger::{json, Hash, Head, KeyRing, SignaturePolicy};
+use crate::ledger::{authenticate, json, Hash, Head, KeyRing, SignaturePolicy};
 use crate::tail::{self, Authenticity};
 
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +61,14 @@ pub enum ProduceError {
         #[source]
         source: io::Error,
     },
+    #[error("{}: payload {} of the batch would make a line the sidecar refuses ({verdict}: {detail}); nothing of the batch was written", path.display(), index + 1)]
+    Refused {
+        path: PathBuf,
+        /// Its position in the batch, from 0.
+        index: usize,
+        verdict: String,
+        detail: String,
+    },
     #[error("{}: the live file holds no event and no uncompressed rotated file does, but {} is compressed: the head may be in it, and a new chain here would reuse its seqs", path.display(), compressed.display())]
     HeadCompressed { path: PathBuf, compressed: PathBuf },
 }
@@ -79,6 +87,12 @@ impl ProduceError {
             ),
             ProduceError::Write { .. } => Some(
                 "free disk space (or raise the file size limit) and append the rest again; the ledger ends at a complete line".into(),
+            ),
+            ProduceError::Refused { verdict, .. } if verdict == "too_long" => Some(
+                "make the payload smaller, or raise max_line_bytes in the sidecar's [[ledger]] table and pass the same --max-line-bytes (or --config) to append".into(),
+            ),
+            ProduceError::Refused { .. } => Some(
+                "objects and arrays may nest 127 levels in a payload (the event around it is one more)".into(),
             ),
             ProduceError::HeadCompressed { .. } => Some(
                 "decompress the newest rotated file beside the ledger, and rotate with logrotate's delaycompress so that the newest rotated file stays readable".into(),
@@ -104,6 +118,10 @@ pub struct Writer {
     sync: bool,
     /// The head we wrote last, valid while the file is `(id, len)`.
     cached: Option<(tail::FileId, u64, Head)>,
+    /// The sidecar's line limit: a longer line would be `too_long` there,
+    /// so it is never written; a longer line found at the end of the file
+    /// is not an event to continue from.
+    max_line_bytes: u64,
 }
 
 impl Writer {
@@ -113,7 +131,15 @@ impl Writer {
             signer: None,
             sync: true,
             cached: None,
+            max_line_bytes: DEFAULT_MAX_LINE_BYTES,
         }
+    }
+
+    /// The line limit of the ledger's sidecar (`max_line_bytes`; the
+    /// default is the sidecar's default).
+    pub fn with_max_line_bytes(mut self, max: u64) -> Writer {
+        self.max_line_bytes = max;
+        self
     }
 
     /// Signs every event with this key (its `key_id` goes into the event).
@@ -189,19 +215,49 @@ impl Writer {
             _ => self.find_head(&file, meta.len())?,
         };
         self.cached = None;
+        // Every line is sealed and judged as the sidecar will judge it
+        // before anything is written: a line it would refuse (too long,
+        // nested too deep) is never appended, and no seq is used up.
+        let sealed = self.seal_all(event_type, payloads, head)?;
         let mut len = meta.len();
-        let mut line = Vec::with_capacity(512);
         let before = appended.len();
-        for (i, payload) in payloads.iter().enumerate() {
+        for (i, (line, next)) in sealed.iter().enumerate() {
             if i > 0 && !self.still_live(&id) {
                 break; // renamed under us: the rest goes to the new file
             }
+            if let Err(e) = (&file).write_all(line) {
+                return Err(self.cut_back(&file, len, appended, before, e));
+            }
+            len += line.len() as u64;
+            head = Some(Head {
+                seq: next.seq,
+                hash: next.hash,
+            });
+            appended.push(next.clone());
+        }
+        self.sync(&file, appended, before, len)?;
+        self.cached = head.map(|h| (id, len, h));
+        // Dropping `file` releases the lock.
+        Ok(())
+    }
+
+    /// Seals each payload as the next event after `head` and judges the
+    /// line (with its LF) as the sidecar would, up to authenticity.
+    fn seal_all(
+        &self,
+        event_type: &str,
+        payloads: &[json::Value<'_>],
+        mut head: Option<Head>,
+    ) -> Result<Vec<(Vec<u8>, Appended)>, ProduceError> {
+        let mut out = Vec::with_capacity(payloads.len());
+        let keys = KeyRing::default();
+        let mut scratch = Vec::new();
+        for (i, payload) in payloads.iter().enumerate() {
             let (seq, prev_hash) = match head {
                 None => (0, None),
                 Some(h) => (h.seq + 1, Some(h.hash)),
             };
             if seq as f64 > json::MAX_SAFE_INTEGER {
-                self.sync(&file, appended, before, len)?;
                 return Err(ProduceError::Full {
                     path: self.path.clone(),
                     seq: seq - 1,
@@ -218,20 +274,32 @@ impl Writer {
             };
             let signer = self.signer.as_ref().map(|k| (k.key_id.as_str(), &k.key));
             let (text, hash) = seal_line(&draft, signer)?;
-            line.clear();
-            line.extend_from_slice(text.as_bytes());
-            line.push(b'\n');
-            if let Err(e) = (&file).write_all(&line) {
-                return Err(self.cut_back(&file, len, appended, before, e));
+            let refused = |verdict: &str, detail: String| ProduceError::Refused {
+                path: self.path.clone(),
+                index: i,
+                verdict: verdict.to_owned(),
+                detail,
+            };
+            if text.len() as u64 > self.max_line_bytes {
+                return Err(refused(
+                    "too_long",
+                    format!(
+                        "its line would be {} bytes, over the line limit of {} (max_line_bytes)",
+                        text.len(),
+                        self.max_line_bytes
+                    ),
+                ));
             }
-            len += line.len() as u64;
+            if let Err(r) = authenticate(text.as_bytes(), SignaturePolicy::Off, &keys, &mut scratch)
+            {
+                return Err(refused(r.verdict.as_str(), r.detail));
+            }
+            let mut line = text.into_bytes();
+            line.push(b'\n');
+            out.push((line, Appended { seq, hash }));
             head = Some(Head { seq, hash });
-            appended.push(Appended { seq, hash });
         }
-        self.sync(&file, appended, before, len)?;
-        self.cached = head.map(|h| (id, len, h));
-        // Dropping `file` releases the lock.
-        Ok(())
+        Ok(out)
     }
 
     /// Does the live path still name the file `id` we hold locked?
@@ -324,7 +392,8 @@ impl Writer {
 
     /// The head: the last well-formed event with a correct hash in the
     /// live file, read back from its end; else in the newest rotated file.
-    /// Lines longer than any ledger accepts are skipped unread.
+    /// Lines longer than the line limit are skipped unread (the sidecar
+    /// refuses them as `too_long`, and this writer never writes one).
     fn find_head(&self, live: &File, len: u64) -> Result<Option<Head>, ProduceError> {
         let io_err = |source| ProduceError::Io {
             path: self.path.clone(),
@@ -348,7 +417,7 @@ impl Writer {
                 len,
                 SignaturePolicy::Off,
                 &keys,
-                MAX_MAX_LINE_BYTES,
+                self.max_line_bytes,
             )
         };
         if let Some(head) = last(live, len).map_err(io_err)? {
@@ -360,7 +429,7 @@ impl Writer {
             Authenticity {
                 policy: SignaturePolicy::Off,
                 keys: &keys,
-                max_line_bytes: DEFAULT_MAX_LINE_BYTES,
+                max_line_bytes: self.max_line_bytes,
                 follow_symlink: true,
             },
         )
@@ -431,6 +500,29 @@ mod tests {
             .write_all(b"garbage\n{}\n")
             .unwrap();
         assert_eq!(Writer::new(&path).append("t", "5").unwrap().seq, 5);
+    }
+
+    #[test]
+    fn a_line_the_sidecar_would_refuse_is_never_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.jsonl");
+        let mut w = Writer::new(&path).without_fsync().with_max_line_bytes(1000);
+        w.append("t", "0").unwrap();
+        let before = std::fs::read(&path).unwrap();
+        let deep = format!("{}{}", "[".repeat(128), "]".repeat(128));
+        let err = w.append_batch("t", &["1", &deep]).unwrap_err();
+        assert!(
+            matches!(&err, ProduceError::Refused { index: 1, verdict, .. } if verdict == "malformed"),
+            "{err}"
+        );
+        let long = format!("\"{}\"", "x".repeat(1000));
+        let err = w.append("t", &long).unwrap_err();
+        assert!(
+            matches!(&err, ProduceError::Refused { verdict, .. } if verdict == "too_long"),
+            "{err}"
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), before, "nothing written");
+        assert_eq!(w.append("t", "2").unwrap().seq, 1, "no seq used up");
     }
 
     #[test]
