@@ -75,7 +75,7 @@ pub struct LedgerTable {
 /// A configuration problem: which setting, what is wrong, what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {}: {source}", path.display())]
+    #[error("cannot read config file {}", path.display())]
     Read {
         path: PathBuf,
         #[source]
@@ -92,16 +92,25 @@ pub enum ConfigError {
     },
 }
 
+/// Where an operator finds every option with its default and meaning.
+pub const CONFIG_EXAMPLE_HINT: &str = "every option, its default and its meaning: `man ledgertail`, the commented example /usr/share/doc/ledgertail/ledgertail.toml (installed) or config/ledgertail.toml (in the source)";
+
 impl ConfigError {
     pub fn hint(&self) -> Option<String> {
         match self {
-            ConfigError::Read { .. } => Some("check the --config path".into()),
-            ConfigError::Syntax { .. } => Some(
-                "config/ledgertail.toml in the project lists every option with its default".into(),
-            ),
-            ConfigError::Invalid { hint, .. } => Some(hint.clone().unwrap_or_else(|| {
-                "config/ledgertail.toml in the project lists every option with its default".into()
-            })),
+            ConfigError::Read { path, source } => Some(match source.kind() {
+                std::io::ErrorKind::NotFound => {
+                    format!("check the --config path: {} does not exist", path.display())
+                }
+                std::io::ErrorKind::PermissionDenied => {
+                    "check the file's permissions and the user ledgertail runs as".into()
+                }
+                _ => "check the --config path".into(),
+            }),
+            ConfigError::Syntax { .. } => Some(CONFIG_EXAMPLE_HINT.into()),
+            ConfigError::Invalid { hint, .. } => {
+                Some(hint.clone().unwrap_or_else(|| CONFIG_EXAMPLE_HINT.into()))
+            }
         }
     }
 

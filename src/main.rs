@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 use ledgertail::cli::{Cli, Command};
-use ledgertail::commands::{self, hint_for, EXIT_FAILED};
+use ledgertail::commands::{self, hint_for, render_error, EXIT_FAILED};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -28,7 +28,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", render_error(&err));
             if let Some(hint) = hint_for(&err) {
                 eprintln!("hint: {hint}");
             }

@@ -525,3 +525,107 @@ fn append_never_writes_a_line_its_sidecar_would_refuse() {
         show(&out)
     );
 }
+
+#[test]
+fn errors_say_each_cause_once_with_a_hint_where_the_fix_is_knowable() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ledger = d.join("app.jsonl");
+    append(&mut Writer::new(&ledger).without_fsync(), 0, 2);
+    std::fs::create_dir(d.join("folder")).unwrap();
+    let p = |name: &str| d.join(name).display().to_string();
+    let cases: Vec<(&str, Vec<String>, &str)> = vec![
+        (
+            "--db names a directory",
+            vec![
+                "replay".into(),
+                "--ledger".into(),
+                p("app.jsonl"),
+                "--db".into(),
+                p("folder"),
+            ],
+            "is a directory",
+        ),
+        (
+            "--ledger names a directory",
+            vec![
+                "replay".into(),
+                "--ledger".into(),
+                p("folder"),
+                "--db".into(),
+                p("m.db"),
+            ],
+            "is a directory",
+        ),
+        (
+            "append into a missing folder",
+            vec![
+                "append".into(),
+                "--ledger".into(),
+                "/nonexistent-folder/app.jsonl".into(),
+            ],
+            "does not exist",
+        ),
+        (
+            "keygen into a missing folder",
+            vec![
+                "keygen".into(),
+                "--out".into(),
+                "/nonexistent-folder/k.key".into(),
+            ],
+            "does not exist",
+        ),
+        (
+            "a --trust without ID=",
+            vec![
+                "verify".into(),
+                "--ledger".into(),
+                p("app.jsonl"),
+                "--trust".into(),
+                "foo".into(),
+            ],
+            "ID=BASE64",
+        ),
+        (
+            "a missing --config",
+            vec!["replay".into(), "--config".into(), p("nope.toml")],
+            "does not exist",
+        ),
+    ];
+    for (what, args, needle) in cases {
+        let mut child = bin()
+            .args(&args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write as _;
+        let _ = child.stdin.take().unwrap().write_all(b"1\n");
+        let out = child.wait_with_output().unwrap();
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{what}: {err}");
+        let error = err
+            .lines()
+            .find(|l| l.starts_with("error: "))
+            .unwrap_or_default();
+        let hint = err
+            .lines()
+            .find(|l| l.starts_with("hint: "))
+            .unwrap_or_default();
+        assert!(err.contains(needle), "{what}: {err}");
+        assert!(!hint.is_empty(), "{what}: no hint in {err}");
+        // No cause said twice.
+        let parts: Vec<&str> = error.trim_start_matches("error: ").split(": ").collect();
+        for (i, a) in parts.iter().enumerate() {
+            for b in &parts[i + 1..] {
+                assert!(a != b, "{what}: `{a}` twice in {error}");
+            }
+        }
+        assert_eq!(
+            error.matches("(os error").count().min(1),
+            error.matches("(os error").count(),
+            "{what}: {error}"
+        );
+    }
+}

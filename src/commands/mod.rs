@@ -33,7 +33,7 @@ pub fn exit(code: u8) -> ExitCode {
 
 /// Resolves the settings for a command that reads ledgers.
 pub fn settings(args: &LedgerArgs, db: Option<std::path::PathBuf>) -> anyhow::Result<Settings> {
-    let overrides = args.overrides(db).map_err(anyhow::Error::msg)?;
+    let overrides = args.overrides(db).map_err(TrustFlagError)?;
     let settings = Settings::load(&overrides)?;
     settings.warn_about();
     Ok(settings)
@@ -56,6 +56,12 @@ pub fn survive_file_size_limit() -> anyhow::Result<()> {
 /// at all (neither the live file nor a rotated one).
 pub fn require_ledger_files(settings: &Settings) -> anyhow::Result<()> {
     for l in &settings.ledgers {
+        if l.path.is_dir() {
+            anyhow::bail!(IsDirectory {
+                what: "--ledger",
+                path: l.path.clone(),
+            });
+        }
         let exists = crate::tail::identity::any_file_exists(&l.path)
             .with_context(|| format!("ledger `{}`: cannot read {}", l.name, l.path.display()))?;
         if !exists {
@@ -76,6 +82,43 @@ pub struct NoLedger {
     pub path: String,
 }
 
+/// An error as one line: each cause once. Error types that name their
+/// cause in their own text and also chain it would otherwise print it two
+/// or three times ("No such file or directory (os error 2): No such file
+/// or directory (os error 2)").
+pub fn render_error(err: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        // SQLite's own codes repeat the message after a prefix.
+        let core = match text.split_once(": ") {
+            Some((code, rest)) if code.starts_with("Error code ") => rest,
+            _ => text.as_str(),
+        };
+        if core.is_empty() || out.contains(core) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
+/// A `--trust` flag that is not `ID=BASE64`.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct TrustFlagError(pub String);
+
+/// A path that names a folder where a file belongs.
+#[derive(Debug, thiserror::Error)]
+#[error("{what} {}: is a directory", path.display())]
+pub struct IsDirectory {
+    pub what: &'static str,
+    pub path: std::path::PathBuf,
+}
+
 /// The operator's next step for an error, if one of ours knows it.
 pub fn hint_for(err: &anyhow::Error) -> Option<String> {
     for cause in err.chain() {
@@ -93,6 +136,16 @@ pub fn hint_for(err: &anyhow::Error) -> Option<String> {
         }
         if cause.downcast_ref::<run::ListenError>().is_some() {
             return Some("another process (another ledgertail?) uses this address: set `listen` in the config or --listen, e.g. 127.0.0.1:9899".into());
+        }
+        if cause.downcast_ref::<TrustFlagError>().is_some() {
+            return Some("trust a key as --trust ID=BASE64, for example --trust producer=<the base64 public key `ledgertail keygen` printed>".into());
+        }
+        if let Some(d) = cause.downcast_ref::<IsDirectory>() {
+            return Some(format!(
+                "{} names a file: for example {}",
+                d.what,
+                d.path.join("app.jsonl").display()
+            ));
         }
         if cause.downcast_ref::<NoLedger>().is_some() {
             return Some("check --ledger (or `path` in the [[ledger]] table); paths in a config file are relative to its folder".into());

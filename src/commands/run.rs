@@ -32,7 +32,7 @@ pub fn run(args: RunArgs, log: Option<LogControl>) -> anyhow::Result<ExitCode> {
     let mut overrides = args
         .ledgers
         .overrides(args.db.clone())
-        .map_err(anyhow::Error::msg)?;
+        .map_err(super::TrustFlagError)?;
     overrides.listen = args.listen.clone();
     let settings = Settings::load(&overrides)?;
 

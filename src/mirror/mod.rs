@@ -82,6 +82,10 @@ impl MirrorError {
     pub fn hint(&self) -> Option<String> {
         match self {
             MirrorError::Missing { .. } => Some("run `ledgertail replay` or `ledgertail run` to create it".into()),
+            MirrorError::NotALedgertailDb { path, .. } if path.is_dir() => Some(format!(
+                "--db (or `db` in the config) names the mirror's file, for example {}",
+                path.join("ledgertail.db").display()
+            )),
             MirrorError::NotALedgertailDb { .. } => {
                 Some("point --db (or `db` in the config) at a new file or an existing ledgertail mirror".into())
             }
@@ -285,6 +289,12 @@ impl Mirror {
             path: path.to_path_buf(),
             source,
         };
+        if path.is_dir() {
+            return Err(MirrorError::NotALedgertailDb {
+                path: path.to_path_buf(),
+                reason: "it is a directory".into(),
+            });
+        }
         let exists = path.exists();
         if access == Access::ReadOnly && !exists {
             return Err(MirrorError::Missing {

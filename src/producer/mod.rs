@@ -76,6 +76,19 @@ pub enum ProduceError {
 impl ProduceError {
     pub fn hint(&self) -> Option<String> {
         match self {
+            ProduceError::Io { path, source } => match source.kind() {
+                io::ErrorKind::NotFound => match path.parent() {
+                    Some(dir) if !dir.as_os_str().is_empty() && !dir.exists() => Some(format!(
+                        "the folder {} does not exist: create it, or check the path",
+                        dir.display()
+                    )),
+                    _ => None,
+                },
+                io::ErrorKind::PermissionDenied => Some(
+                    "check the file's and its folder's permissions, and the user this runs as".into(),
+                ),
+                _ => None,
+            },
             ProduceError::UnfinishedLine { .. } => Some(
                 "a writer died mid-line or is still writing; if no writer is running, the line will never complete: investigate before removing it".into(),
             ),
