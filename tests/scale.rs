@@ -6,6 +6,7 @@
 
 mod common;
 
+use std::io::Write;
 use std::path::Path;
 use std::process::Output;
 use std::sync::atomic::AtomicBool;
@@ -628,4 +629,42 @@ fn errors_say_each_cause_once_with_a_hint_where_the_fix_is_knowable() {
             "{what}: {error}"
         );
     }
+}
+
+#[test]
+fn a_flood_of_garbage_is_logged_a_few_lines_then_summarized() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = dir.path().join("app.jsonl");
+    append(&mut Writer::new(&ledger).without_fsync(), 0, 2);
+    let garbage: String = (0..200).map(|i| format!("garbage line {i}\n")).collect();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&ledger)
+        .unwrap()
+        .write_all(garbage.as_bytes())
+        .unwrap();
+    let db = dir.path().join("m.db");
+    let out = bin()
+        .args(["replay", "--ledger"])
+        .arg(&ledger)
+        .arg("--db")
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let err = text(&out.stderr);
+    assert_eq!(err.matches("line quarantined").count(), 5, "{err}");
+    assert!(
+        err.contains("195 more malformed lines quarantined"),
+        "{err}"
+    );
+    assert!(err.lines().count() < 12, "{err}");
+    // Every line is still evidence.
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM quarantine WHERE verdict = 'malformed'"
+        ),
+        200
+    );
 }

@@ -62,6 +62,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
             .catch_up(&stop, &mut on_progress)
             .with_context(|| format!("replaying ledger `{}`", ledger.name))?;
         shipper.record_judged_with()?;
+        shipper.flush_refusal_log();
         if let Some(bar) = bar {
             bar.finish_and_clear();
         }

@@ -34,6 +34,7 @@ use crate::verifier::{Chunk, PoolBroken, Rules, Verifiers};
 
 mod open;
 mod read_ahead;
+mod refusals;
 mod rejudge;
 
 /// A chunk for the verifier pool: this many lines or bytes, whichever
@@ -171,6 +172,8 @@ pub struct Shipper {
     last_seq_seen: Option<u64>,
     /// Examines lines on every core.
     verifiers: Verifiers,
+    /// What was said in the log of refused lines (rate-limited).
+    refusals: refusals::RefusalLog,
 }
 
 impl Shipper {
@@ -203,6 +206,7 @@ impl Shipper {
             },
             tailer: None,
             resolving: false,
+            refusals: refusals::RefusalLog::default(),
             last_seq_seen,
             verifiers: Verifiers::per_core().map_err(|source| ShipError::Io {
                 ledger: ledger_name.clone(),
@@ -222,6 +226,12 @@ impl Shipper {
 
     pub fn mirror(&self) -> &Mirror {
         &self.mirror
+    }
+
+    /// Logs what the rate limit held back of refused lines, now (at the
+    /// end of a `replay`; `run` does it once a minute).
+    pub fn flush_refusal_log(&mut self) {
+        self.refusals.summarize(&self.ledger.name, true);
     }
 
     /// True while a tailer is open on the ledger's files (false before the
@@ -313,6 +323,7 @@ impl Shipper {
         if self.state.halt.is_none() {
             self.resolving = false;
         }
+        self.refusals.summarize(&self.ledger.name, false);
         result.map(|_| report)
     }
 
@@ -466,7 +477,7 @@ impl Shipper {
                     detail: refusal.detail,
                     line: bytes[..bytes.len().min(QUARANTINE_PREFIX)].to_vec(),
                 };
-                log_refusal(&self.ledger.name, &row);
+                self.refusals.log(&self.ledger.name, &row);
                 if verdict.halts() {
                     let h = Halt {
                         verdict,
@@ -608,29 +619,4 @@ fn hash_in_batch(events: &[EventRow], seq: u64) -> Option<Hash> {
     let first = events.first()?.event.seq;
     let i = usize::try_from(seq.checked_sub(first)?).ok()?;
     events.get(i).map(|row| row.event.hash)
-}
-
-fn log_refusal(ledger: &str, q: &QuarantineRow) {
-    let seq = q.seq.map_or(-1, |s| s as i64);
-    if q.verdict.halts() {
-        tracing::error!(
-            ledger,
-            file = %q.path,
-            offset = q.offset,
-            seq,
-            verdict = %q.verdict,
-            detail = %q.detail,
-            "ledger halted: nothing more is mirrored until the cause is fixed (see the runbook)"
-        );
-    } else {
-        tracing::warn!(
-            ledger,
-            file = %q.path,
-            offset = q.offset,
-            seq,
-            verdict = %q.verdict,
-            detail = %q.detail,
-            "line quarantined"
-        );
-    }
 }

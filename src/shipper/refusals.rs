@@ -1,0 +1,108 @@
+//! Refused lines in the log, rate-limited: the first few of each verdict
+//! are logged one by one, then a summary a minute ("N more malformed lines
+//! since …"), so a flood of garbage cannot flood the log (200,000 garbage
+//! lines once gave 200,001 log lines). Every line is still quarantined,
+//! and counted in the metrics; a halting verdict is always logged.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::ledger::Verdict;
+use crate::mirror::QuarantineRow;
+
+/// Refused lines of one verdict logged one by one in a window.
+pub const LOGGED_PER_WINDOW: u64 = 5;
+/// How long a window lasts: at most one summary per verdict this often.
+pub const WINDOW: Duration = Duration::from_secs(60);
+
+#[derive(Debug)]
+struct Window {
+    began: Instant,
+    logged: u64,
+    held_back: u64,
+    since: SystemTime,
+    last: Option<(String, u64)>,
+}
+
+/// Per verdict, what this window logged and held back.
+#[derive(Debug, Default)]
+pub struct RefusalLog {
+    windows: BTreeMap<Verdict, Window>,
+}
+
+impl RefusalLog {
+    /// Logs a refused line, unless this window has logged enough of its
+    /// verdict (then it is counted for the summary).
+    pub fn log(&mut self, ledger: &str, q: &QuarantineRow) {
+        let seq = q.seq.map_or(-1, |s| s as i64);
+        if q.verdict.halts() {
+            tracing::error!(
+                ledger,
+                file = %q.path,
+                offset = q.offset,
+                seq,
+                verdict = %q.verdict,
+                detail = %q.detail,
+                "ledger halted: nothing more is mirrored until the cause is fixed (see the runbook)"
+            );
+            return;
+        }
+        let w = self.windows.entry(q.verdict).or_insert_with(|| Window {
+            began: Instant::now(),
+            logged: 0,
+            held_back: 0,
+            since: SystemTime::now(),
+            last: None,
+        });
+        if w.logged < LOGGED_PER_WINDOW {
+            w.logged += 1;
+            tracing::warn!(
+                ledger,
+                file = %q.path,
+                offset = q.offset,
+                seq,
+                verdict = %q.verdict,
+                detail = %q.detail,
+                "line quarantined"
+            );
+            if w.logged == LOGGED_PER_WINDOW {
+                tracing::warn!(
+                    ledger,
+                    verdict = %q.verdict,
+                    "more {} lines are only counted for now (every one is quarantined); a summary follows within a minute",
+                    q.verdict
+                );
+            }
+        } else {
+            if w.held_back == 0 {
+                w.since = SystemTime::now();
+            }
+            w.held_back += 1;
+            w.last = Some((q.path.clone(), q.offset));
+        }
+    }
+
+    /// Logs a summary of what was held back, for each verdict whose window
+    /// is over (or for all of them, with `now`), and starts new windows.
+    pub fn summarize(&mut self, ledger: &str, now: bool) {
+        self.windows.retain(|verdict, w| {
+            if !now && w.began.elapsed() < WINDOW {
+                return true;
+            }
+            if w.held_back > 0 {
+                let (file, offset) = w.last.clone().unwrap_or_default();
+                tracing::warn!(
+                    ledger,
+                    verdict = %verdict,
+                    count = w.held_back,
+                    since = %humantime::format_rfc3339_seconds(w.since),
+                    last_file = %file,
+                    last_offset = offset,
+                    "{} more {verdict} lines quarantined (not logged one by one; the quarantine table holds them all)",
+                    w.held_back
+                );
+            }
+            false
+        });
+    }
+}
