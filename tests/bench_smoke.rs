@@ -20,6 +20,8 @@ fn the_benchmark_runs_in_smoke_mode_and_reports_every_section() {
         "## Catch-up",
         "| unsigned, ~550 B |",
         "| signed (required), ~550 B |",
+        "| unsigned, ~1 MiB |",
+        "## Finding the head from the end",
         "## Live latency",
         "| 10000 |",
         "## Idle cost",

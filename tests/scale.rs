@@ -668,3 +668,35 @@ fn a_flood_of_garbage_is_logged_a_few_lines_then_summarized() {
         200
     );
 }
+
+#[test]
+fn append_after_a_huge_last_line_reads_back_in_bounded_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = dir.path().join("app.jsonl");
+    append(&mut Writer::new(&ledger).without_fsync(), 0, 3);
+    // A complete line of 64 MiB at the end (too long to be an event).
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&ledger)
+        .unwrap();
+    let block = vec![b'x'; 1 << 20];
+    for _ in 0..64 {
+        f.write_all(&block).unwrap();
+    }
+    f.write_all(b"\n").unwrap();
+    drop(f);
+    let mut cmd = bin();
+    cmd.arg("append").arg("--ledger").arg(&ledger);
+    let Some((code, kib, err)) = peak_rss_or_skip("append's peak memory", &cmd, b"{\"next\":1}\n")
+    else {
+        return;
+    };
+    assert_eq!(code, Some(0), "{err}");
+    assert!(kib < 64 * 1024, "append peaked at {} MiB", kib / 1024);
+    let text = std::fs::read_to_string(&ledger).unwrap();
+    let last: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert_eq!(
+        last["seq"], 3,
+        "the chain goes on from the last event before the long line"
+    );
+}

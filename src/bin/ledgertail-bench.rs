@@ -65,6 +65,9 @@ struct Case {
 }
 
 fn main() {
+    if std::env::args().nth(1).as_deref() == Some(MEASURE) {
+        measure_child();
+    }
     let mut args = Args::parse();
     if args.smoke {
         args.events = 20_000;
@@ -221,6 +224,16 @@ fn main() {
         );
     }
 
+    println!("\n## Finding the head from the end (`append` after a long last line)\n");
+    println!("A ledger of 1,000 events ending in one complete line of N MiB (too long to be an event): the time and peak memory of one `append` (which reads back from the end, skipping lines over the limit). Linear in N, memory flat.\n");
+    println!("| N MiB | append s | peak RSS MiB |");
+    println!("|---|---|---|");
+    let sizes: &[u64] = if args.smoke { &[8] } else { &[8, 16, 32, 64] };
+    for &mib in sizes {
+        let (secs, peak) = append_after_long_line(&binary, &dir.join(format!("tail-{mib}")), mib);
+        println!("| {mib} | {secs:.3} | {:.1} |", peak as f64 / 1024.0);
+    }
+
     println!("\n## Idle cost (`run` with nothing to do)\n");
     let cpu = idle(&binary, &dir.join("idle"), args.idle_secs);
     println!(
@@ -316,10 +329,54 @@ fn trust_args(key: Option<&KeyFile>) -> Vec<String> {
     }
 }
 
+/// One `append` to a ledger of 1,000 events that ends in a complete line
+/// of `mib` MiB: (seconds, peak RSS in KiB).
+fn append_after_long_line(binary: &Path, dir: &Path, mib: u64) -> (f64, u64) {
+    use std::io::Write as _;
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).expect("create dir");
+    let ledger = dir.join("app.jsonl");
+    let mut w = Writer::new(&ledger).without_fsync();
+    let payloads: Vec<String> = (0..1000).map(|i| payload(i, 420)).collect();
+    let refs: Vec<&str> = payloads.iter().map(String::as_str).collect();
+    w.append_batch("order.created", &refs).expect("generate");
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&ledger)
+        .expect("open ledger");
+    let block = vec![b'x'; 1 << 20];
+    for _ in 0..mib {
+        f.write_all(&block).expect("write");
+    }
+    f.write_all(b"\n").expect("write");
+    drop(f);
+    let started = Instant::now();
+    let report = dir.join("append.peak");
+    let mut child = measured(binary, &report)
+        .arg("append")
+        .arg("--ledger")
+        .arg(&ledger)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start append");
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(b"{\"after\":true}\n");
+    }
+    let (status, peak) = finish_measured(child, &report);
+    assert_eq!(status, 0, "append failed");
+    let secs = started.elapsed().as_secs_f64();
+    let _ = std::fs::remove_dir_all(dir);
+    (secs, peak)
+}
+
 /// `ledgertail replay` into a fresh database: (seconds, peak RSS in KiB).
 fn replay(binary: &Path, ledger: &Path, db: &Path, key: Option<&KeyFile>) -> (f64, u64) {
     let started = Instant::now();
-    let child = Command::new(binary)
+    let report = db.with_extension("peak");
+    let child = measured(binary, &report)
         .arg("replay")
         .arg("--ledger")
         .arg(ledger)
@@ -332,10 +389,54 @@ fn replay(binary: &Path, ledger: &Path, db: &Path, key: Option<&KeyFile>) -> (f6
         .stderr(Stdio::null())
         .spawn()
         .expect("start replay");
-    let (status, peak) = wait_with_rusage(child);
+    let (status, peak) = finish_measured(child, &report);
     let secs = started.elapsed().as_secs_f64();
     assert!(status == 0, "replay failed with status {status}");
     (secs, peak)
+}
+
+/// The hidden first argument that makes this program the small parent of
+/// a measured command (see [`measured`]).
+const MEASURE: &str = "__measure";
+
+/// `ledgertail-bench __measure REPORT PROGRAM ARGS...`: runs the program
+/// with this process's stdio, writes "status peak-KiB" to REPORT, and exits
+/// with the program's status.
+fn measure_child() -> ! {
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let report = PathBuf::from(&argv[2]);
+    let child = Command::new(&argv[3])
+        .args(&argv[4..])
+        .spawn()
+        .expect("start the measured command");
+    let (status, peak) = wait_with_rusage(child);
+    std::fs::write(&report, format!("{status} {peak}")).expect("write the report");
+    std::process::exit(status.clamp(0, 255));
+}
+
+/// A command for `binary` run through this program re-executed as its
+/// parent: a child forked straight from the benchmark (which holds large
+/// buffers by then) counts the benchmark's memory in its peak until it
+/// execs. The figures come back through `report` ([`finish_measured`]).
+fn measured(binary: &Path, report: &Path) -> Command {
+    let mut c = Command::new(std::env::current_exe().expect("the benchmark's own path"));
+    c.arg(MEASURE).arg(report).arg(binary);
+    c
+}
+
+/// Waits for a [`measured`] command: its exit status and peak RSS (KiB).
+fn finish_measured(mut child: Child, report: &Path) -> (i32, u64) {
+    let waited = child.wait().expect("wait for the measured command");
+    let text = std::fs::read_to_string(report).unwrap_or_default();
+    let _ = std::fs::remove_file(report);
+    let mut f = text.split_whitespace();
+    match (
+        f.next().and_then(|s| s.parse().ok()),
+        f.next().and_then(|s| s.parse().ok()),
+    ) {
+        (Some(status), Some(peak)) => (status, peak),
+        _ => (waited.code().unwrap_or(-1), 0),
+    }
 }
 
 /// Waits for a child; its exit status and peak RSS (KiB).
