@@ -53,6 +53,22 @@ impl<'a> ChainWalk<'a> {
         }
     }
 
+    /// A walk over part of the chain: the rows from `start` on, the row
+    /// before them having the hash `previous` (`None`: not known, the first
+    /// link is not checked).
+    pub fn starting_at(
+        ledger: &'a LedgerSettings,
+        state: Option<&LedgerState>,
+        start: u64,
+        previous: Option<String>,
+    ) -> ChainWalk<'a> {
+        ChainWalk {
+            expected: Some(start),
+            previous,
+            ..ChainWalk::new(ledger, state)
+        }
+    }
+
     /// The recorded head, where the walk ends.
     pub fn head(&self) -> Option<Head> {
         self.head
@@ -135,9 +151,17 @@ impl<'a> ChainWalk<'a> {
 
     /// After the last row: seqs up to the recorded head that no row held.
     pub fn finish(self, parity: &mut Parity) {
-        if let (Some(head), Some(expected)) = (self.head, self.expected) {
-            if expected <= head.seq {
-                parity.missing(expected..head.seq + 1);
+        if let Some(head) = self.head {
+            self.finish_at(head.seq, parity);
+        }
+    }
+
+    /// After the last row of a walk over part of the chain that ends at
+    /// `end`: seqs up to it that no row held.
+    pub fn finish_at(self, end: u64, parity: &mut Parity) {
+        if let Some(expected) = self.expected {
+            if expected <= end {
+                parity.missing(expected..end + 1);
             }
         }
     }

@@ -22,6 +22,8 @@ fn the_benchmark_runs_in_smoke_mode_and_reports_every_section() {
         "| signed (required), ~550 B |",
         "| unsigned, ~1 MiB |",
         "## Finding the head from the end",
+        "## Parity check cost",
+        "| incremental, after 10 more events |",
         "## Live latency",
         "| 10000 |",
         "## Idle cost",

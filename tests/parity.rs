@@ -174,3 +174,116 @@ fn a_history_rewritten_in_sqlite_below_the_oldest_file_is_found() {
         "{details:?}"
     );
 }
+
+/// A check after `previous`: its result, what it leaves to the next one,
+/// and the bytes it read (lines and rows).
+fn check_since(
+    s: &Settings,
+    previous: Option<&ledgertail::parity::Checked>,
+) -> (Parity, Option<ledgertail::parity::Checked>, u64) {
+    let mirror = Mirror::open(&s.db, Access::ReadOnly).unwrap();
+    let mut bytes = 0;
+    let (p, next) = ledgertail::parity::recheck_since(&s.ledgers[0], &mirror, previous, &mut |n| {
+        bytes += n;
+        true
+    })
+    .unwrap()
+    .unwrap();
+    (p, next, bytes)
+}
+
+/// Appends `n` events to the live file and mirrors them.
+fn grow(s: &Settings, from: usize, n: usize) {
+    let mut w = Writer::new(&s.ledgers[0].path).without_fsync();
+    for i in from..from + n {
+        w.append("t", &format!("{{\"file\":4,\"i\":{i}}}")).unwrap();
+    }
+    let mirror = Mirror::open(&s.db, Access::ReadWrite).unwrap();
+    let mut shipper = Shipper::new(s.ledgers[0].clone(), mirror, Batching::events(100)).unwrap();
+    shipper
+        .catch_up(&AtomicBool::new(false), &mut |_| {})
+        .unwrap();
+}
+
+#[test]
+fn after_a_clean_check_only_the_live_file_and_new_rows_are_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = mirrored_ledger(dir.path());
+    let (p, checked, full) = check_since(&s, None);
+    assert!(p.holds(), "{p:?}");
+    grow(&s, 10, 2);
+    let (p, checked, incremental) = check_since(&s, checked.as_ref());
+    assert!(p.holds(), "{p:?}");
+    // The live file's 12 rows of 42, not the three rotated files.
+    assert!(incremental * 2 < full, "{incremental} bytes of {full}");
+    assert!(checked.is_some());
+}
+
+#[test]
+fn an_in_place_edit_of_an_unchanged_rotated_file_is_found_by_the_next_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = mirrored_ledger(dir.path());
+    let (_, checked, _) = check_since(&s, None);
+    grow(&s, 10, 1);
+    let (p, checked, _) = check_since(&s, checked.as_ref());
+    assert!(p.holds());
+    // One byte changed in place in the oldest file, and the ledger goes on.
+    let f1 = dir.path().join("app.jsonl.1");
+    let text = std::fs::read_to_string(&f1).unwrap();
+    let at = text.find("\"i\":3").unwrap() + 4;
+    std::os::unix::fs::FileExt::write_at(
+        &std::fs::OpenOptions::new().write(true).open(&f1).unwrap(),
+        b"9",
+        at as u64,
+    )
+    .unwrap();
+    grow(&s, 11, 1);
+    let (p, checked, _) = check_since(&s, checked.as_ref());
+    assert_eq!(p.mismatched, 1, "{p:?}");
+    assert!(
+        checked.is_none(),
+        "after a difference the next check is full"
+    );
+}
+
+#[test]
+fn a_row_altered_in_sqlite_while_the_files_stand_still_is_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = mirrored_ledger(dir.path());
+    let (_, checked, _) = check_since(&s, None);
+    let db = rusqlite::Connection::open(&s.db).unwrap();
+    db.execute(
+        "UPDATE events SET payload = '{\"file\":1,\"i\":7}' WHERE seq = 5",
+        [],
+    )
+    .unwrap();
+    drop(db);
+    // Nothing of the ledger moved: only the database can have changed, so
+    // the check is full.
+    let (p, _, _) = check_since(&s, checked.as_ref());
+    assert_eq!(p.mismatched, 1, "{p:?}");
+}
+
+#[test]
+fn every_sixtieth_check_is_full() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = mirrored_ledger(dir.path());
+    let (_, mut checked, full) = check_since(&s, None);
+    let mut sizes = Vec::new();
+    for i in 0..ledgertail::parity::FULL_EVERY as usize {
+        grow(&s, 10 + i, 1);
+        let (p, next, bytes) = check_since(&s, checked.as_ref());
+        assert!(p.holds(), "{p:?}");
+        sizes.push(bytes);
+        checked = next;
+    }
+    let last = *sizes.last().unwrap();
+    assert!(
+        last > full,
+        "the 60th check reads everything: {last} vs {full}"
+    );
+    assert!(
+        sizes[..sizes.len() - 1].iter().all(|&b| b < last),
+        "{sizes:?}"
+    );
+}

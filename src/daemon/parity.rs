@@ -79,6 +79,8 @@ impl ParityChecker {
         // sidecar was down shows quickly), then every interval.
         let mut wait = self.interval.min(Duration::from_secs(10));
         let mut last_checked: HashMap<String, Vec<FileStamp>> = HashMap::new();
+        // What the last clean check of each ledger leaves to the next.
+        let mut built_on: HashMap<String, crate::parity::Checked> = HashMap::new();
         loop {
             match stop.recv_timeout(wait) {
                 Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
@@ -96,7 +98,7 @@ impl ParityChecker {
                     metrics.record_parity_unchanged();
                     continue;
                 }
-                if self.check(ledger, metrics) {
+                if self.check(ledger, metrics, &mut built_on) {
                     last_checked.insert(ledger.name.clone(), stamps);
                 }
             }
@@ -104,8 +106,14 @@ impl ParityChecker {
         }
     }
 
-    /// One full check; `true` when it finished.
-    fn check(&self, ledger: &LedgerSettings, metrics: &LedgerMetrics) -> bool {
+    /// One check (incremental after a clean one: see
+    /// [`crate::parity::recheck_since`]); `true` when it finished.
+    fn check(
+        &self,
+        ledger: &LedgerSettings,
+        metrics: &LedgerMetrics,
+        built_on: &mut HashMap<String, crate::parity::Checked>,
+    ) -> bool {
         let mirror = match Mirror::open(&self.db, Access::ReadOnly) {
             Ok(m) => m,
             Err(e) => {
@@ -133,11 +141,15 @@ impl ParityChecker {
             }
             !self.shared.stopping()
         };
-        match crate::parity::recheck(ledger, &mirror, &mut pace) {
-            Ok(Some(p)) => {
+        let previous = built_on.remove(&ledger.name);
+        match crate::parity::recheck_since(ledger, &mirror, previous.as_ref(), &mut pace) {
+            Ok(Some((p, next))) => {
+                if let Some(next) = next {
+                    built_on.insert(ledger.name.clone(), next);
+                }
                 metrics.record_parity(&p);
                 if p.holds() {
-                    tracing::debug!(ledger = %ledger.name, archived = p.archived, took = ?started.elapsed(), "parity holds");
+                    tracing::debug!(ledger = %ledger.name, archived = p.archived, took = ?started.elapsed(), read_bytes = bytes, "parity holds");
                 } else {
                     let examples: Vec<String> = p
                         .examples

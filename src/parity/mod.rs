@@ -21,7 +21,7 @@ use serde::Serialize;
 
 mod recheck;
 
-pub use recheck::{recheck, RecheckError};
+pub use recheck::{recheck, recheck_since, Checked, RecheckError, FULL_EVERY};
 
 use crate::audit::{ChainWalk, RowCheck};
 use crate::config::LedgerSettings;

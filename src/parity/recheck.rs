@@ -2,10 +2,12 @@
 //! its file and offset, paced, in short read transactions, across
 //! rotations that happen while it runs.
 
+use std::collections::HashMap;
+
 use super::Parity;
 use crate::audit::{ChainWalk, RowCheck};
 use crate::config::LedgerSettings;
-use crate::ledger::authenticate;
+use crate::ledger::{authenticate, Head};
 use crate::mirror::{Mirror, MirrorError, StoredEvent};
 use crate::tail::{self, FileId, LedgerFile};
 
@@ -24,8 +26,9 @@ pub enum RecheckError {
 
 /// Where a row's line is now.
 enum Found {
-    /// The complete line at the row's offset (without its LF).
-    Line(std::path::PathBuf),
+    /// The complete line at the row's offset (without its LF), in the file
+    /// with this path and (discovered) id.
+    Line(std::path::PathBuf, String),
     /// The file holds no complete line at that offset any more.
     NoLine(std::path::PathBuf),
     /// No file of the ledger is the row's file.
@@ -108,7 +111,7 @@ impl LineSource<'_> {
                 })?;
             let path = r.path.clone();
             return Ok(if complete {
-                Found::Line(path)
+                Found::Line(path, r.id.to_string())
             } else {
                 Found::NoLine(path)
             });
@@ -162,25 +165,100 @@ fn row_bytes(row: &StoredEvent) -> u64 {
         + 16) as u64
 }
 
-/// The periodic parity check of `run` (contract §5): every mirrored row up
-/// to the head recorded at the start is set against the line it came from
-/// (its file and offset), so a line altered after it was mirrored is
-/// `mismatched`, a row whose file is gone is `missing_in_jsonl` (or
-/// archived, when older than every file on disk), a gap in the rows up to
-/// the head is `missing_in_sqlite`, and a row that fails the audit from
-/// its columns (shape, hash, link; its signature too when no line on disk
-/// vouches for it) is `mismatched`.
+/// A check after [`FULL_EVERY`] - 1 incremental ones is full again: rows
+/// of files that did not change are read again at least this often (at
+/// the default interval, once an hour), which bounds how long a row
+/// altered in the database itself can go unseen.
+pub const FULL_EVERY: u32 = 60;
+
+/// What a file looked like when its rows were compared with its lines:
+/// identity, size, modification and change times (the change time moves
+/// with any write, an in-place edit included, and no user can set it back).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Stamp {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime_ns: i128,
+    ctime_ns: i128,
+}
+
+fn stamp_of(file: &LedgerFile) -> Option<Stamp> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::symlink_metadata(&file.path).ok()?;
+    (m.dev() == file.id.dev && m.ino() == file.id.ino).then(|| Stamp {
+        dev: m.dev(),
+        ino: m.ino(),
+        len: m.len(),
+        mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+        ctime_ns: i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec()),
+    })
+}
+
+/// A file whose rows a clean check compared with its lines: its stamp at
+/// the time (taken before its lines were read) and the seqs of its rows.
+#[derive(Debug, Clone)]
+struct Mark {
+    stamp: Stamp,
+    first: u64,
+    last: u64,
+}
+
+/// What a clean check leaves to the next one, so that it reads only what
+/// can have changed: the rows committed since, and the rows of any file
+/// whose stamp moved (the live file, a file edited in place).
+#[derive(Debug, Clone)]
+pub struct Checked {
+    anchor: Head,
+    /// Every row up to this seq was checked, and found sound.
+    through: u64,
+    /// By file id (as discovered), the files compared.
+    files: HashMap<String, Mark>,
+    /// Incremental checks since the last full one.
+    since_full: u32,
+    /// Every file of the ledger as it was at that check.
+    stamps: HashMap<String, Stamp>,
+}
+
+/// The periodic parity check of `run` (contract §5), in full: every
+/// mirrored row up to the head recorded at the start is set against the
+/// line it came from. See [`recheck_since`].
+pub fn recheck(
+    ledger: &LedgerSettings,
+    mirror: &Mirror,
+    pace: &mut dyn FnMut(u64) -> bool,
+) -> Result<Option<Parity>, RecheckError> {
+    Ok(recheck_since(ledger, mirror, None, pace)?.map(|(p, _)| p))
+}
+
+/// The periodic parity check of `run` (contract §5): mirrored rows up to
+/// the head recorded at the start are set against the lines they came
+/// from (their file and offset), so a line altered after it was mirrored
+/// is `mismatched`, a row whose file is gone is `missing_in_jsonl` (or
+/// archived, when older than every file on disk), a gap in the rows is
+/// `missing_in_sqlite`, and a row that fails the audit from its columns
+/// (shape, hash, link; its signature too when no line on disk vouches for
+/// it) is `mismatched`.
+///
+/// After a clean check (`previous`), only what can have changed is read
+/// again: the rows committed since, and the rows of every file whose
+/// identity, size, modification or change time moved (the live file; any
+/// file edited in place: its change time moves). Every [`FULL_EVERY`]
+/// checks, and whenever the last one found a difference or the mirror was
+/// rebuilt, the check is full. Returns the result and, when it is clean,
+/// what the next check may build on.
 ///
 /// Memory is bounded (rows are read in short read transactions of a few
 /// thousand, so the shipper's writes and WAL checkpoints go on), and
 /// `pace(bytes)` is called after every row with the bytes read for it (its
 /// line and its row): it sleeps to bound the rate and returns `false` to
 /// abandon the check (`Ok(None)`).
-pub fn recheck(
+pub fn recheck_since(
     ledger: &LedgerSettings,
     mirror: &Mirror,
+    previous: Option<&Checked>,
     pace: &mut dyn FnMut(u64) -> bool,
-) -> Result<Option<Parity>, RecheckError> {
+) -> Result<Option<(Parity, Option<Checked>)>, RecheckError> {
     let mut source = LineSource {
         ledger,
         files: Vec::new(),
@@ -188,103 +266,205 @@ pub fn recheck(
         reader: None,
     };
     source.discover()?;
+    // Stamped before any line is read: a change while the check reads
+    // shows at the next one.
+    let stamps: HashMap<String, Stamp> = source
+        .files
+        .iter()
+        .filter_map(|f| Some((f.id.to_string(), stamp_of(f)?)))
+        .collect();
     let state = mirror.state(&ledger.name)?;
-    let mut walk = ChainWalk::new(ledger, state.as_ref());
-    let Some(head) = walk.head() else {
-        return Ok(Some(Parity::default()));
+    let (Some(anchor), Some(head)) = (
+        state.as_ref().and_then(|s| s.anchor),
+        state.as_ref().and_then(|s| s.head),
+    ) else {
+        let mut p = Parity::default();
+        // Rows with no recorded chain are wrong whatever they hold.
+        ChainWalk::new(ledger, state.as_ref()).finish(&mut p);
+        return Ok(Some((p, None)));
     };
+    // Full again: every FULL_EVERY checks; after a rebuilt mirror; and
+    // when neither the head nor any ledger file moved since the last
+    // check, so that only the database itself can have changed (an edit
+    // of old rows in SQLite; or just a WAL checkpoint after the last
+    // commits: one full check when a ledger falls quiet).
+    let previous = previous.filter(|c| {
+        c.anchor == anchor
+            && c.through <= head.seq
+            && c.since_full + 1 < FULL_EVERY
+            && !(c.through == head.seq && c.stamps == stamps)
+    });
+    // The seq ranges to read, in order, without overlaps.
+    let mut ranges: Vec<(u64, u64)> = match previous {
+        None => vec![(anchor.seq, head.seq)],
+        Some(c) => {
+            let mut r: Vec<(u64, u64)> = c
+                .files
+                .iter()
+                .filter(|(id, mark)| stamps.get(*id) != Some(&mark.stamp))
+                .map(|(_, mark)| (mark.first, mark.last))
+                .collect();
+            if c.through < head.seq {
+                r.push((c.through + 1, head.seq));
+            }
+            r
+        }
+    };
+    ranges.sort_unstable();
+    let mut merged: Vec<(u64, u64)> = Vec::new();
+    for (a, b) in ranges {
+        match merged.last_mut() {
+            Some((_, end)) if a <= end.saturating_add(1) => *end = (*end).max(b),
+            _ => merged.push((a, b.min(head.seq))),
+        }
+    }
+
     let mut p = Parity::default();
+    let mut marks: HashMap<String, Mark> = previous.map(|c| c.files.clone()).unwrap_or_default();
+    // A file whose rows were compared but that could not be marked (its
+    // name moved during the check): the next check must be full.
+    let mut unmarked = false;
     let mut line = Vec::new();
     let mut scratch = Vec::new();
-    let mut from = 0u64;
-    while from <= head.seq {
-        let rows = mirror.events_from(&ledger.name, from, 2048)?;
-        let Some(last) = rows.last() else { break };
-        from = last.seq.saturating_add(1);
-        for row in rows {
-            if row.fault.is_none() && row.seq > head.seq {
-                continue; // committed after the check began
-            }
-            let found = if row.fault.is_some() {
-                Found::FileGone
-            } else {
-                source.line_of(&row, &mut line)?
-            };
-            let read = match &found {
-                Found::Line(_) => line.len() as u64 + 1,
-                _ => 0,
-            };
-            if !pace(read + row_bytes(&row)) {
-                return Ok(None);
-            }
-            // What the line on disk says of the row, if there is one.
-            let (line_problem, vouched) = match found {
-                Found::Line(path) => {
-                    match authenticate(&line, crate::ledger::SignaturePolicy::Off, &ledger.keys, &mut scratch) {
-                        Err(refusal) => (
-                            Some(format!(
-                                "the line at {}:{} is now {}: {}",
-                                path.display(),
-                                row.file_offset,
-                                refusal.verdict,
-                                refusal.detail
-                            )),
-                            false,
-                        ),
-                        Ok(ev) if ev.seq != row.seq || ev.hash.to_hex() != row.hash || ev.sig != row.sig => (
-                            Some(format!(
-                                "the line at {}:{} now holds seq {} hash {}, the mirror seq {} hash {}",
-                                path.display(),
-                                row.file_offset,
-                                ev.seq,
-                                ev.hash,
-                                row.seq,
-                                row.hash
-                            )),
-                            false,
-                        ),
-                        Ok(_) => (None, true),
+    for &(start, end) in &merged {
+        let before = if start > anchor.seq {
+            mirror.hash_at(&ledger.name, start - 1)?.map(|h| h.to_hex())
+        } else {
+            None
+        };
+        let mut walk = ChainWalk::starting_at(ledger, state.as_ref(), start, before);
+        let mut from = start;
+        while from <= end {
+            let rows = mirror.events_from(&ledger.name, from, 2048)?;
+            let Some(last) = rows.last() else { break };
+            from = last.seq.saturating_add(1);
+            for row in rows {
+                if row.fault.is_none() && row.seq > end {
+                    continue; // beyond this range (or committed since the start)
+                }
+                let found = if row.fault.is_some() {
+                    Found::FileGone
+                } else {
+                    source.line_of(&row, &mut line)?
+                };
+                let read = match &found {
+                    Found::Line(..) => line.len() as u64 + 1,
+                    _ => 0,
+                };
+                if !pace(read + row_bytes(&row)) {
+                    return Ok(None);
+                }
+                let (line_problem, vouched) = match found {
+                    Found::Line(path, id) => {
+                        match stamps.get(&id) {
+                            Some(stamp) => {
+                                let m = marks.entry(id).or_insert(Mark {
+                                    stamp: stamp.clone(),
+                                    first: row.seq,
+                                    last: row.seq,
+                                });
+                                m.stamp = stamp.clone();
+                                m.first = m.first.min(row.seq);
+                                m.last = m.last.max(row.seq);
+                            }
+                            None => unmarked = true,
+                        }
+                        compare_line(&line, &path, &row, ledger, &mut scratch)
                     }
-                }
-                Found::NoLine(path) => {
-                    p.gone(
-                        row.seq,
-                        format!(
-                            "{} holds no line at offset {} any more",
-                            path.display(),
-                            row.file_offset
-                        ),
-                    );
-                    (None, false)
-                }
-                Found::FileGone => {
-                    if row.fault.is_none() && source.oldest_on_disk().is_none_or(|o| row.seq < o) {
-                        p.archived += 1;
-                    } else if row.fault.is_none() {
+                    Found::NoLine(path) => {
                         p.gone(
                             row.seq,
                             format!(
-                                "its file {} is no longer among the ledger's files",
-                                row.file_id
+                                "{} holds no line at offset {} any more",
+                                path.display(),
+                                row.file_offset
                             ),
                         );
+                        (None, false)
                     }
-                    (None, false)
+                    Found::FileGone => {
+                        if row.fault.is_none()
+                            && source.oldest_on_disk().is_none_or(|o| row.seq < o)
+                        {
+                            p.archived += 1;
+                        } else if row.fault.is_none() {
+                            p.gone(
+                                row.seq,
+                                format!(
+                                    "its file {} is no longer among the ledger's files",
+                                    row.file_id
+                                ),
+                            );
+                        }
+                        (None, false)
+                    }
+                };
+                // A row its line vouches for was judged authentic when it
+                // was mirrored: its shape, hash and links are audited
+                // here, its signature is the line's. Any other row has
+                // only its columns.
+                let problem = match walk.row(&row, !vouched, &mut p) {
+                    RowCheck::Later => continue,
+                    RowCheck::Unsound(why) => Some(why),
+                    RowCheck::Sound => None,
+                };
+                if let Some(why) = problem.or(line_problem) {
+                    p.mismatch(row.seq, why);
                 }
-            };
-            // A row its line vouches for was judged authentic when it was
-            // mirrored: its shape, hash and links are audited here, its
-            // signature is the line's. Any other row has only its columns.
-            let problem = match walk.row(&row, !vouched, &mut p) {
-                RowCheck::Later => continue,
-                RowCheck::Unsound(why) => Some(why),
-                RowCheck::Sound => None,
-            };
-            if let Some(why) = problem.or(line_problem) {
-                p.mismatch(row.seq, why);
             }
         }
+        walk.finish_at(end, &mut p);
     }
-    walk.finish(&mut p);
-    Ok(Some(p))
+    // Files gone since: their rows were just read once more (archived or
+    // missing); from now on the full checks see to them.
+    marks.retain(|id, _| stamps.contains_key(id));
+    let next = (p.holds() && !unmarked && source.rediscovered.is_empty()).then(|| Checked {
+        anchor,
+        through: head.seq,
+        files: marks,
+        since_full: previous.map_or(0, |c| c.since_full + 1),
+        stamps,
+    });
+    Ok(Some((p, next)))
+}
+
+/// What the line on disk says of its row: a difference, if any, and
+/// whether the line vouches for the row (same event, same signature).
+fn compare_line(
+    line: &[u8],
+    path: &std::path::Path,
+    row: &StoredEvent,
+    ledger: &LedgerSettings,
+    scratch: &mut Vec<u8>,
+) -> (Option<String>, bool) {
+    match authenticate(
+        line,
+        crate::ledger::SignaturePolicy::Off,
+        &ledger.keys,
+        scratch,
+    ) {
+        Err(refusal) => (
+            Some(format!(
+                "the line at {}:{} is now {}: {}",
+                path.display(),
+                row.file_offset,
+                refusal.verdict,
+                refusal.detail
+            )),
+            false,
+        ),
+        Ok(ev) if ev.seq != row.seq || ev.hash.to_hex() != row.hash || ev.sig != row.sig => (
+            Some(format!(
+                "the line at {}:{} now holds seq {} hash {}, the mirror seq {} hash {}",
+                path.display(),
+                row.file_offset,
+                ev.seq,
+                ev.hash,
+                row.seq,
+                row.hash
+            )),
+            false,
+        ),
+        Ok(_) => (None, true),
+    }
 }
