@@ -479,6 +479,16 @@ fn read_only_database_directory_is_a_clear_error() {
 /// The README's Python producer (stdlib only) writes ledgers that verify.
 #[test]
 fn the_python_producer_in_examples_passes_verify() {
+    let found = std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|p| p.join("python3").is_file()));
+    if !found {
+        assert!(
+            std::env::var_os("LEDGERTAIL_CI").is_none(),
+            "python3 is missing under CI (.ci/run installs it)"
+        );
+        eprintln!("skipped: python3 is not installed (it runs examples/producer.py)");
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let ledger = dir.path().join("py.jsonl");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/producer.py");

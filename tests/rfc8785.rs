@@ -7,14 +7,14 @@ use std::path::PathBuf;
 use ledgertail::ledger::jcs;
 
 fn data_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/rfc8785")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/rfc8785")
 }
 
 #[test]
 fn published_inputs_canonicalize_to_published_outputs() {
     let dir = data_dir();
     let mut checked = 0;
-    for entry in std::fs::read_dir(dir.join("input")).expect("shared/rfc8785/input") {
+    for entry in std::fs::read_dir(dir.join("input")).expect("tests/data/rfc8785/input") {
         let path = entry.unwrap().path();
         let name = path.file_name().unwrap().to_owned();
         let input = std::fs::read_to_string(&path).unwrap();

@@ -1,4 +1,4 @@
-//! Conformance: every case of `shared/vectors/manifest.json`, made by an
+//! Conformance: every case of `tests/data/vectors/manifest.json`, made by an
 //! independent implementation, run twice:
 //!
 //! 1. through the core (tailer + `Chain`), line by line: verdict, offset,
@@ -23,12 +23,12 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 fn vectors() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/vectors")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/vectors")
 }
 
 fn manifest() -> Value {
     let text = std::fs::read_to_string(vectors().join("manifest.json"))
-        .expect("shared/vectors/manifest.json");
+        .expect("tests/data/vectors/manifest.json");
     serde_json::from_str(&text).unwrap()
 }
 

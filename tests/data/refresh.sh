@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Keeps tests/data/ equal to the contract's test data in ../shared (the
+# folder beside the checkout that holds the contract): the ledger-v1
+# vectors and the RFC 8785 data, data files only.
+#
+#   tests/data/refresh.sh           copy ../shared over tests/data
+#   tests/data/refresh.sh --check   exit 1 (and show how) if they differ
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+shared="${LEDGERTAIL_SHARED:-$here/../../../shared}"
+sets=(vectors rfc8785)
+
+if [ ! -d "$shared/vectors" ]; then
+  echo "refresh: $shared/vectors not found (set LEDGERTAIL_SHARED)" >&2
+  exit 2
+fi
+
+differs=0
+for set in "${sets[@]}"; do
+  if [ "${1:-}" = "--check" ]; then
+    if ! diff -r -x README.md "$shared/$set" "$here/$set" >/dev/null; then
+      echo "tests/data/$set differs from $shared/$set:" >&2
+      diff -r -q -x README.md "$shared/$set" "$here/$set" >&2 || true
+      differs=1
+    fi
+  else
+    rm -rf "${here:?}/$set"
+    cp -r "$shared/$set" "$here/$set"
+    rm -f "$here/$set/README.md"
+    chmod -R u+w "$here/$set"
+  fi
+done
+if [ "${1:-}" = "--check" ] && [ "$differs" = 1 ]; then
+  echo "run tests/data/refresh.sh, look at what changed in the contract, and commit" >&2
+  exit 1
+fi
