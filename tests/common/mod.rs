@@ -328,7 +328,13 @@ pub fn which(program: &str) -> Option<PathBuf> {
 /// Needs python3 (installed by .ci/run); `None` without it.
 pub fn peak_rss(cmd: &Command, stdin: &[u8]) -> Option<(Option<i32>, u64, String)> {
     let python = which("python3")?;
-    const MEASURE: &str = "import os, sys\npid = os.fork()\nif pid == 0:\n    os.execvp(sys.argv[1], sys.argv[1:])\n_, status, ru = os.wait4(pid, 0)\nprint(os.waitstatus_to_exitcode(status), ru.ru_maxrss)\n";
+    Some(measure_with(&python, cmd, stdin).expect("the measuring parent (python3) failed"))
+}
+
+fn measure_with(python: &Path, cmd: &Command, stdin: &[u8]) -> Option<(Option<i32>, u64, String)> {
+    // The command's own stdout goes to /dev/null: the figures are the
+    // parent's only output.
+    const MEASURE: &str = "import os, sys\npid = os.fork()\nif pid == 0:\n    os.dup2(os.open(os.devnull, os.O_WRONLY), 1)\n    os.execvp(sys.argv[1], sys.argv[1:])\n_, status, ru = os.wait4(pid, 0)\nprint(os.waitstatus_to_exitcode(status), ru.ru_maxrss)\n";
     let mut measured = Command::new(python);
     measured
         .arg("-c")
@@ -350,7 +356,7 @@ pub fn peak_rss(cmd: &Command, stdin: &[u8]) -> Option<(Option<i32>, u64, String
     let _ = child.stdin.take()?.write_all(stdin);
     let out = child.wait_with_output().ok()?;
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let mut figures = stdout.split_whitespace();
+    let mut figures = stdout.lines().last()?.split_whitespace();
     let code: i32 = figures.next()?.parse().ok()?;
     let kib: u64 = figures.next()?.parse().ok()?;
     Some((
