@@ -700,3 +700,122 @@ fn append_after_a_huge_last_line_reads_back_in_bounded_memory() {
         "the chain goes on from the last event before the long line"
     );
 }
+
+/// A ledger of `n` events, every one with an id; every 1000th reuses the
+/// id of the event 500 before it.
+fn events_with_ids(ledger: &Path, n: u64) {
+    use ledgertail::ledger::event::{seal_line, Draft};
+    let mut out = std::io::BufWriter::new(std::fs::File::create(ledger).unwrap());
+    let mut prev = None;
+    for seq in 0..n {
+        let text = format!("{{\"i\":{seq}}}");
+        let value = ledgertail::ledger::json::parse(&text).unwrap();
+        let id = format!("order-{}", if seq % 1000 == 999 { seq - 500 } else { seq });
+        let draft = Draft {
+            seq,
+            prev_hash: prev,
+            ts: "2026-12-01T12:00:00.000000Z",
+            event_type: "order",
+            id: Some(&id),
+            payload: &value,
+        };
+        let (line, hash) = seal_line(&draft, None).unwrap();
+        writeln!(out, "{line}").unwrap();
+        prev = Some(hash);
+    }
+    out.flush().unwrap();
+}
+
+#[test]
+fn verify_memory_does_not_grow_with_the_ledger() {
+    // Issue 11: verify held every hash and id in memory (~166 bytes per
+    // event). Now the chain and the ids spill to temporary files.
+    let dir = tempfile::tempdir().unwrap();
+    let mut peaks = Vec::new();
+    // Both sizes are past the in-memory parts' caps (64Ki hashes, runs of
+    // 256Ki ids): what grows beyond them is on disk.
+    for n in [300_000u64, 600_000] {
+        let (ledger, db) = (
+            dir.path().join(format!("ids-{n}.jsonl")),
+            dir.path().join(format!("ids-{n}.db")),
+        );
+        events_with_ids(&ledger, n);
+        let replayed = bin()
+            .args(["replay", "--signatures", "off", "--no-progress", "--ledger"])
+            .arg(&ledger)
+            .arg("--db")
+            .arg(&db)
+            .output()
+            .unwrap();
+        assert!(replayed.status.success(), "{}", show(&replayed));
+        let mut verify = bin();
+        verify
+            .args(["verify", "--json", "--signatures", "off", "--ledger"])
+            .arg(&ledger)
+            .arg("--db")
+            .arg(&db);
+        let Some((code, kib, err)) = peak_rss_or_skip("verify's peak memory", &verify, b"") else {
+            return;
+        };
+        assert_eq!(code, Some(0), "{err}");
+        peaks.push(kib);
+        // The reuses are all counted, across the spilled runs.
+        let out = verify.output().unwrap();
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let l = &report["ledgers"][0];
+        assert_eq!(l["warnings_total"], n / 1000, "{l}");
+        assert_eq!(
+            l["warnings"].as_array().unwrap().len() as u64,
+            (n / 1000).min(100)
+        );
+        assert_eq!(l["warnings"][0]["seq"], 999);
+        assert_eq!(l["warnings"][0]["first_seq"], 499);
+    }
+    // 300,000 more events at the old ~166 bytes each would be ~47 MiB.
+    assert!(
+        peaks[1] < peaks[0] + 8 * 1024,
+        "verify's peak memory grew from {} KiB to {} KiB",
+        peaks[0],
+        peaks[1]
+    );
+}
+
+#[test]
+fn verify_lists_the_first_thousand_refused_lines_and_counts_them_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = dir.path().join("app.jsonl");
+    let mut w = Writer::new(&ledger).without_fsync();
+    w.append("ok", "{}").unwrap();
+    drop(w);
+    let mut garbage = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&ledger)
+        .unwrap();
+    for i in 0..1500 {
+        writeln!(garbage, "not json {i}").unwrap();
+    }
+    drop(garbage);
+    let run = |json: bool| {
+        let mut cmd = bin();
+        cmd.args(["verify", "--signatures", "off", "--ledger"])
+            .arg(&ledger);
+        if json {
+            cmd.arg("--json");
+        }
+        cmd.output().unwrap()
+    };
+    let out = run(true);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let l = &report["ledgers"][0];
+    assert_eq!(l["problems_total"], 1500, "{}", show(&out));
+    let listed = l["problems"].as_array().unwrap();
+    assert_eq!(listed.len(), 1000);
+    assert_eq!(listed[0]["line"], 2);
+    assert_eq!(listed[999]["line"], 1001);
+    assert_eq!(l["counts"]["malformed"], 1500);
+    let text_out = run(false);
+    let shown = text(&text_out.stdout);
+    assert!(shown.contains("... and 500 more refused lines"), "{shown}");
+    assert!(shown.contains("1500 problems"), "{shown}");
+    assert_eq!(out.status.code(), text_out.status.code());
+}

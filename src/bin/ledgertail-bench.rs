@@ -44,6 +44,9 @@ struct Args {
     /// Seconds of watching an idle `run`.
     #[arg(long, default_value_t = 60)]
     idle_secs: u64,
+    /// Events of the largest `verify` case (every event with an id).
+    #[arg(long, default_value_t = 10_000_000)]
+    verify_events: u64,
     /// A quick run (CI): 20,000 events, one repetition, 2 s phases.
     #[arg(long)]
     smoke: bool,
@@ -54,6 +57,10 @@ struct Args {
     /// The ledgertail binary (default: the one beside this program).
     #[arg(long)]
     ledgertail: Option<PathBuf>,
+    /// Run only these sections (default: all): catch-up, live, tail,
+    /// verify, parity, idle, ledgers.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
 }
 
 /// One catch-up case.
@@ -71,6 +78,7 @@ fn main() {
     let mut args = Args::parse();
     if args.smoke {
         args.events = 20_000;
+        args.verify_events = 20_000;
         args.repeat = 1;
         args.live_secs = 2;
         args.idle_secs = 2;
@@ -99,9 +107,41 @@ fn main() {
         }
     };
 
+    let wanted = |section: &str| args.only.is_empty() || args.only.iter().any(|s| s == section);
     println!("# ledgertail benchmark\n");
     machine(&binary);
+    if wanted("catch-up") {
+        catch_up(&binary, &dir, &args);
+    }
+    if wanted("live") {
+        live_latency(&binary, &dir, &args);
+    }
+    if wanted("tail") {
+        tail_section(&binary, &dir, &args);
+    }
+    if wanted("verify") {
+        println!("\n## `verify` memory at scale\n");
+        verify_memory(&binary, &dir.join("verify"), args.verify_events);
+    }
+    if wanted("parity") {
+        println!("\n## Parity check cost (`run`'s periodic check)\n");
+        parity_cost(&binary, &dir.join("parity"), args.events);
+    }
+    if wanted("idle") {
+        println!("\n## Idle cost (`run` with nothing to do)\n");
+        let cpu = idle(&binary, &dir.join("idle"), args.idle_secs);
+        println!(
+            "{:.3} CPU-seconds over {} s = **{:.3} CPU-seconds per minute** (ledger of 1,000 events, default config).",
+            cpu,
+            args.idle_secs,
+            cpu * 60.0 / args.idle_secs as f64
+        );
+    }
+}
+
+fn catch_up(binary: &Path, dir: &Path, args: &Args) {
     let n = args.events;
+    let binary = binary.to_path_buf();
     let cases = [
         Case {
             name: "unsigned, ~550 B",
@@ -191,9 +231,11 @@ fn main() {
         }
     }
     if let Some(ledger) = &main_ledger {
-        sqlite_utils(ledger, &dir, n, args.repeat);
+        sqlite_utils(ledger, dir, n, args.repeat);
     }
+}
 
+fn live_latency(binary: &Path, dir: &Path, args: &Args) {
     println!("\n## Live latency (`run` following a producer)\n");
     println!("From a line's `\\n` written to the file to its row visible in SQLite (a reader polling every 1 ms).\n");
     println!(
@@ -204,7 +246,7 @@ fn main() {
         let mut runs = Vec::new();
         for r in 0..args.repeat {
             runs.push(live(
-                &binary,
+                binary,
                 &dir.join(format!("live-{rate}-{r}")),
                 rate,
                 args.live_secs,
@@ -223,28 +265,18 @@ fn main() {
             if m.kept_up { "yes" } else { "NO" }
         );
     }
+}
 
+fn tail_section(binary: &Path, dir: &Path, args: &Args) {
     println!("\n## Finding the head from the end (`append` after a long last line)\n");
     println!("A ledger of 1,000 events ending in one complete line of N MiB (too long to be an event): the time and peak memory of one `append` (which reads back from the end, skipping lines over the limit). Linear in N, memory flat.\n");
     println!("| N MiB | append s | peak RSS MiB |");
     println!("|---|---|---|");
     let sizes: &[u64] = if args.smoke { &[8] } else { &[8, 16, 32, 64] };
     for &mib in sizes {
-        let (secs, peak) = append_after_long_line(&binary, &dir.join(format!("tail-{mib}")), mib);
+        let (secs, peak) = append_after_long_line(binary, &dir.join(format!("tail-{mib}")), mib);
         println!("| {mib} | {secs:.3} | {:.1} |", peak as f64 / 1024.0);
     }
-
-    println!("\n## Parity check cost (`run`'s periodic check)\n");
-    parity_cost(&binary, &dir.join("parity"), n);
-
-    println!("\n## Idle cost (`run` with nothing to do)\n");
-    let cpu = idle(&binary, &dir.join("idle"), args.idle_secs);
-    println!(
-        "{:.3} CPU-seconds over {} s = **{:.3} CPU-seconds per minute** (ledger of 1,000 events, default config).",
-        cpu,
-        args.idle_secs,
-        cpu * 60.0 / args.idle_secs as f64
-    );
 }
 
 fn machine(binary: &Path) {
@@ -391,6 +423,101 @@ fn parity_cost(binary: &Path, dir: &Path, n: u64) {
         inc_b as f64 / 1048576.0
     );
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// `verify`, without and with `--db`, on ledgers of a tenth of `n` and of
+/// `n` events, each with an id (one in a thousand reusing an earlier one):
+/// peak RSS should not grow with the ledger. Prints a table.
+fn verify_memory(binary: &Path, dir: &Path, n: u64) {
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).expect("create dir");
+    println!("Each event carries an `id`, one in a thousand reusing an earlier one (reported as a warning). The chain's hashes and the ids spill to temporary files; peak RSS is of the `verify` process.\n");
+    println!("| events | MB | verify s | peak RSS MiB | verify --db s | peak RSS MiB | RSS growth per event since the smaller ledger, bytes |");
+    println!("|---|---|---|---|---|---|---|");
+    let mut smaller: Option<(u64, f64)> = None;
+    for events in [(n / 10).max(1000), n] {
+        let ledger = dir.join(format!("ids-{events}.jsonl"));
+        generate_with_ids(&ledger, events);
+        let db = dir.join(format!("ids-{events}.db"));
+        let _ = replay(binary, &ledger, &db, None);
+        let run = |with_db: bool| {
+            let report = dir.join("verify.peak");
+            let started = Instant::now();
+            let mut cmd = measured(binary, &report);
+            cmd.arg("verify")
+                .arg("--ledger")
+                .arg(&ledger)
+                .args(["--signatures", "off"]);
+            if with_db {
+                cmd.arg("--db").arg(&db);
+            }
+            let child = cmd
+                .env("RUST_LOG", "warn")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start verify");
+            let (status, peak) = finish_measured(child, &report);
+            assert_eq!(status, 0, "verify found problems in the benchmark's ledger");
+            (started.elapsed().as_secs_f64(), peak as f64 / 1024.0)
+        };
+        let (plain_s, plain_mib) = run(false);
+        let (db_s, db_mib) = run(true);
+        let mb = std::fs::metadata(&ledger).map_or(0, |m| m.len()) as f64 / 1e6;
+        let peak = plain_mib.max(db_mib);
+        let growth = match smaller {
+            Some((n0, peak0)) if events > n0 => {
+                format!("{:.2}", (peak - peak0) * 1048576.0 / (events - n0) as f64)
+            }
+            _ => "–".to_owned(),
+        };
+        smaller = Some((events, peak));
+        println!(
+            "| {events} | {mb:.0} | {plain_s:.1} | {plain_mib:.1} | {db_s:.1} | {db_mib:.1} | {growth} |"
+        );
+        let _ = std::fs::remove_file(&ledger);
+        remove_db(&db);
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A ledger of `n` unsigned events, each with an id (`order-<n>`, but one
+/// in a thousand reuses the id of the event 500 before it).
+fn generate_with_ids(ledger: &Path, n: u64) {
+    use ledgertail::ledger::event::{seal_line, Draft};
+    use std::io::Write as _;
+    let started = Instant::now();
+    let file = std::fs::File::create(ledger).expect("create ledger");
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+    let ts = "2026-12-01T12:00:00.000000Z";
+    let mut prev = None;
+    for seq in 0..n {
+        let text = payload(seq, 60);
+        let value = ledgertail::ledger::json::parse(&text).expect("payload");
+        let id = if seq % 1000 == 999 {
+            format!("order-{}", seq - 500)
+        } else {
+            format!("order-{seq}")
+        };
+        let draft = Draft {
+            seq,
+            prev_hash: prev,
+            ts,
+            event_type: "order.created",
+            id: Some(&id),
+            payload: &value,
+        };
+        let (line, hash) = seal_line(&draft, None).expect("seal");
+        out.write_all(line.as_bytes()).expect("write");
+        out.write_all(b"\n").expect("write");
+        prev = Some(hash);
+    }
+    out.flush().expect("flush");
+    eprintln!(
+        "generated {} ({n} events with ids) in {:.1} s",
+        ledger.display(),
+        started.elapsed().as_secs_f64()
+    );
 }
 
 /// One `append` to a ledger of 1,000 events that ends in a complete line

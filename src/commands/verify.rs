@@ -27,8 +27,14 @@ struct LedgerReport {
     anchor: Option<HeadView>,
     halted: bool,
     halt: Option<Problem>,
+    /// The first refused lines (parity::MAX_PROBLEMS), and the halting one.
     problems: Vec<Problem>,
+    /// Every refused line, listed or not.
+    problems_total: u64,
+    /// The earliest reused ids (at most parity::MAX_REUSES).
     warnings: Vec<IdReuse>,
+    /// Every reuse of an id, listed or not.
+    warnings_total: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     mirror: Option<MirrorReport>,
 }
@@ -68,7 +74,7 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         ledgers: Vec::new(),
     };
     for ledger in &settings.ledgers {
-        let scan = parity::scan(ledger).with_context(|| {
+        let mut scan = parity::scan(ledger).with_context(|| {
             format!(
                 "reading ledger `{}` ({})",
                 ledger.name,
@@ -80,7 +86,7 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
             None => None,
             Some(m) => {
                 let state = m.state(&ledger.name)?;
-                let parity = parity::compare(&scan, m, ledger)?;
+                let parity = parity::compare(&mut scan, m, ledger)?;
                 let found = state.is_some();
                 let halt = state.as_ref().and_then(|s| s.halt.clone());
                 ok &= found && halt.is_none() && parity.holds();
@@ -109,9 +115,11 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
             head: scan.head.map(HeadView::from),
             anchor: scan.anchor.map(HeadView::from),
             halted: scan.halt.is_some(),
-            halt: scan.halt.clone(),
-            problems: scan.problems.clone(),
-            warnings: scan.id_reuse.clone(),
+            halt: scan.halt.take(),
+            problems: std::mem::take(&mut scan.problems),
+            problems_total: scan.problems_total,
+            warnings: std::mem::take(&mut scan.id_reuse),
+            warnings_total: scan.id_reuse_total,
             mirror: mirror_report,
         });
     }
@@ -123,23 +131,49 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     Ok(exit(if report.ok { EXIT_OK } else { EXIT_PROBLEMS }))
 }
 
+fn print_problem(p: &Problem) {
+    println!(
+        "{}:{}: offset {}{}: {}: {}",
+        p.file,
+        p.line,
+        p.offset,
+        p.seq.map(|s| format!(", seq {s}")).unwrap_or_default(),
+        p.verdict,
+        p.detail
+    );
+}
+
 fn print_text(report: &Report) {
     for l in &report.ledgers {
-        for p in &l.problems {
+        // Beyond the limit, the halting line is listed after the others.
+        let (first, beyond) = l
+            .problems
+            .split_at(l.problems.len().min(parity::MAX_PROBLEMS));
+        for p in first {
+            print_problem(p);
+        }
+        let listed = l.problems.len() as u64;
+        if l.problems_total > listed {
             println!(
-                "{}:{}: offset {}{}: {}: {}",
-                p.file,
-                p.line,
-                p.offset,
-                p.seq.map(|s| format!(", seq {s}")).unwrap_or_default(),
-                p.verdict,
-                p.detail
+                "... and {} more refused lines (the first {} are listed; the counts by verdict are in --json)",
+                l.problems_total - listed,
+                parity::MAX_PROBLEMS
             );
+        }
+        for p in beyond {
+            print_problem(p);
         }
         for w in &l.warnings {
             println!(
                 "warning: seq {} reuses id {:?} of seq {}",
                 w.seq, w.id, w.first_seq
+            );
+        }
+        if l.warnings_total > l.warnings.len() as u64 {
+            println!(
+                "warning: ... and {} more reused ids (the earliest {} are listed)",
+                l.warnings_total - l.warnings.len() as u64,
+                l.warnings.len()
             );
         }
         for f in l.files.iter().filter(|f| f.unfinished_tail_bytes > 0) {
@@ -164,8 +198,8 @@ fn print_text(report: &Report) {
             if l.files.len() == 1 { "" } else { "s" },
             mirrored,
             if mirrored == 1 { "" } else { "s" },
-            l.problems.len(),
-            if l.problems.len() == 1 { "" } else { "s" },
+            l.problems_total,
+            if l.problems_total == 1 { "" } else { "s" },
             match &l.halt {
                 Some(h) => format!("; HALTS at {}:{} ({})", h.file, h.line, h.verdict),
                 None => String::new(),

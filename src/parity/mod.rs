@@ -10,9 +10,11 @@
 //! only at the rows up to the head recorded when they started: a row
 //! committed since then is not a difference.
 //!
-//! Memory: the scan keeps 32 bytes per event of the chain (its hash, for
-//! duplicate/fork decisions and parity) and the `id`s seen (to warn about
-//! reuse): about 100 MB for a million events with ids.
+//! Memory is bounded whatever the ledger's length: the chain's hashes (for
+//! duplicate/fork decisions and the merge against the mirror) and the
+//! `id`s seen (to warn about reuse) spill to temporary files
+//! ([`spill`]); the report keeps the first [`MAX_PROBLEMS`] refused lines
+//! and the first [`MAX_REUSES`] reused ids, and counts all of them.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::ControlFlow;
@@ -20,8 +22,15 @@ use std::ops::ControlFlow;
 use serde::Serialize;
 
 mod recheck;
+mod spill;
 
 pub use recheck::{recheck, recheck_since, Checked, RecheckError, FULL_EVERY};
+pub use spill::HashColumn;
+
+/// Refused lines the report lists (all are counted).
+pub const MAX_PROBLEMS: usize = 1000;
+/// Reused ids the report lists (all are counted).
+pub const MAX_REUSES: usize = 100;
 
 use crate::audit::{ChainWalk, RowCheck};
 use crate::config::LedgerSettings;
@@ -78,31 +87,34 @@ impl From<Head> for HeadView {
 }
 
 /// The verdict on every line of a ledger's files.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct Scan {
     pub files: Vec<FileSummary>,
     pub counts: BTreeMap<Verdict, u64>,
     pub blank: u64,
-    /// Every refused line, the halting one included, in file order.
+    /// The first [`MAX_PROBLEMS`] refused lines, in file order, and the
+    /// halting one (always listed, last).
     pub problems: Vec<Problem>,
+    /// Every refused line, the halting one included.
+    pub problems_total: u64,
     pub halt: Option<Problem>,
     pub head: Option<Head>,
     pub anchor: Option<Head>,
     /// Hashes of the chain from the anchor to the head.
-    pub chain: Vec<Hash>,
+    pub chain: HashColumn,
+    /// The earliest [`MAX_REUSES`] later uses of an id, by seq.
     pub id_reuse: Vec<IdReuse>,
+    pub id_reuse_total: u64,
 }
 
 impl Scan {
-    pub fn hash_at(&self, seq: u64) -> Option<Hash> {
-        let anchor = self.anchor?.seq;
-        let i = usize::try_from(seq.checked_sub(anchor)?).ok()?;
-        self.chain.get(i).copied()
+    pub fn hash_at(&mut self, seq: u64) -> std::io::Result<Option<Hash>> {
+        self.chain.get(seq)
     }
 
     /// Every line authentic and in the chain (blank lines aside).
     pub fn is_clean(&self) -> bool {
-        self.problems.is_empty() && self.halt.is_none()
+        self.problems_total == 0 && self.halt.is_none()
     }
 }
 
@@ -138,7 +150,7 @@ pub fn scan(ledger: &LedgerSettings) -> std::io::Result<Scan> {
         ledger.rules,
         ledger.max_line_bytes,
     );
-    let mut ids: HashMap<String, u64> = HashMap::new();
+    let mut ids = spill::IdReuseFinder::default();
     while let Some((file, frame)) = tailer.next_frame()? {
         let Some(summary) = index_of
             .get(&(file.dev, file.ino))
@@ -157,12 +169,16 @@ pub fn scan(ledger: &LedgerSettings) -> std::io::Result<Scan> {
                 None,
             )),
             Frame::Line { bytes, .. } => {
+                let mut lookup_failed = None;
                 let judgement = chain.judge(bytes, length, |seq| {
-                    let anchor = out.anchor.map(|a| a.seq)?;
-                    out.chain
-                        .get(usize::try_from(seq.checked_sub(anchor)?).ok()?)
-                        .copied()
+                    out.chain.get(seq).unwrap_or_else(|e| {
+                        lookup_failed = Some(e);
+                        None
+                    })
                 });
+                if let Some(e) = lookup_failed {
+                    return Err(e);
+                }
                 match judgement {
                     LineJudgement::Blank => {
                         out.blank += 1;
@@ -174,18 +190,9 @@ pub fn scan(ledger: &LedgerSettings) -> std::io::Result<Scan> {
                             seq: ev.seq,
                             hash: ev.hash,
                         });
-                        out.chain.push(ev.hash);
-                        if let Some(id) = ev.id {
-                            match ids.get(&id) {
-                                Some(&first_seq) => out.id_reuse.push(IdReuse {
-                                    id,
-                                    seq: ev.seq,
-                                    first_seq,
-                                }),
-                                None => {
-                                    ids.insert(id, ev.seq);
-                                }
-                            }
+                        out.chain.push(ev.seq, ev.hash)?;
+                        if let Some(id) = &ev.id {
+                            ids.push(id, ev.seq)?;
                         }
                         None
                     }
@@ -206,7 +213,11 @@ pub fn scan(ledger: &LedgerSettings) -> std::io::Result<Scan> {
                 verdict: verdict.as_str().to_owned(),
                 detail,
             };
-            out.problems.push(problem.clone());
+            out.problems_total += 1;
+            // The halting line is always listed (it is the last one).
+            if out.problems.len() < MAX_PROBLEMS || verdict.halts() {
+                out.problems.push(problem.clone());
+            }
             if verdict.halts() {
                 out.halt = Some(problem);
                 break;
@@ -226,6 +237,17 @@ pub fn scan(ledger: &LedgerSettings) -> std::io::Result<Scan> {
         }
     }
     out.head = chain.head;
+    let reuses = ids.finish(MAX_REUSES)?;
+    out.id_reuse_total = reuses.total;
+    out.id_reuse = reuses
+        .first
+        .into_iter()
+        .map(|r| IdReuse {
+            id: r.id,
+            seq: r.seq,
+            first_seq: r.first_seq,
+        })
+        .collect();
     Ok(out)
 }
 
@@ -288,18 +310,29 @@ impl Parity {
     }
 }
 
+/// Why [`compare`] could not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum CompareError {
+    #[error(transparent)]
+    Mirror(#[from] MirrorError),
+    /// The chain's hashes could not be read back from their temporary file.
+    #[error("reading the ledger's chain back from its temporary file (in $TMPDIR)")]
+    Spill(#[source] std::io::Error),
+}
+
 /// Compares the files' chain (`scan`) with the mirror's rows of `ledger`,
 /// and audits every row from its columns (signatures included).
 pub fn compare(
-    scan: &Scan,
+    scan: &mut Scan,
     mirror: &Mirror,
     ledger: &LedgerSettings,
-) -> Result<Parity, MirrorError> {
+) -> Result<Parity, CompareError> {
     let mut p = Parity::default();
     let state = mirror.state(&ledger.name)?;
     let mut walk = ChainWalk::new(ledger, state.as_ref());
     let mirror_head = walk.head().map(|h| h.seq);
     let file_range = scan.anchor.zip(scan.head).map(|(a, h)| (a.seq, h.seq));
+    let mut spill_error = None;
     mirror.for_each_event(&ledger.name, |row| {
         let problem = match walk.row(&row, true, &mut p) {
             RowCheck::Later => return ControlFlow::Continue(()),
@@ -312,7 +345,15 @@ pub fn compare(
                 None
             }
             Some((_, head)) if row.seq <= head => {
-                let file_hash = scan.hash_at(row.seq);
+                // Rows come in seq order: the column is read back in
+                // order, a block at a time (the merge).
+                let file_hash = match scan.hash_at(row.seq) {
+                    Ok(h) => h,
+                    Err(e) => {
+                        spill_error = Some(e);
+                        return ControlFlow::Break(());
+                    }
+                };
                 (file_hash.map(|h| h.to_hex()).as_deref() != Some(row.hash.as_str())).then(|| {
                     format!(
                         "mirror holds {}, the ledger file {}",
@@ -337,6 +378,9 @@ pub fn compare(
         }
         ControlFlow::Continue(())
     })?;
+    if let Some(e) = spill_error {
+        return Err(CompareError::Spill(e));
+    }
     walk.finish(&mut p);
     if let Some((anchor, head)) = file_range {
         // Events of the files beyond the mirror's head: not mirrored yet.
