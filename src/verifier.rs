@@ -3,15 +3,17 @@
 //! runs beside the SQLite writer instead of before it, and signatures use
 //! every core.
 //!
-//! The shipper cuts lines into [`Chunk`]s and hands them out round-robin;
-//! each worker answers its chunks in the order it got them, so taking the
-//! answers round-robin gives the chunks back in file order. The number of
-//! chunks in flight is bounded by the caller, so memory is too. Placing the
+//! One [`Pool`] of threads serves every ledger of a `run` (threads bounded
+//! by the cores, not by the ledgers). Each ledger's [`Verifiers`] numbers
+//! the [`Chunk`]s it sends and takes the answers back in that order, so
+//! lines come back in file order. The number of chunks in flight is
+//! bounded by the caller, so memory is too. Placing the
 //! examined lines against the head stays with the shipper: it is
 //! sequential by nature and cheap.
 
+use std::collections::BTreeMap;
 use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -120,19 +122,118 @@ impl Chunk {
     }
 }
 
-struct Worker {
-    to: Sender<(Chunk, Arc<Rules>)>,
-    from: Receiver<Chunk>,
-    handle: Option<JoinHandle<()>>,
+/// A chunk on its way to a verifier thread, with where to answer.
+struct Job {
+    number: u64,
+    chunk: Chunk,
+    rules: Arc<Rules>,
+    reply: Sender<(u64, Chunk)>,
 }
 
-/// A pool of threads examining chunks; answers come back in send order.
+struct PoolInner {
+    /// `None` once the pool is shutting down.
+    jobs: Mutex<Option<Sender<Job>>>,
+    threads: usize,
+    /// Buffers of chunks given back, shared by every client.
+    spare: Mutex<Vec<Chunk>>,
+    handles: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Drop for PoolInner {
+    fn drop(&mut self) {
+        // Closing the queue ends every thread's loop.
+        self.jobs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let handles =
+            std::mem::take(&mut *self.handles.lock().unwrap_or_else(PoisonError::into_inner));
+        for h in handles {
+            let _ = h.join();
+        }
+    }
+}
+
+/// Verifier threads shared by any number of ledgers: one queue, answered
+/// to each ledger on its own channel. Cloning shares the threads; they end
+/// when the last clone (and every [`Verifiers`] on it) is dropped.
+#[derive(Clone)]
+pub struct Pool {
+    inner: Arc<PoolInner>,
+}
+
+impl Pool {
+    /// A pool of `threads` threads (at least one).
+    pub fn new(threads: usize) -> std::io::Result<Pool> {
+        let threads = threads.max(1);
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let queue = Arc::new(Mutex::new(queue));
+        let mut handles = Vec::new();
+        for n in 0..threads {
+            let queue = queue.clone();
+            let handle = std::thread::Builder::new()
+                .name(format!("verify-{n}"))
+                .spawn(move || {
+                    let mut scratch = Vec::with_capacity(4096);
+                    loop {
+                        // One thread waits on the queue, the others on the
+                        // lock: the classic shared-receiver pool.
+                        let job = queue.lock().unwrap_or_else(PoisonError::into_inner).recv();
+                        let Ok(mut job) = job else { return };
+                        job.chunk.examine_all(&job.rules, &mut scratch);
+                        // A client that went away no longer wants its answer.
+                        let _ = job.reply.send((job.number, job.chunk));
+                    }
+                })?;
+            handles.push(handle);
+        }
+        Ok(Pool {
+            inner: Arc::new(PoolInner {
+                jobs: Mutex::new(Some(jobs)),
+                threads,
+                spare: Mutex::new(Vec::new()),
+                handles: Mutex::new(handles),
+            }),
+        })
+    }
+
+    /// One thread per core.
+    pub fn per_core() -> std::io::Result<Pool> {
+        Pool::new(std::thread::available_parallelism().map_or(1, |n| n.get()))
+    }
+
+    pub fn threads(&self) -> usize {
+        self.inner.threads
+    }
+
+    fn submit(&self, job: Job) -> Result<(), PoolBroken> {
+        let jobs = self
+            .inner
+            .jobs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        jobs.as_ref()
+            .ok_or(PoolBroken)?
+            .send(job)
+            .map_err(|_| PoolBroken)
+    }
+}
+
+/// Lines at most this many, when nothing else is in flight and no more
+/// are to be read, are examined on the caller's thread: a live ledger's
+/// one or two new lines cost no hand-over to another thread.
+const EXAMINE_HERE_LINES: usize = 16;
+
+/// One ledger's use of a [`Pool`]: its chunks answered in the order sent.
 pub struct Verifiers {
-    workers: Vec<Worker>,
-    next_send: usize,
-    next_recv: usize,
-    in_flight: usize,
-    spare: Vec<Chunk>,
+    pool: Pool,
+    reply_to: Sender<(u64, Chunk)>,
+    replies: Receiver<(u64, Chunk)>,
+    next_send: u64,
+    next_recv: u64,
+    /// Answers that came back before an older one.
+    early: BTreeMap<u64, Chunk>,
+    scratch: Vec<u8>,
 }
 
 /// A verifier thread died (a bug: examining never panics on input).
@@ -141,82 +242,120 @@ pub struct Verifiers {
 pub struct PoolBroken;
 
 impl Verifiers {
-    /// A pool of `threads` workers (at least one).
+    /// A pool of its own with `threads` threads (at least one).
     pub fn new(threads: usize) -> std::io::Result<Verifiers> {
-        let mut workers = Vec::new();
-        for n in 0..threads.max(1) {
-            let (to, inbox) = mpsc::channel::<(Chunk, Arc<Rules>)>();
-            let (outbox, from) = mpsc::channel::<Chunk>();
-            let handle = std::thread::Builder::new()
-                .name(format!("verify-{n}"))
-                .spawn(move || {
-                    let mut scratch = Vec::with_capacity(4096);
-                    while let Ok((mut chunk, rules)) = inbox.recv() {
-                        chunk.examine_all(&rules, &mut scratch);
-                        if outbox.send(chunk).is_err() {
-                            return;
-                        }
-                    }
-                })?;
-            workers.push(Worker {
-                to,
-                from,
-                handle: Some(handle),
-            });
-        }
-        Ok(Verifiers {
-            workers,
-            next_send: 0,
-            next_recv: 0,
-            in_flight: 0,
-            spare: Vec::new(),
-        })
+        Ok(Verifiers::on(&Pool::new(threads)?))
     }
 
-    /// One thread per core.
+    /// A pool of its own, one thread per core.
     pub fn per_core() -> std::io::Result<Verifiers> {
-        Verifiers::new(std::thread::available_parallelism().map_or(1, |n| n.get()))
+        Ok(Verifiers::on(&Pool::per_core()?))
+    }
+
+    /// A client of a shared pool.
+    pub fn on(pool: &Pool) -> Verifiers {
+        let (reply_to, replies) = mpsc::channel();
+        Verifiers {
+            pool: pool.clone(),
+            reply_to,
+            replies,
+            next_send: 0,
+            next_recv: 0,
+            early: BTreeMap::new(),
+            scratch: Vec::new(),
+        }
     }
 
     pub fn threads(&self) -> usize {
-        self.workers.len()
+        self.pool.threads()
     }
 
     /// An empty chunk (reusing the buffers of chunks given back).
     pub fn chunk(&mut self) -> Chunk {
-        self.spare.pop().unwrap_or_default()
+        self.pool
+            .inner
+            .spare
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop()
+            .unwrap_or_default()
     }
 
     /// Gives a consumed chunk back for reuse.
     pub fn recycle(&mut self, mut chunk: Chunk) {
         chunk.clear();
-        // A chunk that held one huge line keeps no huge buffer.
-        if chunk.bytes.capacity() <= 4 << 20 && self.spare.len() < 2 * self.workers.len() + 2 {
-            self.spare.push(chunk);
+        // A chunk that held one huge line keeps no huge buffer, and the
+        // spares stay few however many ledgers share the pool.
+        if chunk.bytes.capacity() <= 4 << 20 {
+            let mut spare = self
+                .pool
+                .inner
+                .spare
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if spare.len() < 2 * self.pool.threads() + 2 {
+                spare.push(chunk);
+            }
         }
     }
 
     pub fn in_flight(&self) -> usize {
-        self.in_flight
+        (self.next_send - self.next_recv) as usize
     }
 
-    pub fn send(&mut self, chunk: Chunk, rules: &Arc<Rules>) -> Result<(), PoolBroken> {
-        let w = &self.workers[self.next_send];
-        w.to.send((chunk, rules.clone())).map_err(|_| PoolBroken)?;
-        self.next_send = (self.next_send + 1) % self.workers.len();
-        self.in_flight += 1;
+    /// Sends a chunk to be examined. With `last` (nothing more to read
+    /// now), a small chunk with nothing ahead of it is examined here.
+    pub fn send(
+        &mut self,
+        mut chunk: Chunk,
+        rules: &Arc<Rules>,
+        last: bool,
+    ) -> Result<(), PoolBroken> {
+        let number = self.next_send;
+        if last && self.in_flight() == 0 && chunk.len() <= EXAMINE_HERE_LINES {
+            chunk.examine_all(rules, &mut self.scratch);
+            self.early.insert(number, chunk);
+        } else {
+            self.pool.submit(Job {
+                number,
+                chunk,
+                rules: rules.clone(),
+                reply: self.reply_to.clone(),
+            })?;
+        }
+        self.next_send += 1;
         Ok(())
     }
 
     /// The oldest chunk in flight, examined; `None` when none is in flight.
     pub fn recv(&mut self) -> Result<Option<Chunk>, PoolBroken> {
-        if self.in_flight == 0 {
+        if self.in_flight() == 0 {
             return Ok(None);
         }
-        let w = &self.workers[self.next_recv];
-        let chunk = w.from.recv().map_err(|_| PoolBroken)?;
-        self.next_recv = (self.next_recv + 1) % self.workers.len();
-        self.in_flight -= 1;
+        let wanted = self.next_recv;
+        let chunk = loop {
+            if let Some(c) = self.early.remove(&wanted) {
+                break c;
+            }
+            // Our own sender is alive, so only a dead pool can leave this
+            // waiting forever: a thread that died drops its job's reply.
+            match self.replies.recv_timeout(std::time::Duration::from_secs(1)) {
+                Ok((n, c)) => {
+                    self.early.insert(n, c);
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    // The threads only end when the pool is dropped, and
+                    // this client holds it: one that ended has panicked.
+                    let handles = self.pool.inner.handles.lock();
+                    let handles = handles.unwrap_or_else(PoisonError::into_inner);
+                    if handles.iter().any(JoinHandle::is_finished) {
+                        return Err(PoolBroken);
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => return Err(PoolBroken),
+            }
+        };
+        self.next_recv += 1;
         Ok(Some(chunk))
     }
 
@@ -226,21 +365,6 @@ impl Verifiers {
             self.recycle(c);
         }
         Ok(())
-    }
-}
-
-impl Drop for Verifiers {
-    fn drop(&mut self) {
-        for w in &mut self.workers {
-            // Closing the inbox ends the thread's loop.
-            let (dead, _) = mpsc::channel();
-            drop(std::mem::replace(&mut w.to, dead));
-        }
-        for w in &mut self.workers {
-            if let Some(h) = w.handle.take() {
-                let _ = h.join();
-            }
-        }
     }
 }
 
@@ -272,7 +396,7 @@ mod tests {
                 c.stamp_last(now);
             }
             c.push(id, n * 1000 + 99, 500, b"{\"x\":");
-            pool.send(c, &rules()).unwrap();
+            pool.send(c, &rules(), false).unwrap();
         }
         for n in 0..10u64 {
             let c = pool.recv().unwrap().unwrap();
@@ -286,5 +410,61 @@ mod tests {
             pool.recycle(c);
         }
         assert!(pool.recv().unwrap().is_none());
+    }
+
+    #[test]
+    fn clients_sharing_a_pool_each_get_their_own_chunks_in_order() {
+        let pool = Pool::new(2).unwrap();
+        let mut a = Verifiers::on(&pool);
+        let mut b = Verifiers::on(&pool);
+        let id = FileId {
+            dev: 1,
+            ino: 2,
+            fingerprint: None,
+        };
+        for n in 0..20u64 {
+            for (client, base) in [(&mut a, 0u64), (&mut b, 1_000_000)] {
+                let mut c = client.chunk();
+                for i in 0..(n % 5 + 1) * 40 {
+                    c.push(id, base + n * 1000 + i, 3, b"   ");
+                }
+                client.send(c, &rules(), false).unwrap();
+            }
+        }
+        for n in 0..20u64 {
+            for (client, base) in [(&mut b, 1_000_000u64), (&mut a, 0)] {
+                let c = client.recv().unwrap().unwrap();
+                assert_eq!(c.lines[0].offset, base + n * 1000);
+                assert_eq!(c.results.len(), c.len());
+                client.recycle(c);
+            }
+        }
+        assert!(a.recv().unwrap().is_none() && b.recv().unwrap().is_none());
+    }
+
+    #[test]
+    fn a_last_small_chunk_is_examined_here_and_still_comes_back_in_order() {
+        let mut v = Verifiers::new(1).unwrap();
+        let id = FileId {
+            dev: 1,
+            ino: 2,
+            fingerprint: None,
+        };
+        let mut big = v.chunk();
+        for i in 0..100 {
+            big.push(id, i, 3, b"   ");
+        }
+        v.send(big, &rules(), false).unwrap();
+        let mut small = v.chunk();
+        small.push(id, 500, 5, b"{\"x\":");
+        // Something is in flight: it goes to the pool, behind the first.
+        v.send(small, &rules(), true).unwrap();
+        assert_eq!(v.recv().unwrap().unwrap().lines[0].offset, 0);
+        assert_eq!(v.recv().unwrap().unwrap().lines[0].offset, 500);
+        let mut alone = v.chunk();
+        alone.push(id, 900, 3, b"   ");
+        v.send(alone, &rules(), true).unwrap();
+        let c = v.recv().unwrap().unwrap();
+        assert_eq!((c.lines[0].offset, c.results.len()), (900, 1));
     }
 }

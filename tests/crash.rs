@@ -200,3 +200,103 @@ fn check_exactly_once(db: &Path, hashes: &[Hash], ledger_len: u64) {
         "checkpoint at the end of the ledger"
     );
 }
+
+/// Issue 11: one `run` following many ledgers (each woken by its own file
+/// events, stepped by a few runner threads) is killed with SIGKILL while
+/// every ledger is being written, three times, and restarted; in the end
+/// every ledger holds each of its events exactly once, in order.
+#[test]
+fn sigkill_of_a_run_with_many_ledgers_loses_and_duplicates_nothing() {
+    const LEDGERS: usize = 200;
+    const ROUNDS: usize = 4;
+    const PER_ROUND: usize = 5;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = String::from(
+        "db = \"mirror.db\"\nlisten = \"127.0.0.1:0\"\npoll_interval_millis = 200\nlog_level = \"warn\"\n",
+    );
+    for i in 0..LEDGERS {
+        config.push_str(&format!(
+            "[[ledger]]\nname = \"l{i}\"\npath = \"ledgers/l{i}.jsonl\"\nsignatures = \"off\"\n"
+        ));
+    }
+    let config_path = dir.path().join("ledgertail.toml");
+    std::fs::write(&config_path, config).unwrap();
+    std::fs::create_dir_all(dir.path().join("ledgers")).unwrap();
+    let db = dir.path().join("mirror.db");
+    let mut writers: Vec<Writer> = (0..LEDGERS)
+        .map(|i| Writer::new(dir.path().join(format!("ledgers/l{i}.jsonl"))).without_fsync())
+        .collect();
+    let mut hashes: Vec<Vec<Hash>> = vec![Vec::new(); LEDGERS];
+    let start = || {
+        Command::new(env!("CARGO_BIN_EXE_ledgertail"))
+            .arg("run")
+            .arg("--config")
+            .arg(&config_path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut rng = XorShift(0x05ee_d1ed_9e25);
+    for round in 0..ROUNDS {
+        let mut child = start();
+        // Write to every ledger while it runs; kill it in the middle.
+        for n in 0..PER_ROUND {
+            for (i, w) in writers.iter_mut().enumerate() {
+                let payload = format!("{{\"round\":{round},\"n\":{n},\"ledger\":{i}}}");
+                hashes[i].push(w.append("e", &payload).unwrap().hash);
+            }
+            std::thread::sleep(Duration::from_millis(rng.below(150)));
+        }
+        if round + 1 < ROUNDS {
+            child.kill().unwrap(); // SIGKILL, mid-flight
+            child.wait().unwrap();
+        } else {
+            // The last run catches up everything, then is killed as well.
+            let deadline = Instant::now() + Duration::from_secs(120);
+            let want = (ROUNDS * PER_ROUND) as i64;
+            loop {
+                let done: i64 = rusqlite::Connection::open(&db)
+                    .and_then(|c| {
+                        c.busy_timeout(Duration::from_secs(5))?;
+                        c.query_row(
+                            "SELECT count(*) FROM checkpoints WHERE head_seq = ?1",
+                            [want - 1],
+                            |r| r.get(0),
+                        )
+                    })
+                    .unwrap_or(0);
+                if done == LEDGERS as i64 {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{done} of {LEDGERS} ledgers caught up"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    for (i, want) in hashes.iter().enumerate() {
+        let mut stmt = conn
+            .prepare("SELECT seq, hash FROM events WHERE ledger = ?1 ORDER BY seq")
+            .unwrap();
+        let rows: Vec<(i64, String)> = stmt
+            .query_map([format!("l{i}")], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(rows.len(), want.len(), "ledger l{i}: every event once");
+        for (n, (seq, hash)) in rows.iter().enumerate() {
+            assert_eq!(*seq, n as i64, "ledger l{i}");
+            assert_eq!(*hash, want[n].to_hex(), "ledger l{i} seq {seq}");
+        }
+    }
+    let quarantined: i64 = conn
+        .query_row("SELECT count(*) FROM quarantine", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(quarantined, 0, "nothing quarantined");
+}

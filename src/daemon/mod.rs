@@ -1,30 +1,36 @@
-//! The daemon behind `ledgertail run` (contract §4, §5): one worker thread
-//! per ledger, the parity thread, the HTTP server, signals, reloads and a
+//! The daemon behind `ledgertail run` (contract §4, §5): the ledgers'
+//! runners, the parity thread, the HTTP server, signals, reloads and a
 //! graceful stop.
 //!
-//! Work that blocks stays on plain threads: each ledger's worker owns its
-//! own SQLite connection and [`Shipper`], wakes on a `notify` event from
-//! the ledger's directory or, failing that, every `poll_interval` (notify
-//! speeds things up; polling is the guarantee), and catches up. tokio runs
-//! only the HTTP server ([`crate::serve`]).
+//! Threads are bounded by the cores, not by the ledgers: one runner per
+//! core steps whichever ledger is queued ([`schedule`]), one verifier pool
+//! examines every ledger's lines ([`crate::verifier::Pool`]), one file
+//! watcher serves every folder ([`watch`]). A waiting ledger holds its
+//! SQLite connection and open files, but no thread. It is queued by a
+//! `notify` event for its files, by its poll timer (every `poll_interval`
+//! where file events cannot be had or were caught missing a change; a
+//! rare safety net where they work), by a reload or by the stop. tokio
+//! runs only the HTTP server ([`crate::serve`]).
 //!
-//! One stop fans out: the stop flag plus a [`Wake::Stop`] in every
-//! worker's channel. Workers check the flag between batches, never in the
-//! middle of a commit, so a stop always lands on a committed checkpoint.
-//! A worker that fails (database locked, disk full, a file it cannot read,
+//! One stop fans out: the stop flag plus a [`Wake::Stop`] for every
+//! ledger. A step checks the flag between batches, never in the middle of
+//! a commit, so a stop always lands on a committed checkpoint. A ledger
+//! whose step fails (database locked, disk full, a file it cannot read,
 //! the mirror deleted under it, even a panic) starts again from its
 //! checkpoint after a backoff, and says so in the logs, the metrics and
 //! `/readyz`.
 //!
-//! [`worker`] holds a ledger's thread; [`parity`] the periodic check.
+//! [`worker`] holds a ledger's step; [`parity`] the periodic check.
 
 mod parity;
+mod schedule;
+mod watch;
 mod worker;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -33,9 +39,10 @@ use crate::logging::LogControl;
 use crate::shipper::Batching;
 use crate::telemetry::{StatusBoard, Telemetry};
 use parity::ParityChecker;
-use worker::Worker;
+use schedule::Schedule;
+use worker::{Context, Follower};
 
-/// Why a worker thread wakes up.
+/// Why a ledger is queued (besides its timer).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Wake {
     /// Something changed in the ledger's directory.
@@ -103,7 +110,8 @@ pub struct Daemon {
     settings: Settings,
     overrides: Overrides,
     shared: Arc<Shared>,
-    workers: Vec<(String, Sender<Wake>, JoinHandle<()>)>,
+    schedule: Arc<Schedule>,
+    runners: Vec<JoinHandle<()>>,
     parity: Option<(Sender<()>, JoinHandle<()>)>,
     log: Option<LogControl>,
 }
@@ -125,26 +133,51 @@ impl Daemon {
             stop: AtomicBool::new(false),
             reloadable: RwLock::new(Arc::new(reloadable)),
         });
-        let mut workers = Vec::new();
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let schedule = Arc::new(Schedule::new(settings.ledgers.len()));
+        let watch = Arc::new(watch::Watch::start(schedule.clone()));
+        watch.mirror(&settings.db);
+        let context = Arc::new(Context {
+            db: settings.db.clone(),
+            batching: Batching::from_settings(&settings),
+            poll: settings.run.poll_interval,
+            shared: shared.clone(),
+            board: board.clone(),
+            pool: crate::verifier::Pool::new(cores)?,
+            watch,
+            schedule: schedule.clone(),
+        });
         let mut all_metrics = Vec::new();
-        for ledger in &settings.ledgers {
-            let (tx, rx) = mpsc::channel();
+        let mut followers = Vec::new();
+        for (index, ledger) in settings.ledgers.iter().enumerate() {
             let metrics = telemetry.ledger(&ledger.name);
             all_metrics.push((ledger.name.clone(), metrics.clone()));
-            let worker = Worker {
-                ledger: ledger.clone(),
-                db: settings.db.clone(),
-                batching: Batching::from_settings(&settings),
-                poll: settings.run.poll_interval,
-                shared: shared.clone(),
+            followers.push(Mutex::new(Follower::new(
+                index,
+                ledger.clone(),
                 metrics,
-                board: board.clone(),
-                wake_tx: tx.clone(),
-            };
-            let handle = std::thread::Builder::new()
-                .name(format!("ledger-{}", ledger.name))
-                .spawn(move || worker.run(rx))?;
-            workers.push((ledger.name.clone(), tx, handle));
+                context.clone(),
+            )));
+        }
+        let followers = Arc::new(followers);
+        // No more runners than ledgers: one ledger is stepped by one
+        // runner at a time.
+        let mut runners = Vec::new();
+        for n in 0..cores.min(settings.ledgers.len()).max(1) {
+            let (schedule, followers) = (schedule.clone(), followers.clone());
+            runners.push(
+                std::thread::Builder::new()
+                    .name(format!("runner-{n}"))
+                    .spawn(move || {
+                        while let Some(turn) = schedule.take() {
+                            let next = followers[turn.ledger]
+                                .lock()
+                                .unwrap_or_else(PoisonError::into_inner)
+                                .step(turn.wake);
+                            schedule.done(turn.ledger, next);
+                        }
+                    })?,
+            );
         }
         let (parity_tx, parity_rx) = mpsc::channel();
         let parity = ParityChecker {
@@ -162,7 +195,8 @@ impl Daemon {
             settings,
             overrides,
             shared,
-            workers,
+            schedule,
+            runners,
             parity: Some((parity_tx, parity_handle)),
             log,
         })
@@ -245,37 +279,31 @@ impl Daemon {
         );
         next.warn_about();
         self.settings.keys = next.keys;
-        for (name, tx, _) in &self.workers {
-            if tx.send(Wake::Reload).is_err() {
-                tracing::warn!(ledger = %name, "reload: the ledger's worker is gone");
-            }
-        }
+        self.schedule.wake_all(Wake::Reload);
     }
 
     /// Stops reading, lets every worker commit what is in flight, and waits
     /// for them up to the grace period.
     pub fn stop(mut self) -> Ended {
         self.shared.stop.store(true, Ordering::SeqCst);
-        for (_, tx, _) in &self.workers {
-            let _ = tx.send(Wake::Stop);
-        }
+        self.schedule.wake_all(Wake::Stop);
         if let Some((tx, _)) = &self.parity {
             let _ = tx.send(());
         }
         let deadline = Instant::now() + self.settings.run.shutdown_grace;
-        while Instant::now() < deadline && self.workers.iter().any(|(_, _, h)| !h.is_finished()) {
+        while Instant::now() < deadline && self.runners.iter().any(|h| !h.is_finished()) {
             std::thread::sleep(Duration::from_millis(5));
         }
         let busy: Vec<String> = self
-            .workers
-            .iter()
-            .filter(|(_, _, h)| !h.is_finished())
-            .map(|(n, _, _)| n.clone())
+            .schedule
+            .unfinished()
+            .into_iter()
+            .filter_map(|i| self.settings.ledgers.get(i).map(|l| l.name.clone()))
             .collect();
         if !busy.is_empty() {
             return Ended::GraceExpired(busy);
         }
-        for (_, _, h) in self.workers.drain(..) {
+        for h in self.runners.drain(..) {
             let _ = h.join();
         }
         if let Some((_, h)) = self.parity.take() {

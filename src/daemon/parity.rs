@@ -27,6 +27,30 @@ pub(super) struct FileStamp {
 /// Stamps of the ledger's files (live and rotated) and, with `db`, of the
 /// database and its WAL, sorted by name.
 pub(super) fn stamps(live: &Path, db: Option<&Path>) -> Vec<FileStamp> {
+    stamps_with(live, db, &mut Listings::default())
+}
+
+/// Folder listings taken once per parity round: a thousand ledgers in one
+/// folder cost one listing, not a thousand.
+#[derive(Default)]
+pub(super) struct Listings(HashMap<PathBuf, Vec<std::ffi::OsString>>);
+
+impl Listings {
+    fn of(&mut self, dir: &Path) -> &[std::ffi::OsString] {
+        self.0.entry(dir.to_path_buf()).or_insert_with(|| {
+            std::fs::read_dir(dir)
+                .map(|entries| entries.flatten().map(|e| e.file_name()).collect())
+                .unwrap_or_default()
+        })
+    }
+}
+
+/// [`stamps`], with the folders' listings shared across calls.
+pub(super) fn stamps_with(
+    live: &Path,
+    db: Option<&Path>,
+    listings: &mut Listings,
+) -> Vec<FileStamp> {
     use std::os::unix::fs::MetadataExt;
     let mut out = Vec::new();
     let mut add = |path: &Path| {
@@ -47,14 +71,11 @@ pub(super) fn stamps(live: &Path, db: Option<&Path>) -> Vec<FileStamp> {
     }
     add(live);
     if let (Some(dir), Some(name)) = (live.parent(), live.file_name().and_then(|n| n.to_str())) {
-        if let Ok(entries) = std::fs::read_dir(dir) {
-            for e in entries.flatten() {
-                if e.file_name()
-                    .to_str()
-                    .is_some_and(|n| crate::tail::identity::is_rotated_name(name, n))
-                {
-                    add(&e.path());
-                }
+        for n in listings.of(dir) {
+            if n.to_str()
+                .is_some_and(|n| crate::tail::identity::is_rotated_name(name, n))
+            {
+                add(&dir.join(n));
             }
         }
     }
@@ -86,6 +107,9 @@ impl ParityChecker {
                 Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
                 Err(RecvTimeoutError::Timeout) => {}
             }
+            // One listing per folder and one connection per round.
+            let mut listings = Listings::default();
+            let mut mirror = None;
             for (ledger, (_, metrics)) in self.ledgers.iter().zip(&self.metrics) {
                 if self.shared.stopping() {
                     return;
@@ -93,12 +117,12 @@ impl ParityChecker {
                 // Nothing changed since the last full check (no file of the
                 // ledger, not the database): its result stands, and an idle
                 // sidecar stays idle whatever the ledger's size.
-                let stamps = stamps(&ledger.path, Some(&self.db));
+                let stamps = stamps_with(&ledger.path, Some(&self.db), &mut listings);
                 if last_checked.get(&ledger.name) == Some(&stamps) {
                     metrics.record_parity_unchanged();
                     continue;
                 }
-                if self.check(ledger, metrics, &mut built_on) {
+                if self.check(ledger, metrics, &mut mirror, &mut built_on) {
                     last_checked.insert(ledger.name.clone(), stamps);
                 }
             }
@@ -112,14 +136,20 @@ impl ParityChecker {
         &self,
         ledger: &LedgerSettings,
         metrics: &LedgerMetrics,
+        mirror: &mut Option<Mirror>,
         built_on: &mut HashMap<String, crate::parity::Checked>,
     ) -> bool {
-        let mirror = match Mirror::open(&self.db, Access::ReadOnly) {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::warn!(ledger = %ledger.name, error = %e, "parity check skipped: cannot open the mirror");
-                return false;
+        if mirror.is_none() {
+            match Mirror::open(&self.db, Access::ReadOnly) {
+                Ok(m) => *mirror = Some(m),
+                Err(e) => {
+                    tracing::warn!(ledger = %ledger.name, error = %e, "parity check skipped: cannot open the mirror");
+                    return false;
+                }
             }
+        }
+        let Some(mirror) = mirror.as_ref() else {
+            return false;
         };
         // The keys and policy of now: a reload since the start changes how
         // the files are read (which events are authentic).
@@ -142,7 +172,7 @@ impl ParityChecker {
             !self.shared.stopping()
         };
         let previous = built_on.remove(&ledger.name);
-        match crate::parity::recheck_since(ledger, &mirror, previous.as_ref(), &mut pace) {
+        match crate::parity::recheck_since(ledger, mirror, previous.as_ref(), &mut pace) {
             Ok(Some((p, next))) => {
                 if let Some(next) = next {
                     built_on.insert(ledger.name.clone(), next);

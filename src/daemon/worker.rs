@@ -1,128 +1,236 @@
-//! One ledger's thread in `run`: follows the ledger (notify wake-ups, a
-//! stat poll as the guarantee), catches up, takes reloads, and backs off
-//! and starts again from its checkpoint after any failure.
+//! One ledger in `run`: a [`Follower`] that a runner thread steps when the
+//! ledger is woken (a file event, its poll timer, a reload, the stop). A
+//! step catches up, takes a reload, and after any failure backs off and
+//! starts again from the checkpoint. Between steps it holds its open
+//! mirror connection and tailer, but no thread.
 
-use std::path::{Path, PathBuf};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{Shared, Wake};
+use super::schedule::{Next, Schedule};
+use super::watch::Watch;
+use super::{Reloadable, Shared, Wake};
 use crate::config::LedgerSettings;
 use crate::mirror::{Access, Mirror, MirrorError};
 use crate::shipper::{Batching, ShipError, Shipper};
 use crate::telemetry::{LedgerMetrics, StatusBoard};
+use crate::verifier::{Pool, Verifiers};
 
 /// Backoff after a failure: doubles from 250 ms up to 5 s (short enough
 /// that mirroring resumes promptly once a disk has space again).
 const BACKOFF_FIRST: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
-/// One ledger's thread.
-pub(super) struct Worker {
-    pub(super) ledger: LedgerSettings,
+/// While the ledger's folder is watched and its file events have not been
+/// caught missing a change, the stat poll is only a safety net, this
+/// rare: a thousand idle ledgers cost next to nothing.
+const WATCHED_POLL: Duration = Duration::from_secs(60);
+
+/// Timer steps that found lines no file event announced, in a row, before
+/// the ledger is polled at `poll_interval` (one can be a race with an
+/// event in flight; two are a filesystem that sends none, such as NFS).
+const MISSES_BEFORE_POLLING: u32 = 2;
+
+/// A step catching up a long backlog gives the other ledgers a turn after
+/// this long (at a batch boundary, when any is waiting).
+const SLICE: Duration = Duration::from_millis(200);
+
+/// What a follower needs from the daemon.
+pub(super) struct Context {
     pub(super) db: PathBuf,
     pub(super) batching: Batching,
     pub(super) poll: Duration,
     pub(super) shared: Arc<Shared>,
-    pub(super) metrics: LedgerMetrics,
     pub(super) board: StatusBoard,
-    /// Handed to the file watcher.
-    pub(super) wake_tx: Sender<Wake>,
+    pub(super) pool: Pool,
+    pub(super) watch: Arc<Watch>,
+    pub(super) schedule: Arc<Schedule>,
 }
 
-impl Worker {
-    pub(super) fn run(self, wake: Receiver<Wake>) {
-        let name = self.ledger.name.clone();
-        let mut backoff = BACKOFF_FIRST;
-        loop {
-            let began = Instant::now();
-            let outcome =
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.follow(&wake)));
-            let trouble = match outcome {
-                Ok(Ok(())) => return,
-                Ok(Err(e)) => {
-                    let mirror_error =
-                        e.downcast_ref::<MirrorError>()
-                            .or(match e.downcast_ref::<ShipError>() {
-                                Some(ShipError::Mirror(m)) => Some(m),
-                                _ => None,
-                            });
-                    if mirror_error.is_some() {
-                        self.metrics.commit_failures.inc();
-                    }
-                    let hint = crate::commands::hint_for(&e).unwrap_or_default();
-                    if matches!(mirror_error, Some(MirrorError::Replaced { .. })) {
-                        tracing::error!(
-                            ledger = %name,
-                            db = %self.db.display(),
-                            error = format!("{e:#}"),
-                            "THE MIRROR FILE WAS DELETED OR REPLACED while running: nothing more goes into the old file; the mirror at the path is opened again (a missing one is created and rebuilt from the ledger's files)"
-                        );
-                    } else {
-                        tracing::error!(
-                            ledger = %name,
-                            error = format!("{e:#}"),
-                            hint,
-                            retry_in = ?backoff,
-                            "ledger worker failed; nothing is lost: it starts again from its checkpoint"
-                        );
-                    }
-                    if hint.is_empty() {
-                        format!("{e:#}")
-                    } else {
-                        format!("{e:#} (hint: {hint})")
-                    }
-                }
-                Err(_) => {
-                    tracing::error!(ledger = %name, retry_in = ?backoff, "ledger worker panicked; it starts again from its checkpoint");
-                    "the worker panicked".to_owned()
-                }
-            };
-            // A worker that ran well for a while starts its backoff afresh.
-            if began.elapsed() > BACKOFF_MAX * 2 {
-                backoff = BACKOFF_FIRST;
-            }
-            self.metrics.worker_restarts.inc();
-            self.metrics.mirror_unavailable.set(1);
-            self.board
-                .update(&name, |s| s.trouble = Some(format!("{trouble} (retrying)")));
-            if self.wait(&wake, backoff) == Some(Wake::Stop) || self.shared.stopping() {
-                return;
-            }
-            backoff = (backoff * 2).min(BACKOFF_MAX);
+/// One ledger: its settings, its gauges, and (between steps) its open
+/// shipper.
+pub(super) struct Follower {
+    pub(super) index: usize,
+    pub(super) ledger: LedgerSettings,
+    pub(super) metrics: LedgerMetrics,
+    pub(super) context: Arc<Context>,
+    open: Option<Open>,
+    backoff: Duration,
+    /// Timer steps in a row that found unannounced lines.
+    misses: u32,
+    /// File events are trusted to announce every change.
+    notify_trusted: bool,
+}
+
+/// A ledger being followed: what `follow` kept between wake-ups.
+struct Open {
+    shipper: Shipper,
+    config: Arc<Reloadable>,
+    record_judged: bool,
+    /// The first step after opening judges a halted ledger again once: if
+    /// the cause is gone (the missing file is back), it goes on.
+    starting: bool,
+    /// While halted nothing is read, but the lag behind the halt is still
+    /// shown: worked out again whenever a file changed.
+    halted_lag_for: Option<Vec<super::parity::FileStamp>>,
+    waiting: bool,
+    since: Instant,
+}
+
+/// What one step saw.
+struct Stepped {
+    /// It opened the ledger (a start, or after a failure).
+    opened: bool,
+    /// It read new lines.
+    new_lines: bool,
+    /// It stopped to give other ledgers a turn.
+    yielded: bool,
+}
+
+impl Follower {
+    pub(super) fn new(
+        index: usize,
+        ledger: LedgerSettings,
+        metrics: LedgerMetrics,
+        context: Arc<Context>,
+    ) -> Follower {
+        // A symlinked ledger's file may live in a folder not watched.
+        let notify_trusted = !ledger.follow_symlink;
+        Follower {
+            index,
+            ledger,
+            metrics,
+            context,
+            open: None,
+            backoff: BACKOFF_FIRST,
+            misses: 0,
+            notify_trusted,
         }
     }
 
-    /// Waits for a wake-up or `timeout`; drains queued wake-ups (one
-    /// catch-up serves them all). Returns the strongest one seen.
-    fn wait(&self, wake: &Receiver<Wake>, timeout: Duration) -> Option<Wake> {
-        let first = match wake.recv_timeout(timeout) {
-            Ok(w) => Some(w),
-            Err(RecvTimeoutError::Timeout) => None,
-            Err(RecvTimeoutError::Disconnected) => Some(Wake::Stop),
+    /// One turn: catches up (or retries after a failure); says when to run
+    /// again.
+    pub(super) fn step(&mut self, wake: Option<Wake>) -> Next {
+        if wake == Some(Wake::Stop) || self.context.shared.stopping() {
+            self.open = None;
+            return Next::Finished;
+        }
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.advance()));
+        let trouble = match outcome {
+            Ok(Ok(stepped)) => {
+                if self.context.shared.stopping() {
+                    self.open = None;
+                    return Next::Finished;
+                }
+                if stepped.yielded {
+                    return Next::After(Duration::ZERO);
+                }
+                return Next::After(self.poll_after(wake, &stepped));
+            }
+            Ok(Err(e)) => self.failed(&e),
+            Err(_) => {
+                tracing::error!(ledger = %self.ledger.name, retry_in = ?self.backoff, "ledger worker panicked; it starts again from its checkpoint");
+                "the worker panicked".to_owned()
+            }
         };
-        let mut strongest = first;
-        while let Ok(w) = wake.try_recv() {
-            strongest = match (strongest, w) {
-                (Some(Wake::Stop), _) | (_, Wake::Stop) => Some(Wake::Stop),
-                (Some(Wake::Reload), _) | (_, Wake::Reload) => Some(Wake::Reload),
-                _ => Some(Wake::Files),
-            };
+        // A ledger that ran well for a while starts its backoff afresh.
+        if self
+            .open
+            .take()
+            .is_some_and(|o| o.since.elapsed() > BACKOFF_MAX * 2)
+        {
+            self.backoff = BACKOFF_FIRST;
         }
-        strongest
+        self.metrics.worker_restarts.inc();
+        self.metrics.mirror_unavailable.set(1);
+        self.context.board.update(&self.ledger.name, |s| {
+            s.trouble = Some(format!("{trouble} (retrying)"))
+        });
+        let wait = self.backoff;
+        self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+        Next::Backoff(wait)
     }
 
-    /// Follows the ledger until a stop; `Err` on a failure (the caller
-    /// backs off and calls again, from the checkpoint).
-    fn follow(&self, wake: &Receiver<Wake>) -> anyhow::Result<()> {
+    /// Logs a failure; returns what the status board shows.
+    fn failed(&self, e: &anyhow::Error) -> String {
+        let name = &self.ledger.name;
+        let mirror_error =
+            e.downcast_ref::<MirrorError>()
+                .or(match e.downcast_ref::<ShipError>() {
+                    Some(ShipError::Mirror(m)) => Some(m),
+                    _ => None,
+                });
+        if mirror_error.is_some() {
+            self.metrics.commit_failures.inc();
+        }
+        let hint = crate::commands::hint_for(e).unwrap_or_default();
+        if matches!(mirror_error, Some(MirrorError::Replaced { .. })) {
+            tracing::error!(
+                ledger = %name,
+                db = %self.context.db.display(),
+                error = format!("{e:#}"),
+                "THE MIRROR FILE WAS DELETED OR REPLACED while running: nothing more goes into the old file; the mirror at the path is opened again (a missing one is created and rebuilt from the ledger's files)"
+            );
+        } else {
+            tracing::error!(
+                ledger = %name,
+                error = format!("{e:#}"),
+                hint,
+                retry_in = ?self.backoff,
+                "ledger worker failed; nothing is lost: it starts again from its checkpoint"
+            );
+        }
+        if hint.is_empty() {
+            format!("{e:#}")
+        } else {
+            format!("{e:#} (hint: {hint})")
+        }
+    }
+
+    /// When to poll next: rarely while file events are trusted to announce
+    /// every change, every `poll_interval` otherwise.
+    fn poll_after(&mut self, wake: Option<Wake>, stepped: &Stepped) -> Duration {
+        let poll = self.context.poll;
+        let watched = self.context.watch.ledger(self.index, &self.ledger.path);
+        if !watched || !self.notify_trusted {
+            return poll;
+        }
+        if stepped.new_lines && !stepped.opened {
+            if wake.is_none() {
+                self.misses += 1;
+                if self.misses >= MISSES_BEFORE_POLLING {
+                    self.notify_trusted = false;
+                    tracing::warn!(
+                        ledger = %self.ledger.name,
+                        file = %self.ledger.path.display(),
+                        poll = ?poll,
+                        "file events did not announce new lines (a network or FUSE filesystem?): polling every poll_interval_millis from now on"
+                    );
+                    self.context.watch.renew(&self.ledger.path);
+                    return poll;
+                }
+            } else {
+                self.misses = 0;
+            }
+        }
+        poll.max(WATCHED_POLL)
+    }
+
+    /// Opens the mirror and the shipper, from the checkpoint.
+    fn open(&self) -> anyhow::Result<Open> {
         use anyhow::Context as _;
         let name = &self.ledger.name;
-        let mirror = Mirror::open(&self.db, Access::ReadWrite)
+        let mirror = Mirror::open(&self.context.db, Access::ReadWrite)
             .with_context(|| format!("ledger `{name}`: opening the mirror"))?;
-        let mut config = self.shared.current();
-        let mut shipper = Shipper::new(config.ledger(&self.ledger), mirror, self.batching)?;
-        let mut record_judged = shipper.rejudge_if_changed()?;
+        let config = self.context.shared.current();
+        let mut shipper = Shipper::with_verifiers(
+            config.ledger(&self.ledger),
+            mirror,
+            self.context.batching,
+            Verifiers::on(&self.context.pool),
+        )?;
+        let record_judged = shipper.rejudge_if_changed()?;
         let state = shipper.state();
         self.metrics.record_heads(
             state.head.map(|h| h.seq),
@@ -130,74 +238,93 @@ impl Worker {
             shipper.head_in_live_file(),
         );
         self.publish(&shipper, false);
-        let mut watcher = watch(&self.ledger.path, self.wake_tx.clone());
-        // A ledger halted before this start is judged again once: if the
-        // cause is gone (the missing file is back), it goes on.
-        let mut starting = true;
-        // While halted nothing is read, but the lag behind the halt is
-        // still shown: worked out again whenever a file changed.
-        let mut halted_lag_for: Option<Vec<super::parity::FileStamp>> = None;
-        let mut waiting = false;
-        loop {
-            let latest = self.shared.current();
-            if latest.generation != config.generation {
-                config = latest;
-                let now = config.ledger(&self.ledger);
-                let was = shipper.settings();
-                if now.keys != was.keys || now.signatures != was.signatures {
-                    record_judged = true;
-                }
-                shipper.reconfigure(now.keys, now.signatures)?;
+        Ok(Open {
+            shipper,
+            config,
+            record_judged,
+            starting: true,
+            halted_lag_for: None,
+            waiting: false,
+            since: Instant::now(),
+        })
+    }
+
+    /// The body of a step: what `follow` did at each wake-up.
+    fn advance(&mut self) -> anyhow::Result<Stepped> {
+        let opened = self.open.is_none();
+        let mut open = match self.open.take() {
+            Some(o) => o,
+            None => self.open()?,
+        };
+        let mut stepped = Stepped {
+            opened,
+            new_lines: false,
+            yielded: false,
+        };
+        self.advance_open(&mut open, &mut stepped)?;
+        self.open = Some(open);
+        Ok(stepped)
+    }
+
+    fn advance_open(&self, open: &mut Open, stepped: &mut Stepped) -> anyhow::Result<()> {
+        let name = &self.ledger.name;
+        let latest = self.context.shared.current();
+        if latest.generation != open.config.generation {
+            open.config = latest;
+            let now = open.config.ledger(&self.ledger);
+            let was = open.shipper.settings();
+            if now.keys != was.keys || now.signatures != was.signatures {
+                open.record_judged = true;
             }
-            if shipper.state().halt.is_none() || starting {
-                let (metrics, board) = (&self.metrics, &self.board);
-                // After every batch, so that a long catch-up shows its lag.
-                let mut observe = |b: &crate::shipper::BatchStats<'_>| {
-                    metrics.record_batch(b);
-                    let lag = metrics.lag_events();
-                    board.update(name, |s| s.lag_events = lag);
-                };
-                shipper.catch_up(&self.shared.stop, &mut observe)?;
-                if record_judged {
-                    shipper.record_judged_with()?;
-                    record_judged = false;
-                }
-            }
-            starting = false;
-            self.note_waiting(&shipper, &mut waiting);
-            if shipper.state().halt.is_none() {
-                self.metrics.set_lag_bytes(shipper.lag_bytes()?);
-                halted_lag_for = None;
-            } else {
-                let files_now = super::parity::stamps(&self.ledger.path, None);
-                if halted_lag_for.as_ref() != Some(&files_now) {
-                    // Halted: what waits behind the halt, from the
-                    // checkpoint and a fresh look at the files.
-                    self.metrics.set_lag_bytes(shipper.lag_bytes()?);
-                    let state = shipper.state();
-                    self.metrics.record_heads(
-                        state.head.map(|h| h.seq),
-                        state.anchor.map(|h| h.seq),
-                        shipper.head_in_live_file(),
-                    );
-                    halted_lag_for = Some(files_now);
-                }
-            }
-            // An idle ledger commits nothing, so the mirror being deleted
-            // is looked for at every wake-up too, not only at commits.
-            shipper.mirror().check_in_place()?;
-            self.publish(&shipper, true);
-            self.metrics.mirror_unavailable.set(0);
-            if self.shared.stopping() {
-                return Ok(());
-            }
-            if self.wait(wake, self.poll) == Some(Wake::Stop) {
-                return Ok(());
-            }
-            if watcher.is_none() {
-                watcher = watch(&self.ledger.path, self.wake_tx.clone());
+            open.shipper.reconfigure(now.keys, now.signatures)?;
+        }
+        let shipper = &mut open.shipper;
+        if shipper.state().halt.is_none() || open.starting {
+            let (metrics, board) = (&self.metrics, &self.context.board);
+            // After every batch, so that a long catch-up shows its lag.
+            let mut observe = |b: &crate::shipper::BatchStats<'_>| {
+                metrics.record_batch(b);
+                let lag = metrics.lag_events();
+                board.update(name, |s| s.lag_events = lag);
+            };
+            let began = Instant::now();
+            let schedule = &self.context.schedule;
+            let yield_now = || began.elapsed() >= SLICE && schedule.others_waiting();
+            let report =
+                shipper.catch_up_until(&self.context.shared.stop, &yield_now, &mut observe)?;
+            stepped.new_lines = report.blank > 0 || report.verdicts.values().any(|n| *n > 0);
+            stepped.yielded = report.yielded;
+            if open.record_judged && !report.yielded {
+                shipper.record_judged_with()?;
+                open.record_judged = false;
             }
         }
+        open.starting = false;
+        self.note_waiting(shipper, &mut open.waiting);
+        if shipper.state().halt.is_none() {
+            self.metrics.set_lag_bytes(shipper.lag_bytes()?);
+            open.halted_lag_for = None;
+        } else {
+            let files_now = super::parity::stamps(&self.ledger.path, None);
+            if open.halted_lag_for.as_ref() != Some(&files_now) {
+                // Halted: what waits behind the halt, from the checkpoint
+                // and a fresh look at the files.
+                self.metrics.set_lag_bytes(shipper.lag_bytes()?);
+                let state = shipper.state();
+                self.metrics.record_heads(
+                    state.head.map(|h| h.seq),
+                    state.anchor.map(|h| h.seq),
+                    shipper.head_in_live_file(),
+                );
+                open.halted_lag_for = Some(files_now);
+            }
+        }
+        // An idle ledger commits nothing, so the mirror being deleted is
+        // looked for at every step too, not only at commits.
+        shipper.mirror().check_in_place()?;
+        self.publish(shipper, true);
+        self.metrics.mirror_unavailable.set(0);
+        Ok(())
     }
 
     /// A ledger with no file at all yet is waited for (an application that
@@ -219,7 +346,7 @@ impl Worker {
                 tracing::info!(ledger = %self.ledger.name, file = %path, "the ledger's file is there: following it");
             }
             *waiting = now;
-            self.board.update(&self.ledger.name, |s| {
+            self.context.board.update(&self.ledger.name, |s| {
                 s.waiting_for = now.then_some(path);
             });
         }
@@ -233,7 +360,7 @@ impl Worker {
         let verdict = state.halt.as_ref().map(|h| h.verdict.as_str().to_owned());
         self.metrics.set_halted(halted.is_some());
         let lag = self.metrics.lag_events();
-        self.board.update(&self.ledger.name, |s| {
+        self.context.board.update(&self.ledger.name, |s| {
             s.halted = halted;
             s.halt_verdict = verdict;
             if healthy {
@@ -241,43 +368,5 @@ impl Worker {
             }
             s.lag_events = lag;
         });
-    }
-}
-
-/// Watches the ledger's directory; file events for the ledger's files wake
-/// the worker. `None` when the directory cannot be watched (yet): polling
-/// carries on, and the worker tries again after each poll.
-fn watch(live: &Path, tx: Sender<Wake>) -> Option<notify::RecommendedWatcher> {
-    use notify::{EventKind, RecursiveMode, Watcher as _};
-    let dir = live.parent()?.to_path_buf();
-    let name = live.file_name()?.to_str()?.to_owned();
-    let handler = move |res: notify::Result<notify::Event>| {
-        let Ok(event) = res else { return };
-        // Our own reads show up as access events: they must not wake us.
-        if matches!(event.kind, EventKind::Access(_)) {
-            return;
-        }
-        let ours = event.paths.iter().any(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n == name || crate::tail::identity::is_rotated_name(&name, n))
-        });
-        if ours || event.paths.is_empty() {
-            let _ = tx.send(Wake::Files);
-        }
-    };
-    let mut watcher = match notify::recommended_watcher(handler) {
-        Ok(w) => w,
-        Err(e) => {
-            tracing::debug!(error = %e, "no file watcher: polling only");
-            return None;
-        }
-    };
-    match watcher.watch(&dir, RecursiveMode::NonRecursive) {
-        Ok(()) => Some(watcher),
-        Err(e) => {
-            tracing::debug!(dir = %dir.display(), error = %e, "cannot watch the ledger's folder yet: polling");
-            None
-        }
     }
 }

@@ -117,6 +117,25 @@ impl Framer {
         self.read_offset() - self.position()
     }
 
+    /// Gives back a buffer larger than `keep` bytes, keeping the bytes not
+    /// yet returned as lines (an unfinished line, normally none).
+    pub fn trim(&mut self, keep: usize) {
+        let held = self.end - self.start;
+        if self.buf.len() <= keep || held > keep {
+            return;
+        }
+        let mut smaller = Vec::with_capacity(keep);
+        smaller.extend_from_slice(&self.buf[self.start..self.end]);
+        self.base += self.start as u64;
+        self.end = held;
+        self.scan_from = self.scan_from.saturating_sub(self.start);
+        if let Some(lf) = &mut self.found_lf {
+            *lf = lf.saturating_sub(self.start);
+        }
+        self.start = 0;
+        self.buf = smaller;
+    }
+
     /// A writable region of at least `want` bytes for the next read.
     pub fn spare(&mut self, want: usize) -> &mut [u8] {
         if self.start > 0 && (self.start == self.end || self.start >= self.buf.len() / 2) {
@@ -315,6 +334,37 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(out[2], Owned::Line(1_000_104, b"next".to_vec()));
+    }
+
+    #[test]
+    fn trimming_keeps_the_unfinished_line_and_the_offsets() {
+        let mut f = Framer::new(50, 1000);
+        let mut out = Vec::new();
+        let mut big = vec![b'a'; 300];
+        big.push(b'\n');
+        for _ in 0..100 {
+            f.push(&big);
+        }
+        f.push(b"unfin");
+        drain(&mut f, &mut out);
+        assert_eq!(out.len(), 100);
+        assert!(f.buf.len() >= 30_000);
+        f.trim(64);
+        assert!(f.buf.capacity() <= 64, "the big buffer is gone");
+        assert_eq!(f.position(), 50 + 100 * 301);
+        f.push(b"ished\nnext\n");
+        drain(&mut f, &mut out);
+        assert_eq!(
+            out[100],
+            Owned::Line(50 + 100 * 301, b"unfinished".to_vec())
+        );
+        assert_eq!(out[101], Owned::Line(50 + 100 * 301 + 11, b"next".to_vec()));
+        // Nothing is dropped when more than `keep` is still unfinished.
+        f.push(&[b'z'; 100]);
+        f.trim(64);
+        f.push(b"\n");
+        drain(&mut f, &mut out);
+        assert_eq!(out[102], Owned::Line(50 + 100 * 301 + 16, vec![b'z'; 100]));
     }
 
     #[test]

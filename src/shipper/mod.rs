@@ -89,6 +89,9 @@ pub struct Report {
     pub commits: u64,
     /// Set when the ledger is halted (now or from before).
     pub halt: Option<Halt>,
+    /// Stopped after a batch because `yield_now` asked (more may be on
+    /// disk: call again).
+    pub yielded: bool,
 }
 
 impl Report {
@@ -177,11 +180,27 @@ pub struct Shipper {
 }
 
 impl Shipper {
-    /// Loads the ledger's checkpoint (if any) from the mirror.
+    /// Loads the ledger's checkpoint (if any) from the mirror; lines are
+    /// examined by a verifier pool of its own, a thread per core.
     pub fn new(
         ledger: LedgerSettings,
         mirror: Mirror,
         batching: Batching,
+    ) -> Result<Shipper, ShipError> {
+        let verifiers = Verifiers::per_core().map_err(|source| ShipError::Io {
+            ledger: ledger.name.clone(),
+            path: "verifier threads".into(),
+            source,
+        })?;
+        Shipper::with_verifiers(ledger, mirror, batching, verifiers)
+    }
+
+    /// As [`Shipper::new`], on a verifier pool shared with other ledgers.
+    pub fn with_verifiers(
+        ledger: LedgerSettings,
+        mirror: Mirror,
+        batching: Batching,
+        verifiers: Verifiers,
     ) -> Result<Shipper, ShipError> {
         let state = mirror
             .state(&ledger.name)?
@@ -195,7 +214,6 @@ impl Shipper {
             );
         }
         let last_seq_seen = state.head.map(|h| h.seq);
-        let ledger_name = ledger.name.clone();
         Ok(Shipper {
             ledger,
             mirror,
@@ -208,11 +226,7 @@ impl Shipper {
             resolving: false,
             refusals: refusals::RefusalLog::default(),
             last_seq_seen,
-            verifiers: Verifiers::per_core().map_err(|source| ShipError::Io {
-                ledger: ledger_name.clone(),
-                path: "verifier threads".into(),
-                source,
-            })?,
+            verifiers,
         })
     }
 
@@ -304,6 +318,18 @@ impl Shipper {
         stop: &AtomicBool,
         observe: &mut dyn FnMut(&BatchStats<'_>),
     ) -> Result<Report, ShipError> {
+        self.catch_up_until(stop, &|| false, observe)
+    }
+
+    /// As [`Shipper::catch_up`], but also stops after any committed batch
+    /// when `yield_now` says so (`run` lets other ledgers have a turn),
+    /// with [`Report::yielded`] set.
+    pub fn catch_up_until(
+        &mut self,
+        stop: &AtomicBool,
+        yield_now: &dyn Fn() -> bool,
+        observe: &mut dyn FnMut(&BatchStats<'_>),
+    ) -> Result<Report, ShipError> {
         let mut report = Report::default();
         let tailer = match self.tailer.take() {
             Some(t) => self.check_behind(t, &mut report)?,
@@ -313,7 +339,7 @@ impl Shipper {
             return Ok(report);
         };
         tailer.hold_finished_files();
-        let result = self.drain(&mut tailer, stop, observe, &mut report);
+        let result = self.drain(&mut tailer, stop, yield_now, observe, &mut report);
         match &result {
             // Followed again next time, unless halted (a restart or reload
             // judges again from the checkpoint) or the file went away.
@@ -341,6 +367,7 @@ impl Shipper {
         &mut self,
         tailer: &mut Tailer,
         stop: &AtomicBool,
+        yield_now: &dyn Fn() -> bool,
         observe: &mut dyn FnMut(&BatchStats<'_>),
         report: &mut Report,
     ) -> Result<bool, ShipError> {
@@ -360,8 +387,9 @@ impl Shipper {
             self.ledger.max_line_bytes,
         );
         let max_events = self.batching.max_events;
-        let mut events: Vec<EventRow> = Vec::with_capacity(max_events.min(4096));
-        let mut seen_at: Vec<Instant> = Vec::with_capacity(max_events.min(4096));
+        // Grown as needed: a live ledger's catch-up takes a line or two.
+        let mut events: Vec<EventRow> = Vec::new();
+        let mut seen_at: Vec<Instant> = Vec::new();
         let mut quarantine: Vec<QuarantineRow> = Vec::new();
         let mut verdicts: Vec<Verdict> = Vec::new();
         let mut reading = Reading::default();
@@ -579,6 +607,13 @@ impl Shipper {
                 return Ok(reading.keep);
             }
             if stop.load(Ordering::Relaxed) {
+                self.abandon(placing);
+                return Ok(false);
+            }
+            if yield_now() {
+                // Read ahead of the checkpoint: the next call opens the
+                // files again at the checkpoint.
+                report.yielded = true;
                 self.abandon(placing);
                 return Ok(false);
             }

@@ -66,7 +66,7 @@ impl Shipper {
                 break;
             }
             self.verifiers
-                .send(chunk, rules)
+                .send(chunk, rules, reading.done)
                 .map_err(|e| self.pool_err(e))?;
         }
         Ok(())

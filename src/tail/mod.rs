@@ -36,6 +36,7 @@ pub const TAIL_CHECK_BYTES: u64 = 64;
 
 /// Size of one read.
 const READ_CHUNK: usize = 256 * 1024;
+const MIN_READ: usize = 4096;
 
 /// What [`Tailer::refresh`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -235,7 +236,14 @@ impl Tailer {
             if cur.framer.ready() {
                 break;
             }
-            let n = cur.file.read(cur.framer.spare(READ_CHUNK))?;
+            // Read what is there, up to READ_CHUNK: a live ledger's new
+            // line needs a few KiB of buffer, not a catch-up's 256 KiB
+            // (a thousand ledgers each holding one add up).
+            let waiting = cur.file.metadata().map_or(READ_CHUNK as u64, |m| {
+                m.len().saturating_sub(cur.framer.read_offset())
+            });
+            let want = (waiting.saturating_add(1) as usize).clamp(MIN_READ, READ_CHUNK);
+            let n = cur.file.read(cur.framer.spare(want))?;
             if n > 0 {
                 cur.framer.filled(n);
                 cur.read_at = Instant::now();
@@ -337,6 +345,10 @@ impl Tailer {
     /// committed, so only the file being read can hold the next checkpoint.
     pub fn release_finished(&mut self) {
         self.finished.clear();
+        // Caught up: a catch-up's large buffer is not kept while waiting.
+        if let Some(cur) = &mut self.current {
+            cur.framer.trim(4 * MIN_READ);
+        }
     }
 
     /// Finished files held open (for tests and metrics).

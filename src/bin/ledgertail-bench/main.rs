@@ -18,6 +18,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+
+mod many;
 use ledgertail::ledger::frame::{Frame, Framer};
 use ledgertail::ledger::{authenticate, examine_each, Examined, KeyRing, SignaturePolicy};
 use ledgertail::mirror::{Access, Mirror};
@@ -47,6 +49,9 @@ struct Args {
     /// Events of the largest `verify` case (every event with an id).
     #[arg(long, default_value_t = 10_000_000)]
     verify_events: u64,
+    /// Ledgers in the "many ledgers in one `run`" case.
+    #[arg(long, default_value_t = 1000)]
+    ledgers: usize,
     /// A quick run (CI): 20,000 events, one repetition, 2 s phases.
     #[arg(long)]
     smoke: bool,
@@ -58,7 +63,7 @@ struct Args {
     #[arg(long)]
     ledgertail: Option<PathBuf>,
     /// Run only these sections (default: all): catch-up, live, tail,
-    /// verify, parity, idle, ledgers.
+    /// verify, parity, ledgers, idle.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
 }
@@ -79,6 +84,7 @@ fn main() {
     if args.smoke {
         args.events = 20_000;
         args.verify_events = 20_000;
+        args.ledgers = 50;
         args.repeat = 1;
         args.live_secs = 2;
         args.idle_secs = 2;
@@ -126,6 +132,32 @@ fn main() {
     if wanted("parity") {
         println!("\n## Parity check cost (`run`'s periodic check)\n");
         parity_cost(&binary, &dir.join("parity"), args.events);
+    }
+    if wanted("ledgers") {
+        println!("\n## Many ledgers in one `run`\n");
+        let f = many::many_ledgers(
+            &binary,
+            &dir.join("many"),
+            args.ledgers,
+            args.idle_secs,
+            args.live_secs,
+        );
+        println!("{} ledgers in one folder, {} events each at the start; then idle for {} s; then each ledger receiving {} events/s for {} s (a tenth of the ledgers written every 10 ms). Latency from the line written to its checkpoint visible in SQLite (a reader polling every 2 ms).\n", f.ledgers, 20, args.idle_secs, f.rate_each, args.live_secs);
+        println!("| ledgers | threads | catch-up s | idle CPU-s/min | events | p50 ms | p99 ms | max ms | kept up | peak RSS MiB |");
+        println!("|---|---|---|---|---|---|---|---|---|---|");
+        println!(
+            "| {} | {} | {:.1} | {:.3} | {} | {:.2} | {:.2} | {:.2} | {} | {:.1} |",
+            f.ledgers,
+            f.threads,
+            f.catch_up_secs,
+            f.idle_cpu_per_min,
+            f.events,
+            f.p50,
+            f.p99,
+            f.max,
+            if f.kept_up { "yes" } else { "NO" },
+            f.peak_rss_mib
+        );
     }
     if wanted("idle") {
         println!("\n## Idle cost (`run` with nothing to do)\n");
@@ -964,12 +996,7 @@ fn live(binary: &Path, dir: &Path, rate: u64, secs: u64) -> Live {
     let _ = producer.join();
     stop(child);
     latencies.sort_by(f64::total_cmp);
-    let pct = |p: f64| {
-        latencies
-            .get(((latencies.len() as f64 - 1.0) * p) as usize)
-            .copied()
-            .unwrap_or(f64::NAN)
-    };
+    let pct = |p: f64| percentile(&latencies, p);
     Live {
         events: seen,
         p50: pct(0.5),
@@ -1021,6 +1048,14 @@ fn cpu_seconds(pid: u32) -> f64 {
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     ticks / hz
+}
+
+/// The `p` quantile of sorted figures (NaN when there are none).
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted
+        .get(((sorted.len() as f64 - 1.0) * p) as usize)
+        .copied()
+        .unwrap_or(f64::NAN)
 }
 
 fn median(v: &[f64]) -> f64 {

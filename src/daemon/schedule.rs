@@ -1,0 +1,320 @@
+//! The run queue of `run`: which ledger a runner thread serves next.
+//!
+//! A ledger costs no thread while it waits. It is *queued* by a wake-up (a
+//! file event, a reload, the stop) or by its timer (the next poll, the end
+//! of a backoff), taken by one runner at a time, and *idle* again when its
+//! step is done. Wake-ups that arrive while it is queued or running are
+//! merged into one (the strongest: stop, then reload, then files), so a
+//! busy ledger is served again at once, and a flood of file events costs
+//! one catch-up. Ledgers are served in the order they were queued, so no
+//! ledger starves another.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use super::Wake;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Idle,
+    Queued,
+    Running,
+    /// Stopped for good (after a stop): never queued again.
+    Finished,
+}
+
+#[derive(Debug)]
+struct Slot {
+    phase: Phase,
+    /// Wake-ups not yet handed to a step, merged.
+    wake: Option<Wake>,
+    /// When the timer queues it (`None`: no timer).
+    due: Option<Instant>,
+    /// In a backoff: only a stop queues it before its timer.
+    held: bool,
+}
+
+struct State {
+    slots: Vec<Slot>,
+    queue: VecDeque<usize>,
+    /// Deadlines; an entry whose slot's `due` no longer matches is stale.
+    timers: BinaryHeap<Reverse<(Instant, usize)>>,
+}
+
+/// What a runner is handed: a ledger and why it was queued (`None`: its
+/// timer).
+pub(super) struct Turn {
+    pub(super) ledger: usize,
+    pub(super) wake: Option<Wake>,
+}
+
+/// What a step asks for next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Next {
+    /// Queue again after this long, or sooner on a wake-up.
+    After(Duration),
+    /// Ignore file wake-ups until this long has passed (a backoff); a
+    /// stop still comes through at once.
+    Backoff(Duration),
+    /// Stopped for good.
+    Finished,
+}
+
+pub(super) struct Schedule {
+    state: Mutex<State>,
+    changed: Condvar,
+}
+
+fn merge(a: Option<Wake>, b: Wake) -> Wake {
+    match (a, b) {
+        (Some(Wake::Stop), _) | (_, Wake::Stop) => Wake::Stop,
+        (Some(Wake::Reload), _) | (_, Wake::Reload) => Wake::Reload,
+        _ => Wake::Files,
+    }
+}
+
+impl Schedule {
+    /// `ledgers` slots, every one queued (each starts with a step).
+    pub(super) fn new(ledgers: usize) -> Schedule {
+        Schedule {
+            state: Mutex::new(State {
+                slots: (0..ledgers)
+                    .map(|_| Slot {
+                        phase: Phase::Queued,
+                        wake: None,
+                        due: None,
+                        held: false,
+                    })
+                    .collect(),
+                queue: (0..ledgers).collect(),
+                timers: BinaryHeap::new(),
+            }),
+            changed: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues `ledger` (if it is idle) with `wake`.
+    pub(super) fn wake(&self, ledger: usize, wake: Wake) {
+        let mut state = self.lock();
+        let Some(slot) = state.slots.get_mut(ledger) else {
+            return;
+        };
+        if slot.phase == Phase::Finished {
+            return;
+        }
+        // A backoff lets only a stop through; a poll timer, everything.
+        slot.wake = Some(merge(slot.wake, wake));
+        if slot.phase == Phase::Idle && (!slot.held || wake == Wake::Stop) {
+            slot.phase = Phase::Queued;
+            slot.due = None;
+            state.queue.push_back(ledger);
+            self.changed.notify_one();
+        }
+    }
+
+    pub(super) fn wake_all(&self, wake: Wake) {
+        let n = self.lock().slots.len();
+        for ledger in 0..n {
+            self.wake(ledger, wake);
+        }
+    }
+
+    /// The next ledger to serve; waits for one. `None` once every ledger
+    /// has finished.
+    pub(super) fn take(&self) -> Option<Turn> {
+        let mut state = self.lock();
+        loop {
+            let now = Instant::now();
+            while let Some(&Reverse((at, ledger))) = state.timers.peek() {
+                if at > now {
+                    break;
+                }
+                state.timers.pop();
+                let slot = &mut state.slots[ledger];
+                if slot.due == Some(at) && slot.phase == Phase::Idle {
+                    slot.due = None;
+                    slot.held = false;
+                    slot.phase = Phase::Queued;
+                    state.queue.push_back(ledger);
+                }
+            }
+            if let Some(ledger) = state.queue.pop_front() {
+                let slot = &mut state.slots[ledger];
+                slot.phase = Phase::Running;
+                slot.held = false;
+                let wake = slot.wake.take();
+                return Some(Turn { ledger, wake });
+            }
+            if state.slots.iter().all(|s| s.phase == Phase::Finished) {
+                self.changed.notify_all();
+                return None;
+            }
+            state = match state.timers.peek() {
+                Some(&Reverse((at, _))) => {
+                    let wait = at.saturating_duration_since(now);
+                    self.changed
+                        .wait_timeout(state, wait)
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0
+                }
+                None => self
+                    .changed
+                    .wait(state)
+                    .unwrap_or_else(PoisonError::into_inner),
+            };
+        }
+    }
+
+    /// A runner finished `ledger`'s step; `next` says when it wants to run
+    /// again.
+    pub(super) fn done(&self, ledger: usize, next: Next) {
+        let mut state = self.lock();
+        let now = Instant::now();
+        let slot = &mut state.slots[ledger];
+        match next {
+            Next::Finished => {
+                slot.phase = Phase::Finished;
+                slot.due = None;
+                // Runners waiting for the last one to finish must look.
+                self.changed.notify_all();
+            }
+            Next::After(wait) | Next::Backoff(wait) => {
+                let backoff = matches!(next, Next::Backoff(_));
+                let pending = slot.wake;
+                let let_through = match pending {
+                    Some(Wake::Stop) => true,
+                    Some(_) => !backoff,
+                    None => false,
+                };
+                if let_through {
+                    slot.phase = Phase::Queued;
+                    slot.due = None;
+                    slot.held = false;
+                    state.queue.push_back(ledger);
+                    self.changed.notify_one();
+                    return;
+                }
+                // Wake-ups held back by a backoff stay merged in `wake`:
+                // the step after it is told.
+                let at = now + wait;
+                slot.phase = Phase::Idle;
+                slot.due = Some(at);
+                slot.held = backoff;
+                let earliest = state.timers.peek().is_none_or(|Reverse((t, _))| at < *t);
+                state.timers.push(Reverse((at, ledger)));
+                if earliest {
+                    // A runner may be waiting for a later deadline.
+                    self.changed.notify_one();
+                }
+            }
+        }
+    }
+
+    /// Some ledger waits for a runner.
+    pub(super) fn others_waiting(&self) -> bool {
+        !self.lock().queue.is_empty()
+    }
+
+    /// The ledgers not finished (for the grace period's report).
+    pub(super) fn unfinished(&self) -> Vec<usize> {
+        self.lock()
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.phase != Phase::Finished)
+            .map(|(i, _)| i)
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn take_now(s: &Schedule) -> Turn {
+        s.take().expect("a ledger to serve")
+    }
+
+    #[test]
+    fn every_ledger_starts_queued_and_wakes_merge_while_running() {
+        let s = Schedule::new(3);
+        let order: Vec<usize> = (0..3).map(|_| take_now(&s).ledger).collect();
+        assert_eq!(order, [0, 1, 2]);
+        // Ledger 1 gets three wake-ups while running: one turn, the
+        // strongest wake.
+        s.wake(1, Wake::Files);
+        s.wake(1, Wake::Reload);
+        s.wake(1, Wake::Files);
+        s.done(0, Next::After(Duration::from_secs(3600)));
+        s.done(1, Next::After(Duration::from_secs(3600)));
+        let t = take_now(&s);
+        assert_eq!((t.ledger, t.wake), (1, Some(Wake::Reload)));
+        s.done(1, Next::After(Duration::from_secs(3600)));
+        s.done(2, Next::After(Duration::from_secs(3600)));
+        // Idle: a wake queues it at once.
+        s.wake(2, Wake::Files);
+        let t = take_now(&s);
+        assert_eq!((t.ledger, t.wake), (2, Some(Wake::Files)));
+    }
+
+    #[test]
+    fn timers_queue_idle_ledgers_in_deadline_order() {
+        let s = Schedule::new(2);
+        let (a, b) = (take_now(&s).ledger, take_now(&s).ledger);
+        s.done(a, Next::After(Duration::from_millis(60)));
+        s.done(b, Next::After(Duration::from_millis(20)));
+        let started = Instant::now();
+        let t = take_now(&s);
+        assert_eq!((t.ledger, t.wake), (b, None));
+        assert!(started.elapsed() >= Duration::from_millis(15));
+        assert_eq!(take_now(&s).ledger, a);
+        assert!(started.elapsed() >= Duration::from_millis(55));
+    }
+
+    #[test]
+    fn a_backoff_holds_file_wakes_back_but_not_a_stop() {
+        let s = Schedule::new(2);
+        let (a, b) = (take_now(&s).ledger, take_now(&s).ledger);
+        s.done(a, Next::Backoff(Duration::from_millis(80)));
+        s.done(b, Next::After(Duration::from_secs(3600)));
+        let started = Instant::now();
+        s.wake(a, Wake::Files);
+        let t = take_now(&s);
+        assert_eq!((t.ledger, t.wake), (a, Some(Wake::Files)));
+        assert!(
+            started.elapsed() >= Duration::from_millis(70),
+            "the file wake-up waited for the backoff"
+        );
+        s.done(a, Next::Backoff(Duration::from_secs(3600)));
+        s.wake(a, Wake::Stop);
+        let t = take_now(&s);
+        assert_eq!((t.ledger, t.wake), (a, Some(Wake::Stop)));
+    }
+
+    #[test]
+    fn take_ends_when_every_ledger_finished() {
+        let s = std::sync::Arc::new(Schedule::new(2));
+        let waiter = {
+            let s = s.clone();
+            std::thread::spawn(move || {
+                let mut served = Vec::new();
+                while let Some(t) = s.take() {
+                    served.push(t.ledger);
+                    s.done(t.ledger, Next::Finished);
+                }
+                served
+            })
+        };
+        let mut served = waiter.join().unwrap();
+        served.sort_unstable();
+        assert_eq!(served, [0, 1]);
+        assert!(s.unfinished().is_empty());
+        assert!(s.take().is_none());
+    }
+}
