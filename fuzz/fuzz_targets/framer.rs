@@ -1,6 +1,6 @@
 //! The framer fed arbitrary chunkings of arbitrary bytes, through both of
 //! its ways in (`push`, and `spare` + `filled` with short reads), asking
-//! `ready` at random: it must return exactly the complete lines of the
+//! `ready` and `trim` at random: it must return exactly the complete lines of the
 //! whole input, in order, at their offsets, with every line past the limit
 //! reported as too long with its length and first bytes; it must never
 //! return the unfinished tail, and its resume position must be just past
@@ -89,6 +89,10 @@ fuzz_target!(|input: &[u8]| {
         assert_eq!(framer.read_offset(), base + at as u64);
         if dice.next() % 3 == 0 {
             let _ = framer.ready();
+        }
+        // Giving the buffer back (as a caught-up tailer does) loses nothing.
+        if dice.next() % 5 == 0 {
+            framer.trim((dice.next() % 256) as usize);
         }
         while let Some(frame) = framer.next_frame() {
             got.push(owned(frame));

@@ -44,7 +44,10 @@ pub fn run(args: RunArgs, log: Option<LogControl>) -> anyhow::Result<ExitCode> {
     // that fails leaves no file behind.)
     drop(Mirror::open(&settings.db, Access::ReadWrite).context("opening the mirror")?);
     let _writer = crate::mirror::lock_writer(&settings.db, "run")?;
-    let checkpoints = Checkpointer::spawn(&settings.db, std::time::Duration::from_millis(500))
+    // Often: with many busy ledgers the WAL grows by tens of MiB a second,
+    // and a checkpoint left to the writer's own threshold stalls it (a
+    // checkpoint of a WAL with nothing new costs next to nothing).
+    let checkpoints = Checkpointer::spawn(&settings.db, std::time::Duration::from_millis(100))
         .context("starting WAL checkpoints")?;
     let listener = std::net::TcpListener::bind(settings.listen).map_err(|source| ListenError {
         addr: settings.listen.to_string(),

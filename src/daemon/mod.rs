@@ -2,8 +2,9 @@
 //! runners, the parity thread, the HTTP server, signals, reloads and a
 //! graceful stop.
 //!
-//! Threads are bounded by the cores, not by the ledgers: one runner per
-//! core steps whichever ledger is queued ([`schedule`]), one verifier pool
+//! Threads are bounded by the cores, not by the ledgers: one runner steps
+//! whichever ledgers are queued ([`schedule`]), writing them through one
+//! connection, several in one transaction ([`runner`]); one verifier pool
 //! examines every ledger's lines ([`crate::verifier::Pool`]), one file
 //! watcher serves every folder ([`watch`]). A waiting ledger holds its
 //! SQLite connection and open files, but no thread. It is queued by a
@@ -23,6 +24,7 @@
 //! [`worker`] holds a ledger's step; [`parity`] the periodic check.
 
 mod parity;
+mod runner;
 mod schedule;
 mod watch;
 mod worker;
@@ -30,7 +32,7 @@ mod worker;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -111,7 +113,7 @@ pub struct Daemon {
     overrides: Overrides,
     shared: Arc<Shared>,
     schedule: Arc<Schedule>,
-    runners: Vec<JoinHandle<()>>,
+    runner: Option<JoinHandle<()>>,
     parity: Option<(Sender<()>, JoinHandle<()>)>,
     log: Option<LogControl>,
 }
@@ -136,7 +138,6 @@ impl Daemon {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let schedule = Arc::new(Schedule::new(settings.ledgers.len()));
         let watch = Arc::new(watch::Watch::start(schedule.clone()));
-        watch.mirror(&settings.db);
         let context = Arc::new(Context {
             db: settings.db.clone(),
             batching: Batching::from_settings(&settings),
@@ -148,37 +149,33 @@ impl Daemon {
             schedule: schedule.clone(),
         });
         let mut all_metrics = Vec::new();
-        let mut followers = Vec::new();
-        for (index, ledger) in settings.ledgers.iter().enumerate() {
-            let metrics = telemetry.ledger(&ledger.name);
-            all_metrics.push((ledger.name.clone(), metrics.clone()));
-            followers.push(Mutex::new(Follower::new(
-                index,
-                ledger.clone(),
-                metrics,
-                context.clone(),
-            )));
+        for ledger in &settings.ledgers {
+            all_metrics.push((ledger.name.clone(), telemetry.ledger(&ledger.name)));
         }
-        let followers = Arc::new(followers);
-        // No more runners than ledgers: one ledger is stepped by one
-        // runner at a time.
-        let mut runners = Vec::new();
-        for n in 0..cores.min(settings.ledgers.len()).max(1) {
-            let (schedule, followers) = (schedule.clone(), followers.clone());
-            runners.push(
-                std::thread::Builder::new()
-                    .name(format!("runner-{n}"))
-                    .spawn(move || {
-                        while let Some(turn) = schedule.take() {
-                            let next = followers[turn.ledger]
-                                .lock()
-                                .unwrap_or_else(PoisonError::into_inner)
-                                .step(turn.wake);
-                            schedule.done(turn.ledger, next);
-                        }
-                    })?,
-            );
-        }
+        // The followers hold the runner's connection: they are made on
+        // its thread and never leave it.
+        let runner = {
+            let (schedule, context) = (schedule.clone(), context.clone());
+            let ledgers: Vec<_> = settings
+                .ledgers
+                .iter()
+                .cloned()
+                .zip(all_metrics.iter().map(|(_, m)| m.clone()))
+                .collect();
+            let db = settings.db.clone();
+            std::thread::Builder::new()
+                .name("runner".into())
+                .spawn(move || {
+                    let followers = ledgers
+                        .into_iter()
+                        .enumerate()
+                        .map(|(index, (ledger, metrics))| {
+                            Follower::new(index, ledger, metrics, context.clone())
+                        })
+                        .collect();
+                    runner::serve(followers, schedule, db);
+                })?
+        };
         let (parity_tx, parity_rx) = mpsc::channel();
         let parity = ParityChecker {
             db: settings.db.clone(),
@@ -196,7 +193,7 @@ impl Daemon {
             overrides,
             shared,
             schedule,
-            runners,
+            runner: Some(runner),
             parity: Some((parity_tx, parity_handle)),
             log,
         })
@@ -291,7 +288,7 @@ impl Daemon {
             let _ = tx.send(());
         }
         let deadline = Instant::now() + self.settings.run.shutdown_grace;
-        while Instant::now() < deadline && self.runners.iter().any(|h| !h.is_finished()) {
+        while Instant::now() < deadline && self.runner.as_ref().is_some_and(|h| !h.is_finished()) {
             std::thread::sleep(Duration::from_millis(5));
         }
         let busy: Vec<String> = self
@@ -303,7 +300,7 @@ impl Daemon {
         if !busy.is_empty() {
             return Ended::GraceExpired(busy);
         }
-        for h in self.runners.drain(..) {
+        if let Some(h) = self.runner.take() {
             let _ = h.join();
         }
         if let Some((_, h)) = self.parity.take() {

@@ -50,6 +50,15 @@ pub(super) struct Turn {
     pub(super) wake: Option<Wake>,
 }
 
+/// What [`Schedule::take_within`] found.
+pub(super) enum Taken {
+    Turn(Turn),
+    /// Nothing to do for the time given.
+    Idle,
+    /// Every ledger has finished.
+    Finished,
+}
+
 /// What a step asks for next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Next {
@@ -125,49 +134,77 @@ impl Schedule {
         }
     }
 
+    /// The next ledger queued (or due), if any, without waiting.
+    pub(super) fn try_take(&self) -> Option<Turn> {
+        let mut state = self.lock();
+        Self::fire_timers(&mut state, Instant::now());
+        let ledger = state.queue.pop_front()?;
+        let slot = &mut state.slots[ledger];
+        slot.phase = Phase::Running;
+        slot.held = false;
+        let wake = slot.wake.take();
+        Some(Turn { ledger, wake })
+    }
+
+    fn fire_timers(state: &mut State, now: Instant) {
+        while let Some(&Reverse((at, ledger))) = state.timers.peek() {
+            if at > now {
+                break;
+            }
+            state.timers.pop();
+            let slot = &mut state.slots[ledger];
+            if slot.due == Some(at) && slot.phase == Phase::Idle {
+                slot.due = None;
+                slot.held = false;
+                slot.phase = Phase::Queued;
+                state.queue.push_back(ledger);
+            }
+        }
+    }
+
     /// The next ledger to serve; waits for one. `None` once every ledger
     /// has finished.
+    #[cfg(test)]
     pub(super) fn take(&self) -> Option<Turn> {
+        loop {
+            match self.take_within(Duration::from_secs(3600)) {
+                Taken::Turn(t) => return Some(t),
+                Taken::Finished => return None,
+                Taken::Idle => {}
+            }
+        }
+    }
+
+    /// [`Schedule::take`], waiting at most `patience`.
+    pub(super) fn take_within(&self, patience: Duration) -> Taken {
+        let give_up = Instant::now() + patience;
         let mut state = self.lock();
         loop {
             let now = Instant::now();
-            while let Some(&Reverse((at, ledger))) = state.timers.peek() {
-                if at > now {
-                    break;
-                }
-                state.timers.pop();
-                let slot = &mut state.slots[ledger];
-                if slot.due == Some(at) && slot.phase == Phase::Idle {
-                    slot.due = None;
-                    slot.held = false;
-                    slot.phase = Phase::Queued;
-                    state.queue.push_back(ledger);
-                }
-            }
+            Self::fire_timers(&mut state, now);
             if let Some(ledger) = state.queue.pop_front() {
                 let slot = &mut state.slots[ledger];
                 slot.phase = Phase::Running;
                 slot.held = false;
                 let wake = slot.wake.take();
-                return Some(Turn { ledger, wake });
+                return Taken::Turn(Turn { ledger, wake });
             }
             if state.slots.iter().all(|s| s.phase == Phase::Finished) {
                 self.changed.notify_all();
-                return None;
+                return Taken::Finished;
             }
-            state = match state.timers.peek() {
-                Some(&Reverse((at, _))) => {
-                    let wait = at.saturating_duration_since(now);
-                    self.changed
-                        .wait_timeout(state, wait)
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .0
-                }
-                None => self
-                    .changed
-                    .wait(state)
-                    .unwrap_or_else(PoisonError::into_inner),
-            };
+            if now >= give_up {
+                return Taken::Idle;
+            }
+            let until = state
+                .timers
+                .peek()
+                .map_or(give_up, |&Reverse((at, _))| at.min(give_up));
+            state = self
+                .changed
+                .wait_timeout(state, until.saturating_duration_since(now))
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
         }
     }
 

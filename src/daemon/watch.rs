@@ -1,14 +1,13 @@
 //! One file watcher for every ledger of `run` (inotify through `notify`:
 //! one thread however many ledgers), each folder watched once. A file
-//! event is only a wake-up for the ledgers whose files it names; the
-//! mirror's own folder is watched too, so that a mirror deleted or
-//! replaced under an idle `run` is noticed at once.
+//! event is only a wake-up for the ledgers whose files it names. (The
+//! mirror's folder is not watched: every write to the WAL would be an
+//! event. The runner looks at the mirror file itself when idle.)
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
-use notify::event::ModifyKind;
 use notify::{EventKind, RecursiveMode, Watcher as _};
 
 use super::schedule::Schedule;
@@ -21,8 +20,6 @@ struct Folder {
     /// a dot and more: found by looking up each prefix before a dot, so an
     /// event costs the same with one ledger in the folder or a thousand).
     ledgers: HashMap<String, Vec<usize>>,
-    /// The mirror's file name, when it lives here.
-    mirror: Option<String>,
 }
 
 impl Folder {
@@ -79,17 +76,6 @@ impl Watch {
                 for ledger in folder.ledgers_named_by(name) {
                     schedule.wake(ledger, Wake::Files);
                 }
-                // Writes to the mirror are ours: only its removal,
-                // creation or renaming matters.
-                let replaced = matches!(
-                    event.kind,
-                    EventKind::Create(_)
-                        | EventKind::Remove(_)
-                        | EventKind::Modify(ModifyKind::Name(_))
-                );
-                if replaced && folder.mirror.as_deref() == Some(name) {
-                    schedule.wake_all(Wake::Files);
-                }
             }
         };
         let watcher = match notify::recommended_watcher(handler) {
@@ -134,14 +120,6 @@ impl Watch {
                 ledgers.push(ledger);
             }
         })
-    }
-
-    /// Watches the mirror's folder for the mirror being replaced.
-    pub(super) fn mirror(&self, db: &Path) -> bool {
-        let (Some(dir), Some(name)) = (db.parent(), db.file_name().and_then(|n| n.to_str())) else {
-            return false;
-        };
-        self.listen(dir, |folder| folder.mirror = Some(name.to_owned()))
     }
 
     /// Watches `dir` (once) and adds a listener with `add`.

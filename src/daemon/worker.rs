@@ -8,11 +8,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::runner::{Base, GROUP_SLICE};
 use super::schedule::{Next, Schedule};
 use super::watch::Watch;
 use super::{Reloadable, Shared, Wake};
 use crate::config::LedgerSettings;
-use crate::mirror::{Access, Mirror, MirrorError};
+use crate::mirror::MirrorError;
 use crate::shipper::{Batching, ShipError, Shipper};
 use crate::telemetry::{LedgerMetrics, StatusBoard};
 use crate::verifier::{Pool, Verifiers};
@@ -111,12 +112,15 @@ impl Follower {
 
     /// One turn: catches up (or retries after a failure); says when to run
     /// again.
-    pub(super) fn step(&mut self, wake: Option<Wake>) -> Next {
+    /// `grouped`: inside the runner's group transaction (see
+    /// [`super::runner`]), where a backlog gives way sooner.
+    pub(super) fn step(&mut self, wake: Option<Wake>, base: &Base, grouped: bool) -> Next {
         if wake == Some(Wake::Stop) || self.context.shared.stopping() {
             self.open = None;
             return Next::Finished;
         }
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.advance()));
+        let outcome =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.advance(base, grouped)));
         let trouble = match outcome {
             Ok(Ok(stepped)) => {
                 if self.context.shared.stopping() {
@@ -146,6 +150,21 @@ impl Follower {
         self.metrics.mirror_unavailable.set(1);
         self.context.board.update(&self.ledger.name, |s| {
             s.trouble = Some(format!("{trouble} (retrying)"))
+        });
+        let wait = self.backoff;
+        self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+        Next::Backoff(wait)
+    }
+
+    /// The group this ledger's step was in did not commit: what the step
+    /// did is gone, so the ledger reads its checkpoint again (after a
+    /// short backoff, in case the cause lasts).
+    pub(super) fn lost(&mut self, e: &MirrorError) -> Next {
+        self.open = None;
+        self.metrics.commit_failures.inc();
+        self.metrics.worker_restarts.inc();
+        self.context.board.update(&self.ledger.name, |s| {
+            s.trouble = Some(format!("{e} (retrying)"));
         });
         let wait = self.backoff;
         self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
@@ -218,10 +237,11 @@ impl Follower {
     }
 
     /// Opens the mirror and the shipper, from the checkpoint.
-    fn open(&self) -> anyhow::Result<Open> {
+    fn open(&self, base: &Base) -> anyhow::Result<Open> {
         use anyhow::Context as _;
         let name = &self.ledger.name;
-        let mirror = Mirror::open(&self.context.db, Access::ReadWrite)
+        let mirror = base
+            .share()
             .with_context(|| format!("ledger `{name}`: opening the mirror"))?;
         let config = self.context.shared.current();
         let mut shipper = Shipper::with_verifiers(
@@ -250,23 +270,28 @@ impl Follower {
     }
 
     /// The body of a step: what `follow` did at each wake-up.
-    fn advance(&mut self) -> anyhow::Result<Stepped> {
+    fn advance(&mut self, base: &Base, grouped: bool) -> anyhow::Result<Stepped> {
         let opened = self.open.is_none();
         let mut open = match self.open.take() {
             Some(o) => o,
-            None => self.open()?,
+            None => self.open(base)?,
         };
         let mut stepped = Stepped {
             opened,
             new_lines: false,
             yielded: false,
         };
-        self.advance_open(&mut open, &mut stepped)?;
+        self.advance_open(&mut open, &mut stepped, grouped)?;
         self.open = Some(open);
         Ok(stepped)
     }
 
-    fn advance_open(&self, open: &mut Open, stepped: &mut Stepped) -> anyhow::Result<()> {
+    fn advance_open(
+        &self,
+        open: &mut Open,
+        stepped: &mut Stepped,
+        grouped: bool,
+    ) -> anyhow::Result<()> {
         let name = &self.ledger.name;
         let latest = self.context.shared.current();
         if latest.generation != open.config.generation {
@@ -289,7 +314,15 @@ impl Follower {
             };
             let began = Instant::now();
             let schedule = &self.context.schedule;
-            let yield_now = || began.elapsed() >= SLICE && schedule.others_waiting();
+            // In a group the others wait for its commit; alone, only
+            // the queued ones do.
+            let yield_now = || {
+                if grouped {
+                    began.elapsed() >= GROUP_SLICE
+                } else {
+                    began.elapsed() >= SLICE && schedule.others_waiting()
+                }
+            };
             let report =
                 shipper.catch_up_until(&self.context.shared.stop, &yield_now, &mut observe)?;
             stepped.new_lines = report.blank > 0 || report.verdicts.values().any(|n| *n > 0);

@@ -120,6 +120,8 @@ pub enum MirrorError {
     Conflict { path: PathBuf, ledger: String },
     #[error("{}: the mirror was deleted, moved or replaced while ledgertail had it open; nothing more is written to the old file", path.display())]
     Replaced { path: PathBuf },
+    #[error("{}: a group of batches was rolled back by SQLite before its commit; every ledger in it reads its checkpoint again", path.display())]
+    GroupLost { path: PathBuf },
     #[error("{}: another process writes this mirror ({holder})", path.display())]
     Locked { path: PathBuf, holder: String },
     #[error("{}: {source}", path.display())]
@@ -143,6 +145,7 @@ impl MirrorError {
                 Some("point --db (or `db` in the config) at a new file or an existing ledgertail mirror".into())
             }
             MirrorError::SchemaTooNew { .. } => Some("use the ledgertail version that wrote this mirror, or a newer one".into()),
+            MirrorError::GroupLost { .. } => None,
             MirrorError::Conflict { .. } => Some("stop the other `ledgertail run`/`replay` on this database first".into()),
             MirrorError::Locked { .. } => Some("one ledgertail writes a mirror at a time: stop the other one first, or give this one another --db (or `db` in the config)".into()),
             MirrorError::Replaced { .. } => Some("ledgertail opens whatever the path names now: a new mirror is created there and rebuilt from the ledger's files (rows that only the old file held are gone unless it was moved aside, not deleted)".into()),
@@ -287,7 +290,10 @@ pub enum Access {
 }
 
 pub struct Mirror {
-    conn: Connection,
+    /// Shared by [`Mirror::share`]: the ledgers of one `run` write through
+    /// one connection, several of them in one transaction
+    /// ([`Mirror::begin_group`]).
+    conn: std::rc::Rc<Connection>,
     path: PathBuf,
     /// The schema version of the file (older ones are migrated when opened
     /// to write; a reader may find one that was not).
@@ -383,7 +389,7 @@ impl Mirror {
             small_lookaside(&conn);
         }
         let mut mirror = Mirror {
-            conn,
+            conn: std::rc::Rc::new(conn),
             path: path.to_path_buf(),
             version: SCHEMA_VERSION,
         };
@@ -399,7 +405,7 @@ impl Mirror {
                     )
                     && !wal_has_frames(path) =>
             {
-                mirror.conn = open_immutable(path).map_err(err)?;
+                mirror.conn = std::rc::Rc::new(open_immutable(path).map_err(err)?);
                 mirror.identify()
             }
             other => other,
@@ -499,10 +505,13 @@ impl Mirror {
     }
 
     fn create(&mut self) -> Result<()> {
-        let tx = self.conn.transaction().map_err(|e| MirrorError::Sqlite {
-            path: self.path.clone(),
-            source: e,
-        })?;
+        let tx = self
+            .conn
+            .unchecked_transaction()
+            .map_err(|e| MirrorError::Sqlite {
+                path: self.path.clone(),
+                source: e,
+            })?;
         let result = (|| {
             tx.execute_batch(SCHEMA)?;
             tx.execute_batch(&format!(
@@ -529,10 +538,13 @@ impl Mirror {
              ALTER TABLE quarantine DROP COLUMN file_path;
              ALTER TABLE checkpoints ADD COLUMN halted_at TEXT;",
         ];
-        let tx = self.conn.transaction().map_err(|e| MirrorError::Sqlite {
-            path: self.path.clone(),
-            source: e,
-        })?;
+        let tx = self
+            .conn
+            .unchecked_transaction()
+            .map_err(|e| MirrorError::Sqlite {
+                path: self.path.clone(),
+                source: e,
+            })?;
         let result = (|| {
             for step in MIGRATIONS
                 .iter()
@@ -613,6 +625,61 @@ impl Mirror {
         Ok(())
     }
 
+    /// Lets this connection's page cache grow to `kib` KiB (SQLite's
+    /// default is 2,000 KiB: too little for the pages a thousand ledgers'
+    /// batches touch, which were then read and written again and again).
+    pub fn set_cache_kib(&self, kib: u32) -> Result<()> {
+        self.conn
+            .execute_batch(&format!("PRAGMA cache_size = -{kib}"))
+            .map_err(|e| self.err(e))
+    }
+
+    /// Another handle on the same connection (for another ledger of the
+    /// same `run`): its commits can share a transaction with this one's.
+    pub fn share(&self) -> Mirror {
+        Mirror {
+            conn: self.conn.clone(),
+            path: self.path.clone(),
+            version: self.version,
+        }
+    }
+
+    /// Starts a transaction that every commit through this connection (and
+    /// its shares) joins, each as a savepoint, until [`Mirror::end_group`]:
+    /// one write to disk for the batches of many ledgers. Nothing of the
+    /// group is visible, or durable, before then.
+    pub fn begin_group(&self) -> Result<()> {
+        self.check_in_place()?;
+        let _turn = WRITE_TURN
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.conn
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(|e| self.err(e))
+    }
+
+    /// Commits the group's transaction. On an error nothing of the group
+    /// was written (it is rolled back), and every ledger in it must read
+    /// its checkpoint again.
+    pub fn end_group(&self) -> Result<()> {
+        let _turn = WRITE_TURN
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if self.conn.is_autocommit() {
+            // An error inside ended it already: nothing of it was written.
+            return Err(MirrorError::GroupLost {
+                path: self.path.clone(),
+            });
+        }
+        let committed = self
+            .check_in_place()
+            .and_then(|()| self.conn.execute_batch("COMMIT").map_err(|e| self.err(e)));
+        if committed.is_err() && !self.conn.is_autocommit() {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+        committed
+    }
+
     /// Writes a batch and the checkpoint that covers it in one transaction.
     /// `state.generation` must be the generation read with the state; on
     /// success it is bumped in place. Refused when the file was moved away
@@ -633,34 +700,60 @@ impl Mirror {
         let _turn = WRITE_TURN
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(|e| MirrorError::Sqlite {
-                path: path.clone(),
-                source: e,
-            })?;
+        // Inside a group (see `begin_group`) the batch is a savepoint of
+        // the group's transaction; otherwise a transaction of its own.
+        let nested = !self.conn.is_autocommit();
+        let sqlite = |source| MirrorError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        self.conn
+            .execute_batch(if nested {
+                "SAVEPOINT batch"
+            } else {
+                "BEGIN IMMEDIATE"
+            })
+            .map_err(sqlite)?;
+        let undo = || {
+            // An error may have ended the transaction already (SQLite
+            // rolls back by itself after some): undo only what is open.
+            if !self.conn.is_autocommit() {
+                let _ = self.conn.execute_batch(if nested {
+                    "ROLLBACK TO batch; RELEASE batch"
+                } else {
+                    "ROLLBACK"
+                });
+            }
+        };
         let now = now_text();
-        let written = write_batch(&tx, ledger, batch, state, &now);
-        match written {
+        match write_batch(&self.conn, ledger, batch, state, &now) {
             Ok(true) => {}
-            // Dropping `tx` rolls back.
             Ok(false) => {
+                undo();
                 return Err(MirrorError::Conflict {
                     path,
                     ledger: ledger.to_owned(),
-                })
+                });
             }
             Err(e) if e.sqlite_error_code() == Some(ErrorCode::ConstraintViolation) => {
+                undo();
                 return Err(MirrorError::Conflict {
                     path,
                     ledger: ledger.to_owned(),
-                })
+                });
             }
-            Err(e) => return Err(MirrorError::Sqlite { path, source: e }),
+            Err(e) => {
+                undo();
+                return Err(sqlite(e));
+            }
         }
-        tx.commit()
-            .map_err(|e| MirrorError::Sqlite { path, source: e })?;
+        let ended = self
+            .conn
+            .execute_batch(if nested { "RELEASE batch" } else { "COMMIT" });
+        if let Err(e) = ended {
+            undo();
+            return Err(sqlite(e));
+        }
         state.generation += 1;
         Ok(())
     }

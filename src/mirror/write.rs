@@ -1,13 +1,13 @@
 //! The body of [`super::Mirror::commit`]: a batch's rows, quarantine rows
 //! and checkpoint, written inside the caller's transaction.
 
-use rusqlite::{params, Transaction};
+use rusqlite::{params, Connection};
 
 use super::{seq_i64, Batch, LedgerState};
 use crate::tail::FileId;
 
 /// Writes down the path a file was read under (once per file and batch).
-fn note_file(tx: &Transaction<'_>, file: &FileId, path: &str, now: &str) -> rusqlite::Result<()> {
+fn note_file(tx: &Connection, file: &FileId, path: &str, now: &str) -> rusqlite::Result<()> {
     tx.prepare_cached(
         "INSERT INTO files (file_id, path, seen_at) VALUES (?1, ?2, ?3)
          ON CONFLICT (file_id) DO UPDATE SET path = excluded.path, seen_at = excluded.seen_at
@@ -25,7 +25,7 @@ fn hex_str(digits: &[u8; 64]) -> &str {
 /// The body of [`Mirror::commit`]. `Ok(false)`: the checkpoint moved
 /// under us (another writer).
 pub(super) fn write_batch(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     ledger: &str,
     batch: &Batch<'_>,
     state: &LedgerState,

@@ -157,9 +157,11 @@ pub fn many_ledgers(
                     if !(i as u64 + tick).is_multiple_of(10) {
                         continue;
                     }
+                    // Stamped before the write: a row may be seen before a
+                    // stamp taken after it.
                     let t = origin.elapsed().as_secs_f64() * 1e3;
-                    w.append("order.created", &payload(tick)).expect("append");
                     written.lock().expect("stamps")[i].push(t);
+                    w.append("order.created", &payload(tick)).expect("append");
                 }
             }
             done.store(true, Ordering::Relaxed);
