@@ -504,14 +504,14 @@ impl Mirror {
         })
     }
 
+    /// A transaction for changing the schema (the connection may be
+    /// shared: see [`Mirror::share`]).
+    fn schema_transaction(&self) -> Result<rusqlite::Transaction<'_>> {
+        self.conn.unchecked_transaction().map_err(|e| self.err(e))
+    }
+
     fn create(&mut self) -> Result<()> {
-        let tx = self
-            .conn
-            .unchecked_transaction()
-            .map_err(|e| MirrorError::Sqlite {
-                path: self.path.clone(),
-                source: e,
-            })?;
+        let tx = self.schema_transaction()?;
         let result = (|| {
             tx.execute_batch(SCHEMA)?;
             tx.execute_batch(&format!(
@@ -538,13 +538,7 @@ impl Mirror {
              ALTER TABLE quarantine DROP COLUMN file_path;
              ALTER TABLE checkpoints ADD COLUMN halted_at TEXT;",
         ];
-        let tx = self
-            .conn
-            .unchecked_transaction()
-            .map_err(|e| MirrorError::Sqlite {
-                path: self.path.clone(),
-                source: e,
-            })?;
+        let tx = self.schema_transaction()?;
         let result = (|| {
             for step in MIGRATIONS
                 .iter()
