@@ -201,13 +201,13 @@ fn check_exactly_once(db: &Path, hashes: &[Hash], ledger_len: u64) {
     );
 }
 
-/// Issue 11: one `run` following many ledgers (each woken by its own file
+/// Issue 11: one `run` following 1,000 ledgers (each woken by its own file
 /// events, stepped by a few runner threads) is killed with SIGKILL while
 /// every ledger is being written, three times, and restarted; in the end
 /// every ledger holds each of its events exactly once, in order.
 #[test]
 fn sigkill_of_a_run_with_many_ledgers_loses_and_duplicates_nothing() {
-    const LEDGERS: usize = 200;
+    const LEDGERS: usize = 1000;
     const ROUNDS: usize = 4;
     const PER_ROUND: usize = 5;
     let dir = tempfile::tempdir().unwrap();

@@ -287,3 +287,69 @@ fn every_sixtieth_check_is_full() {
         "{sizes:?}"
     );
 }
+
+/// Two ledgers of one mirror, written through one connection in one group
+/// transaction (as `run`'s runner does): the group commits both or, when
+/// it never commits, neither, and the ledgers then mirror exactly once.
+#[test]
+fn a_group_commits_whole_or_not_at_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = settings(dir.path());
+    let mut a = s.ledgers[0].clone();
+    let mut b = a.clone();
+    a.name = "a".into();
+    a.path = dir.path().join("a.jsonl");
+    b.name = "b".into();
+    b.path = dir.path().join("b.jsonl");
+    for (l, n) in [(&a, 5), (&b, 8)] {
+        let mut w = Writer::new(&l.path).without_fsync();
+        for i in 0..n {
+            w.append("t", &format!("{{\"i\":{i}}}")).unwrap();
+        }
+    }
+    let rows = |db: &Path| -> i64 {
+        rusqlite::Connection::open(db)
+            .unwrap()
+            .query_row("SELECT count(*) FROM events", [], |r| r.get(0))
+            .unwrap()
+    };
+    let stop = AtomicBool::new(false);
+    // A group that is never committed (the process dies): nothing of it.
+    {
+        let base = Mirror::open(&s.db, Access::ReadWrite).unwrap();
+        let mut sa = Shipper::new(a.clone(), base.share(), Batching::events(2)).unwrap();
+        let mut sb = Shipper::new(b.clone(), base.share(), Batching::events(3)).unwrap();
+        base.begin_group().unwrap();
+        assert_eq!(sa.catch_up(&stop, &mut |_| {}).unwrap().mirrored(), 5);
+        assert_eq!(sb.catch_up(&stop, &mut |_| {}).unwrap().mirrored(), 8);
+    }
+    assert_eq!(rows(&s.db), 0, "an uncommitted group leaves nothing");
+    // Again, committed: each ledger exactly once, with its checkpoint.
+    let base = Mirror::open(&s.db, Access::ReadWrite).unwrap();
+    let mut sa = Shipper::new(a.clone(), base.share(), Batching::events(2)).unwrap();
+    let mut sb = Shipper::new(b.clone(), base.share(), Batching::events(3)).unwrap();
+    base.begin_group().unwrap();
+    assert_eq!(sa.catch_up(&stop, &mut |_| {}).unwrap().mirrored(), 5);
+    assert_eq!(sb.catch_up(&stop, &mut |_| {}).unwrap().mirrored(), 8);
+    base.end_group().unwrap();
+    assert_eq!(rows(&s.db), 13);
+    for (l, head) in [(&a, 4), (&b, 7)] {
+        let state = base.state(&l.name).unwrap().unwrap();
+        assert_eq!(state.head.map(|h| h.seq), Some(head));
+    }
+    // A batch refused inside a group (its checkpoint moved under it) is
+    // undone alone; the group still commits the rest.
+    let mut stale = Shipper::new(a.clone(), base.share(), Batching::events(2)).unwrap();
+    let mut w = Writer::new(&a.path).without_fsync();
+    w.append("t", "{\"late\":1}").unwrap();
+    Writer::new(&b.path)
+        .without_fsync()
+        .append("t", "{\"late\":2}")
+        .unwrap();
+    base.begin_group().unwrap();
+    assert_eq!(sa.catch_up(&stop, &mut |_| {}).unwrap().mirrored(), 1);
+    assert!(stale.catch_up(&stop, &mut |_| {}).is_err(), "a conflict");
+    assert_eq!(sb.catch_up(&stop, &mut |_| {}).unwrap().mirrored(), 1);
+    base.end_group().unwrap();
+    assert_eq!(rows(&s.db), 15);
+}

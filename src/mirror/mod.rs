@@ -708,17 +708,14 @@ impl Mirror {
                 "BEGIN IMMEDIATE"
             })
             .map_err(sqlite)?;
-        let undo = || {
-            // An error may have ended the transaction already (SQLite
-            // rolls back by itself after some): undo only what is open.
-            if !self.conn.is_autocommit() {
-                let _ = self.conn.execute_batch(if nested {
-                    "ROLLBACK TO batch; RELEASE batch"
-                } else {
-                    "ROLLBACK"
-                });
-            }
+        // Undone on any way out but the end, a panic included: a batch
+        // half written must never ride on a group's commit.
+        let mut pending = Pending {
+            conn: &self.conn,
+            nested,
+            done: false,
         };
+        let mut undo = || pending.undo();
         let now = now_text();
         match write_batch(&self.conn, ledger, batch, state, &now) {
             Ok(true) => {}
@@ -748,7 +745,39 @@ impl Mirror {
             undo();
             return Err(sqlite(e));
         }
+        pending.done = true;
         state.generation += 1;
         Ok(())
+    }
+}
+
+/// A batch's transaction (or savepoint) not yet ended.
+struct Pending<'a> {
+    conn: &'a Connection,
+    nested: bool,
+    done: bool,
+}
+
+impl Pending<'_> {
+    fn undo(&mut self) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        // An error may have ended the transaction already (SQLite rolls
+        // back by itself after some): undo only what is open.
+        if !self.conn.is_autocommit() {
+            let _ = self.conn.execute_batch(if self.nested {
+                "ROLLBACK TO batch; RELEASE batch"
+            } else {
+                "ROLLBACK"
+            });
+        }
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        self.undo();
     }
 }
