@@ -53,7 +53,7 @@ pub(super) fn stamps_with(
 ) -> Vec<FileStamp> {
     use std::os::unix::fs::MetadataExt;
     let mut out = Vec::new();
-    let mut add = |path: &Path| {
+    let mut add_with = |path: &Path, with_ctime: bool| {
         if let Ok(m) = std::fs::metadata(path) {
             out.push(FileStamp {
                 name: path.as_os_str().to_owned(),
@@ -61,14 +61,24 @@ pub(super) fn stamps_with(
                 ino: m.ino(),
                 len: m.len(),
                 mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
-                ctime_ns: i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec()),
+                ctime_ns: if with_ctime {
+                    i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec())
+                } else {
+                    0
+                },
             });
         }
     };
     if let Some(db) = db {
-        add(db);
-        add(&PathBuf::from(format!("{}-wal", db.display())));
+        add_with(db, true);
+        // Not the WAL's change time: every connection that opens it as
+        // root chowns it to the database's owner (SQLite does, to keep
+        // them alike), which moves its ctime, so each parity round (a new
+        // connection) looked like a change and checked every ledger again.
+        // A write to the WAL moves its size or mtime.
+        add_with(&PathBuf::from(format!("{}-wal", db.display())), false);
     }
+    let mut add = |path: &Path| add_with(path, true);
     add(live);
     if let (Some(dir), Some(name)) = (live.parent(), live.file_name().and_then(|n| n.to_str())) {
         for n in listings.of(dir) {

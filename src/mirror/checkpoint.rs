@@ -16,6 +16,12 @@ fn connect(path: &Path) -> rusqlite::Result<Connection> {
     Ok(conn)
 }
 
+/// The WAL's size and modification time, if it exists.
+fn wal_stamp(db: &Path) -> Option<(u64, std::time::SystemTime)> {
+    let m = std::fs::metadata(format!("{}-wal", db.display())).ok()?;
+    Some((m.len(), m.modified().ok()?))
+}
+
 /// Runs WAL checkpoints on a thread of its own, off the writers' path
 /// (litestream's approach). PASSIVE: it never waits for, nor blocks,
 /// readers or writers. Stops (after a last checkpoint) when dropped. When
@@ -41,6 +47,7 @@ impl Checkpointer {
             .name("checkpoint".into())
             .spawn(move || {
                 let mut conn = Some(first);
+                let mut settled: Option<(u64, std::time::SystemTime)> = None;
                 loop {
                     let last = !matches!(
                         stopped.recv_timeout(every),
@@ -52,11 +59,19 @@ impl Checkpointer {
                     if conn.is_none() && path.exists() {
                         conn = connect(&path).ok();
                     }
-                    if let Some(c) = &conn {
-                        if let Err(e) =
-                            c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-                        {
-                            tracing::debug!(db = %shown, error = %e, "WAL checkpoint postponed");
+                    // A WAL unchanged since a checkpoint that copied all of
+                    // it needs none (a stat, not a checkpoint, per tick).
+                    let wal_now = wal_stamp(&path);
+                    if let Some(c) = conn.as_ref().filter(|_| wal_now.is_none() || wal_now != settled) {
+                        match c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                            Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+                        }) {
+                            Ok((0, log, done)) if log == done => settled = wal_now,
+                            Ok(_) => settled = None,
+                            Err(e) => {
+                                settled = None;
+                                tracing::debug!(db = %shown, error = %e, "WAL checkpoint postponed");
+                            }
                         }
                     }
                     if last {
