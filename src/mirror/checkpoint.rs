@@ -48,9 +48,12 @@ impl Checkpointer {
             .spawn(move || {
                 let mut conn = Some(first);
                 let mut settled: Option<(u64, std::time::SystemTime)> = None;
+                // Every `every` while the WAL grows; backing off to 1 s
+                // while it does not (an idle sidecar wakes once a second).
+                let mut wait = every;
                 loop {
                     let last = !matches!(
-                        stopped.recv_timeout(every),
+                        stopped.recv_timeout(wait),
                         Err(std::sync::mpsc::RecvTimeoutError::Timeout)
                     );
                     if let Some(moved) = conn.take_if(|c| has_moved(c)) {
@@ -62,7 +65,13 @@ impl Checkpointer {
                     // A WAL unchanged since a checkpoint that copied all of
                     // it needs none (a stat, not a checkpoint, per tick).
                     let wal_now = wal_stamp(&path);
-                    if let Some(c) = conn.as_ref().filter(|_| wal_now.is_none() || wal_now != settled) {
+                    let unchanged = wal_now.is_some() && wal_now == settled;
+                    wait = if unchanged {
+                        (wait * 2).min(every.max(std::time::Duration::from_secs(1)))
+                    } else {
+                        every
+                    };
+                    if let Some(c) = conn.as_ref().filter(|_| !unchanged) {
                         match c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
                             Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
                         }) {
