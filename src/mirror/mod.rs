@@ -26,15 +26,17 @@ use crate::ledger::{Hash, Head, SealedEvent, Verdict};
 use crate::tail::{FileId, Position};
 
 mod checkpoint;
+mod connection;
 mod file;
 mod query;
 mod write;
 
 pub use checkpoint::Checkpointer;
+pub use connection::frugal_connections;
+use connection::{small_lookaside, FRUGAL};
 pub(crate) use file::close_in_place;
 use file::{create_private, has_moved, set_aside_orphans, warn_if_world_readable};
 pub use file::{lock_writer, WriterLock, NEW_FILE_MODE};
-use write::write_batch;
 
 /// `PRAGMA application_id` of a ledgertail mirror ("LTL1").
 pub const APPLICATION_ID: i32 = 0x4c54_4c31;
@@ -49,59 +51,6 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Page size of a new mirror.
 const PAGE_SIZE: u32 = 16_384;
-
-/// For a process holding many connections (`run` with many ledgers, each
-/// with its own): no up-front page-cache allocation per connection.
-/// SQLite otherwise sets aside 20 pages (~330 KiB at our page size) for
-/// every connection, used or not: 330 MiB for a thousand ledgers. Pages
-/// are then allocated as they are needed. Takes effect only before the
-/// process's first connection (later it is refused, and nothing changes).
-pub fn frugal_connections() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    FRUGAL.store(true, std::sync::atomic::Ordering::Relaxed);
-    ONCE.call_once(|| {
-        // SAFETY: sqlite3_config is only acted on before SQLite is
-        // initialised (it returns SQLITE_MISUSE otherwise); the arguments
-        // are those SQLITE_CONFIG_PAGECACHE takes: no buffer, no pages.
-        let rc = unsafe {
-            rusqlite::ffi::sqlite3_config(
-                rusqlite::ffi::SQLITE_CONFIG_PAGECACHE,
-                std::ptr::null_mut::<std::ffi::c_void>(),
-                0 as std::ffi::c_int,
-                0 as std::ffi::c_int,
-            )
-        };
-        if rc != rusqlite::ffi::SQLITE_OK {
-            tracing::debug!(rc, "SQLite page cache left as it was (already initialised)");
-        }
-    });
-}
-
-static FRUGAL: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// A connection's lookaside (its pool for small allocations) of 32 slots
-/// of 512 bytes rather than SQLite's 100 of 1,200: 16 KiB, not 120 KiB,
-/// per connection when there are a thousand.
-fn small_lookaside(conn: &Connection) {
-    // SAFETY: right after the connection is opened, before any statement
-    // (SQLite refuses the change while lookaside memory is in use, which
-    // only costs the saving); a NULL buffer lets SQLite allocate it.
-    let rc = unsafe {
-        rusqlite::ffi::sqlite3_db_config(
-            conn.handle(),
-            rusqlite::ffi::SQLITE_DBCONFIG_LOOKASIDE,
-            std::ptr::null_mut::<std::ffi::c_void>(),
-            512 as std::ffi::c_int,
-            32 as std::ffi::c_int,
-        )
-    };
-    if rc != rusqlite::ffi::SQLITE_OK {
-        tracing::debug!(rc, "SQLite lookaside left as it was");
-    }
-}
-
-/// Held across each commit of this process (see [`Mirror::commit`]).
-static WRITE_TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Writers leave WAL checkpoints to a [`Checkpointer`] (a checkpoint
 /// copies pages and fsyncs: on the commit path it shows as latency
@@ -617,167 +566,5 @@ impl Mirror {
             });
         }
         Ok(())
-    }
-
-    /// Lets this connection's page cache grow to `kib` KiB (SQLite's
-    /// default is 2,000 KiB: too little for the pages a thousand ledgers'
-    /// batches touch, which were then read and written again and again).
-    pub fn set_cache_kib(&self, kib: u32) -> Result<()> {
-        self.conn
-            .execute_batch(&format!("PRAGMA cache_size = -{kib}"))
-            .map_err(|e| self.err(e))
-    }
-
-    /// Another handle on the same connection (for another ledger of the
-    /// same `run`): its commits can share a transaction with this one's.
-    pub fn share(&self) -> Mirror {
-        Mirror {
-            conn: self.conn.clone(),
-            path: self.path.clone(),
-            version: self.version,
-        }
-    }
-
-    /// Starts a transaction that every commit through this connection (and
-    /// its shares) joins, each as a savepoint, until [`Mirror::end_group`]:
-    /// one write to disk for the batches of many ledgers. Nothing of the
-    /// group is visible, or durable, before then.
-    pub fn begin_group(&self) -> Result<()> {
-        self.check_in_place()?;
-        let _turn = WRITE_TURN
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        self.conn
-            .execute_batch("BEGIN IMMEDIATE")
-            .map_err(|e| self.err(e))
-    }
-
-    /// Commits the group's transaction. On an error nothing of the group
-    /// was written (it is rolled back), and every ledger in it must read
-    /// its checkpoint again.
-    pub fn end_group(&self) -> Result<()> {
-        let _turn = WRITE_TURN
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if self.conn.is_autocommit() {
-            // An error inside ended it already: nothing of it was written.
-            return Err(MirrorError::GroupLost {
-                path: self.path.clone(),
-            });
-        }
-        let committed = self
-            .check_in_place()
-            .and_then(|()| self.conn.execute_batch("COMMIT").map_err(|e| self.err(e)));
-        if committed.is_err() && !self.conn.is_autocommit() {
-            let _ = self.conn.execute_batch("ROLLBACK");
-        }
-        committed
-    }
-
-    /// Writes a batch and the checkpoint that covers it in one transaction.
-    /// `state.generation` must be the generation read with the state; on
-    /// success it is bumped in place. Refused when the file was moved away
-    /// (rows committed to a deleted file would be lost unseen).
-    pub fn commit(
-        &mut self,
-        ledger: &str,
-        batch: &Batch<'_>,
-        state: &mut LedgerState,
-    ) -> Result<()> {
-        self.check_in_place()?;
-        let path = self.path.clone();
-        // SQLite has one writer at a time. Threads of this process that
-        // write (the ledgers of one `run`) take turns here, in order,
-        // instead of in SQLite's busy handler, which sleeps (1, 2, 5, 10 ms
-        // and more) between tries: that sleeping was write-to-visible
-        // latency with many ledgers.
-        let _turn = WRITE_TURN
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        // Inside a group (see `begin_group`) the batch is a savepoint of
-        // the group's transaction; otherwise a transaction of its own.
-        let nested = !self.conn.is_autocommit();
-        let sqlite = |source| MirrorError::Sqlite {
-            path: path.clone(),
-            source,
-        };
-        self.conn
-            .execute_batch(if nested {
-                "SAVEPOINT batch"
-            } else {
-                "BEGIN IMMEDIATE"
-            })
-            .map_err(sqlite)?;
-        // Undone on any way out but the end, a panic included: a batch
-        // half written must never ride on a group's commit.
-        let mut pending = Pending {
-            conn: &self.conn,
-            nested,
-            done: false,
-        };
-        let mut undo = || pending.undo();
-        let now = now_text();
-        match write_batch(&self.conn, ledger, batch, state, &now) {
-            Ok(true) => {}
-            Ok(false) => {
-                undo();
-                return Err(MirrorError::Conflict {
-                    path,
-                    ledger: ledger.to_owned(),
-                });
-            }
-            Err(e) if e.sqlite_error_code() == Some(ErrorCode::ConstraintViolation) => {
-                undo();
-                return Err(MirrorError::Conflict {
-                    path,
-                    ledger: ledger.to_owned(),
-                });
-            }
-            Err(e) => {
-                undo();
-                return Err(sqlite(e));
-            }
-        }
-        let ended = self
-            .conn
-            .execute_batch(if nested { "RELEASE batch" } else { "COMMIT" });
-        if let Err(e) = ended {
-            undo();
-            return Err(sqlite(e));
-        }
-        pending.done = true;
-        state.generation += 1;
-        Ok(())
-    }
-}
-
-/// A batch's transaction (or savepoint) not yet ended.
-struct Pending<'a> {
-    conn: &'a Connection,
-    nested: bool,
-    done: bool,
-}
-
-impl Pending<'_> {
-    fn undo(&mut self) {
-        if self.done {
-            return;
-        }
-        self.done = true;
-        // An error may have ended the transaction already (SQLite rolls
-        // back by itself after some): undo only what is open.
-        if !self.conn.is_autocommit() {
-            let _ = self.conn.execute_batch(if self.nested {
-                "ROLLBACK TO batch; RELEASE batch"
-            } else {
-                "ROLLBACK"
-            });
-        }
-    }
-}
-
-impl Drop for Pending<'_> {
-    fn drop(&mut self) {
-        self.undo();
     }
 }

@@ -1,9 +1,10 @@
-//! The body of [`super::Mirror::commit`]: a batch's rows, quarantine rows
-//! and checkpoint, written inside the caller's transaction.
+//! The write path: [`Mirror::commit`] (a batch's rows, quarantine rows and
+//! checkpoint in one transaction, or one savepoint of a group's
+//! transaction: [`Mirror::begin_group`]).
 
-use rusqlite::{params, Connection};
+use rusqlite::{params, Connection, ErrorCode};
 
-use super::{seq_i64, Batch, LedgerState};
+use super::{now_text, seq_i64, Batch, LedgerState, Mirror, MirrorError, Result};
 use crate::tail::FileId;
 
 /// Writes down the path a file was read under (once per file and batch).
@@ -24,7 +25,7 @@ fn hex_str(digits: &[u8; 64]) -> &str {
 
 /// The body of [`Mirror::commit`]. `Ok(false)`: the checkpoint moved
 /// under us (another writer).
-pub(super) fn write_batch(
+fn write_batch(
     tx: &Connection,
     ledger: &str,
     batch: &Batch<'_>,
@@ -172,4 +173,152 @@ pub(super) fn write_batch(
         .execute(values)?
     };
     Ok(changed == 1)
+}
+
+/// Held across each commit of this process (see [`Mirror::commit`]).
+static WRITE_TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+impl Mirror {
+    /// Starts a transaction that every commit through this connection (and
+    /// its shares) joins, each as a savepoint, until [`Mirror::end_group`]:
+    /// one write to disk for the batches of many ledgers. Nothing of the
+    /// group is visible, or durable, before then.
+    pub fn begin_group(&self) -> Result<()> {
+        self.check_in_place()?;
+        let _turn = WRITE_TURN
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.conn
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(|e| self.err(e))
+    }
+
+    /// Commits the group's transaction. On an error nothing of the group
+    /// was written (it is rolled back), and every ledger in it must read
+    /// its checkpoint again.
+    pub fn end_group(&self) -> Result<()> {
+        let _turn = WRITE_TURN
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if self.conn.is_autocommit() {
+            // An error inside ended it already: nothing of it was written.
+            return Err(MirrorError::GroupLost {
+                path: self.path.clone(),
+            });
+        }
+        let committed = self
+            .check_in_place()
+            .and_then(|()| self.conn.execute_batch("COMMIT").map_err(|e| self.err(e)));
+        if committed.is_err() && !self.conn.is_autocommit() {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+        committed
+    }
+
+    /// Writes a batch and the checkpoint that covers it in one transaction.
+    /// `state.generation` must be the generation read with the state; on
+    /// success it is bumped in place. Refused when the file was moved away
+    /// (rows committed to a deleted file would be lost unseen).
+    pub fn commit(
+        &mut self,
+        ledger: &str,
+        batch: &Batch<'_>,
+        state: &mut LedgerState,
+    ) -> Result<()> {
+        self.check_in_place()?;
+        let path = self.path.clone();
+        // SQLite has one writer at a time. Threads of this process that
+        // write (the ledgers of one `run`) take turns here, in order,
+        // instead of in SQLite's busy handler, which sleeps (1, 2, 5, 10 ms
+        // and more) between tries: that sleeping was write-to-visible
+        // latency with many ledgers.
+        let _turn = WRITE_TURN
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Inside a group (see `begin_group`) the batch is a savepoint of
+        // the group's transaction; otherwise a transaction of its own.
+        let nested = !self.conn.is_autocommit();
+        let sqlite = |source| MirrorError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        self.conn
+            .execute_batch(if nested {
+                "SAVEPOINT batch"
+            } else {
+                "BEGIN IMMEDIATE"
+            })
+            .map_err(sqlite)?;
+        // Undone on any way out but the end, a panic included: a batch
+        // half written must never ride on a group's commit.
+        let mut pending = Pending {
+            conn: &self.conn,
+            nested,
+            done: false,
+        };
+        let mut undo = || pending.undo();
+        let now = now_text();
+        match write_batch(&self.conn, ledger, batch, state, &now) {
+            Ok(true) => {}
+            Ok(false) => {
+                undo();
+                return Err(MirrorError::Conflict {
+                    path,
+                    ledger: ledger.to_owned(),
+                });
+            }
+            Err(e) if e.sqlite_error_code() == Some(ErrorCode::ConstraintViolation) => {
+                undo();
+                return Err(MirrorError::Conflict {
+                    path,
+                    ledger: ledger.to_owned(),
+                });
+            }
+            Err(e) => {
+                undo();
+                return Err(sqlite(e));
+            }
+        }
+        let ended = self
+            .conn
+            .execute_batch(if nested { "RELEASE batch" } else { "COMMIT" });
+        if let Err(e) = ended {
+            undo();
+            return Err(sqlite(e));
+        }
+        pending.done = true;
+        state.generation += 1;
+        Ok(())
+    }
+}
+
+/// A batch's transaction (or savepoint) not yet ended.
+struct Pending<'a> {
+    conn: &'a Connection,
+    nested: bool,
+    done: bool,
+}
+
+impl Pending<'_> {
+    fn undo(&mut self) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        // An error may have ended the transaction already (SQLite rolls
+        // back by itself after some): undo only what is open.
+        if !self.conn.is_autocommit() {
+            let _ = self.conn.execute_batch(if self.nested {
+                "ROLLBACK TO batch; RELEASE batch"
+            } else {
+                "ROLLBACK"
+            });
+        }
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        self.undo();
+    }
 }
