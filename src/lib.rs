@@ -5,6 +5,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod daemon;
+pub mod hint;
 pub mod ledger;
 pub mod logging;
 pub mod mirror;

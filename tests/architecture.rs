@@ -71,3 +71,35 @@ fn only_the_mirror_speaks_sql() {
     }
     assert!(offences.is_empty(), "SQL outside src/mirror/: {offences:?}");
 }
+
+#[test]
+fn the_library_never_reaches_into_the_command_line_layer() {
+    // `commands` runs each subcommand (and `main.rs` dispatches to it);
+    // nothing else may use it: the daemon, the shipper, the mirror and the
+    // rest are driven by it, never the other way round.
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut offences = Vec::new();
+    let mut stack = vec![src.clone()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                if !path.ends_with("commands") && !path.ends_with("bin") {
+                    stack.push(path);
+                }
+                continue;
+            }
+            if path.ends_with("main.rs") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            if text.contains("crate::commands") || text.contains("commands::") {
+                offences.push(path.display().to_string());
+            }
+        }
+    }
+    assert!(
+        offences.is_empty(),
+        "the library uses the command-line layer: {offences:?}"
+    );
+}

@@ -15,10 +15,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 
 use crate::cli::LedgerArgs;
-use crate::config::{ConfigError, Settings};
-use crate::mirror::MirrorError;
-use crate::producer::ProduceError;
-use crate::shipper::ShipError;
+use crate::config::Settings;
 
 /// Exit status: everything as it should be.
 pub const EXIT_OK: u8 = 0;
@@ -122,17 +119,8 @@ pub struct IsDirectory {
 /// The operator's next step for an error, if one of ours knows it.
 pub fn hint_for(err: &anyhow::Error) -> Option<String> {
     for cause in err.chain() {
-        if let Some(e) = cause.downcast_ref::<ConfigError>() {
-            return e.hint();
-        }
-        if let Some(e) = cause.downcast_ref::<MirrorError>() {
-            return e.hint();
-        }
-        if let Some(e) = cause.downcast_ref::<ProduceError>() {
-            return e.hint();
-        }
-        if let Some(ShipError::Mirror(e)) = cause.downcast_ref::<ShipError>() {
-            return e.hint();
+        if let Some(hint) = crate::hint::recognized(cause) {
+            return hint;
         }
         if cause.downcast_ref::<run::ListenError>().is_some() {
             return Some("another process (another ledgertail?) uses this address: set `listen` in the config or --listen, e.g. 127.0.0.1:9899".into());
@@ -149,11 +137,6 @@ pub fn hint_for(err: &anyhow::Error) -> Option<String> {
         }
         if cause.downcast_ref::<NoLedger>().is_some() {
             return Some("check --ledger (or `path` in the [[ledger]] table); paths in a config file are relative to its folder".into());
-        }
-        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
-            if io.kind() == std::io::ErrorKind::PermissionDenied {
-                return Some("check the file's permissions and the user ledgertail runs as".into());
-            }
         }
     }
     None

@@ -183,7 +183,7 @@ impl Follower {
         if mirror_error.is_some() {
             self.metrics.commit_failures.inc();
         }
-        let hint = crate::commands::hint_for(e).unwrap_or_default();
+        let hint = crate::hint::for_error(e).unwrap_or_default();
         if matches!(mirror_error, Some(MirrorError::Replaced { .. })) {
             tracing::error!(
                 ledger = %name,
