@@ -47,28 +47,34 @@ fn the_ledger_core_does_no_io() {
     );
 }
 
-#[test]
-fn only_the_mirror_speaks_sql() {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let mut offences = Vec::new();
-    let mut stack = vec![src.clone()];
+/// Every file under src/, but not in folders named in `skip`.
+fn sources_outside(skip: &[&str]) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    let mut stack = vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("src")];
     while let Some(dir) = stack.pop() {
         for entry in std::fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();
             if path.is_dir() {
-                // src/bin/ holds the benchmark, whose insert floor is bare
-                // SQLite by definition; it is a tool, not the product.
-                if !path.ends_with("mirror") && !path.ends_with("bin") {
+                if !skip.iter().any(|s| path.ends_with(s)) {
                     stack.push(path);
                 }
-                continue;
-            }
-            let text = std::fs::read_to_string(&path).unwrap();
-            if text.contains("rusqlite") {
-                offences.push(path.display().to_string());
+            } else {
+                files.push(path);
             }
         }
     }
+    files
+}
+
+#[test]
+fn only_the_mirror_speaks_sql() {
+    // src/bin/ holds the benchmark, whose insert floor is bare SQLite by
+    // definition; it is a tool, not the product.
+    let offences: Vec<String> = sources_outside(&["mirror", "bin"])
+        .into_iter()
+        .filter(|p| std::fs::read_to_string(p).unwrap().contains("rusqlite"))
+        .map(|p| p.display().to_string())
+        .collect();
     assert!(offences.is_empty(), "SQL outside src/mirror/: {offences:?}");
 }
 
@@ -77,27 +83,15 @@ fn the_library_never_reaches_into_the_command_line_layer() {
     // `commands` runs each subcommand (and `main.rs` dispatches to it);
     // nothing else may use it: the daemon, the shipper, the mirror and the
     // rest are driven by it, never the other way round.
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let mut offences = Vec::new();
-    let mut stack = vec![src.clone()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                if !path.ends_with("commands") && !path.ends_with("bin") {
-                    stack.push(path);
-                }
-                continue;
-            }
-            if path.ends_with("main.rs") {
-                continue;
-            }
-            let text = std::fs::read_to_string(&path).unwrap();
-            if text.contains("crate::commands") || text.contains("commands::") {
-                offences.push(path.display().to_string());
-            }
-        }
-    }
+    let offences: Vec<String> = sources_outside(&["commands", "bin"])
+        .into_iter()
+        .filter(|p| !p.ends_with("main.rs"))
+        .filter(|p| {
+            let text = std::fs::read_to_string(p).unwrap();
+            text.contains("crate::commands") || text.contains("commands::")
+        })
+        .map(|p| p.display().to_string())
+        .collect();
     assert!(
         offences.is_empty(),
         "the library uses the command-line layer: {offences:?}"
