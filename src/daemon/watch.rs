@@ -172,9 +172,85 @@ impl Watch {
     }
 }
 
+/// `statfs` magic numbers of filesystems whose file events miss changes
+/// made elsewhere.
+const REMOTE: &[(u64, &str)] = &[
+    (0x6969, "nfs"),
+    (0x517b, "smb"),
+    (0xfe53_4d42, "smb2"),
+    (0xff53_4d42, "cifs"),
+    (0x6573_5546, "fuse"),
+    (0x0102_1997, "9p"),
+    (0x00c3_6400, "ceph"),
+    (0x5346_414f, "afs"),
+    (0x7375_7245, "coda"),
+    (0x0116_1970, "gfs2"),
+    (0x7461_636f, "ocfs2"),
+    (0x0bd0_0bd0, "lustre"),
+    (0x786f_4256, "vboxsf"),
+];
+
+/// The kind of filesystem `dir` (or its nearest existing ancestor) is on,
+/// when it is one whose file events miss changes made elsewhere: another
+/// host writing to an NFS or SMB share, a FUSE or 9p filesystem whose
+/// server changes files. There a ledger is polled at `poll_interval`.
+pub(super) fn remote_filesystem(dir: &Path) -> Option<&'static str> {
+    use std::os::unix::ffi::OsStrExt;
+
+    let mut at = Some(dir);
+    while let Some(d) = at {
+        // "" (a bare file name's folder) is the current folder.
+        let d = if d.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            d
+        };
+        if d.exists() {
+            let path = std::ffi::CString::new(d.as_os_str().as_bytes()).ok()?;
+            // SAFETY: a NUL-terminated path and a zeroed struct statfs for
+            // the kernel to fill; nothing is kept past the call.
+            let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
+            if unsafe { libc::statfs(path.as_ptr(), &mut fs) } != 0 {
+                return None;
+            }
+            #[allow(clippy::unnecessary_cast)]
+            return remote_kind(fs.f_type as i64);
+        }
+        at = d.parent();
+    }
+    None
+}
+
+/// The name of a remote filesystem type (`statfs`'s `f_type`), if it is
+/// one. `f_type` is signed on some targets: its low 32 bits are compared.
+fn remote_kind(f_type: i64) -> Option<&'static str> {
+    let kind = (f_type as u64) & 0xffff_ffff;
+    REMOTE.iter().find(|(m, _)| *m == kind).map(|(_, n)| *n)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn remote_filesystems_are_known_by_their_magic() {
+        assert_eq!(remote_kind(0x6969), Some("nfs"));
+        assert_eq!(remote_kind(0x6573_5546), Some("fuse"));
+        // CIFS's magic as a 32-bit signed f_type reads negative.
+        assert_eq!(remote_kind(i64::from(0xff53_4d42_u32 as i32)), Some("cifs"));
+        assert_eq!(remote_kind(0xef53), None, "ext4");
+        assert_eq!(remote_kind(0x0102_1994), None, "tmpfs");
+    }
+
+    #[test]
+    fn local_folders_are_not_remote() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(remote_filesystem(dir.path()), None);
+        // A folder not made yet is judged by the one it will be made in.
+        assert_eq!(remote_filesystem(&dir.path().join("later/still")), None);
+        assert_eq!(remote_filesystem(Path::new("")), None);
+        assert_eq!(remote_filesystem(Path::new("relative/folder")), None);
+    }
 
     #[test]
     fn an_event_names_the_ledgers_of_its_file_and_its_rotations() {

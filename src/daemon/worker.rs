@@ -96,8 +96,22 @@ impl Follower {
         metrics: LedgerMetrics,
         context: Arc<Context>,
     ) -> Follower {
-        // A symlinked ledger's file may live in a folder not watched.
-        let notify_trusted = !ledger.follow_symlink;
+        // A symlinked ledger's file may live in a folder not watched; on
+        // a network or FUSE filesystem, file events miss other hosts'
+        // writes.
+        let remote = ledger
+            .path
+            .parent()
+            .and_then(super::watch::remote_filesystem);
+        if let Some(kind) = remote {
+            tracing::info!(
+                ledger = %ledger.name,
+                file = %ledger.path.display(),
+                filesystem = kind,
+                "the ledger's folder is on a network or FUSE filesystem, whose file events miss other hosts' writes: polling every poll_interval_millis"
+            );
+        }
+        let notify_trusted = !ledger.follow_symlink && remote.is_none();
         Follower {
             index,
             ledger,
