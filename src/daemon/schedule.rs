@@ -34,12 +34,17 @@ struct Slot {
     due: Option<Instant>,
     /// In a backoff: only a stop queues it before its timer.
     held: bool,
+    /// Its earliest entry in the timer heap not yet fired. A step that
+    /// wants a later deadline pushes nothing: that entry, when it fires,
+    /// sets the timer again for `due`. So the heap holds about one entry
+    /// per ledger, however many steps a busy minute has.
+    armed: Option<Instant>,
 }
 
 struct State {
     slots: Vec<Slot>,
     queue: VecDeque<usize>,
-    /// Deadlines; an entry whose slot's `due` no longer matches is stale.
+    /// Deadlines; an entry that is not its slot's `armed` is stale.
     timers: BinaryHeap<Reverse<(Instant, usize)>>,
 }
 
@@ -95,6 +100,7 @@ impl Schedule {
                         wake: None,
                         due: None,
                         held: false,
+                        armed: None,
                     })
                     .collect(),
                 queue: (0..ledgers).collect(),
@@ -153,11 +159,22 @@ impl Schedule {
             }
             state.timers.pop();
             let slot = &mut state.slots[ledger];
-            if slot.due == Some(at) && slot.phase == Phase::Idle {
-                slot.due = None;
-                slot.held = false;
-                slot.phase = Phase::Queued;
-                state.queue.push_back(ledger);
+            if slot.armed != Some(at) {
+                continue; // superseded by an earlier entry
+            }
+            slot.armed = None;
+            match slot.due {
+                Some(due) if slot.phase == Phase::Idle && due <= now => {
+                    slot.due = None;
+                    slot.held = false;
+                    slot.phase = Phase::Queued;
+                    state.queue.push_back(ledger);
+                }
+                Some(due) if slot.phase == Phase::Idle => {
+                    slot.armed = Some(due);
+                    state.timers.push(Reverse((due, ledger)));
+                }
+                _ => {}
             }
         }
     }
@@ -243,11 +260,14 @@ impl Schedule {
                 slot.phase = Phase::Idle;
                 slot.due = Some(at);
                 slot.held = backoff;
-                let earliest = state.timers.peek().is_none_or(|Reverse((t, _))| at < *t);
-                state.timers.push(Reverse((at, ledger)));
-                if earliest {
-                    // A runner may be waiting for a later deadline.
-                    self.changed.notify_one();
+                if slot.armed.is_none_or(|armed| armed > at) {
+                    slot.armed = Some(at);
+                    let earliest = state.timers.peek().is_none_or(|Reverse((t, _))| at < *t);
+                    state.timers.push(Reverse((at, ledger)));
+                    if earliest {
+                        // A runner may be waiting for a later deadline.
+                        self.changed.notify_one();
+                    }
                 }
             }
         }
@@ -312,6 +332,28 @@ mod tests {
         assert!(started.elapsed() >= Duration::from_millis(15));
         assert_eq!(take_now(&s).ledger, a);
         assert!(started.elapsed() >= Duration::from_millis(55));
+    }
+
+    #[test]
+    fn many_steps_of_one_ledger_keep_one_timer_and_the_latest_deadline_holds() {
+        let s = Schedule::new(1);
+        let first = take_now(&s).ledger;
+        s.done(first, Next::After(Duration::from_millis(40)));
+        for _ in 0..1000 {
+            s.wake(0, Wake::Files);
+            let t = take_now(&s);
+            s.done(t.ledger, Next::After(Duration::from_millis(80)));
+        }
+        assert!(
+            s.lock().timers.len() <= 2,
+            "{} timers",
+            s.lock().timers.len()
+        );
+        // The early entry fires, finds the later deadline, and sets it.
+        let started = Instant::now();
+        let t = take_now(&s);
+        assert_eq!((t.ledger, t.wake), (0, None));
+        assert!(started.elapsed() >= Duration::from_millis(60));
     }
 
     #[test]
