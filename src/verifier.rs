@@ -206,6 +206,14 @@ impl Pool {
         self.inner.threads
     }
 
+    /// The buffers of chunks given back, shared by every client.
+    fn spares(&self) -> std::sync::MutexGuard<'_, Vec<Chunk>> {
+        self.inner
+            .spare
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
     fn submit(&self, job: Job) -> Result<(), PoolBroken> {
         let jobs = self
             .inner
@@ -272,13 +280,7 @@ impl Verifiers {
 
     /// An empty chunk (reusing the buffers of chunks given back).
     pub fn chunk(&mut self) -> Chunk {
-        self.pool
-            .inner
-            .spare
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .pop()
-            .unwrap_or_default()
+        self.pool.spares().pop().unwrap_or_default()
     }
 
     /// Gives a consumed chunk back for reuse.
@@ -287,12 +289,7 @@ impl Verifiers {
         // A chunk that held one huge line keeps no huge buffer, and the
         // spares stay few however many ledgers share the pool.
         if chunk.bytes.capacity() <= 4 << 20 {
-            let mut spare = self
-                .pool
-                .inner
-                .spare
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
+            let mut spare = self.pool.spares();
             if spare.len() < 2 * self.pool.threads() + 2 {
                 spare.push(chunk);
             }

@@ -314,23 +314,21 @@ fn a_group_commits_whole_or_not_at_all() {
             .unwrap()
     };
     let stop = AtomicBool::new(false);
-    // A group that is never committed (the process dies): nothing of it.
-    {
+    // Both ledgers caught up inside one group, not yet committed.
+    let both_in_a_group = || {
         let base = Mirror::open(&s.db, Access::ReadWrite).unwrap();
         let mut sa = Shipper::new(a.clone(), base.share(), Batching::events(2)).unwrap();
         let mut sb = Shipper::new(b.clone(), base.share(), Batching::events(3)).unwrap();
         base.begin_group().unwrap();
         assert_eq!(sa.catch_up(&stop, &mut |_| {}).unwrap().mirrored(), 5);
         assert_eq!(sb.catch_up(&stop, &mut |_| {}).unwrap().mirrored(), 8);
-    }
+        (base, sa, sb)
+    };
+    // A group that is never committed (the process dies): nothing of it.
+    drop(both_in_a_group());
     assert_eq!(rows(&s.db), 0, "an uncommitted group leaves nothing");
     // Again, committed: each ledger exactly once, with its checkpoint.
-    let base = Mirror::open(&s.db, Access::ReadWrite).unwrap();
-    let mut sa = Shipper::new(a.clone(), base.share(), Batching::events(2)).unwrap();
-    let mut sb = Shipper::new(b.clone(), base.share(), Batching::events(3)).unwrap();
-    base.begin_group().unwrap();
-    assert_eq!(sa.catch_up(&stop, &mut |_| {}).unwrap().mirrored(), 5);
-    assert_eq!(sb.catch_up(&stop, &mut |_| {}).unwrap().mirrored(), 8);
+    let (base, mut sa, mut sb) = both_in_a_group();
     base.end_group().unwrap();
     assert_eq!(rows(&s.db), 13);
     for (l, head) in [(&a, 4), (&b, 7)] {

@@ -119,7 +119,8 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Starts a worker per ledger and the parity thread.
+    /// Starts the runner (which follows every ledger) and the parity
+    /// thread.
     pub fn start(
         settings: Settings,
         overrides: Overrides,
@@ -135,7 +136,6 @@ impl Daemon {
             stop: AtomicBool::new(false),
             reloadable: RwLock::new(Arc::new(reloadable)),
         });
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let schedule = Arc::new(Schedule::new(settings.ledgers.len()));
         let watch = Arc::new(watch::Watch::start(schedule.clone()));
         let context = Arc::new(Context {
@@ -144,7 +144,7 @@ impl Daemon {
             poll: settings.run.poll_interval,
             shared: shared.clone(),
             board: board.clone(),
-            pool: crate::verifier::Pool::new(cores)?,
+            pool: crate::verifier::Pool::per_core()?,
             watch,
             schedule: schedule.clone(),
         });
@@ -162,7 +162,6 @@ impl Daemon {
                 .cloned()
                 .zip(all_metrics.iter().map(|(_, m)| m.clone()))
                 .collect();
-            let db = settings.db.clone();
             std::thread::Builder::new()
                 .name("runner".into())
                 .spawn(move || {
@@ -173,7 +172,7 @@ impl Daemon {
                             Follower::new(index, ledger, metrics, context.clone())
                         })
                         .collect();
-                    runner::serve(followers, schedule, db);
+                    runner::serve(followers, schedule, context.db.clone());
                 })?
         };
         let (parity_tx, parity_rx) = mpsc::channel();

@@ -47,15 +47,18 @@ impl Base {
     /// A handle for one ledger on the shared connection.
     pub(super) fn share(&self) -> Result<Mirror, MirrorError> {
         let mut base = self.mirror.borrow_mut();
-        if base.as_ref().is_some_and(|m| m.check_in_place().is_err()) {
-            *base = None;
-        }
-        if base.is_none() {
-            let mirror = Mirror::open(&self.db, Access::ReadWrite)?;
-            mirror.set_cache_kib(CACHE_KIB)?;
-            *base = Some(mirror);
-        }
-        Ok(base.as_ref().map(Mirror::share).expect("opened above"))
+        // A connection to a file no longer at the path is let go.
+        let mirror = match base.take().filter(|m| m.check_in_place().is_ok()) {
+            Some(m) => m,
+            None => {
+                let m = Mirror::open(&self.db, Access::ReadWrite)?;
+                m.set_cache_kib(CACHE_KIB)?;
+                m
+            }
+        };
+        let shared = mirror.share();
+        *base = Some(mirror);
+        Ok(shared)
     }
 
     /// The mirror file was deleted or replaced under the connection.

@@ -116,12 +116,30 @@ impl Schedule {
 
     /// Queues `ledger` (if it is idle) with `wake`.
     pub(super) fn wake(&self, ledger: usize, wake: Wake) {
+        if Self::queue_up(&mut self.lock(), ledger, wake) {
+            self.changed.notify_one();
+        }
+    }
+
+    /// [`Schedule::wake`] for every ledger, under one lock.
+    pub(super) fn wake_all(&self, wake: Wake) {
         let mut state = self.lock();
+        let mut queued = false;
+        for ledger in 0..state.slots.len() {
+            queued |= Self::queue_up(&mut state, ledger, wake);
+        }
+        if queued {
+            self.changed.notify_all();
+        }
+    }
+
+    /// Merges `wake` into the ledger's; `true` when that queued it.
+    fn queue_up(state: &mut State, ledger: usize, wake: Wake) -> bool {
         let Some(slot) = state.slots.get_mut(ledger) else {
-            return;
+            return false;
         };
         if slot.phase == Phase::Finished {
-            return;
+            return false;
         }
         // A backoff lets only a stop through; a poll timer, everything.
         slot.wake = Some(merge(slot.wake, wake));
@@ -129,15 +147,9 @@ impl Schedule {
             slot.phase = Phase::Queued;
             slot.due = None;
             state.queue.push_back(ledger);
-            self.changed.notify_one();
+            return true;
         }
-    }
-
-    pub(super) fn wake_all(&self, wake: Wake) {
-        let n = self.lock().slots.len();
-        for ledger in 0..n {
-            self.wake(ledger, wake);
-        }
+        false
     }
 
     /// The next ledger queued (or due), if any, without waiting.

@@ -160,10 +160,15 @@ impl Follower {
         {
             self.backoff = BACKOFF_FIRST;
         }
-        self.metrics.worker_restarts.inc();
         self.metrics.mirror_unavailable.set(1);
+        self.back_off(&trouble)
+    }
+
+    /// Says why the ledger starts again from its checkpoint, and when.
+    fn back_off(&mut self, trouble: &str) -> Next {
+        self.metrics.worker_restarts.inc();
         self.context.board.update(&self.ledger.name, |s| {
-            s.trouble = Some(format!("{trouble} (retrying)"))
+            s.trouble = Some(format!("{trouble} (retrying)"));
         });
         let wait = self.backoff;
         self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
@@ -176,13 +181,7 @@ impl Follower {
     pub(super) fn lost(&mut self, e: &MirrorError) -> Next {
         self.open = None;
         self.metrics.commit_failures.inc();
-        self.metrics.worker_restarts.inc();
-        self.context.board.update(&self.ledger.name, |s| {
-            s.trouble = Some(format!("{e} (retrying)"));
-        });
-        let wait = self.backoff;
-        self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
-        Next::Backoff(wait)
+        self.back_off(&e.to_string())
     }
 
     /// Logs a failure; returns what the status board shows.

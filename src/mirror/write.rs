@@ -175,9 +175,6 @@ fn write_batch(
     Ok(changed == 1)
 }
 
-/// Held across each commit of this process (see [`Mirror::commit`]).
-static WRITE_TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
 impl Mirror {
     /// Starts a transaction that every commit through this connection (and
     /// its shares) joins, each as a savepoint, until [`Mirror::end_group`]:
@@ -185,9 +182,6 @@ impl Mirror {
     /// group is visible, or durable, before then.
     pub fn begin_group(&self) -> Result<()> {
         self.check_in_place()?;
-        let _turn = WRITE_TURN
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
         self.conn
             .execute_batch("BEGIN IMMEDIATE")
             .map_err(|e| self.err(e))
@@ -197,9 +191,6 @@ impl Mirror {
     /// was written (it is rolled back), and every ledger in it must read
     /// its checkpoint again.
     pub fn end_group(&self) -> Result<()> {
-        let _turn = WRITE_TURN
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if self.conn.is_autocommit() {
             // An error inside ended it already: nothing of it was written.
             return Err(MirrorError::GroupLost {
@@ -226,99 +217,62 @@ impl Mirror {
         state: &mut LedgerState,
     ) -> Result<()> {
         self.check_in_place()?;
-        let path = self.path.clone();
-        // SQLite has one writer at a time. Threads of this process that
-        // write (the ledgers of one `run`) take turns here, in order,
-        // instead of in SQLite's busy handler, which sleeps (1, 2, 5, 10 ms
-        // and more) between tries: that sleeping was write-to-visible
-        // latency with many ledgers.
-        let _turn = WRITE_TURN
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
         // Inside a group (see `begin_group`) the batch is a savepoint of
         // the group's transaction; otherwise a transaction of its own.
         let nested = !self.conn.is_autocommit();
-        let sqlite = |source| MirrorError::Sqlite {
-            path: path.clone(),
-            source,
-        };
         self.conn
             .execute_batch(if nested {
                 "SAVEPOINT batch"
             } else {
                 "BEGIN IMMEDIATE"
             })
-            .map_err(sqlite)?;
+            .map_err(|e| self.err(e))?;
         // Undone on any way out but the end, a panic included: a batch
         // half written must never ride on a group's commit.
         let mut pending = Pending {
             conn: &self.conn,
             nested,
-            done: false,
+            ended: false,
         };
-        let mut undo = || pending.undo();
         let now = now_text();
-        match write_batch(&self.conn, ledger, batch, state, &now) {
-            Ok(true) => {}
-            Ok(false) => {
-                undo();
-                return Err(MirrorError::Conflict {
-                    path,
-                    ledger: ledger.to_owned(),
-                });
-            }
-            Err(e) if e.sqlite_error_code() == Some(ErrorCode::ConstraintViolation) => {
-                undo();
-                return Err(MirrorError::Conflict {
-                    path,
-                    ledger: ledger.to_owned(),
-                });
-            }
-            Err(e) => {
-                undo();
-                return Err(sqlite(e));
-            }
+        let conflict = match write_batch(&self.conn, ledger, batch, state, &now) {
+            Ok(written) => !written,
+            Err(e) if e.sqlite_error_code() == Some(ErrorCode::ConstraintViolation) => true,
+            Err(e) => return Err(self.err(e)),
+        };
+        if conflict {
+            return Err(MirrorError::Conflict {
+                path: self.path.clone(),
+                ledger: ledger.to_owned(),
+            });
         }
-        let ended = self
-            .conn
-            .execute_batch(if nested { "RELEASE batch" } else { "COMMIT" });
-        if let Err(e) = ended {
-            undo();
-            return Err(sqlite(e));
-        }
-        pending.done = true;
+        self.conn
+            .execute_batch(if nested { "RELEASE batch" } else { "COMMIT" })
+            .map_err(|e| self.err(e))?;
+        pending.ended = true;
         state.generation += 1;
         Ok(())
     }
 }
 
-/// A batch's transaction (or savepoint) not yet ended.
+/// A batch's transaction (or savepoint) not yet ended: rolled back when
+/// dropped so.
 struct Pending<'a> {
     conn: &'a Connection,
     nested: bool,
-    done: bool,
+    ended: bool,
 }
 
-impl Pending<'_> {
-    fn undo(&mut self) {
-        if self.done {
-            return;
-        }
-        self.done = true;
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
         // An error may have ended the transaction already (SQLite rolls
         // back by itself after some): undo only what is open.
-        if !self.conn.is_autocommit() {
+        if !self.ended && !self.conn.is_autocommit() {
             let _ = self.conn.execute_batch(if self.nested {
                 "ROLLBACK TO batch; RELEASE batch"
             } else {
                 "ROLLBACK"
             });
         }
-    }
-}
-
-impl Drop for Pending<'_> {
-    fn drop(&mut self) {
-        self.undo();
     }
 }

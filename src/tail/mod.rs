@@ -36,6 +36,7 @@ pub const TAIL_CHECK_BYTES: u64 = 64;
 
 /// Size of one read.
 const READ_CHUNK: usize = 256 * 1024;
+/// Size of the first read after an end of data.
 const MIN_READ: usize = 4096;
 
 /// What [`Tailer::refresh`] found.
@@ -111,6 +112,11 @@ struct OpenFile {
     /// Whether any line of this file was returned (only then can a
     /// checkpoint fall in it, and its handle be needed once it is done).
     returned_lines: bool,
+    /// How much the next read asks for: doubled while reads fill what they
+    /// asked (a backlog), back to [`MIN_READ`] when one does not (the
+    /// end: a live ledger's new line needs a few KiB of buffer, not a
+    /// catch-up's 256 KiB, and a thousand ledgers each holding one add up).
+    read_size: usize,
 }
 
 impl OpenFile {
@@ -122,6 +128,7 @@ impl OpenFile {
             framer: Framer::new(offset, max_line_bytes),
             read_at: Instant::now(),
             returned_lines: false,
+            read_size: MIN_READ,
         }
     }
 }
@@ -236,14 +243,13 @@ impl Tailer {
             if cur.framer.ready() {
                 break;
             }
-            // Read what is there, up to READ_CHUNK: a live ledger's new
-            // line needs a few KiB of buffer, not a catch-up's 256 KiB
-            // (a thousand ledgers each holding one add up).
-            let waiting = cur.file.metadata().map_or(READ_CHUNK as u64, |m| {
-                m.len().saturating_sub(cur.framer.read_offset())
-            });
-            let want = (waiting.saturating_add(1) as usize).clamp(MIN_READ, READ_CHUNK);
+            let want = cur.read_size;
             let n = cur.file.read(cur.framer.spare(want))?;
+            cur.read_size = if n >= want {
+                (want * 2).min(READ_CHUNK)
+            } else {
+                MIN_READ
+            };
             if n > 0 {
                 cur.framer.filled(n);
                 cur.read_at = Instant::now();
