@@ -4,6 +4,7 @@
 
 use crate::config::ConfigError;
 use crate::mirror::MirrorError;
+use crate::postgres::PgError;
 use crate::producer::ProduceError;
 use crate::shipper::ShipError;
 
@@ -15,6 +16,9 @@ pub fn recognized(cause: &(dyn std::error::Error + 'static)) -> Option<Option<St
     }
     if let Some(e) = cause.downcast_ref::<MirrorError>() {
         return Some(e.hint());
+    }
+    if let Some(e) = cause.downcast_ref::<PgError>() {
+        return Some(e.hint.clone());
     }
     if let Some(e) = cause.downcast_ref::<ProduceError>() {
         return Some(e.hint());

@@ -97,3 +97,34 @@ fn the_library_never_reaches_into_the_command_line_layer() {
         "the library uses the command-line layer: {offences:?}"
     );
 }
+
+#[test]
+fn only_the_postgres_module_speaks_postgresql() {
+    // The fleet shipper holds a connection (`crate::postgres::Client`)
+    // but sends nothing on it itself: statements, the client library and
+    // SQL text live in src/postgres/ (and the benchmark's bare COPY floor).
+    let speech = [
+        "tokio_postgres",
+        " ::postgres",
+        "(::postgres",
+        "use postgres",
+        "extern crate postgres",
+        "simple_query",
+        "batch_execute",
+        "copy_in",
+        "INSERT INTO",
+        "SELECT ",
+    ];
+    let offences: Vec<String> = sources_outside(&["postgres", "mirror", "bin"])
+        .into_iter()
+        .filter(|p| {
+            let text = std::fs::read_to_string(p).unwrap();
+            speech.iter().any(|s| text.contains(s))
+        })
+        .map(|p| p.display().to_string())
+        .collect();
+    assert!(
+        offences.is_empty(),
+        "PostgreSQL outside src/postgres/: {offences:?}"
+    );
+}

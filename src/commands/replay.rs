@@ -93,5 +93,63 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
             eprintln!("{}: HALTED: {h}", ledger.name);
         }
     }
+    if let Some(pg) = &settings.postgres {
+        let names: Vec<String> = settings.ledgers.iter().map(|l| l.name.clone()).collect();
+        halted |= ship(pg, &names, &settings.db)?;
+    }
     Ok(exit(if halted { EXIT_PROBLEMS } else { EXIT_OK }))
+}
+
+/// (v1.2) Ships the mirror's rows past the central heads; true when a
+/// ledger's central chain conflicts with the local one. Gives up (could
+/// not run) when PostgreSQL stays unreachable for three connect timeouts,
+/// at once on an error that waiting does not mend.
+fn ship(
+    pg: &crate::config::PostgresSettings,
+    names: &[String],
+    db: &std::path::Path,
+) -> anyhow::Result<bool> {
+    use crate::fleet::{Round, Settled, Shipper};
+    let mut shipper = Shipper::new(pg, names, db.to_path_buf(), None, None)
+        .map_err(anyhow::Error::msg)
+        .context("[postgres]")?;
+    let all = vec![true; names.len()];
+    let mut failing_since = None;
+    loop {
+        let round = shipper.round(&all);
+        if let Some(e) = shipper.last_error.clone() {
+            let since = *failing_since.get_or_insert_with(std::time::Instant::now);
+            if !e.is_transient() || since.elapsed() > pg.connect_timeout * 3 {
+                return Err(anyhow::Error::new(e).context("shipping to PostgreSQL"));
+            }
+        } else {
+            failing_since = None;
+        }
+        match shipper.settled().context("reading the mirror")? {
+            Settled::CaughtUp => break,
+            Settled::Halted(lanes) => {
+                for (name, why) in lanes {
+                    eprintln!("{name}: shipping to PostgreSQL HALTED: {why}");
+                }
+                return Ok(true);
+            }
+            Settled::Fenced(name, why) => {
+                anyhow::bail!("ledger `{name}`: not shipped to PostgreSQL: {why}")
+            }
+            Settled::Pending => {}
+        }
+        if let Round::Idle(d) = round {
+            std::thread::sleep(d.min(Duration::from_millis(20)));
+        }
+    }
+    shipper.release();
+    for (name, head, _) in shipper.heads() {
+        eprintln!(
+            "{name}: shipped to PostgreSQL ({}, source {}), central head {}",
+            shipper.target().shown(),
+            pg.source,
+            head.map_or_else(|| "none".to_owned(), |s| format!("seq {s}"))
+        );
+    }
+    Ok(false)
 }

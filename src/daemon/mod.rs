@@ -115,6 +115,8 @@ pub struct Daemon {
     schedule: Arc<Schedule>,
     runner: Option<JoinHandle<()>>,
     parity: Option<(Sender<()>, JoinHandle<()>)>,
+    /// (v1.2) The fleet shipper, with `[postgres]`.
+    fleet: Option<crate::fleet::Running>,
     log: Option<LogControl>,
 }
 
@@ -148,6 +150,21 @@ impl Daemon {
             watch,
             schedule: schedule.clone(),
         });
+        let names: Vec<String> = settings.ledgers.iter().map(|l| l.name.clone()).collect();
+        let fleet = match &settings.postgres {
+            Some(pg) => Some(
+                crate::fleet::Running::start(
+                    pg,
+                    names,
+                    settings.db.clone(),
+                    telemetry.clone(),
+                    board.clone(),
+                )
+                .map_err(std::io::Error::other)?,
+            ),
+            None => None,
+        };
+        let bell = fleet.as_ref().map(|f| f.doorbell.clone());
         let mut all_metrics = Vec::new();
         for ledger in &settings.ledgers {
             all_metrics.push((ledger.name.clone(), telemetry.ledger(&ledger.name)));
@@ -172,7 +189,7 @@ impl Daemon {
                             Follower::new(index, ledger, metrics, context.clone())
                         })
                         .collect();
-                    runner::serve(followers, schedule, context.db.clone());
+                    runner::serve(followers, schedule, context.db.clone(), bell);
                 })?
         };
         let (parity_tx, parity_rx) = mpsc::channel();
@@ -194,6 +211,7 @@ impl Daemon {
             schedule,
             runner: Some(runner),
             parity: Some((parity_tx, parity_handle)),
+            fleet,
             log,
         })
     }
@@ -298,6 +316,14 @@ impl Daemon {
             .collect();
         if !busy.is_empty() {
             return Ended::GraceExpired(busy);
+        }
+        // The rows are committed locally; the fleet shipper finishes its
+        // transaction in flight (what it has not shipped, it ships after
+        // the next start: the central head says where it was).
+        if let Some(fleet) = self.fleet.take() {
+            if !fleet.stop(deadline) {
+                return Ended::GraceExpired(vec!["(shipping to PostgreSQL)".into()]);
+            }
         }
         if let Some(h) = self.runner.take() {
             let _ = h.join();

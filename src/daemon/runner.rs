@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use super::schedule::{Next, Schedule, Taken};
 use super::worker::Follower;
+use crate::fleet::Doorbell;
 use crate::mirror::{Access, Mirror, MirrorError};
 
 /// Ledgers stepped in one transaction, at most.
@@ -89,7 +90,15 @@ impl Base {
 }
 
 /// Steps ledgers until every one has finished (after a stop).
-pub(super) fn serve(mut followers: Vec<Follower>, schedule: Arc<Schedule>, db: PathBuf) {
+///
+/// `bell` (with `[postgres]`) is rung for each ledger stepped: the fleet
+/// shipper looks for its new rows at once.
+pub(super) fn serve(
+    mut followers: Vec<Follower>,
+    schedule: Arc<Schedule>,
+    db: PathBuf,
+    bell: Option<Arc<Doorbell>>,
+) {
     let base = Base {
         db,
         mirror: RefCell::new(None),
@@ -134,6 +143,9 @@ pub(super) fn serve(mut followers: Vec<Follower>, schedule: Arc<Schedule>, db: P
             }
         }
         for (t, next) in turns.into_iter().zip(nexts) {
+            if let Some(bell) = &bell {
+                bell.ring(t.ledger);
+            }
             schedule.done(t.ledger, next);
         }
     }

@@ -8,7 +8,10 @@
 //! so the core and the shipper never import prometheus. [`readiness`] is a
 //! pure function of the board, tested on its own.
 
+mod fleet;
 mod process;
+
+pub use fleet::FleetMetrics;
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -27,6 +30,7 @@ use crate::shipper::BatchStats;
 pub struct Telemetry {
     registry: Registry,
     families: Arc<Families>,
+    fleet: Arc<fleet::Families>,
 }
 
 struct Families {
@@ -150,6 +154,7 @@ impl Telemetry {
             mirror_unavailable: gauge(&reg, "ledgertail_mirror_unavailable", "1 while the worker is backing off after a database or file error."),
         };
         Telemetry {
+            fleet: Arc::new(fleet::Families::new(&reg)),
             registry: reg,
             families: Arc::new(families),
         }
@@ -335,6 +340,9 @@ pub struct LedgerStatus {
     /// `Some(reason)` while the worker cannot commit or read.
     pub trouble: Option<String>,
     pub lag_events: u64,
+    /// (v1.2) `Some(reason)` while shipping to PostgreSQL is stopped (a
+    /// central chain that conflicts with the local one).
+    pub central_halted: Option<String>,
 }
 
 /// Shared between the workers (writers) and the HTTP server (reader).
@@ -417,6 +425,15 @@ pub fn readiness(
             reasons.push(match detail {
                 Detail::Full => format!("ledger {}: {why}", l.name),
                 Detail::Brief => format!("ledger {}: cannot mirror (see the logs)", l.name),
+            });
+        }
+        if let Some(why) = &l.central_halted {
+            reasons.push(match detail {
+                Detail::Full => format!("ledger {}: shipping to PostgreSQL halted: {why}", l.name),
+                Detail::Brief => format!(
+                    "ledger {}: shipping to PostgreSQL halted (see the logs)",
+                    l.name
+                ),
             });
         }
         if l.lag_events > max_lag_events {

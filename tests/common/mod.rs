@@ -3,6 +3,8 @@
 //! ledger folder with a config, and reads of the mirror.
 #![allow(dead_code)] // each test binary uses its own part of this
 
+pub mod pg;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};

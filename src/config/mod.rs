@@ -18,6 +18,9 @@ use serde::Deserialize;
 
 use crate::ledger::{ChainRules, KeyRing, SignaturePolicy};
 
+mod postgres;
+pub use postgres::{PostgresSettings, PostgresTable};
+
 pub const DEFAULT_DB: &str = "ledgertail.db";
 pub const DEFAULT_LEDGER: &str = "ledger.jsonl";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9898";
@@ -54,6 +57,8 @@ pub struct FileConfig {
     pub parity_max_bytes_per_sec: Option<u64>,
     pub keys: Option<BTreeMap<String, String>>,
     pub ledger: Option<Vec<LedgerTable>>,
+    /// (v1.2) The fleet store; absent: none.
+    pub postgres: Option<PostgresTable>,
 }
 
 /// One `[[ledger]]` table.
@@ -244,6 +249,8 @@ pub struct Settings {
     /// selection of them ([`LedgerSettings::keys`]).
     pub keys: KeyRing,
     pub ledgers: Vec<LedgerSettings>,
+    /// (v1.2) `[postgres]`: where this sidecar ships what it mirrors.
+    pub postgres: Option<PostgresSettings>,
     /// The configuration file used, if any.
     pub config_path: Option<PathBuf>,
 }
@@ -464,6 +471,10 @@ impl Settings {
             run,
             keys,
             ledgers,
+            postgres: match &file.postgres {
+                Some(table) => Some(table.resolve(&config_dir)?),
+                None => None,
+            },
             config_path: over.config.as_ref().map(|p| absolute(cwd, p)),
         })
     }

@@ -1,0 +1,220 @@
+//! The `[postgres]` table (contract §6): where the fleet store is, who
+//! this sidecar is in it, and how shipping batches and waits.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::{absolute, ConfigError};
+
+pub const DEFAULT_SCHEMA: &str = "ledgertail";
+pub const DEFAULT_BATCH_MAX_EVENTS: usize = 5000;
+pub const DEFAULT_BATCH_MAX_MILLIS: u64 = 10;
+pub const DEFAULT_CONNECT_TIMEOUT_SECS: u64 = 10;
+pub const DEFAULT_STATEMENT_TIMEOUT_SECS: u64 = 30;
+pub const DEFAULT_LEASE_SECS: u64 = 60;
+/// Rows of one transaction, at most: a batch is one SQL message in
+/// memory on both ends.
+pub const MAX_BATCH_MAX_EVENTS: usize = 100_000;
+
+/// `[postgres]` as written.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresTable {
+    pub url: Option<String>,
+    pub source: Option<String>,
+    pub schema: Option<String>,
+    pub ca_file: Option<PathBuf>,
+    pub batch_max_events: Option<usize>,
+    pub batch_max_millis: Option<u64>,
+    pub connect_timeout_secs: Option<u64>,
+    pub statement_timeout_secs: Option<u64>,
+    pub lease_secs: Option<u64>,
+}
+
+/// `[postgres]` resolved.
+#[derive(Clone)]
+pub struct PostgresSettings {
+    /// The connection string as configured (it may hold a password: never
+    /// logged; `postgres::Target` shows it without).
+    pub url: String,
+    pub source: String,
+    pub schema: String,
+    pub ca_file: Option<PathBuf>,
+    /// A batch ships when it holds this many rows…
+    pub batch_max_events: usize,
+    /// …or when its first row has waited this long for company.
+    pub batch_max_wait: Duration,
+    pub connect_timeout: Duration,
+    pub statement_timeout: Duration,
+    /// How long a shipper's claim on a ledger outlives its last
+    /// transaction: another sidecar with the same source is refused
+    /// until then.
+    pub lease: Duration,
+}
+
+impl std::fmt::Debug for PostgresSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresSettings")
+            .field("source", &self.source)
+            .field("schema", &self.schema)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A schema name ledgertail will create: a plain lower-case SQL name.
+fn valid_schema(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && s.len() <= 63
+}
+
+/// The host name, for the default source.
+fn host_name() -> Option<String> {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname writes at
+    // most that many bytes.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return None;
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    let name = std::str::from_utf8(&buf[..end]).ok()?.trim().to_owned();
+    (!name.is_empty()).then_some(name)
+}
+
+impl PostgresTable {
+    pub fn resolve(&self, config_dir: &Path) -> Result<PostgresSettings, ConfigError> {
+        let url = match self.url.as_deref().map(str::trim) {
+            Some(u) if !u.is_empty() => u.to_owned(),
+            _ => {
+                return Err(ConfigError::invalid("postgres.url", "nothing", "is required").with_hint(
+                    "for example url = \"postgresql://ledgertail@db.example/ledgers?sslmode=verify-full\"",
+                ))
+            }
+        };
+        let source = match &self.source {
+            Some(s) if s.trim().is_empty() || s.contains('\0') => {
+                return Err(ConfigError::invalid(
+                    "postgres.source",
+                    format!("{s:?}"),
+                    "must be a non-empty name",
+                ))
+            }
+            Some(s) => s.clone(),
+            None => host_name().ok_or_else(|| {
+                ConfigError::invalid(
+                    "postgres.source",
+                    "nothing",
+                    "the host name could not be read",
+                )
+                .with_hint("set source = \"NAME\" under [postgres]")
+            })?,
+        };
+        let schema = self
+            .schema
+            .clone()
+            .unwrap_or_else(|| DEFAULT_SCHEMA.to_owned());
+        if !valid_schema(&schema) {
+            return Err(ConfigError::invalid(
+                "postgres.schema",
+                &schema,
+                "must be a lower-case SQL name (a-z, 0-9, _; at most 63 characters)",
+            ));
+        }
+        let batch_max_events = self.batch_max_events.unwrap_or(DEFAULT_BATCH_MAX_EVENTS);
+        if batch_max_events == 0 || batch_max_events > MAX_BATCH_MAX_EVENTS {
+            return Err(ConfigError::invalid(
+                "postgres.batch_max_events",
+                batch_max_events,
+                &format!("must be 1 to {MAX_BATCH_MAX_EVENTS}"),
+            ));
+        }
+        let positive = |field: &str, v: Option<u64>, default: u64| -> Result<u64, ConfigError> {
+            match v.unwrap_or(default) {
+                0 => Err(ConfigError::invalid(field, 0, "must be at least 1")),
+                n if n > 86_400 * 7 => {
+                    Err(ConfigError::invalid(field, n, "must be at most a week"))
+                }
+                n => Ok(n),
+            }
+        };
+        let batch_max_millis = self.batch_max_millis.unwrap_or(DEFAULT_BATCH_MAX_MILLIS);
+        if batch_max_millis > 60_000 {
+            return Err(ConfigError::invalid(
+                "postgres.batch_max_millis",
+                batch_max_millis,
+                "must be at most 60000",
+            ));
+        }
+        let lease = positive("postgres.lease_secs", self.lease_secs, DEFAULT_LEASE_SECS)?;
+        if lease < 3 {
+            return Err(ConfigError::invalid(
+                "postgres.lease_secs",
+                lease,
+                "must be at least 3 (the lease is renewed every third of it)",
+            ));
+        }
+        Ok(PostgresSettings {
+            url,
+            source,
+            schema,
+            ca_file: self.ca_file.as_ref().map(|p| absolute(config_dir, p)),
+            batch_max_events,
+            batch_max_wait: Duration::from_millis(batch_max_millis),
+            connect_timeout: Duration::from_secs(positive(
+                "postgres.connect_timeout_secs",
+                self.connect_timeout_secs,
+                DEFAULT_CONNECT_TIMEOUT_SECS,
+            )?),
+            statement_timeout: Duration::from_secs(positive(
+                "postgres.statement_timeout_secs",
+                self.statement_timeout_secs,
+                DEFAULT_STATEMENT_TIMEOUT_SECS,
+            )?),
+            lease: Duration::from_secs(lease),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_refusals() {
+        let t = PostgresTable {
+            url: Some("postgresql://u@h/db".into()),
+            source: Some("host-a".into()),
+            ..PostgresTable::default()
+        };
+        let s = t.resolve(Path::new("/etc/ledgertail")).unwrap();
+        assert_eq!(s.schema, "ledgertail");
+        assert_eq!(s.batch_max_events, DEFAULT_BATCH_MAX_EVENTS);
+        assert_eq!(s.lease, Duration::from_secs(60));
+        let bad = |change: fn(&mut PostgresTable)| {
+            let mut t = t.clone();
+            change(&mut t);
+            t.resolve(Path::new("/")).unwrap_err().to_string()
+        };
+        assert!(bad(|t| t.url = None).contains("postgres.url"));
+        assert!(bad(|t| t.schema = Some("Bad-Name".into())).contains("postgres.schema"));
+        assert!(bad(|t| t.batch_max_events = Some(0)).contains("batch_max_events"));
+        assert!(bad(|t| t.lease_secs = Some(1)).contains("lease_secs"));
+        assert!(bad(|t| t.source = Some(" ".into())).contains("postgres.source"));
+        let ca = PostgresTable {
+            ca_file: Some("ca.pem".into()),
+            ..t.clone()
+        };
+        assert_eq!(
+            ca.resolve(Path::new("/etc/lt")).unwrap().ca_file.unwrap(),
+            PathBuf::from("/etc/lt/ca.pem")
+        );
+        let anon = PostgresTable { source: None, ..t };
+        assert!(!anon.resolve(Path::new("/")).unwrap().source.is_empty());
+    }
+}

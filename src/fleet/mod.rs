@@ -1,0 +1,468 @@
+//! The fleet shipper (contract §6): the SQLite mirror is the outbox, and
+//! this thread ships each ledger's rows past its central head, in seq
+//! order, in batches, into PostgreSQL. It reads the mirror through a
+//! connection of its own and speaks PostgreSQL only through
+//! [`crate::postgres`]; local mirroring never waits for it.
+//!
+//! Each ledger is a [`Lane`]. Its position is learnt from the central
+//! head alone ([`Lane::locate`]), at every start, after every error and
+//! after a commit whose outcome the connection did not tell: the central
+//! head is matched against the local row at the same seq (equal: ship
+//! what follows; different: a fork, and the lane halts; beyond the local
+//! head: wait for the mirror). A lane ships when it has a full batch or
+//! when its first unshipped row has waited `batch_max_millis`. A lost
+//! connection is tried again with a backoff that doubles up to
+//! [`MAX_BACKOFF`]; the lag metric shows the backlog meanwhile.
+
+mod lane;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::config::PostgresSettings;
+use crate::mirror::{Access, Mirror, MirrorError};
+use crate::postgres::{self, PgError, Target, Timeouts};
+use crate::telemetry::{StatusBoard, Telemetry};
+use lane::{Lane, Pos};
+
+/// The longest wait between two attempts to reach PostgreSQL.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// How often an idle shipper looks at the mirror without being rung.
+const IDLE_LOOK: Duration = Duration::from_secs(1);
+/// The meta key under which a mirror keeps its shipper's name.
+const SHIPPER_KEY: &str = "fleet_shipper";
+
+/// Rung by the runner after each step of a ledger: there may be new rows.
+#[derive(Default)]
+pub struct Doorbell {
+    rung: Mutex<Vec<bool>>,
+    bell: Condvar,
+}
+
+impl Doorbell {
+    pub fn new(ledgers: usize) -> Doorbell {
+        Doorbell {
+            rung: Mutex::new(vec![false; ledgers]),
+            bell: Condvar::new(),
+        }
+    }
+
+    pub fn ring(&self, ledger: usize) {
+        let mut rung = self.rung.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(r) = rung.get_mut(ledger) {
+            *r = true;
+        }
+        self.bell.notify_one();
+    }
+
+    fn ring_all(&self) {
+        let mut rung = self.rung.lock().unwrap_or_else(PoisonError::into_inner);
+        rung.iter_mut().for_each(|r| *r = true);
+        self.bell.notify_one();
+    }
+
+    /// Waits up to `timeout` for a ring; takes the rung ledgers.
+    fn wait(&self, timeout: Duration) -> Vec<bool> {
+        let rung = self.rung.lock().unwrap_or_else(PoisonError::into_inner);
+        let (mut rung, _) = self
+            .bell
+            .wait_timeout_while(rung, timeout, |r| !r.iter().any(|x| *x))
+            .unwrap_or_else(PoisonError::into_inner);
+        let taken = rung.clone();
+        rung.iter_mut().for_each(|r| *r = false);
+        taken
+    }
+}
+
+/// What one round over the lanes left to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Round {
+    /// A lane has more to ship now.
+    Busy,
+    /// Nothing before this long (or a ring).
+    Idle(Duration),
+}
+
+/// The shipper of one sidecar: its lanes, one PostgreSQL connection and
+/// one read connection to the mirror.
+pub struct Shipper {
+    pub(crate) cfg: PostgresSettings,
+    target: Target,
+    db: PathBuf,
+    lanes: Vec<Lane>,
+    client: Option<postgres::Client>,
+    mirror: Option<Mirror>,
+    shipper: Option<String>,
+    failures: u32,
+    retry_at: Option<Instant>,
+    /// The last connection error said (said again only when it changes).
+    said: Option<String>,
+    /// The last connection error, for `replay`.
+    pub last_error: Option<PgError>,
+    board: Option<StatusBoard>,
+}
+
+impl Shipper {
+    /// A shipper for the ledgers `names` of the mirror `db`.
+    pub fn new(
+        cfg: &PostgresSettings,
+        names: &[String],
+        db: PathBuf,
+        telemetry: Option<&Telemetry>,
+        board: Option<StatusBoard>,
+    ) -> Result<Shipper, String> {
+        let target = Target::parse(
+            &cfg.url,
+            cfg.ca_file.as_deref(),
+            Timeouts {
+                connect: cfg.connect_timeout,
+                statement: cfg.statement_timeout,
+            },
+            std::env::var(postgres::PASSWORD_ENV).ok(),
+        )?;
+        Ok(Shipper {
+            lanes: names
+                .iter()
+                .map(|n| Lane::new(n, telemetry.map(|t| t.fleet(n))))
+                .collect(),
+            cfg: cfg.clone(),
+            target,
+            db,
+            client: None,
+            mirror: None,
+            shipper: None,
+            failures: 0,
+            retry_at: None,
+            said: None,
+            last_error: None,
+            board,
+        })
+    }
+
+    pub fn target(&self) -> &Target {
+        &self.target
+    }
+
+    /// One pass over the lanes; `rung`: the lanes that may have new rows.
+    pub fn round(&mut self, rung: &[bool]) -> Round {
+        let now = Instant::now();
+        for (lane, r) in self.lanes.iter_mut().zip(rung) {
+            lane.dirty |= *r;
+        }
+        if let Some(at) = self.retry_at {
+            if at > now {
+                return Round::Idle(at - now);
+            }
+            self.retry_at = None;
+        }
+        if let Err(e) = self.open_mirror() {
+            // No mirror yet (the runner creates it with its first commit).
+            tracing::debug!(error = %e, "fleet: no mirror to read yet");
+            return Round::Idle(IDLE_LOOK);
+        }
+        if self.client.is_none() {
+            if let Err(e) = self.connect() {
+                return self.failed(e);
+            }
+        }
+        let (Some(client), Some(mirror), Some(shipper)) = (
+            self.client.as_mut(),
+            self.mirror.as_ref(),
+            self.shipper.as_deref(),
+        ) else {
+            return Round::Idle(IDLE_LOOK);
+        };
+        let mut next = IDLE_LOOK;
+        let mut busy = false;
+        let mut lost = None;
+        for lane in &mut self.lanes {
+            let mut io = lane::Io {
+                client,
+                mirror,
+                cfg: &self.cfg,
+                shipper,
+                board: self.board.as_ref(),
+            };
+            match lane.step(&mut io, now) {
+                Ok(lane::Step::Busy) => busy = true,
+                Ok(lane::Step::Idle(d)) => next = next.min(d),
+                Err(e) => {
+                    lost = Some(e);
+                    break;
+                }
+            }
+        }
+        if let Some(e) = lost {
+            return self.failed(e);
+        }
+        if self.failures > 0 {
+            tracing::info!(
+                target = self.target.shown(),
+                "fleet: PostgreSQL reachable again; shipping resumed"
+            );
+        }
+        self.failures = 0;
+        self.said = None;
+        self.last_error = None;
+        for lane in &self.lanes {
+            lane.set_up(true);
+        }
+        if busy {
+            Round::Busy
+        } else {
+            Round::Idle(next)
+        }
+    }
+
+    fn open_mirror(&mut self) -> Result<(), MirrorError> {
+        if let Some(m) = &self.mirror {
+            if m.check_in_place().is_ok() {
+                return Ok(());
+            }
+            // The mirror file was replaced: every lane learns its place
+            // again, against the new file.
+            tracing::warn!(db = %self.db.display(), "fleet: the mirror file was replaced; shipping resumes from the central heads");
+            self.mirror = None;
+            self.shipper = None;
+            self.lanes.iter_mut().for_each(|l| l.relocate());
+        }
+        let mirror = Mirror::open(&self.db, Access::ReadOnly)?;
+        let shipper = match mirror.meta(SHIPPER_KEY)? {
+            Some(s) => s,
+            None => {
+                // Named once per mirror: a restart keeps the name (and the
+                // lease), another mirror of the same source does not.
+                let writer = Mirror::open(&self.db, Access::ReadWrite)?;
+                let mut random = [0u8; 6];
+                if getrandom::fill(&mut random).is_err() {
+                    // Unique enough without the OS's randomness: the name
+                    // only tells two mirrors apart.
+                    let nanos = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_nanos() as u64);
+                    let mixed = nanos ^ (u64::from(std::process::id()) << 40);
+                    random.copy_from_slice(&mixed.to_le_bytes()[..6]);
+                }
+                let hex: String = random.iter().map(|b| format!("{b:02x}")).collect();
+                let name = format!("{}/{hex}", self.cfg.source);
+                writer.set_meta(SHIPPER_KEY, &name)?;
+                writer.meta(SHIPPER_KEY)?.unwrap_or(name)
+            }
+        };
+        self.shipper = Some(shipper);
+        self.mirror = Some(mirror);
+        Ok(())
+    }
+
+    fn connect(&mut self) -> Result<(), PgError> {
+        let mut client = self.target.connect()?;
+        postgres::schema::ensure(&mut client, &self.cfg.schema)?;
+        // Every lane reads its central head again on a new connection.
+        self.lanes.iter_mut().for_each(|l| l.relocate());
+        self.client = Some(client);
+        Ok(())
+    }
+
+    /// After a failure to reach PostgreSQL or to ship: the connection is
+    /// dropped, each lane reads its central head again, and the next try
+    /// waits for the backoff.
+    fn failed(&mut self, e: PgError) -> Round {
+        self.client = None;
+        self.failures += 1;
+        for lane in &mut self.lanes {
+            lane.set_up(false);
+            lane.count_error();
+            lane.relocate();
+        }
+        let wait = backoff(self.failures);
+        let text = e.to_string();
+        if self.said.as_deref() != Some(text.as_str()) {
+            tracing::error!(
+                target = self.target.shown(),
+                error = %text,
+                hint = e.hint.as_deref().unwrap_or(""),
+                retry_in_ms = wait.as_millis() as u64,
+                "fleet: cannot ship to PostgreSQL; local mirroring goes on, and the backlog ships when it is back"
+            );
+            self.said = Some(text);
+        }
+        self.last_error = Some(e);
+        self.retry_at = Some(Instant::now() + wait);
+        Round::Idle(wait)
+    }
+
+    /// Whether every lane has shipped up to the mirror's head (or halted).
+    /// Reads the mirror's heads afresh.
+    pub fn settled(&mut self) -> Result<Settled, MirrorError> {
+        let Some(mirror) = self.mirror.as_ref() else {
+            return Ok(Settled::Pending);
+        };
+        let mut halted = Vec::new();
+        for lane in &mut self.lanes {
+            match &lane.pos {
+                Pos::Halted(why) => halted.push((lane.name.clone(), why.clone())),
+                Pos::Fenced { .. } => {
+                    return Ok(Settled::Fenced(
+                        lane.name.clone(),
+                        lane.said.clone().unwrap_or_default(),
+                    ))
+                }
+                _ => {
+                    let head = mirror
+                        .state(&lane.name)?
+                        .and_then(|s| s.head)
+                        .map(|h| h.seq);
+                    if head.is_some() && lane.central_seq() != head {
+                        return Ok(Settled::Pending);
+                    }
+                }
+            }
+        }
+        Ok(if halted.is_empty() {
+            Settled::CaughtUp
+        } else {
+            Settled::Halted(halted)
+        })
+    }
+
+    /// A clean stop: gives up the leases this shipper holds, so that a
+    /// successor (a rebuilt mirror, a rescheduled pod) need not wait for
+    /// them to run out. Best effort: a lease not given up just runs out.
+    pub fn release(&mut self) {
+        let (Some(client), Some(shipper)) = (self.client.as_mut(), self.shipper.as_deref()) else {
+            return;
+        };
+        for lane in &self.lanes {
+            if lane.central_seq().is_some() {
+                if let Err(e) = postgres::ship::release(
+                    client,
+                    &self.cfg.schema,
+                    &self.cfg.source,
+                    &lane.name,
+                    shipper,
+                ) {
+                    tracing::debug!(ledger = %lane.name, error = %e, "fleet: the lease was not given up (it runs out by itself)");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Each lane: (name, central head seq, lag in events), as last known.
+    pub fn heads(&self) -> Vec<(String, Option<u64>, u64)> {
+        self.lanes
+            .iter()
+            .map(|l| (l.name.clone(), l.central_seq(), l.lag))
+            .collect()
+    }
+}
+
+/// Where shipping stands, for `replay`.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Settled {
+    Pending,
+    CaughtUp,
+    /// A lane is fenced out by another shipper: (ledger, what it said).
+    Fenced(String, String),
+    /// Lanes halted by a central conflict: (ledger, why).
+    Halted(Vec<(String, String)>),
+}
+
+/// 250 ms, doubling per failure, up to [`MAX_BACKOFF`].
+fn backoff(failures: u32) -> Duration {
+    let ms = 250u64.saturating_mul(1 << failures.saturating_sub(1).min(10));
+    Duration::from_millis(ms).min(MAX_BACKOFF)
+}
+
+/// The running shipper thread of `run`.
+pub struct Running {
+    stop: Arc<AtomicBool>,
+    pub doorbell: Arc<Doorbell>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Starts the shipper thread for `names` of the mirror `db`.
+    pub fn start(
+        cfg: &PostgresSettings,
+        names: Vec<String>,
+        db: PathBuf,
+        telemetry: Telemetry,
+        board: StatusBoard,
+    ) -> Result<Running, String> {
+        // Parsed here too so that a bad connection string stops `run` at
+        // once, not in a thread's log.
+        Shipper::new(cfg, &names, db.clone(), None, None)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let doorbell = Arc::new(Doorbell::new(names.len()));
+        let cfg = cfg.clone();
+        let (stop2, bell) = (stop.clone(), doorbell.clone());
+        let handle = std::thread::Builder::new()
+            .name("fleet".into())
+            .spawn(move || {
+                let mut shipper = match Shipper::new(&cfg, &names, db, Some(&telemetry), Some(board)) {
+                    Ok(s) => s,
+                    Err(_) => return,
+                };
+                tracing::info!(target = shipper.target().shown(), source = %cfg.source, schema = %cfg.schema, "fleet: shipping to PostgreSQL");
+                let mut rung = vec![true; names.len()];
+                while !stop2.load(Ordering::Relaxed) {
+                    match shipper.round(&rung) {
+                        Round::Busy => rung = bell.wait(Duration::ZERO),
+                        Round::Idle(d) => rung = bell.wait(d),
+                    }
+                }
+                shipper.release();
+            })
+            .map_err(|e| format!("cannot start the fleet thread: {e}"))?;
+        Ok(Running {
+            stop,
+            doorbell,
+            handle: Some(handle),
+        })
+    }
+
+    /// Asks the thread to stop after its transaction in flight; waits
+    /// until `deadline`. False if it was still busy then.
+    pub fn stop(mut self, deadline: Instant) -> bool {
+        self.stop.store(true, Ordering::SeqCst);
+        self.doorbell.ring_all();
+        while Instant::now() < deadline && self.handle.as_ref().is_some_and(|h| !h.is_finished()) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        match self.handle.take() {
+            Some(h) if h.is_finished() => {
+                let _ = h.join();
+                true
+            }
+            Some(_) => false,
+            None => true,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_a_ceiling() {
+        assert_eq!(backoff(1), Duration::from_millis(250));
+        assert_eq!(backoff(2), Duration::from_millis(500));
+        assert_eq!(backoff(5), Duration::from_secs(4));
+        assert_eq!(backoff(40), MAX_BACKOFF);
+    }
+
+    #[test]
+    fn a_ring_wakes_and_is_taken_once() {
+        let bell = Doorbell::new(3);
+        bell.ring(1);
+        assert_eq!(bell.wait(Duration::from_secs(5)), vec![false, true, false]);
+        let start = Instant::now();
+        assert_eq!(bell.wait(Duration::from_millis(30)), vec![false; 3]);
+        assert!(start.elapsed() >= Duration::from_millis(30));
+    }
+}

@@ -1,0 +1,240 @@
+//! The fleet store (contract §6): the ONLY module that speaks PostgreSQL.
+//!
+//! [`connect`] reaches the server (connection strings, the password from
+//! the environment, TLS as libpq's `sslmode` means it), [`schema`] creates
+//! and migrates the central tables and the triggers through which the
+//! database itself enforces the chain, [`ship`] is the shipping
+//! transaction (fence, expected head, rows, new head, one transaction) and
+//! the reading of a central head, and [`rows`] streams central rows back
+//! for `verify --postgres` and `status`.
+//!
+//! Everything goes over the simple query protocol, with values written as
+//! SQL literals: one round trip per batch, and no prepared statement or
+//! other session state that a pgbouncer in transaction pooling mode would
+//! lose between transactions.
+
+pub mod connect;
+pub mod rows;
+pub mod schema;
+pub mod ship;
+
+/// A connection, as the fleet shipper holds it (opaque past this module).
+pub use ::postgres::Client;
+pub use connect::{Target, Timeouts, TlsMode, PASSWORD_ENV};
+pub use ship::{CentralHead, Shipment};
+
+/// What went wrong, sorted by what the caller does about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The server could not be reached (refused, unknown host, timeout,
+    /// the connection dropped): try again later.
+    Unreachable,
+    /// The connection dropped while a transaction was being committed:
+    /// whether it committed is known only by reading the central head.
+    Unknown,
+    /// The server refused the credentials.
+    Authentication,
+    /// The TLS handshake failed or could not be set up.
+    Tls,
+    /// The role lacks a privilege it needs.
+    Privilege,
+    /// The central store refused rows that do not extend its chain
+    /// (a gap, a broken link, an anchor that differs).
+    Chain,
+    /// Another sidecar holds the lease on this `(source, ledger)`.
+    Fenced,
+    /// The central head is not the one the batch expected.
+    HeadMoved,
+    /// The central schema is missing, newer than this build, or damaged.
+    Schema,
+    /// Anything else the server said.
+    Other,
+}
+
+/// An error from the fleet store, with what the operator can do about it.
+#[derive(Debug, Clone)]
+pub struct PgError {
+    pub kind: ErrorKind,
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+impl std::fmt::Display for PgError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for PgError {}
+
+/// SQLSTATEs the central triggers raise (class LT: ours).
+pub(crate) const CHAIN_REFUSED: &str = "LT001";
+pub(crate) const FENCED: &str = "LT002";
+pub(crate) const HEAD_MOVED: &str = "LT003";
+
+impl PgError {
+    pub(crate) fn new(kind: ErrorKind, message: impl Into<String>) -> PgError {
+        PgError {
+            kind,
+            message: message.into(),
+            hint: None,
+        }
+    }
+
+    fn with_hint(mut self, hint: impl Into<String>) -> PgError {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    pub(crate) fn tls_setup(message: String) -> PgError {
+        PgError::new(ErrorKind::Tls, message)
+            .with_hint("ca_file under [postgres] must be a PEM file holding the CA certificate that signed the server's")
+    }
+
+    /// Whether trying again later can help (the server or the network),
+    /// as opposed to something an operator must change.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self.kind,
+            ErrorKind::Unreachable | ErrorKind::Unknown | ErrorKind::HeadMoved | ErrorKind::Fenced
+        )
+    }
+
+    /// An error met while connecting to `target`.
+    pub(crate) fn from_connect(e: postgres::Error, target: &Target) -> PgError {
+        let mut err = PgError::from_query(e);
+        err.message = format!(
+            "could not connect to PostgreSQL at {}: {}",
+            target.shown(),
+            err.message
+        );
+        if err.kind == ErrorKind::Authentication && err.hint.is_none() {
+            err.hint = Some(format!(
+                "check the password of role {} (LEDGERTAIL_POSTGRES_PASSWORD, or the connection string) and pg_hba.conf",
+                target.user()
+            ));
+        }
+        if err.kind == ErrorKind::Tls && target.tls_mode() == TlsMode::VerifyFull {
+            err.hint = Some("the server's certificate must be signed by ca_file and name the host of the connection string (a DNS or IP subject alternative name)".into());
+        }
+        err
+    }
+
+    /// An error from a statement (or from connecting: the same sorting).
+    pub(crate) fn from_query(e: postgres::Error) -> PgError {
+        if let Some(db) = e.as_db_error() {
+            let code = db.code().code();
+            let mut message = db.message().to_owned();
+            if let Some(detail) = db.detail() {
+                message = format!("{message} ({detail})");
+            }
+            let kind = match code {
+                "28P01" | "28000" => ErrorKind::Authentication,
+                "42501" => ErrorKind::Privilege,
+                CHAIN_REFUSED => ErrorKind::Chain,
+                FENCED => ErrorKind::Fenced,
+                HEAD_MOVED => ErrorKind::HeadMoved,
+                "3F000" | "42P01" | "42883" => ErrorKind::Schema,
+                // Shutting down, too many connections, a deadlock, a
+                // serialization failure, a statement timeout: the server
+                // is there and may take it later.
+                c if c.starts_with("57") || c.starts_with("53") || c.starts_with("08") => {
+                    ErrorKind::Unreachable
+                }
+                "40001" | "40P01" => ErrorKind::Unreachable,
+                _ => ErrorKind::Other,
+            };
+            let err = PgError::new(kind, format!("{message} [SQLSTATE {code}]"));
+            return match (kind, db.hint()) {
+                (_, Some(h)) => err.with_hint(h.to_owned()),
+                (ErrorKind::Privilege, None) => err.with_hint(
+                    "the ingest role needs the grants the README's fleet section lists (USAGE on the schema, SELECT and INSERT on its tables, EXECUTE on its functions)",
+                ),
+                (ErrorKind::Schema, None) => err.with_hint(
+                    "the central schema is missing or incomplete: run ledgertail once with a role that may create it (the README's fleet section), or check `schema` under [postgres]",
+                ),
+                _ => err,
+            };
+        }
+        let top = e.to_string();
+        let chain = causes(&e);
+        let text = if chain.is_empty() {
+            top.clone()
+        } else {
+            format!("{top}: {chain}")
+        };
+        if top.starts_with("error performing TLS handshake") || chain.contains("certificate") {
+            return PgError::new(ErrorKind::Tls, text).with_hint(
+                "check sslmode and ca_file under [postgres]; the server must have ssl = on for sslmode=require and above",
+            );
+        }
+        if chain.contains("server does not support TLS") {
+            return PgError::new(ErrorKind::Tls, text)
+                .with_hint("the server has ssl = off: turn it on, or set sslmode=disable (only on a trusted network)");
+        }
+        if chain.contains("lookup address") || chain.contains("Name or service not known") {
+            return PgError::new(ErrorKind::Unreachable, text)
+                .with_hint("the host name in the connection string does not resolve: check it, and the DNS of this host");
+        }
+        if chain.contains("refused") {
+            return PgError::new(ErrorKind::Unreachable, text)
+                .with_hint("nothing listens at that host and port: is PostgreSQL (or pgbouncer) running, and listen_addresses set?");
+        }
+        if top.starts_with("authentication error") || chain.contains("password") {
+            return PgError::new(ErrorKind::Authentication, text);
+        }
+        PgError::new(ErrorKind::Unreachable, text)
+    }
+}
+
+/// The causes under an error, joined.
+fn causes(e: &dyn std::error::Error) -> String {
+    let mut out = Vec::new();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push(text);
+        }
+        next = cause.source();
+    }
+    out.join(": ")
+}
+
+/// A SQL string literal (standard_conforming_strings is set on in every
+/// transaction, so only the quote is doubled). `None` when `s` holds a
+/// NUL, which a PostgreSQL text value cannot.
+pub(crate) fn literal(out: &mut String, s: &str) -> Option<()> {
+    if s.contains('\0') {
+        return None;
+    }
+    out.reserve(s.len() + 2);
+    out.push('\'');
+    for (i, part) in s.split('\'').enumerate() {
+        if i > 0 {
+            out.push_str("''");
+        }
+        out.push_str(part);
+    }
+    out.push('\'');
+    Some(())
+}
+
+/// A quoted SQL identifier (the schema name).
+pub(crate) fn ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn literals_double_quotes_and_refuse_nul() {
+        let mut s = String::new();
+        literal(&mut s, "it's a \\ test").unwrap();
+        assert_eq!(s, "'it''s a \\ test'");
+        assert!(literal(&mut String::new(), "a\0b").is_none());
+        assert_eq!(ident("we\"ird"), "\"we\"\"ird\"");
+    }
+}
