@@ -141,8 +141,21 @@ pub struct VerifyArgs {
     #[command(flatten)]
     pub ledgers: LedgerArgs,
     /// Also check parity with this mirror.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "postgres")]
     pub db: Option<PathBuf>,
+    /// (v1.2) Verify the fleet store instead: every central row's hash
+    /// from its columns, the links, the signatures (a URL or key=value
+    /// string; the password may come from LEDGERTAIL_POSTGRES_PASSWORD).
+    /// With it, --ledger names a ledger, not a file.
+    #[arg(long, value_name = "URL")]
+    pub postgres: Option<String>,
+    /// With --postgres: only this source's ledgers.
+    #[arg(long, value_name = "S", requires = "postgres")]
+    pub source: Option<String>,
+    /// With --postgres: the schema of the central tables (default: the
+    /// config's [postgres] schema, else "ledgertail").
+    #[arg(long, value_name = "NAME", requires = "postgres")]
+    pub schema: Option<String>,
     /// Print a machine-readable report.
     #[arg(long)]
     pub json: bool,

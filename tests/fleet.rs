@@ -6,6 +6,8 @@
 mod common;
 
 use common::pg::Pg;
+use std::time::Duration;
+
 use common::pg::*;
 use common::*;
 use ledgertail::producer::Writer;
@@ -127,4 +129,167 @@ fn shipping_resumes_from_the_central_head_after_a_restart_and_replay_ships_too()
         String::from_utf8_lossy(&out.stderr)
     );
     assert_central_equals_file(&pg, "host-a", "app", &s.ledger);
+}
+
+/// `ledgertail verify --postgres URL ARGS`, with the superuser's password.
+fn verify_postgres(pg: &Pg, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = bin()
+        .args(["verify", "--postgres", &pg.url(SUPERUSER, "")])
+        .args(args)
+        .env("LEDGERTAIL_POSTGRES_PASSWORD", SUPERUSER_PASSWORD)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_forged_central_row_halts_that_ledger_only_and_verify_catches_a_superusers_edit() {
+    let Some(pg) = Pg::start_or_skip("fleet fork") else {
+        return;
+    };
+    let s = setup_with(&postgres_table(&pg, "host-a", ""), "");
+    // A second ledger beside `app`, which must go on shipping.
+    let config = std::fs::read_to_string(&s.config).unwrap()
+        + "\n[[ledger]]\nname = \"other\"\npath = \"other.jsonl\"\n";
+    std::fs::write(&s.config, config).unwrap();
+    let mut app = Writer::new(&s.ledger);
+    let mut other = Writer::new(&s.dir.join("other.jsonl"));
+    append(&mut app, 0, 50);
+    append(&mut other, 0, 50);
+    let out = replay(&s, &pg);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (code, stdout, _) = verify_postgres(&pg, &[]);
+    assert_eq!(code, Some(0), "{stdout}");
+    assert!(
+        stdout.contains("host-a/app: 50 rows (anchor seq 0, head seq 49), 0 problems"),
+        "{stdout}"
+    );
+
+    // Someone with write access appends a row of their own that links to
+    // the central head: the database takes it (it extends the chain), but
+    // the sidecar's seq 50 differs: a fork.
+    let head = pg.column("SELECT head_hash FROM ledgertail.ledgers WHERE ledger = 'app'")[0]
+        .clone()
+        .unwrap();
+    pg.exec(&format!(
+        "INSERT INTO ledgertail.events (source, ledger, seq, ts, type, payload, prev_hash, hash) VALUES ('host-a', 'app', 50, '2026-01-01T00:00:00Z', 'test', '{{\"forged\":true}}', '{head}', '{}')",
+        "ee".repeat(32)
+    ));
+    let sidecar = start(&s, &pg);
+    append(&mut app, 50, 10);
+    append(&mut other, 50, 10);
+    sidecar.eventually("the fork halts app's shipping", || {
+        sidecar.metric("ledgertail_postgres_halted{ledger=\"app\"}") == Some(1.0)
+    });
+    sidecar.eventually("other ships on", || {
+        central_count(&pg, "host-a", "other") == 60
+    });
+    assert_eq!(
+        sidecar.metric("ledgertail_postgres_halted{ledger=\"other\"}"),
+        Some(0.0)
+    );
+    let (code, body) = sidecar.get("/readyz");
+    assert_eq!(code, 503, "{body}");
+    assert!(
+        body.contains(
+            "ledger app: shipping to PostgreSQL halted: a fork: the central row at seq 50"
+        ),
+        "{body}"
+    );
+    assert!(sidecar
+        .log_text()
+        .contains("fleet: shipping of this ledger halted"));
+    assert!(sidecar.stop().success());
+    assert_central_equals_file(&pg, "host-a", "other", &s.dir.join("other.jsonl"));
+    // The forged row itself is well-formed but its hash does not recompute.
+    let (code, stdout, _) = verify_postgres(&pg, &["--source", "host-a", "--ledger", "app"]);
+    assert_eq!(code, Some(1), "{stdout}");
+    assert!(stdout.contains("host-a/app: seq 50:"), "{stdout}");
+
+    // A superuser who bypasses the triggers and edits a shipped row: the
+    // row's hash no longer recomputes from its columns.
+    pg.exec("SET session_replication_role = replica; UPDATE ledgertail.events SET payload = '{\"i\":3,\"note\":\"edited\"}' WHERE ledger = 'other' AND seq = 3");
+    let (code, stdout, _) = verify_postgres(&pg, &["--json", "--ledger", "other"]);
+    assert_eq!(code, Some(1), "{stdout}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["ledgers"][0]["problems"][0]["seq"], 3, "{stdout}");
+    assert_eq!(v["ledgers"][0]["problems_total"], 1, "{stdout}");
+    // ... and one who deletes a row leaves a gap.
+    pg.exec("SET session_replication_role = replica; DELETE FROM ledgertail.events WHERE ledger = 'other' AND seq = 20");
+    let (code, stdout, _) = verify_postgres(&pg, &["--ledger", "other"]);
+    assert_eq!(code, Some(1), "{stdout}");
+    assert!(stdout.contains("seq 20: missing"), "{stdout}");
+    // Bad credentials: could not run, with a hint.
+    let out = bin()
+        .args(["verify", "--postgres", &pg.url(SUPERUSER, "wrong")])
+        .env_remove("LEDGERTAIL_POSTGRES_PASSWORD")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("password authentication failed"), "{err}");
+    assert!(err.contains("hint"), "{err}");
+}
+
+#[test]
+fn two_sidecars_with_one_source_cannot_interleave() {
+    let Some(pg) = Pg::start_or_skip("fleet fencing") else {
+        return;
+    };
+    let a = setup(&postgres_table(&pg, "shared-name", ""));
+    let b = setup(&postgres_table(&pg, "shared-name", ""));
+    let mut wa = Writer::new(&a.ledger);
+    append(&mut wa, 0, 20);
+    let first = start(&a, &pg);
+    first.eventually("a ships", || central_count(&pg, "shared-name", "app") == 20);
+    // The second one follows a copy of the same ledger: its rows would
+    // even be the same, yet it must not ship while the first one lives.
+    std::fs::copy(&a.ledger, &b.ledger).unwrap();
+    let second = start(&b, &pg);
+    second.eventually("b is refused by the fence", || {
+        second.log_text().contains("refused by the fence")
+    });
+    assert!(
+        second.log_text().contains("give each its own source"),
+        "{}",
+        second.log_text()
+    );
+    append(&mut wa, 20, 5);
+    first.eventually("a goes on", || {
+        central_count(&pg, "shared-name", "app") == 25
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert_central_equals_file(&pg, "shared-name", "app", &a.ledger);
+    assert!(
+        !second.log_text().contains("\"level\":\"ERROR\""),
+        "{}",
+        second.log_text()
+    );
+    assert!(second.stop().success());
+    // A clean stop gives the lease up: the second takes over at once,
+    // and its (same) chain goes on from the central head.
+    assert!(first.stop().success());
+    std::fs::copy(&a.ledger, &b.ledger).unwrap();
+    let mut wb = Writer::new(&b.ledger);
+    append(&mut wb, 25, 5);
+    let second = start(&b, &pg);
+    second.eventually("b takes over", || {
+        central_count(&pg, "shared-name", "app") == 30
+    });
+    assert!(second.stop().success());
+    let chain = central_chain(&pg, "shared-name", "app");
+    assert_eq!(
+        chain.iter().map(|c| c.0).collect::<Vec<_>>(),
+        (0..30).collect::<Vec<u64>>()
+    );
 }

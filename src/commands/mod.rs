@@ -9,6 +9,7 @@ pub mod replay;
 pub mod run;
 pub mod status;
 pub mod verify;
+pub mod verify_postgres;
 
 use std::process::ExitCode;
 

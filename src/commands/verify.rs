@@ -56,6 +56,9 @@ struct Report {
 }
 
 pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
+    if let Some(url) = &args.postgres {
+        return super::verify_postgres::run(&args, url);
+    }
     let settings = settings(&args.ledgers, args.db.clone())?;
     require_ledger_files(&settings)?;
     // --db (or the config's db, with --config) turns on parity.

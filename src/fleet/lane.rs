@@ -249,16 +249,7 @@ impl Lane {
         self.count_error();
         match e.kind {
             ErrorKind::Fenced => {
-                let text = e.to_string();
-                if self.said.as_deref() != Some(text.as_str()) {
-                    tracing::warn!(ledger = %self.name, source = %io.cfg.source, error = %text,
-                        hint = e.hint.as_deref().unwrap_or(""),
-                        "fleet: refused by the fence; nothing shipped for this ledger while the other shipper's lease runs");
-                    self.said = Some(text);
-                }
-                self.renew_at = None;
-                let until = Instant::now() + io.cfg.lease / 3;
-                self.pos = Pos::Fenced { until };
+                self.fenced(io, e.to_string(), e.hint.as_deref());
                 Ok(Step::Idle(io.cfg.lease / 3))
             }
             ErrorKind::HeadMoved => {
@@ -317,6 +308,19 @@ impl Lane {
         };
         if let Some(m) = &self.metrics {
             m.head.set(central.head.as_ref().map_or(-1, |h| h.0 as i64));
+        }
+        // Another live shipper comes first: until its lease runs out this
+        // lane ships nothing, whatever its chain (a fork is judged once the
+        // ledger is this shipper's to ship).
+        if central.leased && central.shipper.as_deref() != Some(io.shipper) {
+            let text = format!(
+                "ledger {} of source {} is being shipped by {}",
+                self.name,
+                io.cfg.source,
+                central.shipper.as_deref().unwrap_or("another sidecar")
+            );
+            self.fenced(io, text, None);
+            return Ok(());
         }
         let Some((seq, hash)) = central.head.clone() else {
             if (central.anchor_seq, central.anchor_hash.as_str())
@@ -390,6 +394,21 @@ impl Lane {
             }
         }
         Ok(())
+    }
+
+    /// Another shipper holds the lease: nothing is shipped, and the lane
+    /// looks again after a third of a lease.
+    fn fenced(&mut self, io: &Io<'_>, text: String, hint: Option<&str>) {
+        if self.said.as_deref() != Some(text.as_str()) {
+            tracing::warn!(ledger = %self.name, source = %io.cfg.source, error = %text,
+                hint = hint.unwrap_or("two sidecars ship the same (source, ledger): give each its own source under [postgres]"),
+                "fleet: refused by the fence; nothing shipped for this ledger while the other shipper's lease runs");
+            self.said = Some(text);
+        }
+        self.renew_at = None;
+        self.pos = Pos::Fenced {
+            until: Instant::now() + io.cfg.lease / 3,
+        };
     }
 
     fn halt(&mut self, io: &Io<'_>, why: String) {
