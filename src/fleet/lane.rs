@@ -50,6 +50,11 @@ pub(super) struct Lane {
     metrics: Option<FleetMetrics>,
     /// New rows may have been committed since the last look.
     pub dirty: bool,
+    /// Rung since the lag was last refreshed while disconnected.
+    pub rung: bool,
+    /// Shipped a batch in the current round (the backoff starts afresh
+    /// after progress).
+    pub progressed: bool,
     /// The mirror's head as last read.
     local_head: Option<u64>,
     /// When the first row of a batch still short of full was seen.
@@ -58,6 +63,9 @@ pub(super) struct Lane {
     renew_at: Option<Instant>,
     /// Events mirrored but not shipped, as last known.
     pub lag: u64,
+    /// The central head seq as last known (kept while disconnected, for
+    /// the lag).
+    last_central: Option<u64>,
     /// The last fence or wait said (said again only when it changes).
     pub said: Option<String>,
 }
@@ -69,10 +77,13 @@ impl Lane {
             pos: Pos::Unknown,
             metrics,
             dirty: true,
+            rung: true,
+            progressed: false,
             local_head: None,
             pending_since: None,
             renew_at: None,
             lag: 0,
+            last_central: None,
             said: None,
         }
     }
@@ -196,6 +207,7 @@ impl Lane {
             anchor,
         };
         self.pending_since = None;
+        self.progressed = true;
         self.renew_at = Some(Instant::now() + io.cfg.lease / 3);
         self.said = None;
         self.record_lag(Some(seq), 0);
@@ -434,7 +446,24 @@ impl Lane {
         Step::Idle(super::IDLE_LOOK)
     }
 
+    /// While PostgreSQL cannot be reached: the lag still follows the
+    /// mirror's head, against the last central head known.
+    pub fn refresh_lag(&mut self, mirror: &Mirror) {
+        if !std::mem::take(&mut self.rung) {
+            return;
+        }
+        if let Ok(state) = mirror.state(&self.name) {
+            let state = state.as_ref();
+            self.local_head = state.and_then(|s| s.head).map(|h| h.seq);
+            let anchor = state.and_then(|s| s.anchor).map_or(0, |a| a.seq);
+            self.record_lag(self.last_central, anchor);
+        }
+    }
+
     fn record_lag(&mut self, central: Option<u64>, anchor: u64) {
+        if central.is_some() {
+            self.last_central = central;
+        }
         let lag = match (self.local_head, central) {
             (Some(l), Some(c)) => l.saturating_sub(c),
             (Some(l), None) => (l + 1).saturating_sub(anchor),

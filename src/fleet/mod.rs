@@ -151,9 +151,15 @@ impl Shipper {
         let now = Instant::now();
         for (lane, r) in self.lanes.iter_mut().zip(rung) {
             lane.dirty |= *r;
+            lane.rung |= *r;
         }
         if let Some(at) = self.retry_at {
             if at > now {
+                if let Some(mirror) = &self.mirror {
+                    for lane in &mut self.lanes {
+                        lane.refresh_lag(mirror);
+                    }
+                }
                 return Round::Idle(at - now);
             }
             self.retry_at = None;
@@ -177,6 +183,7 @@ impl Shipper {
         };
         let mut next = IDLE_LOOK;
         let mut busy = false;
+        self.lanes.iter_mut().for_each(|l| l.progressed = false);
         let mut lost = None;
         for lane in &mut self.lanes {
             let mut io = lane::Io {
@@ -271,6 +278,9 @@ impl Shipper {
     /// waits for the backoff.
     fn failed(&mut self, e: PgError) -> Round {
         self.client = None;
+        if self.lanes.iter().any(|l| l.progressed) {
+            self.failures = 0;
+        }
         self.failures += 1;
         for lane in &mut self.lanes {
             lane.set_up(false);
