@@ -157,7 +157,7 @@ fn a_forged_central_row_halts_that_ledger_only_and_verify_catches_a_superusers_e
         + "\n[[ledger]]\nname = \"other\"\npath = \"other.jsonl\"\n";
     std::fs::write(&s.config, config).unwrap();
     let mut app = Writer::new(&s.ledger);
-    let mut other = Writer::new(&s.dir.join("other.jsonl"));
+    let mut other = Writer::new(s.dir.join("other.jsonl"));
     append(&mut app, 0, 50);
     append(&mut other, 0, 50);
     let out = replay(&s, &pg);
