@@ -210,6 +210,27 @@ fn a_forged_central_row_halts_that_ledger_only_and_verify_catches_a_superusers_e
         .contains("fleet: shipping of this ledger halted"));
     assert!(sidecar.stop().success());
     assert_central_equals_file(&pg, "host-a", "other", &s.dir.join("other.jsonl"));
+    // `status` shows each central head and lag, and the conflict.
+    let out = bin()
+        .args(["status", "--config"])
+        .arg(&s.config)
+        .env("LEDGERTAIL_POSTGRES_PASSWORD", SUPERUSER_PASSWORD)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("central    CONFLICT (source host-a): a fork: the central row at seq 50"), "{text}");
+    assert!(text.contains("central    head seq 59 (source host-a), 0 events not shipped"), "{text}");
+    // ... and says so when PostgreSQL cannot be asked.
+    let out = bin()
+        .args(["status", "--json", "--config"])
+        .arg(&s.config)
+        .env("LEDGERTAIL_POSTGRES_PASSWORD", "wrong")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let error = v["ledgers"][0]["central"]["error"].as_str().unwrap_or_default().to_owned();
+    assert!(error.contains("password authentication failed"), "{v}");
     // The forged row itself is well-formed but its hash does not recompute.
     let (code, stdout, _) = verify_postgres(&pg, &["--source", "host-a", "--ledger", "app"]);
     assert_eq!(code, Some(1), "{stdout}");

@@ -48,6 +48,26 @@ struct LedgerStatus {
     halted: bool,
     halt: Option<HaltView>,
     quarantine: std::collections::BTreeMap<String, u64>,
+    /// (v1.2) With `[postgres]` in --config: the fleet store's view.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    central: Option<CentralView>,
+}
+
+#[derive(Debug, Serialize)]
+struct CentralView {
+    source: String,
+    /// The central head (null: nothing shipped yet, or not reachable).
+    head: Option<HeadView>,
+    /// Mirrored events not yet shipped.
+    lag_events: Option<u64>,
+    /// Who shipped last, and whether its lease still runs.
+    shipper: Option<String>,
+    leased: bool,
+    /// The central chain conflicts with the mirror here: why (shipping
+    /// of this ledger is halted).
+    conflict: Option<String>,
+    /// PostgreSQL could not be asked: why.
+    error: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -96,6 +116,9 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
         .filter(|l| !out.iter().any(|s| s.ledger == l.name))
         .collect();
     out.extend(missing.into_iter().map(unmirrored_status));
+    if let Some(pg) = settings.as_ref().and_then(|s| s.postgres.as_ref()) {
+        add_central(pg, &mirror, &mut out);
+    }
     if args.json {
         println!(
             "{}",
@@ -148,6 +171,7 @@ fn mirrored_status(
         lag_events,
         lag_bytes: lag_bytes(state, ledger),
         last_commit: times.as_ref().map(|(at, _)| at.clone()),
+        central: None,
         halted: state.halt.is_some(),
         halt: state.halt.as_ref().map(|h| HaltView {
             verdict: h.verdict.as_str().to_owned(),
@@ -159,6 +183,69 @@ fn mirrored_status(
         }),
         quarantine,
     })
+}
+
+/// Asks the fleet store for each ledger's central head (a short connect
+/// timeout: status must answer while PostgreSQL is down, and says so).
+fn add_central(pg: &crate::config::PostgresSettings, mirror: &Mirror, out: &mut [LedgerStatus]) {
+    use crate::postgres::{self, Target, Timeouts};
+    let view = |error: Option<String>| CentralView {
+        source: pg.source.clone(),
+        head: None,
+        lag_events: None,
+        shipper: None,
+        leased: false,
+        conflict: None,
+        error,
+    };
+    let timeouts = Timeouts {
+        connect: pg.connect_timeout.min(std::time::Duration::from_secs(5)),
+        statement: pg.statement_timeout,
+    };
+    let connected = Target::parse(
+        &pg.url,
+        pg.ca_file.as_deref(),
+        timeouts,
+        std::env::var(postgres::PASSWORD_ENV).ok(),
+    )
+    .map_err(|e| e.to_string())
+    .and_then(|t| t.connect().map_err(|e| e.to_string()));
+    let mut client = match connected {
+        Ok(c) => c,
+        Err(e) => {
+            for s in out.iter_mut() {
+                s.central = Some(view(Some(e.clone())));
+            }
+            return;
+        }
+    };
+    for s in out.iter_mut() {
+        let mut v = view(None);
+        match postgres::ship::read_head(&mut client, &pg.schema, &pg.source, &s.ledger) {
+            Err(e) => v.error = Some(e.to_string()),
+            Ok(None) => v.lag_events = Some(s.events),
+            Ok(Some(c)) => {
+                v.shipper = c.shipper.clone();
+                v.leased = c.leased;
+                if let Some((seq, hash)) = &c.head {
+                    v.head = Some(HeadView {
+                        seq: *seq,
+                        hash: hash.clone(),
+                    });
+                    v.lag_events = s.head.as_ref().map(|h| h.seq.saturating_sub(*seq));
+                    if let Ok(Some(local)) = mirror.hash_at(&s.ledger, *seq) {
+                        if local.to_hex() != *hash {
+                            v.conflict = Some(format!(
+                                "a fork: the central row at seq {seq} has hash {hash}, this mirror's has {}",
+                                local.to_hex()
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        s.central = Some(v);
+    }
 }
 
 /// A configured ledger with no commit in the mirror yet.
@@ -177,6 +264,7 @@ fn unmirrored_status(l: &LedgerSettings) -> LedgerStatus {
         lag_events: head.map(|h| h + 1),
         lag_bytes: lag_bytes(&LedgerState::new(&l.path), Some(l)),
         last_commit: None,
+        central: None,
         halted: false,
         halt: None,
         quarantine: Default::default(),
@@ -291,6 +379,19 @@ fn print_text(s: &LedgerStatus) {
             h.detail
         ),
         None => println!("  halted     no"),
+    }
+    if let Some(c) = &s.central {
+        match (&c.error, &c.conflict, &c.head) {
+            (Some(e), _, _) => println!("  central    UNREACHABLE (source {}): {e}", c.source),
+            (None, Some(why), _) => println!("  central    CONFLICT (source {}): {why}", c.source),
+            (None, None, Some(h)) => println!(
+                "  central    head seq {} (source {}), {} events not shipped",
+                h.seq,
+                c.source,
+                c.lag_events.map_or("?".into(), |l| l.to_string())
+            ),
+            (None, None, None) => println!("  central    nothing shipped yet (source {})", c.source),
+        }
     }
     if s.quarantine.is_empty() {
         println!("  quarantine none");
