@@ -62,6 +62,31 @@ pub enum Command {
     Replay(ReplayArgs),
     /// Show each mirrored ledger's head, position, lag, halt and quarantine.
     Status(StatusArgs),
+    /// (v1.2) Create or migrate the fleet store's schema in PostgreSQL, and
+    /// grant an ingest role the least it needs to ship.
+    SetupPostgres(SetupPostgresArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SetupPostgresArgs {
+    /// The database, as a role that may create the schema (its owner): a
+    /// URL or key=value string; the password may come from
+    /// LEDGERTAIL_POSTGRES_PASSWORD.
+    #[arg(long, value_name = "URL")]
+    pub postgres: String,
+    /// The schema of the central tables.
+    #[arg(long, value_name = "NAME", default_value = "ledgertail")]
+    pub schema: String,
+    /// Grant this (existing) role what shipping needs and nothing more.
+    #[arg(long, value_name = "ROLE")]
+    pub grant: Vec<String>,
+    /// The CA that signed the server's certificate (sslmode=verify-ca or
+    /// verify-full).
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// Print the SQL of the grants instead of running them.
+    #[arg(long)]
+    pub print: bool,
 }
 
 #[derive(Debug, Args)]

@@ -52,7 +52,7 @@ pub fn init(cli: &Cli) -> Result<Option<LogControl>, String> {
         Command::Replay(a) => a.ledgers.config.clone(),
         Command::Status(a) => a.config.clone(),
         Command::Append(a) => a.config.clone(),
-        Command::Keygen(_) => None,
+        Command::Keygen(_) | Command::SetupPostgres(_) => None,
     };
     let file = config_path
         .and_then(|p| FileConfig::load(&p).ok())

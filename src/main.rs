@@ -24,6 +24,7 @@ fn main() -> ExitCode {
         Command::Verify(args) => commands::verify::run(args),
         Command::Replay(args) => commands::replay::run(args),
         Command::Status(args) => commands::status::run(args),
+        Command::SetupPostgres(args) => commands::setup_postgres::run(args),
     };
     match result {
         Ok(code) => code,

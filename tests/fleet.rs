@@ -218,8 +218,14 @@ fn a_forged_central_row_halts_that_ledger_only_and_verify_catches_a_superusers_e
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("central    CONFLICT (source host-a): a fork: the central row at seq 50"), "{text}");
-    assert!(text.contains("central    head seq 59 (source host-a), 0 events not shipped"), "{text}");
+    assert!(
+        text.contains("central    CONFLICT (source host-a): a fork: the central row at seq 50"),
+        "{text}"
+    );
+    assert!(
+        text.contains("central    head seq 59 (source host-a), 0 events not shipped"),
+        "{text}"
+    );
     // ... and says so when PostgreSQL cannot be asked.
     let out = bin()
         .args(["status", "--json", "--config"])
@@ -229,7 +235,10 @@ fn a_forged_central_row_halts_that_ledger_only_and_verify_catches_a_superusers_e
         .unwrap();
     assert_eq!(out.status.code(), Some(0));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let error = v["ledgers"][0]["central"]["error"].as_str().unwrap_or_default().to_owned();
+    let error = v["ledgers"][0]["central"]["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     assert!(error.contains("password authentication failed"), "{v}");
     // The forged row itself is well-formed but its hash does not recompute.
     let (code, stdout, _) = verify_postgres(&pg, &["--source", "host-a", "--ledger", "app"]);

@@ -7,6 +7,7 @@ pub mod append;
 pub mod keygen;
 pub mod replay;
 pub mod run;
+pub mod setup_postgres;
 pub mod status;
 pub mod verify;
 pub mod verify_postgres;

@@ -390,7 +390,9 @@ fn print_text(s: &LedgerStatus) {
                 c.source,
                 c.lag_events.map_or("?".into(), |l| l.to_string())
             ),
-            (None, None, None) => println!("  central    nothing shipped yet (source {})", c.source),
+            (None, None, None) => {
+                println!("  central    nothing shipped yet (source {})", c.source)
+            }
         }
     }
     if s.quarantine.is_empty() {

@@ -218,3 +218,63 @@ mod tests {
         assert!(!anon.resolve(Path::new("/")).unwrap().source.is_empty());
     }
 }
+
+#[cfg(test)]
+mod sample {
+    use super::*;
+
+    /// The commented `[postgres]` block of the shipped example, with its
+    /// "# " taken off, must resolve to the defaults.
+    #[test]
+    fn the_sample_postgres_table_says_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/ledgertail.toml");
+        let text = std::fs::read_to_string(path).unwrap();
+        let start = text
+            .find("# [postgres]")
+            .expect("a [postgres] block in the sample");
+        let block: String = text[start..]
+            .lines()
+            .take_while(|l| l.starts_with('#'))
+            .filter_map(|l| l.strip_prefix("# "))
+            .filter(|l| l.starts_with('[') || l.contains(" = "))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        #[derive(Deserialize)]
+        struct Wrapper {
+            postgres: PostgresTable,
+        }
+        let table = toml::from_str::<Wrapper>(&block).unwrap().postgres;
+        for key in [
+            "url",
+            "source",
+            "schema",
+            "ca_file",
+            "batch_max_events",
+            "batch_max_millis",
+            "connect_timeout_secs",
+            "statement_timeout_secs",
+            "lease_secs",
+        ] {
+            assert!(
+                block.contains(&format!("{key} = ")),
+                "the sample lacks {key}"
+            );
+        }
+        let s = table.resolve(Path::new("/")).unwrap();
+        assert_eq!(s.schema, DEFAULT_SCHEMA);
+        assert_eq!(s.batch_max_events, DEFAULT_BATCH_MAX_EVENTS);
+        assert_eq!(
+            s.batch_max_wait,
+            Duration::from_millis(DEFAULT_BATCH_MAX_MILLIS)
+        );
+        assert_eq!(
+            s.connect_timeout,
+            Duration::from_secs(DEFAULT_CONNECT_TIMEOUT_SECS)
+        );
+        assert_eq!(
+            s.statement_timeout,
+            Duration::from_secs(DEFAULT_STATEMENT_TIMEOUT_SECS)
+        );
+        assert_eq!(s.lease, Duration::from_secs(DEFAULT_LEASE_SECS));
+    }
+}

@@ -244,6 +244,22 @@ pub fn ingest_grants(schema: &str, role: &str) -> String {
         .replace("{r}", &ident(role))
 }
 
+/// Grants `role` the ingest privileges on `schema` (as the schema's
+/// owner).
+pub fn grant_ingest(
+    client: &mut postgres::Client,
+    schema: &str,
+    role: &str,
+) -> Result<(), PgError> {
+    client
+        .batch_execute(&format!("BEGIN;{}COMMIT;", ingest_grants(schema, role)))
+        .map_err(|e| {
+            let err = PgError::from_query(e);
+            let _ = client.batch_execute("ROLLBACK");
+            err
+        })
+}
+
 /// Makes sure `schema` is at [`VERSION`]: creates or migrates it when it
 /// is older (under a transaction-scoped advisory lock, so that a fleet
 /// starting at once migrates it once), refuses a newer one.

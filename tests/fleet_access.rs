@@ -1,0 +1,495 @@
+//! Reaching the fleet store as operators do: a least-privilege ingest
+//! role, wrong passwords, TLS (`require`, `verify-full` with a CA file, a
+//! certificate from another CA, a server without TLS), and a pgbouncer
+//! in transaction pooling mode between the sidecars and PostgreSQL.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use common::pg::*;
+use common::*;
+use ledgertail::producer::Writer;
+
+fn replay_as(s: &Setup, password: &str) -> Output {
+    bin()
+        .args(["replay", "--config"])
+        .arg(&s.config)
+        .env("LEDGERTAIL_POSTGRES_PASSWORD", password)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn url_table(url: &str, source: &str, extra: &str) -> String {
+    format!(
+        "[postgres]\nurl = \"{url}\"\nsource = \"{source}\"\nconnect_timeout_secs = 2\n{extra}\n"
+    )
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn an_ingest_role_ships_and_can_do_nothing_else() {
+    let Some(pg) = Pg::start_or_skip("ingest role") else {
+        return;
+    };
+    pg.exec(
+        "CREATE ROLE lt_owner LOGIN PASSWORD 'owner-pw'; GRANT CREATE ON DATABASE postgres TO lt_owner;
+         CREATE ROLE lt_ingest LOGIN PASSWORD 'ingest-pw'; CREATE ROLE lt_nobody LOGIN PASSWORD 'nobody-pw';",
+    );
+    // The README's set-up: the owner creates the schema and grants.
+    let out = bin()
+        .args([
+            "setup-postgres",
+            "--postgres",
+            &pg.url("lt_owner", "owner-pw"),
+            "--grant",
+            "lt_ingest",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let printed = bin()
+        .args([
+            "setup-postgres",
+            "--postgres",
+            &pg.url("lt_owner", ""),
+            "--grant",
+            "ledgertail_ingest",
+            "--print",
+        ])
+        .output()
+        .unwrap();
+    let sql = String::from_utf8_lossy(&printed.stdout);
+    assert!(
+        sql.contains("GRANT SELECT, INSERT ON \"ledgertail\".events TO \"ledgertail_ingest\";"),
+        "{sql}"
+    );
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    assert!(
+        readme.contains(sql.trim()),
+        "the README lists other grants than setup-postgres --print:\n{sql}"
+    );
+
+    let s = setup(&url_table(&pg.url("lt_ingest", ""), "host-i", ""));
+    let mut w = Writer::new(&s.ledger);
+    append(&mut w, 0, 40);
+    let out = replay_as(&s, "ingest-pw");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_central_equals_file(&pg, "host-i", "app", &s.ledger);
+
+    // As the ingest role: no change of a shipped row, no head moved by
+    // hand, no schema change.
+    let mut ingest = postgres::Config::new()
+        .host("127.0.0.1")
+        .port(pg.port)
+        .user("lt_ingest")
+        .password("ingest-pw")
+        .dbname("postgres")
+        .connect(postgres::NoTls)
+        .unwrap();
+    for sql in [
+        "UPDATE ledgertail.events SET payload = '{}' WHERE seq = 1",
+        "DELETE FROM ledgertail.events WHERE seq = 1",
+        "TRUNCATE ledgertail.events",
+        "UPDATE ledgertail.ledgers SET head_seq = 3",
+        "DELETE FROM ledgertail.ledgers",
+        "INSERT INTO ledgertail.ledgers (source, ledger, anchor_seq, anchor_hash) VALUES ('x', 'y', 0, 'z')",
+        "CREATE TABLE ledgertail.mine (x int)",
+        "ALTER TABLE ledgertail.events DISABLE TRIGGER events_chain",
+        "DROP TABLE ledgertail.events",
+    ] {
+        let e = ingest.batch_execute(sql).unwrap_err();
+        let code = e.code().map(|c| c.code().to_owned());
+        assert!(
+            matches!(code.as_deref(), Some("42501") | Some("LT001")),
+            "{sql}: {e:?}"
+        );
+    }
+    assert_central_equals_file(&pg, "host-i", "app", &s.ledger);
+
+    // A role without the grants: could not run, with a hint.
+    let s2 = setup(&url_table(&pg.url("lt_nobody", ""), "host-n", ""));
+    let mut w2 = Writer::new(&s2.ledger);
+    append(&mut w2, 0, 3);
+    let out = replay_as(&s2, "nobody-pw");
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("permission denied"), "{err}");
+    assert!(err.contains("hint:"), "{err}");
+    // The local mirror was written all the same.
+    assert_eq!(mirrored_seqs(&s2.db), vec![0, 1, 2]);
+
+    // A wrong password: could not run, naming the role, never the password.
+    let out = replay_as(&s, "not-the-password");
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("password authentication failed for user \"lt_ingest\""),
+        "{err}"
+    );
+    assert!(err.contains("LEDGERTAIL_POSTGRES_PASSWORD"), "{err}");
+    assert!(!err.contains("not-the-password"), "{err}");
+    // An unknown host.
+    let s3 = setup(&url_table(
+        "postgresql://lt_ingest@no-such-host.invalid/postgres?sslmode=disable",
+        "host-u",
+        "",
+    ));
+    std::fs::copy(&s.ledger, &s3.ledger).unwrap();
+    let out = replay_as(&s3, "ingest-pw");
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("no-such-host.invalid"), "{err}");
+    assert!(err.contains("does not resolve"), "{err}");
+}
+
+#[test]
+fn a_wrong_password_in_run_is_reported_and_mirroring_goes_on() {
+    let Some(pg) = Pg::start_or_skip("wrong password in run") else {
+        return;
+    };
+    let s = setup(&postgres_table(&pg, "host-w", ""));
+    let mut w = Writer::new(&s.ledger);
+    append(&mut w, 0, 10);
+    let sidecar = Sidecar::start_with(&s.config, |c| {
+        c.env("LEDGERTAIL_POSTGRES_PASSWORD", "wrong");
+    });
+    sidecar.eventually("the error is logged", || {
+        sidecar
+            .log_text()
+            .contains("password authentication failed")
+    });
+    sidecar.eventually("mirrored locally", || mirrored_seqs(&s.db).len() == 10);
+    assert_eq!(
+        sidecar.metric("ledgertail_postgres_up{ledger=\"app\"}"),
+        Some(0.0)
+    );
+    sidecar.eventually("the lag shows", || {
+        sidecar.metric("ledgertail_postgres_lag_events{ledger=\"app\"}") == Some(10.0)
+    });
+    let log = sidecar.log_text();
+    assert!(
+        !log.contains("wrong\""),
+        "the password must not be logged: {log}"
+    );
+    assert!(sidecar.stop().success());
+}
+
+/// A CA and a certificate for 127.0.0.1 and localhost signed by it, in
+/// `dir`: (ca.pem, server.crt, server.key).
+fn make_ca(dir: &Path, name: &str) -> std::path::PathBuf {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        &format!("/CN={name} test CA"),
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    ]);
+    std::fs::write(
+        dir.join("san.ext"),
+        "subjectAltName = IP:127.0.0.1, DNS:localhost\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+        "-out",
+        "server.crt",
+    ]);
+    dir.join("ca.pem")
+}
+
+#[test]
+fn tls_require_and_verify_full_work_and_a_foreign_certificate_is_refused() {
+    if which("openssl").is_none() {
+        assert!(
+            std::env::var_os("LEDGERTAIL_CI").is_none(),
+            "openssl is not installed"
+        );
+        eprintln!("skipped: openssl is not installed");
+        return;
+    }
+    let certs = tempfile::tempdir().unwrap();
+    let ca = make_ca(certs.path(), "fleet");
+    let other = tempfile::tempdir().unwrap();
+    let other_ca = make_ca(other.path(), "other");
+    let Some(pg) = Pg::start_configured("TLS", |data| {
+        for f in ["server.crt", "server.key"] {
+            std::fs::copy(certs.path().join(f), data.join(f)).unwrap();
+        }
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            data.join("server.key"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .unwrap();
+        let mut conf = std::fs::OpenOptions::new()
+            .append(true)
+            .open(data.join("postgresql.conf"))
+            .unwrap();
+        use std::io::Write;
+        writeln!(
+            conf,
+            "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'"
+        )
+        .unwrap();
+    }) else {
+        return;
+    };
+    let url = |host: &str, mode: &str| {
+        format!(
+            "postgresql://{SUPERUSER}@{host}:{}/postgres?sslmode={mode}",
+            pg.port
+        )
+    };
+    let mut w_file = None;
+    for (i, (host, mode, ca_file)) in [
+        ("127.0.0.1", "require", None),
+        ("127.0.0.1", "verify-full", Some(&ca)),
+        ("localhost", "verify-full", Some(&ca)),
+        ("127.0.0.1", "verify-ca", Some(&ca)),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let extra = ca_file
+            .map(|p| format!("ca_file = \"{}\"", p.display()))
+            .unwrap_or_default();
+        let s = setup(&url_table(&url(host, mode), &format!("tls-{i}"), &extra));
+        let mut w = Writer::new(&s.ledger);
+        append(&mut w, 0, 5);
+        let out = replay_as(&s, SUPERUSER_PASSWORD);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{host} {mode}: {}",
+            stderr(&out)
+        );
+        assert!(
+            stderr(&out).contains(&format!("sslmode={mode}")),
+            "{}",
+            stderr(&out)
+        );
+        assert_central_equals_file(&pg, &format!("tls-{i}"), "app", &s.ledger);
+        w_file = Some(s);
+    }
+    let template = w_file.unwrap();
+    // The server's certificate from another CA: refused, said clearly.
+    let s = setup(&url_table(
+        &url("127.0.0.1", "verify-full"),
+        "tls-bad",
+        &format!("ca_file = \"{}\"", other_ca.display()),
+    ));
+    std::fs::copy(&template.ledger, &s.ledger).unwrap();
+    let out = replay_as(&s, SUPERUSER_PASSWORD);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("TLS") || err.contains("certificate"), "{err}");
+    assert!(err.contains("hint:"), "{err}");
+    // verify-full without a CA file: refused before connecting.
+    let s = setup(&url_table(&url("127.0.0.1", "verify-full"), "tls-noca", ""));
+    std::fs::copy(&template.ledger, &s.ledger).unwrap();
+    let out = replay_as(&s, SUPERUSER_PASSWORD);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("ca_file"), "{}", stderr(&out));
+
+    // A server without TLS refuses sslmode=require.
+    let Some(plain) = Pg::start_or_skip("TLS refused") else {
+        return;
+    };
+    let s = setup(&url_table(
+        &format!(
+            "postgresql://{SUPERUSER}@127.0.0.1:{}/postgres?sslmode=require",
+            plain.port
+        ),
+        "tls-plain",
+        "",
+    ));
+    std::fs::copy(&template.ledger, &s.ledger).unwrap();
+    let out = replay_as(&s, SUPERUSER_PASSWORD);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("TLS"), "{err}");
+}
+
+/// pgbouncer (Debian's) in transaction pooling mode in front of `pg`,
+/// one server connection for everyone: run as the postgres user, since
+/// it will not run as root.
+struct Bouncer {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Bouncer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn bouncer(pg: &Pg) -> Option<Bouncer> {
+    let Some(binary) = which("pgbouncer")
+        .or_else(|| Some("/usr/sbin/pgbouncer".into()).filter(|p: &std::path::PathBuf| p.exists()))
+    else {
+        assert!(
+            std::env::var_os("LEDGERTAIL_CI").is_none(),
+            "pgbouncer is not installed"
+        );
+        eprintln!("skipped: pgbouncer is not installed (apt-get install pgbouncer)");
+        return None;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    std::fs::write(
+        dir.path().join("users.txt"),
+        format!("\"{SUPERUSER}\" \"{SUPERUSER_PASSWORD}\"\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("pgbouncer.ini"),
+        format!(
+            "[databases]\npostgres = host=127.0.0.1 port={} dbname=postgres\n[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\nauth_type = scram-sha-256\nauth_file = {}/users.txt\npool_mode = transaction\ndefault_pool_size = 1\nmax_client_conn = 50\nlogfile = {}/pgbouncer.log\n",
+            pg.port,
+            dir.path().display(),
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let root = unsafe { libc::geteuid() } == 0;
+    let mut cmd = if root {
+        for f in ["", "users.txt", "pgbouncer.ini"] {
+            let _ = Command::new("chown")
+                .arg("postgres")
+                .arg(dir.path().join(f))
+                .status();
+        }
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(&binary);
+        c
+    } else {
+        Command::new(&binary)
+    };
+    let child = cmd
+        .arg(dir.path().join("pgbouncer.ini"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    eventually("pgbouncer listens", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    Some(Bouncer {
+        child,
+        port,
+        _dir: dir,
+    })
+}
+
+#[test]
+fn through_pgbouncer_in_transaction_pooling_mode_two_sidecars_share_one_server_connection() {
+    let Some(pg) = Pg::start_or_skip("pgbouncer") else {
+        return;
+    };
+    let Some(b) = bouncer(&pg) else { return };
+    let url = format!(
+        "postgresql://{SUPERUSER}@127.0.0.1:{}/postgres?sslmode=disable",
+        b.port
+    );
+    let setups: Vec<Setup> = (0..2)
+        .map(|i| {
+            setup(&url_table(
+                &url,
+                &format!("bounced-{i}"),
+                "batch_max_events = 20",
+            ))
+        })
+        .collect();
+    let sidecars: Vec<Sidecar> = setups.iter().map(|s| start(s, &pg)).collect();
+    std::thread::scope(|scope| {
+        for s in &setups {
+            scope.spawn(move || {
+                let mut w = Writer::new(&s.ledger);
+                for burst in 0..10 {
+                    append(&mut w, burst * 20, 20);
+                    std::thread::sleep(std::time::Duration::from_millis(15));
+                }
+            });
+        }
+    });
+    for (i, (s, sidecar)) in setups.iter().zip(&sidecars).enumerate() {
+        sidecar.eventually("shipped through pgbouncer", || {
+            central_count(&pg, &format!("bounced-{i}"), "app") == 200
+        });
+        assert_central_equals_file(&pg, &format!("bounced-{i}"), "app", &s.ledger);
+    }
+    for sidecar in sidecars {
+        let log = sidecar.log_text();
+        assert!(!log.contains("\"level\":\"ERROR\""), "{log}");
+        assert!(sidecar.stop().success());
+    }
+    // verify --postgres reads through it too (its cursor lives in one
+    // transaction).
+    let out = bin()
+        .args(["verify", "--postgres", &url])
+        .env("LEDGERTAIL_POSTGRES_PASSWORD", SUPERUSER_PASSWORD)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        stderr(&out)
+    );
+}
