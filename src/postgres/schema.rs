@@ -112,9 +112,14 @@ BEGIN
             RAISE EXCEPTION 'ledger % of source %: the rows of seq % to % leave a gap', r.ledger, r.source, r.lo, r.hi
                 USING ERRCODE = 'LT001';
         END IF;
-        SELECT b.seq INTO bad FROM fresh a JOIN fresh b
-            ON b.source = a.source AND b.ledger = a.ledger AND b.seq = a.seq + 1
-         WHERE a.source = r.source AND a.ledger = r.ledger AND b.prev_hash IS DISTINCT FROM a.hash
+        -- One sort of the batch (a self-join of a transition table, which
+        -- has no statistics, can be planned as a nested loop: quadratic).
+        SELECT x.seq INTO bad FROM (
+            SELECT f.seq, f.prev_hash IS DISTINCT FROM lag(f.hash) OVER w AS broken,
+                   lag(f.seq) OVER w AS before
+              FROM fresh f WHERE f.source = r.source AND f.ledger = r.ledger
+            WINDOW w AS (ORDER BY f.seq)) x
+         WHERE x.before IS NOT NULL AND x.broken
          LIMIT 1;
         IF FOUND THEN
             RAISE EXCEPTION 'ledger % of source %: the row at seq % does not link to the row before it', r.ledger, r.source, bad.seq

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 
+mod fleet;
 mod many;
 use ledgertail::ledger::frame::{Frame, Framer};
 use ledgertail::ledger::{authenticate, examine_each, Examined, KeyRing, SignaturePolicy};
@@ -62,8 +63,11 @@ struct Args {
     /// The ledgertail binary (default: the one beside this program).
     #[arg(long)]
     ledgertail: Option<PathBuf>,
+    /// Sidecars shipping at once in the fleet case.
+    #[arg(long, default_value_t = 50)]
+    sidecars: usize,
     /// Run only these sections (default: all): catch-up, live, tail,
-    /// verify, parity, ledgers, idle.
+    /// verify, parity, ledgers, idle, fleet.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
 }
@@ -85,6 +89,7 @@ fn main() {
         args.events = 20_000;
         args.verify_events = 20_000;
         args.ledgers = 50;
+        args.sidecars = 5;
         args.repeat = 1;
         args.live_secs = 2;
         args.idle_secs = 2;
@@ -157,6 +162,24 @@ fn main() {
             f.max,
             if f.kept_up { "yes" } else { "NO" },
             f.peak_rss_mib
+        );
+    }
+    if wanted("fleet") {
+        let ledger = dir.join("fleet.jsonl");
+        let case = Case {
+            name: "fleet",
+            events: args.events,
+            payload_bytes: 420,
+            signed: false,
+        };
+        generate(&ledger, &case, &KeyFile::generate("bench").expect("key"));
+        fleet::fleet(
+            &binary,
+            &dir.join("fleet"),
+            &ledger,
+            args.events,
+            args.live_secs,
+            args.sidecars,
         );
     }
     if wanted("idle") {

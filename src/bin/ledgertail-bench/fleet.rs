@@ -1,0 +1,488 @@
+//! The fleet store's figures (issue 12), against a PostgreSQL server this
+//! benchmark starts for itself (Debian's `postgresql`: initdb into its
+//! folder, pg_ctl on a free loopback port, as the postgres user when run
+//! as root):
+//!
+//! - shipping a mirror of N events (`replay` with `[postgres]` on a mirror
+//!   already caught up, so it only ships) next to its floor: a bare COPY
+//!   of the same rows into the same table, in one transaction;
+//! - from a line written to its row visible centrally, at 10k events/s;
+//! - 50 sidecars shipping at once into the one server (the aggregate);
+//! - local catch-up (`run` until the mirror holds N) with `[postgres]`
+//!   configured, next to the same without.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ledgertail::producer::Writer;
+
+const PASSWORD: &str = "bench-password";
+
+/// A throwaway server.
+pub struct Server {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    pub port: u16,
+    as_postgres: bool,
+}
+
+impl Server {
+    pub fn start() -> Option<Server> {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()?
+            .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+            .filter(|b| b.join("pg_ctl").is_file())
+            .max()?;
+        let dir = tempfile::Builder::new()
+            .prefix("lt-bench-pg")
+            .tempdir()
+            .ok()?;
+        // SAFETY: geteuid has no preconditions.
+        let as_postgres = unsafe { libc::geteuid() } == 0;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .ok()?
+            .local_addr()
+            .ok()?
+            .port();
+        let s = Server {
+            dir,
+            bin,
+            port,
+            as_postgres,
+        };
+        std::fs::write(s.dir.path().join("pw"), PASSWORD).ok()?;
+        if as_postgres {
+            Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(s.dir.path())
+                .status()
+                .ok()?;
+        }
+        let data = s.data();
+        let pw = s.dir.path().join("pw");
+        s.tool(
+            "initdb",
+            &[
+                "-D",
+                &data,
+                "-U",
+                "postgres",
+                "--pwfile",
+                pw.to_str()?,
+                "--auth-host=scram-sha-256",
+                "--auth-local=trust",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+            ],
+        )?;
+        let mut conf = std::fs::OpenOptions::new()
+            .append(true)
+            .open(s.dir.path().join("data/postgresql.conf"))
+            .ok()?;
+        // Durable as a production server would be (fsync on), with room
+        // for 50 clients.
+        writeln!(conf, "listen_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = '{data}'\nmax_connections = 120\nshared_buffers = 256MB\nmax_wal_size = 4GB").ok()?;
+        s.tool(
+            "pg_ctl",
+            &["-D", &data, "-l", &format!("{data}/log"), "-w", "start"],
+        )?;
+        Some(s)
+    }
+
+    fn data(&self) -> String {
+        self.dir.path().join("data").display().to_string()
+    }
+
+    fn tool(&self, name: &str, args: &[&str]) -> Option<()> {
+        let program = self.bin.join(name);
+        let mut cmd = if self.as_postgres {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(program);
+            c
+        } else {
+            Command::new(program)
+        };
+        let out = cmd.args(args).stdin(Stdio::null()).output().ok()?;
+        if !out.status.success() {
+            eprintln!("{name}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        out.status.success().then_some(())
+    }
+
+    pub fn client(&self) -> postgres::Client {
+        postgres::Config::new()
+            .host("127.0.0.1")
+            .port(self.port)
+            .user("postgres")
+            .password(PASSWORD)
+            .dbname("postgres")
+            .connect(postgres::NoTls)
+            .expect("connect to the bench server")
+    }
+
+    fn table(&self, source: &str) -> String {
+        format!("[postgres]\nurl = \"postgresql://postgres@127.0.0.1:{}/postgres?sslmode=disable\"\nsource = \"{source}\"\n", self.port)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let data = self.data();
+        let _ = self.tool("pg_ctl", &["-D", &data, "-m", "immediate", "stop"]);
+    }
+}
+
+fn config(dir: &Path, db: &str, ledger: &Path, extra: &str) -> PathBuf {
+    let path = dir.join(format!("{db}.toml"));
+    std::fs::write(
+        &path,
+        format!(
+            "db = \"{db}.db\"\nlisten = \"127.0.0.1:0\"\nlog_level = \"warn\"\n{extra}\n[[ledger]]\nname = \"bench\"\npath = \"{}\"\nsignatures = \"off\"\n",
+            ledger.display()
+        ),
+    )
+    .expect("config");
+    path
+}
+
+fn ledgertail(binary: &Path, args: &[&str], config: &Path) -> Command {
+    let mut c = Command::new(binary);
+    c.args(args)
+        .arg("--config")
+        .arg(config)
+        .env("LEDGERTAIL_POSTGRES_PASSWORD", PASSWORD)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    c
+}
+
+/// Every figure of the section.
+pub fn fleet(
+    binary: &Path,
+    dir: &Path,
+    ledger: &Path,
+    events: u64,
+    live_secs: u64,
+    sidecars: usize,
+) {
+    println!("\n## Fleet store (PostgreSQL)\n");
+    let Some(server) = Server::start() else {
+        println!("skipped: no PostgreSQL server could be started (apt-get install postgresql)");
+        return;
+    };
+    std::fs::create_dir_all(dir).expect("fleet dir");
+    let mut client = server.client();
+    client.batch_execute("SELECT 1").expect("server up");
+    // The mirror to ship, caught up locally first.
+    let plain = config(dir, "outbox", ledger, "");
+    let status = ledgertail(binary, &["replay", "--no-progress"], &plain)
+        .status()
+        .expect("replay");
+    assert!(status.success(), "local replay failed");
+    let version: String = client
+        .query_one("SHOW server_version", &[])
+        .map(|r| r.get(0))
+        .unwrap_or_default();
+    println!("PostgreSQL {version} on this machine, fsync on; one sidecar ships with `replay` (mirror already caught up), batches of 5000 rows, one transaction each. Floor: one bare `COPY` of the same rows into the same table (its triggers included), in one transaction.\n");
+
+    let shipping = config(dir, "outbox", ledger, &server.table("shipper"));
+    let started = Instant::now();
+    let status = ledgertail(binary, &["replay", "--no-progress"], &shipping)
+        .status()
+        .expect("replay");
+    let ship_secs = started.elapsed().as_secs_f64();
+    assert!(status.success(), "shipping failed");
+    let copy_secs = copy_floor(&mut client, &dir.join("outbox.db"), "floor");
+    println!(
+        "| events | shipping s | shipping ev/s | bare COPY s | COPY rows/s | shipping ÷ COPY |"
+    );
+    println!("|---|---|---|---|---|---|");
+    println!(
+        "| {events} | {ship_secs:.2} | {:.0} | {copy_secs:.2} | {:.0} | {:.2} |",
+        events as f64 / ship_secs,
+        events as f64 / copy_secs,
+        copy_secs / ship_secs
+    );
+
+    let l = live_central(binary, &server, &dir.join("live"), 10_000, live_secs);
+    println!("\nFrom a line written (a producer at 10,000 events/s for {live_secs} s) to its row visible in PostgreSQL (a reader polling the central head every 2 ms):\n");
+    println!("| rate ev/s | events | p50 ms | p99 ms | max ms | kept up |");
+    println!("|---|---|---|---|---|---|");
+    println!(
+        "| 10000 | {} | {:.1} | {:.1} | {:.1} | {} |",
+        l.0,
+        l.1,
+        l.2,
+        l.3,
+        if l.4 { "yes" } else { "NO" }
+    );
+
+    let (total, secs) = many_sidecars(
+        binary,
+        &server,
+        &dir.join("many"),
+        sidecars,
+        (events / 20).max(1000),
+    );
+    println!("\n{sidecars} sidecars (each its own process, source and mirror of {} events) shipping at once into the one server:\n", total / sidecars as u64);
+    println!("| sidecars | events | seconds | aggregate ev/s |");
+    println!("|---|---|---|---|");
+    println!(
+        "| {sidecars} | {total} | {secs:.2} | {:.0} |",
+        total as f64 / secs
+    );
+
+    let (without, with) = local_catch_up(binary, &server, &dir.join("local"), ledger, events);
+    println!("\nLocal catch-up of `run` (until the mirror holds all {events} events), with and without `[postgres]` (the shipping thread reading the same mirror meanwhile):\n");
+    println!("| without ev/s | with `[postgres]` ev/s | with ÷ without |");
+    println!("|---|---|---|");
+    println!(
+        "| {:.0} | {:.0} | {:.2} |",
+        events as f64 / without,
+        events as f64 / with,
+        without / with
+    );
+}
+
+/// One bare COPY of the mirror's rows into the same table (another
+/// source, registered first), in one transaction: seconds.
+fn copy_floor(client: &mut postgres::Client, mirror: &Path, source: &str) -> f64 {
+    let db =
+        rusqlite::Connection::open_with_flags(mirror, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .expect("mirror");
+    let mut text = Vec::new();
+    let mut first = None;
+    {
+        let mut stmt = db
+            .prepare("SELECT seq, id, ts, type, payload, extra, prev_hash, hash, key_id, sig, file_id, file_offset FROM events WHERE ledger = 'bench' ORDER BY seq")
+            .expect("select");
+        let mut rows = stmt.query([]).expect("rows");
+        while let Some(r) = rows.next().expect("row") {
+            let seq: i64 = r.get(0).expect("seq");
+            let hash: String = r.get(7).expect("hash");
+            first.get_or_insert((seq, hash));
+            let field = |out: &mut Vec<u8>, v: Option<String>| match v {
+                None => out.extend_from_slice(b"\\N"),
+                Some(s) => {
+                    for b in s.bytes() {
+                        match b {
+                            b'\\' => out.extend_from_slice(b"\\\\"),
+                            b'\t' => out.extend_from_slice(b"\\t"),
+                            b'\n' => out.extend_from_slice(b"\\n"),
+                            b'\r' => out.extend_from_slice(b"\\r"),
+                            b => out.push(b),
+                        }
+                    }
+                }
+            };
+            write!(text, "{source}\tbench\t{seq}\t").ok();
+            for i in 1..=10 {
+                field(&mut text, r.get::<_, Option<String>>(i).expect("column"));
+                text.push(b'\t');
+            }
+            writeln!(text, "{}", r.get::<_, i64>(11).expect("offset")).ok();
+        }
+    }
+    let (anchor_seq, anchor_hash) = first.expect("rows to copy");
+    let started = Instant::now();
+    let mut tx = client.transaction().expect("begin");
+    tx.batch_execute(&format!(
+        "INSERT INTO ledgertail.ledgers (source, ledger, anchor_seq, anchor_hash) VALUES ('{source}', 'bench', {anchor_seq}, '{anchor_hash}')"
+    ))
+    .expect("register");
+    let mut w = tx
+        .copy_in("COPY ledgertail.events (source, ledger, seq, id, ts, type, payload, extra, prev_hash, hash, key_id, sig, file_id, file_offset) FROM STDIN")
+        .expect("copy");
+    w.write_all(&text).expect("copy rows");
+    w.finish().expect("copy end");
+    tx.commit().expect("commit");
+    started.elapsed().as_secs_f64()
+}
+
+/// `run` with `[postgres]` under a producer at `rate`: (events, p50, p99,
+/// max in ms, kept up).
+fn live_central(
+    binary: &Path,
+    server: &Server,
+    dir: &Path,
+    rate: u64,
+    secs: u64,
+) -> (u64, f64, f64, f64, bool) {
+    std::fs::create_dir_all(dir).expect("live dir");
+    let ledger = dir.join("live.jsonl");
+    let cfg = config(dir, "live", &ledger, &server.table("live"));
+    let mut child = ledgertail(binary, &["run"], &cfg).spawn().expect("run");
+    std::thread::sleep(Duration::from_millis(500));
+    let total = rate * secs;
+    let written: Arc<Vec<AtomicU64>> = Arc::new((0..total).map(|_| AtomicU64::new(0)).collect());
+    let origin = Instant::now();
+    let done = Arc::new(AtomicBool::new(false));
+    let producer = {
+        let (written, done, ledger) = (written.clone(), done.clone(), ledger.clone());
+        std::thread::spawn(move || {
+            let mut w = Writer::new(&ledger).without_fsync();
+            let (mut next, start) = (0u64, Instant::now());
+            while next < total {
+                let due = ((start.elapsed().as_secs_f64() * rate as f64) as u64 + 1).min(total);
+                if due > next {
+                    let payloads: Vec<String> =
+                        (next..due).map(|i| super::payload(i, 420)).collect();
+                    let refs: Vec<&str> = payloads.iter().map(String::as_str).collect();
+                    let t = origin.elapsed().as_nanos() as u64;
+                    for seq in next..due {
+                        written[seq as usize].store(t, Ordering::Release);
+                    }
+                    w.append_batch("order.created", &refs).expect("append");
+                    next = due;
+                }
+                std::thread::sleep(Duration::from_micros(500));
+            }
+            done.store(true, Ordering::Relaxed);
+        })
+    };
+    let mut client = server.client();
+    let mut latencies = Vec::with_capacity(total as usize);
+    let mut seen = 0u64;
+    let mut done_at = None;
+    while seen < total {
+        let head: Option<i64> = client
+            .query_opt("SELECT head_seq FROM ledgertail.ledgers WHERE source = 'live' AND ledger = 'bench'", &[])
+            .ok()
+            .flatten()
+            .and_then(|r| r.get(0));
+        let now = origin.elapsed().as_nanos() as u64;
+        let upto = head.map_or(0, |h| h as u64 + 1);
+        for seq in seen..upto.min(total) {
+            latencies.push(
+                now.saturating_sub(written[seq as usize].load(Ordering::Acquire)) as f64 / 1e6,
+            );
+        }
+        seen = seen.max(upto);
+        if done.load(Ordering::Relaxed) && done_at.is_none() {
+            done_at = Some(Instant::now());
+        }
+        if done_at.is_some_and(|d| d.elapsed() > Duration::from_secs(10)) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let _ = producer.join();
+    stop(&mut child);
+    latencies.sort_by(f64::total_cmp);
+    (
+        seen,
+        super::percentile(&latencies, 0.5),
+        super::percentile(&latencies, 0.99),
+        latencies.last().copied().unwrap_or(f64::NAN),
+        seen >= total,
+    )
+}
+
+fn stop(child: &mut Child) {
+    // SAFETY: a signal to our own child.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+    }
+    let _ = child.wait();
+}
+
+/// `n` sidecars, each a `replay` shipping its own caught-up mirror of
+/// `each` events under its own source, all at once: (events, seconds).
+fn many_sidecars(binary: &Path, server: &Server, dir: &Path, n: usize, each: u64) -> (u64, f64) {
+    std::fs::create_dir_all(dir).expect("many dir");
+    let ledger = dir.join("one.jsonl");
+    let mut w = Writer::new(&ledger).without_fsync();
+    let mut i = 0;
+    while i < each {
+        let k = (each - i).min(1000);
+        let payloads: Vec<String> = (i..i + k).map(|j| super::payload(j, 420)).collect();
+        let refs: Vec<&str> = payloads.iter().map(String::as_str).collect();
+        w.append_batch("order.created", &refs).expect("generate");
+        i += k;
+    }
+    let base = config(dir, "base", &ledger, "");
+    assert!(ledgertail(binary, &["replay", "--no-progress"], &base)
+        .status()
+        .expect("replay")
+        .success());
+    let configs: Vec<PathBuf> = (0..n)
+        .map(|k| {
+            std::fs::copy(dir.join("base.db"), dir.join(format!("s{k}.db"))).expect("copy mirror");
+            config(
+                dir,
+                &format!("s{k}"),
+                &ledger,
+                &server.table(&format!("sidecar-{k}")),
+            )
+        })
+        .collect();
+    let started = Instant::now();
+    let children: Vec<Child> = configs
+        .iter()
+        .map(|c| {
+            ledgertail(binary, &["replay", "--no-progress"], c)
+                .spawn()
+                .expect("replay")
+        })
+        .collect();
+    for mut c in children {
+        assert!(
+            c.wait().expect("wait").success(),
+            "a sidecar failed to ship"
+        );
+    }
+    (each * n as u64, started.elapsed().as_secs_f64())
+}
+
+/// Seconds for `run` to mirror all `events` of a copy of `ledger`, without
+/// and with `[postgres]`.
+fn local_catch_up(
+    binary: &Path,
+    server: &Server,
+    dir: &Path,
+    ledger: &Path,
+    events: u64,
+) -> (f64, f64) {
+    std::fs::create_dir_all(dir).expect("local dir");
+    let mut secs = Vec::new();
+    for (name, extra) in [
+        ("without", String::new()),
+        ("with", server.table("catch-up")),
+    ] {
+        let cfg = config(dir, name, ledger, &extra);
+        let db = dir.join(format!("{name}.db"));
+        let started = Instant::now();
+        let mut child = ledgertail(binary, &["run"], &cfg).spawn().expect("run");
+        loop {
+            let head: Option<i64> = rusqlite::Connection::open_with_flags(
+                &db,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+            )
+            .ok()
+            .and_then(|c| {
+                c.query_row(
+                    "SELECT head_seq FROM checkpoints WHERE ledger = 'bench'",
+                    [],
+                    |r| r.get(0),
+                )
+                .ok()
+            })
+            .flatten();
+            if head.is_some_and(|h| h as u64 + 1 >= events) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        secs.push(started.elapsed().as_secs_f64());
+        stop(&mut child);
+    }
+    (secs[0], secs[1])
+}
