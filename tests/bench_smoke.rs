@@ -29,6 +29,7 @@ fn the_benchmark_runs_in_smoke_mode_and_reports_every_section() {
         "## Idle cost",
         "CPU-seconds per minute",
         "- machine:",
+        "## Fleet store (PostgreSQL)",
     ] {
         assert!(report.contains(section), "{section} missing:\n{report}");
     }
