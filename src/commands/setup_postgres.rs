@@ -1,7 +1,7 @@
 //! `ledgertail setup-postgres --postgres URL [--schema S] [--grant ROLE]
 //! [--print]` (v1.2): the fleet store's schema created or migrated by its
 //! owner, and an ingest role granted the least that shipping needs
-//! (USAGE on the schema, SELECT and INSERT on events, SELECT on ledgers
+//! (USAGE on the schema, reading and inserting events, reading ledgers
 //! and schema_version, EXECUTE on ship_begin and ship_end), so that the
 //! sidecars can run with a role that cannot change a shipped row, move a
 //! head by hand or alter the schema. 0 done, 2 could not.

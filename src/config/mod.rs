@@ -18,8 +18,8 @@ use serde::Deserialize;
 
 use crate::ledger::{ChainRules, KeyRing, SignaturePolicy};
 
-mod postgres;
-pub use postgres::{PostgresSettings, PostgresTable};
+mod fleet;
+pub use fleet::{PostgresSettings, PostgresTable};
 
 pub const DEFAULT_DB: &str = "ledgertail.db";
 pub const DEFAULT_LEDGER: &str = "ledger.jsonl";
