@@ -150,6 +150,36 @@ fn an_ingest_role_ships_and_can_do_nothing_else() {
 }
 
 #[test]
+fn run_refuses_to_start_with_a_connection_string_it_cannot_use() {
+    for (table, said) in [
+        (
+            "[postgres]\nurl = \"postgresql://u@h/db?sslmode=verify-full\"\nsource = \"a\"\n",
+            "ca_file",
+        ),
+        (
+            "[postgres]\nurl = \"postgresql://u@h/db?sslmode=sometimes\"\nsource = \"a\"\n",
+            "sslmode",
+        ),
+        ("[postgres]\nsource = \"a\"\n", "postgres.url"),
+        (
+            "[postgres]\nurl = \"postgresql://u@h/db\"\nschema = \"Bad Name\"\n",
+            "postgres.schema",
+        ),
+    ] {
+        let s = setup(table);
+        let out = bin()
+            .args(["run", "--listen", "127.0.0.1:0", "--config"])
+            .arg(&s.config)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{table}: {err}");
+        assert!(err.contains(said), "{table}: {err}");
+    }
+}
+
+#[test]
 fn a_wrong_password_in_run_is_reported_and_mirroring_goes_on() {
     let Some(pg) = Pg::start_or_skip("wrong password in run") else {
         return;

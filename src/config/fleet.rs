@@ -34,7 +34,7 @@ pub struct PostgresTable {
 }
 
 /// `[postgres]` resolved.
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct PostgresSettings {
     /// The connection string as configured (it may hold a password: never
     /// logged; `postgres::Target` shows it without).
@@ -159,11 +159,28 @@ impl PostgresTable {
                 "must be at least 3 (the lease is renewed every third of it)",
             ));
         }
+        let ca_file = self.ca_file.as_ref().map(|p| absolute(config_dir, p));
+        // The connection string is checked here, so that a bad one stops
+        // any command at once, with the field named.
+        crate::postgres::Target::parse(
+            &url,
+            ca_file.as_deref(),
+            crate::postgres::Timeouts {
+                connect: Duration::from_secs(1),
+                statement: Duration::from_secs(1),
+            },
+            None,
+        )
+        .map_err(|why| {
+            ConfigError::invalid("postgres.url", "the connection string", &why).with_hint(
+                "a URL (postgresql://USER@HOST:PORT/DB?sslmode=verify-full) or key=value pairs (host=HOST user=USER dbname=DB sslmode=verify-full); the password goes in LEDGERTAIL_POSTGRES_PASSWORD",
+            )
+        })?;
         Ok(PostgresSettings {
             url,
             source,
             schema,
-            ca_file: self.ca_file.as_ref().map(|p| absolute(config_dir, p)),
+            ca_file,
             batch_max_events,
             batch_max_wait: Duration::from_millis(batch_max_millis),
             connect_timeout: Duration::from_secs(positive(

@@ -253,8 +253,9 @@ impl Daemon {
             || next.run != self.settings.run
             || next.parity_interval != self.settings.parity_interval
             || next.batch_max_events != self.settings.batch_max_events
+            || next.postgres != self.settings.postgres
         {
-            tracing::warn!("reload: only keys, signature policies and the log level change without a restart; other changes wait for the next start");
+            tracing::warn!("reload: only keys, signature policies and the log level change without a restart; other changes (including [postgres]) wait for the next start");
         }
         let previous = self.shared.current();
         // Only keys and policies are taken; a ledger keeps the rest of its
