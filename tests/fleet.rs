@@ -84,6 +84,30 @@ fn one_sidecar_ships_its_ledger_exactly_once_and_the_database_keeps_the_chain() 
     );
     assert!(refused("DELETE FROM ledgertail.ledgers").contains("never removed"));
     assert_central_equals_file(&pg, "host-a", "app", &s.ledger);
+    // The README's fleet-wide queries run as written.
+    let readme =
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+            .unwrap();
+    let start = readme
+        .find("Three fleet-wide queries")
+        .expect("the README's queries");
+    let block = &readme[start..];
+    let block = &block[block.find("```sql").unwrap() + 6..];
+    let block = &block[..block.find("```").unwrap()];
+    let queries: Vec<&str> = block
+        .split(';')
+        .map(str::trim)
+        .filter(|q| {
+            q.lines()
+                .any(|l| !l.trim_start().starts_with("--") && !l.trim().is_empty())
+        })
+        .collect();
+    assert_eq!(queries.len(), 3, "{block}");
+    for q in queries {
+        pg.client()
+            .simple_query(q)
+            .unwrap_or_else(|e| panic!("{q}: {e:?}"));
+    }
     // The analysts' copy.
     assert_eq!(
         pg.column("SELECT payload_json->>'note' FROM ledgertail.events WHERE seq = 7")[0]
