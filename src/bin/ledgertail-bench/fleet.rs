@@ -240,6 +240,27 @@ pub fn fleet(
         total as f64 / secs
     );
 
+    let ledgers = if events < 100_000 { 20 } else { 200 };
+    let m = many_ledgers_central(
+        binary,
+        &server,
+        &dir.join("ledgers"),
+        ledgers,
+        10,
+        live_secs,
+    );
+    println!("\nOne sidecar with {ledgers} ledgers, each written at 10 events/s for {live_secs} s (one transaction per ledger batch, the ledgers shipped in turn on one connection); from a line written to its row visible in PostgreSQL (the central heads polled every 5 ms):\n");
+    println!("| ledgers | events | p50 ms | p99 ms | max ms | kept up |");
+    println!("|---|---|---|---|---|---|");
+    println!(
+        "| {ledgers} | {} | {:.1} | {:.1} | {:.1} | {} |",
+        m.0,
+        m.1,
+        m.2,
+        m.3,
+        if m.4 { "yes" } else { "NO" }
+    );
+
     let (without, with) = local_catch_up(binary, &server, &dir.join("local"), ledger, events);
     println!("\nLocal catch-up of `run` (until the mirror holds all {events} events), with and without `[postgres]` (the shipping thread reading the same mirror meanwhile):\n");
     println!("| without ev/s | with `[postgres]` ev/s | with ÷ without |");
@@ -383,6 +404,113 @@ fn live_central(
         super::percentile(&latencies, 0.99),
         latencies.last().copied().unwrap_or(f64::NAN),
         seen >= total,
+    )
+}
+
+/// `run` with `ledgers` ledgers and `[postgres]`, each ledger receiving
+/// `rate` events/s: (events, p50, p99, max in ms, kept up).
+fn many_ledgers_central(
+    binary: &Path,
+    server: &Server,
+    dir: &Path,
+    ledgers: usize,
+    rate: u64,
+    secs: u64,
+) -> (u64, f64, f64, f64, bool) {
+    std::fs::create_dir_all(dir).expect("ledgers dir");
+    let mut cfg = format!(
+        "db = \"many.db\"\nlisten = \"127.0.0.1:0\"\nlog_level = \"warn\"\n{}\n",
+        server.table("many")
+    );
+    for l in 0..ledgers {
+        cfg.push_str(&format!(
+            "[[ledger]]\nname = \"l{l}\"\npath = \"l{l}.jsonl\"\nsignatures = \"off\"\n"
+        ));
+    }
+    let cfg_path = dir.join("many.toml");
+    std::fs::write(&cfg_path, cfg).expect("config");
+    let mut writers: Vec<Writer> = (0..ledgers)
+        .map(|l| Writer::new(dir.join(format!("l{l}.jsonl"))).without_fsync())
+        .collect();
+    let mut child = ledgertail(binary, &["run"], &cfg_path)
+        .spawn()
+        .expect("run");
+    std::thread::sleep(Duration::from_millis(500));
+    let per = rate * secs;
+    let origin = Instant::now();
+    let written: Arc<Vec<Vec<AtomicU64>>> = Arc::new(
+        (0..ledgers)
+            .map(|_| (0..per).map(|_| AtomicU64::new(0)).collect())
+            .collect(),
+    );
+    let done = Arc::new(AtomicBool::new(false));
+    let producer = {
+        let (written, done) = (written.clone(), done.clone());
+        std::thread::spawn(move || {
+            // One event per ledger every 1/rate s, the ledgers spread over it.
+            let step = Duration::from_secs_f64(1.0 / rate as f64 / ledgers as f64);
+            let start = Instant::now();
+            let mut k = 0u64;
+            for n in 0..per {
+                for (l, w) in writers.iter_mut().enumerate() {
+                    let due = start + step * k as u32;
+                    if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                        std::thread::sleep(wait);
+                    }
+                    written[l][n as usize]
+                        .store(origin.elapsed().as_nanos() as u64, Ordering::Release);
+                    w.append_batch("order.created", &[super::payload(n, 420).as_str()])
+                        .expect("append");
+                    k += 1;
+                }
+            }
+            done.store(true, Ordering::Relaxed);
+        })
+    };
+    let mut client = server.client();
+    let mut seen = vec![0u64; ledgers];
+    let mut latencies = Vec::new();
+    let mut done_at = None;
+    while seen.iter().any(|s| *s < per) {
+        let rows = client
+            .query(
+                "SELECT ledger, head_seq FROM ledgertail.ledgers WHERE source = 'many'",
+                &[],
+            )
+            .unwrap_or_default();
+        let now = origin.elapsed().as_nanos() as u64;
+        for r in rows {
+            let (name, head): (String, Option<i64>) = (r.get(0), r.get(1));
+            let Some(l) = name.strip_prefix('l').and_then(|n| n.parse::<usize>().ok()) else {
+                continue;
+            };
+            let upto = head.map_or(0, |h| h as u64 + 1).min(per);
+            for seq in seen[l]..upto {
+                latencies.push(
+                    now.saturating_sub(written[l][seq as usize].load(Ordering::Acquire)) as f64
+                        / 1e6,
+                );
+            }
+            seen[l] = seen[l].max(upto);
+        }
+        if done.load(Ordering::Relaxed) && done_at.is_none() {
+            done_at = Some(Instant::now());
+        }
+        if done_at.is_some_and(|d| d.elapsed() > Duration::from_secs(10)) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let _ = producer.join();
+    stop(&mut child);
+    latencies.sort_by(f64::total_cmp);
+    let total: u64 = seen.iter().sum();
+    (
+        total,
+        super::percentile(&latencies, 0.5),
+        super::percentile(&latencies, 0.99),
+        latencies.last().copied().unwrap_or(f64::NAN),
+        total >= per * ledgers as u64,
     )
 }
 
