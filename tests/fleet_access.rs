@@ -125,6 +125,27 @@ fn an_ingest_role_ships_and_can_do_nothing_else() {
     // The local mirror was written all the same.
     assert_eq!(mirrored_seqs(&s2.db), vec![0, 1, 2]);
 
+    // Set-up again is a no-op (the schema is at this build's version);
+    // a schema a newer build migrated is refused, not written to.
+    let again = bin()
+        .args([
+            "setup-postgres",
+            "--postgres",
+            &pg.url("lt_owner", "owner-pw"),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(0), "{}", stderr(&again));
+    pg.exec("INSERT INTO ledgertail.schema_version (version) VALUES (99)");
+    append(&mut w, 40, 2);
+    let out = replay_as(&s, "ingest-pw");
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("version 99, newer than this build's"), "{err}");
+    assert!(err.contains("upgrade ledgertail"), "{err}");
+    assert_eq!(central_count(&pg, "host-i", "app"), 40);
+    pg.exec("SET session_replication_role = replica; DELETE FROM ledgertail.schema_version WHERE version = 99");
+
     // A wrong password: could not run, naming the role, never the password.
     let out = replay_as(&s, "not-the-password");
     let err = stderr(&out);
