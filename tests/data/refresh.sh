@@ -1,19 +1,19 @@
 #!/usr/bin/env bash
-# Keeps tests/data/ equal to the contract's test data in ../shared (the
-# folder beside the checkout that holds the contract; LEDGERTAIL_SHARED
-# names another): the ledger-v1 vectors and the RFC 8785 data, data files
-# only. For maintainers when the contract changes: a bare clone's tests
-# read tests/data alone and never run this.
+# Keeps tests/data/ equal to the contract's test data in the contract's
+# folder, which LEDGERTAIL_SHARED names (there is no default): the
+# ledger-v1 vectors and the RFC 8785 data, data files only. For
+# maintainers when the contract changes: a bare clone's tests read
+# tests/data alone and never run this.
 #
-#   tests/data/refresh.sh           copy ../shared over tests/data
-#   tests/data/refresh.sh --check   exit 1 (and show how) if they differ
+#   LEDGERTAIL_SHARED=DIR tests/data/refresh.sh           copy DIR over tests/data
+#   LEDGERTAIL_SHARED=DIR tests/data/refresh.sh --check   exit 1 (and show how) if they differ
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-shared="${LEDGERTAIL_SHARED:-$here/../../../shared}"
+shared="${LEDGERTAIL_SHARED:-}"
 sets=(vectors rfc8785)
 
-if [ ! -d "$shared/vectors" ]; then
-  echo "refresh: no contract folder at $shared (no vectors/ in it)." >&2
+if [ -z "$shared" ] || [ ! -d "$shared/vectors" ]; then
+  echo "refresh: no contract folder${shared:+ at $shared} (LEDGERTAIL_SHARED must name one with vectors/ in it)." >&2
   echo "This script only brings the copy up to date from the contract's folder; the tests" >&2
   echo "read tests/data alone and need nothing else. Point LEDGERTAIL_SHARED at the folder." >&2
   exit 2
