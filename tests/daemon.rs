@@ -8,7 +8,6 @@ mod common;
 
 use std::io::Write;
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -506,38 +505,7 @@ fn metrics_carry_every_contract_family_and_pass_promtool() {
     idle.write_all(b"GET /metrics HT").unwrap();
     assert_eq!(sidecar.get("/healthz").0, 200);
 
-    match which("promtool") {
-        Some(promtool) => {
-            let mut child = Command::new(promtool)
-                .args(["check", "metrics"])
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap();
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(body.as_bytes())
-                .unwrap();
-            let out = child.wait_with_output().unwrap();
-            assert!(
-                out.status.success(),
-                "promtool check metrics:\n{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        None => {
-            // .ci/run installs promtool and sets this, so CI never skips.
-            assert!(
-                std::env::var_os("LEDGERTAIL_CI").is_none(),
-                "promtool is required but not installed"
-            );
-            eprintln!("promtool not installed: `promtool check metrics` skipped");
-        }
-    }
+    promtool_check_metrics(&body);
     drop((junk, idle));
     assert!(sidecar.stop().success());
 }

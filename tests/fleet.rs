@@ -59,35 +59,7 @@ fn one_sidecar_ships_its_ledger_exactly_once_and_the_database_keeps_the_chain() 
             "{family} missing:\n{body}"
         );
     }
-    match which("promtool") {
-        Some(promtool) => {
-            use std::io::Write as _;
-            let mut child = std::process::Command::new(promtool)
-                .args(["check", "metrics"])
-                .stdin(std::process::Stdio::piped())
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap();
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(body.as_bytes())
-                .unwrap();
-            let out = child.wait_with_output().unwrap();
-            assert!(
-                out.status.success(),
-                "promtool check metrics:\n{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        None => assert!(
-            std::env::var_os("LEDGERTAIL_CI").is_none(),
-            "promtool is required but not installed"
-        ),
-    }
+    promtool_check_metrics(&body);
     let log = sidecar.log_text();
     assert!(
         !log.contains("\"level\":\"WARN\"") && !log.contains("\"level\":\"ERROR\""),

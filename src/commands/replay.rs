@@ -143,7 +143,7 @@ fn ship(
         }
     }
     shipper.release();
-    for (name, head, _) in shipper.heads() {
+    for (name, head) in shipper.heads() {
         eprintln!(
             "{name}: shipped to PostgreSQL ({}, source {}), central head {}",
             shipper.target().shown(),

@@ -188,7 +188,7 @@ fn mirrored_status(
 /// Asks the fleet store for each ledger's central head (a short connect
 /// timeout: status must answer while PostgreSQL is down, and says so).
 fn add_central(pg: &crate::config::PostgresSettings, mirror: &Mirror, out: &mut [LedgerStatus]) {
-    use crate::postgres::{self, Target, Timeouts};
+    use crate::postgres::{self, Target};
     let view = |error: Option<String>| CentralView {
         source: pg.source.clone(),
         head: None,
@@ -198,18 +198,11 @@ fn add_central(pg: &crate::config::PostgresSettings, mirror: &Mirror, out: &mut 
         conflict: None,
         error,
     };
-    let timeouts = Timeouts {
-        connect: pg.connect_timeout.min(std::time::Duration::from_secs(5)),
-        statement: pg.statement_timeout,
-    };
-    let connected = Target::parse(
-        &pg.url,
-        pg.ca_file.as_deref(),
-        timeouts,
-        std::env::var(postgres::PASSWORD_ENV).ok(),
-    )
-    .map_err(|e| e.to_string())
-    .and_then(|t| t.connect().map_err(|e| e.to_string()));
+    // status must answer while PostgreSQL is down: a short connect.
+    let mut quick = pg.clone();
+    quick.connect_timeout = pg.connect_timeout.min(std::time::Duration::from_secs(5));
+    let connected =
+        Target::for_settings(&quick).and_then(|t| t.connect().map_err(|e| e.to_string()));
     let mut client = match connected {
         Ok(c) => c,
         Err(e) => {

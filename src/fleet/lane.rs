@@ -61,8 +61,6 @@ pub(super) struct Lane {
     pending_since: Option<Instant>,
     /// When the lease must be renewed (an idle lane keeps its claim).
     renew_at: Option<Instant>,
-    /// Events mirrored but not shipped, as last known.
-    pub lag: u64,
     /// The central head seq as last known (kept while disconnected, for
     /// the lag).
     last_central: Option<u64>,
@@ -82,7 +80,6 @@ impl Lane {
             local_head: None,
             pending_since: None,
             renew_at: None,
-            lag: 0,
             last_central: None,
             said: None,
         }
@@ -171,18 +168,13 @@ impl Lane {
             self.halt(io, format!("the local mirror has a gap after seq {}: rows must ship in seq order without one", next.saturating_sub(1)));
             return Ok(Step::Idle(Duration::MAX));
         }
-        let shipment = Shipment {
-            schema: &io.cfg.schema,
-            source: &io.cfg.source,
-            ledger: &self.name,
-            shipper: io.shipper,
-            lease: io.cfg.lease,
-            expected: expected.as_ref().map(|(s, h)| (*s, h.as_str())),
-            anchor: (anchor.0, anchor.1.as_str()),
-            rows: &rows,
-        };
         let started = Instant::now();
-        match postgres::ship::ship(io.client, io.cfg.statement_timeout, &shipment) {
+        match self.send(
+            io,
+            expected.as_ref().map(|(s, h)| (*s, h.as_str())),
+            &anchor,
+            &rows,
+        ) {
             Ok(()) => {
                 if let Some(m) = &self.metrics {
                     m.ship_duration.observe(started.elapsed().as_secs_f64());
@@ -213,6 +205,28 @@ impl Lane {
         self.record_lag(Some(seq), 0);
     }
 
+    /// One shipping transaction of this lane: `rows` after `expected`
+    /// (none: the lease is renewed and nothing else).
+    fn send(
+        &self,
+        io: &mut Io<'_>,
+        expected: Option<(u64, &str)>,
+        anchor: &(u64, String),
+        rows: &[crate::mirror::StoredEvent],
+    ) -> Result<(), PgError> {
+        let shipment = Shipment {
+            schema: &io.cfg.schema,
+            source: &io.cfg.source,
+            ledger: &self.name,
+            shipper: io.shipper,
+            lease: io.cfg.lease,
+            expected,
+            anchor: (anchor.0, anchor.1.as_str()),
+            rows,
+        };
+        postgres::ship::ship(io.client, io.cfg.statement_timeout, &shipment)
+    }
+
     /// An idle lane renews its lease every third of it, so that a second
     /// sidecar with the same source stays fenced out while this one lives.
     fn renew_if_due(
@@ -231,17 +245,7 @@ impl Lane {
         let Some((seq, hash)) = expected.clone() else {
             return Ok(Step::Idle(super::IDLE_LOOK));
         };
-        let renewal = Shipment {
-            schema: &io.cfg.schema,
-            source: &io.cfg.source,
-            ledger: &self.name,
-            shipper: io.shipper,
-            lease: io.cfg.lease,
-            expected: Some((seq, hash.as_str())),
-            anchor: (anchor.0, anchor.1.as_str()),
-            rows: &[],
-        };
-        match postgres::ship::ship(io.client, io.cfg.statement_timeout, &renewal) {
+        match self.send(io, Some((seq, hash.as_str())), &anchor, &[]) {
             Ok(()) => {
                 self.renew_at = Some(now + io.cfg.lease / 3);
                 Ok(Step::Idle(io.cfg.lease / 3))
@@ -296,10 +300,12 @@ impl Lane {
                 return Ok(());
             }
         };
-        self.dirty = true;
         self.renew_at = None;
         let anchor = state.as_ref().and_then(|s| s.anchor);
         let local_head = state.as_ref().and_then(|s| s.head).map(|h| h.seq);
+        // The step that follows uses this head rather than reading it again.
+        self.local_head = local_head;
+        self.dirty = false;
         let Some(anchor) = anchor else {
             // Nothing mirrored yet.
             self.pos = match central.and_then(|c| c.head) {
@@ -469,7 +475,6 @@ impl Lane {
             (Some(l), None) => (l + 1).saturating_sub(anchor),
             (None, _) => 0,
         };
-        self.lag = lag;
         if let Some(m) = &self.metrics {
             m.lag.set(i64::try_from(lag).unwrap_or(i64::MAX));
             if let Some(c) = central {

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::PostgresSettings;
 use crate::mirror::{Access, Mirror, MirrorError};
-use crate::postgres::{self, PgError, Target, Timeouts};
+use crate::postgres::{self, PgError, Target};
 use crate::telemetry::{StatusBoard, Telemetry};
 use lane::{Lane, Pos};
 
@@ -114,15 +114,7 @@ impl Shipper {
         telemetry: Option<&Telemetry>,
         board: Option<StatusBoard>,
     ) -> Result<Shipper, String> {
-        let target = Target::parse(
-            &cfg.url,
-            cfg.ca_file.as_deref(),
-            Timeouts {
-                connect: cfg.connect_timeout,
-                statement: cfg.statement_timeout,
-            },
-            std::env::var(postgres::PASSWORD_ENV).ok(),
-        )?;
+        let target = Target::for_settings(cfg)?;
         Ok(Shipper {
             lanes: names
                 .iter()
@@ -361,11 +353,11 @@ impl Shipper {
         }
     }
 
-    /// Each lane: (name, central head seq, lag in events), as last known.
-    pub fn heads(&self) -> Vec<(String, Option<u64>, u64)> {
+    /// Each lane: (name, central head seq), as last known.
+    pub fn heads(&self) -> Vec<(String, Option<u64>)> {
         self.lanes
             .iter()
-            .map(|l| (l.name.clone(), l.central_seq(), l.lag))
+            .map(|l| (l.name.clone(), l.central_seq()))
             .collect()
     }
 }
@@ -403,9 +395,6 @@ impl Running {
         telemetry: Telemetry,
         board: StatusBoard,
     ) -> Result<Running, String> {
-        // Parsed here too so that a bad connection string stops `run` at
-        // once, not in a thread's log.
-        Shipper::new(cfg, &names, db.clone(), None, None)?;
         let stop = Arc::new(AtomicBool::new(false));
         let doorbell = Arc::new(Doorbell::new(names.len()));
         let cfg = cfg.clone();
@@ -413,9 +402,14 @@ impl Running {
         let handle = std::thread::Builder::new()
             .name("fleet".into())
             .spawn(move || {
+                // The configuration checked the connection string when it
+                // loaded, so this fails only on a programming error.
                 let mut shipper = match Shipper::new(&cfg, &names, db, Some(&telemetry), Some(board)) {
                     Ok(s) => s,
-                    Err(_) => return,
+                    Err(e) => {
+                        tracing::error!(error = %e, "fleet: not shipping: [postgres] url");
+                        return;
+                    }
                 };
                 tracing::info!(target = shipper.target().shown(), source = %cfg.source, schema = %cfg.schema, "fleet: shipping to PostgreSQL");
                 let mut rung = vec![true; names.len()];

@@ -152,6 +152,20 @@ impl Target {
         })
     }
 
+    /// The target `[postgres]` names, with the password from
+    /// [`PASSWORD_ENV`] when it is set.
+    pub fn for_settings(cfg: &crate::config::PostgresSettings) -> Result<Target, String> {
+        Target::parse(
+            &cfg.url,
+            cfg.ca_file.as_deref(),
+            Timeouts {
+                connect: cfg.connect_timeout,
+                statement: cfg.statement_timeout,
+            },
+            std::env::var(PASSWORD_ENV).ok(),
+        )
+    }
+
     /// The target as logs show it: user, hosts, ports, database, TLS mode;
     /// never a password.
     pub fn shown(&self) -> &str {

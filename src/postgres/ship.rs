@@ -8,7 +8,6 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use super::schema::first_value;
 use super::{ident, literal, ErrorKind, PgError};
 use crate::mirror::StoredEvent;
 
@@ -219,22 +218,6 @@ pub fn release(
     key(&mut sql, shipper)?;
     sql.push(')');
     client.batch_execute(&sql).map_err(PgError::from_query)
-}
-
-/// Rows the caller will read in one go (a `SELECT count(*)` helper for
-/// the bench and tests).
-pub fn count_rows(
-    client: &mut postgres::Client,
-    schema: &str,
-    source: &str,
-) -> Result<u64, PgError> {
-    let mut sql = format!(
-        "SELECT count(*) FROM {}.events WHERE source = ",
-        ident(schema)
-    );
-    key(&mut sql, source)?;
-    let v = first_value(client.simple_query(&sql).map_err(PgError::from_query)?);
-    Ok(v.and_then(|v| v.parse().ok()).unwrap_or(0))
 }
 
 #[cfg(test)]

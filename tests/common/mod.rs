@@ -313,6 +313,40 @@ pub fn rotate(ledger: &Path, n: usize) {
     }
 }
 
+/// `promtool check metrics` on a /metrics page: it must pass. Without
+/// promtool the check is skipped, except under CI (`LEDGERTAIL_CI`),
+/// which installs it.
+pub fn promtool_check_metrics(body: &str) {
+    let Some(promtool) = which("promtool") else {
+        assert!(
+            std::env::var_os("LEDGERTAIL_CI").is_none(),
+            "promtool is required but not installed"
+        );
+        eprintln!("promtool not installed: `promtool check metrics` skipped");
+        return;
+    };
+    let mut child = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 pub fn which(program: &str) -> Option<PathBuf> {
     std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)

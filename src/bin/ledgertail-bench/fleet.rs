@@ -340,7 +340,7 @@ fn live_central(
     std::fs::create_dir_all(dir).expect("live dir");
     let ledger = dir.join("live.jsonl");
     let cfg = config(dir, "live", &ledger, &server.table("live"));
-    let mut child = ledgertail(binary, &["run"], &cfg).spawn().expect("run");
+    let child = ledgertail(binary, &["run"], &cfg).spawn().expect("run");
     std::thread::sleep(Duration::from_millis(500));
     let total = rate * secs;
     let written: Arc<Vec<AtomicU64>> = Arc::new((0..total).map(|_| AtomicU64::new(0)).collect());
@@ -396,7 +396,7 @@ fn live_central(
         std::thread::sleep(Duration::from_millis(2));
     }
     let _ = producer.join();
-    stop(&mut child);
+    super::stop(child);
     latencies.sort_by(f64::total_cmp);
     (
         seen,
@@ -432,7 +432,7 @@ fn many_ledgers_central(
     let mut writers: Vec<Writer> = (0..ledgers)
         .map(|l| Writer::new(dir.join(format!("l{l}.jsonl"))).without_fsync())
         .collect();
-    let mut child = ledgertail(binary, &["run"], &cfg_path)
+    let child = ledgertail(binary, &["run"], &cfg_path)
         .spawn()
         .expect("run");
     std::thread::sleep(Duration::from_millis(500));
@@ -502,7 +502,7 @@ fn many_ledgers_central(
         std::thread::sleep(Duration::from_millis(5));
     }
     let _ = producer.join();
-    stop(&mut child);
+    super::stop(child);
     latencies.sort_by(f64::total_cmp);
     let total: u64 = seen.iter().sum();
     (
@@ -512,14 +512,6 @@ fn many_ledgers_central(
         latencies.last().copied().unwrap_or(f64::NAN),
         total >= per * ledgers as u64,
     )
-}
-
-fn stop(child: &mut Child) {
-    // SAFETY: a signal to our own child.
-    unsafe {
-        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
-    }
-    let _ = child.wait();
 }
 
 /// `n` sidecars, each a `replay` shipping its own caught-up mirror of
@@ -588,7 +580,7 @@ fn local_catch_up(
         let cfg = config(dir, name, ledger, &extra);
         let db = dir.join(format!("{name}.db"));
         let started = Instant::now();
-        let mut child = ledgertail(binary, &["run"], &cfg).spawn().expect("run");
+        let child = ledgertail(binary, &["run"], &cfg).spawn().expect("run");
         loop {
             let head: Option<i64> = rusqlite::Connection::open_with_flags(
                 &db,
@@ -610,7 +602,7 @@ fn local_catch_up(
             std::thread::sleep(Duration::from_millis(20));
         }
         secs.push(started.elapsed().as_secs_f64());
-        stop(&mut child);
+        super::stop(child);
     }
     (secs[0], secs[1])
 }
