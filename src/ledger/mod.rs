@@ -24,6 +24,8 @@ pub mod json;
 pub mod judge;
 pub mod seal;
 pub mod timestamp;
+pub mod tiles;
+pub mod tree;
 
 pub use event::{authenticate, Refusal, SealedEvent};
 pub use judge::{
