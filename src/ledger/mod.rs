@@ -24,7 +24,9 @@ pub mod json;
 pub mod judge;
 pub mod seal;
 pub mod timestamp;
+pub mod note;
 pub mod tiles;
+pub mod tlog;
 pub mod tree;
 
 pub use event::{authenticate, Refusal, SealedEvent};
