@@ -65,6 +65,74 @@ pub enum Command {
     /// (v1.2) Create or migrate the fleet store's schema in PostgreSQL, and
     /// grant an ingest role the least it needs to ship.
     SetupPostgres(SetupPostgresArgs),
+    /// (v1.2) Sign a checkpoint of each ledger's Merkle tree with the log
+    /// key ([tlog] key) and print it; the log's verifier key goes to stderr.
+    Checkpoint(CheckpointArgs),
+    /// (v1.2) Write an offline proof that an event is in the latest signed
+    /// checkpoint (a .tlog-proof file), or with --consistency that the
+    /// latest checkpoint extends the tree of size --from.
+    Prove(ProveArgs),
+    /// (v1.2) Check a proof offline, with nothing but the log's verifier
+    /// key (and the witnesses' keys a policy asks for).
+    VerifyProof(VerifyProofArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CheckpointArgs {
+    /// Configuration file: its [tlog] table, db and ledgers.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The mirror.
+    #[arg(long, value_name = "FILE")]
+    pub db: Option<PathBuf>,
+    /// Only this ledger (by name).
+    #[arg(long, value_name = "NAME")]
+    pub ledger: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ProveArgs {
+    /// Configuration file: its db and ledgers.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The mirror.
+    #[arg(long, value_name = "FILE")]
+    pub db: Option<PathBuf>,
+    /// The ledger (by name).
+    #[arg(long, value_name = "NAME")]
+    pub ledger: String,
+    /// The event to prove.
+    #[arg(long, value_name = "N", conflicts_with = "consistency")]
+    pub seq: Option<u64>,
+    /// Prove that the latest checkpoint extends the tree of size --from.
+    #[arg(long, requires = "from")]
+    pub consistency: bool,
+    /// With --consistency: the older tree size.
+    #[arg(long, value_name = "M")]
+    pub from: Option<u64>,
+    /// Where to write the proof ("-": stdout). Default: LEDGER-SEQ.tlog-proof
+    /// or LEDGER-M-N.tlog-consistency in the current folder.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyProofArgs {
+    /// The log's verifier key (name+hash+base64), as `checkpoint` prints it.
+    #[arg(long, value_name = "VKEY")]
+    pub vkey: String,
+    /// A witness's verifier key (repeatable).
+    #[arg(long, value_name = "VKEY")]
+    pub witness: Vec<String>,
+    /// How many of the --witness keys must have cosigned (default: all).
+    #[arg(long, value_name = "K")]
+    pub min_witnesses: Option<usize>,
+    /// Keep the latest checkpoint per log here, and refuse one that
+    /// contradicts it.
+    #[arg(long, value_name = "DIR")]
+    pub state: Option<PathBuf>,
+    /// The proof (.tlog-proof, or a consistency proof from `prove --consistency`).
+    pub file: PathBuf,
 }
 
 #[derive(Debug, Args)]

@@ -17,4 +17,5 @@ pub mod serve;
 pub mod shipper;
 pub mod tail;
 pub mod telemetry;
+pub mod tlog;
 pub mod verifier;

@@ -52,7 +52,9 @@ pub fn init(cli: &Cli) -> Result<Option<LogControl>, String> {
         Command::Replay(a) => a.ledgers.config.clone(),
         Command::Status(a) => a.config.clone(),
         Command::Append(a) => a.config.clone(),
-        Command::Keygen(_) | Command::SetupPostgres(_) => None,
+        Command::Checkpoint(a) => a.config.clone(),
+        Command::Prove(a) => a.config.clone(),
+        Command::Keygen(_) | Command::SetupPostgres(_) | Command::VerifyProof(_) => None,
     };
     let file = config_path
         .and_then(|p| FileConfig::load(&p).ok())

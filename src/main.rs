@@ -25,6 +25,9 @@ fn main() -> ExitCode {
         Command::Replay(args) => commands::replay::run(args),
         Command::Status(args) => commands::status::run(args),
         Command::SetupPostgres(args) => commands::setup_postgres::run(args),
+        Command::Checkpoint(args) => commands::tlog::checkpoint(args),
+        Command::Prove(args) => commands::tlog::prove(args),
+        Command::VerifyProof(args) => commands::tlog::verify_proof(args),
     };
     match result {
         Ok(code) => code,

@@ -9,6 +9,7 @@ pub mod replay;
 pub mod run;
 pub mod setup_postgres;
 pub mod status;
+pub mod tlog;
 pub mod verify;
 pub mod verify_postgres;
 

@@ -181,6 +181,7 @@ fn ledger_policy(settings: &Settings, name: &str) -> LedgerSettings {
         rules: ChainRules::default(),
         keys: settings.keys.clone(),
         follow_symlink: false,
+        origin: String::new(),
     }
 }
 

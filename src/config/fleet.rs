@@ -74,7 +74,7 @@ fn valid_schema(s: &str) -> bool {
 }
 
 /// The host name, for the default source.
-fn host_name() -> Option<String> {
+pub(super) fn host_name() -> Option<String> {
     let mut buf = [0u8; 256];
     // SAFETY: the buffer is valid for its length; gethostname writes at
     // most that many bytes.

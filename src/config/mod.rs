@@ -19,7 +19,9 @@ use serde::Deserialize;
 use crate::ledger::{ChainRules, KeyRing, SignaturePolicy};
 
 mod fleet;
+pub mod tlog;
 pub use fleet::{PostgresSettings, PostgresTable};
+pub use tlog::{TlogSettings, TlogTable, Witness};
 
 pub const DEFAULT_DB: &str = "ledgertail.db";
 pub const DEFAULT_LEDGER: &str = "ledger.jsonl";
@@ -59,6 +61,7 @@ pub struct FileConfig {
     pub ledger: Option<Vec<LedgerTable>>,
     /// (v1.2) The fleet store; absent: none.
     pub postgres: Option<PostgresTable>,
+    pub tlog: Option<TlogTable>,
 }
 
 /// One `[[ledger]]` table.
@@ -75,6 +78,7 @@ pub struct LedgerTable {
     pub keys: Option<Vec<String>>,
     /// The live path may be a symbolic link.
     pub follow_symlink: Option<bool>,
+    pub origin: Option<String>,
 }
 
 /// A configuration problem: which setting, what is wrong, what to do.
@@ -203,6 +207,8 @@ pub struct LedgerSettings {
     pub keys: KeyRing,
     /// The operator allows the live path to be a symbolic link.
     pub follow_symlink: bool,
+    /// (v1.2) The origin of the ledger's verifiable log (contract §7).
+    pub origin: String,
 }
 
 /// Settings only `run` uses.
@@ -251,6 +257,8 @@ pub struct Settings {
     pub ledgers: Vec<LedgerSettings>,
     /// (v1.2) `[postgres]`: where this sidecar ships what it mirrors.
     pub postgres: Option<PostgresSettings>,
+    /// (v1.2) `[tlog]`: the log key that signs checkpoints, and witnesses.
+    pub tlog: Option<TlogSettings>,
     /// The configuration file used, if any.
     pub config_path: Option<PathBuf>,
 }
@@ -460,6 +468,10 @@ impl Settings {
             }
         }
 
+        let tlog = match &file.tlog {
+            Some(table) => Some(table.resolve(&config_dir, &db)?),
+            None => None,
+        };
         Ok(Settings {
             db,
             listen,
@@ -475,6 +487,7 @@ impl Settings {
                 Some(table) => Some(table.resolve(&config_dir)?),
                 None => None,
             },
+            tlog,
             config_path: over.config.as_ref().map(|p| absolute(cwd, p)),
         })
     }
@@ -538,13 +551,14 @@ fn ledger_settings(
             })?,
     };
     Ok(LedgerSettings {
-        name,
         path: path.to_path_buf(),
         signatures,
         max_line_bytes,
         rules: ChainRules { require_genesis },
         keys: chosen.with(flag_keys),
         follow_symlink: table.and_then(|t| t.follow_symlink).unwrap_or(false),
+        origin: tlog::origin(table.and_then(|t| t.origin.as_deref()), &name)?,
+        name,
     })
 }
 

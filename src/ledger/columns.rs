@@ -82,7 +82,32 @@ pub fn audit(
         }
         extra_members = &extra[1..extra.len() - 1];
     }
-    // The event as a line, every member from its column.
+    let line = event_line(c, extra_members);
+    let event = authenticate(&line, policy, keys, &mut Vec::new())
+        .map_err(|r| format!("the row's event is {}: {}", r.verdict, r.detail))?;
+    // Rebuilt from the columns and checked member by member, the event can
+    // only differ from them if a column is not what it names.
+    let prev = event.prev_hash.map(|h| h.to_hex());
+    let same = event.seq == c.seq
+        && event.ts == c.ts
+        && event.event_type == c.event_type
+        && event.payload == c.payload
+        && event.extra.as_deref() == c.extra
+        && prev.as_deref() == c.prev_hash
+        && event.hash.to_hex() == c.hash
+        && event.id.as_deref() == c.id
+        && event.key_id.as_deref() == c.key_id
+        && event.sig.as_deref() == c.sig;
+    if !same {
+        return Err("the columns do not read back as the event they form".into());
+    }
+    Ok(event)
+}
+
+/// The event as a line, every member from its column (`extra_members`:
+/// the members of the `extra` object, without its braces). Not checked:
+/// [`audit`] checks it, and so does any reader that authenticates it.
+pub fn event_line(c: &Columns<'_>, extra_members: &str) -> Vec<u8> {
     let mut line = Vec::with_capacity(c.payload.len() + extra_members.len() + 400);
     line.extend_from_slice(b"{\"seq\":");
     line.extend_from_slice(c.seq.to_string().as_bytes());
@@ -114,25 +139,7 @@ pub fn audit(
         line.extend_from_slice(extra_members.as_bytes());
     }
     line.push(b'}');
-    let event = authenticate(&line, policy, keys, &mut Vec::new())
-        .map_err(|r| format!("the row's event is {}: {}", r.verdict, r.detail))?;
-    // Rebuilt from the columns and checked member by member, the event can
-    // only differ from them if a column is not what it names.
-    let prev = event.prev_hash.map(|h| h.to_hex());
-    let same = event.seq == c.seq
-        && event.ts == c.ts
-        && event.event_type == c.event_type
-        && event.payload == c.payload
-        && event.extra.as_deref() == c.extra
-        && prev.as_deref() == c.prev_hash
-        && event.hash.to_hex() == c.hash
-        && event.id.as_deref() == c.id
-        && event.key_id.as_deref() == c.key_id
-        && event.sig.as_deref() == c.sig;
-    if !same {
-        return Err("the columns do not read back as the event they form".into());
-    }
-    Ok(event)
+    line
 }
 
 #[cfg(test)]

@@ -22,10 +22,10 @@ pub mod frame;
 pub mod jcs;
 pub mod json;
 pub mod judge;
-pub mod seal;
-pub mod timestamp;
 pub mod note;
+pub mod seal;
 pub mod tiles;
+pub mod timestamp;
 pub mod tlog;
 pub mod tree;
 

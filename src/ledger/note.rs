@@ -35,7 +35,10 @@ pub enum NoteError {
 
 /// Key names: non-empty, no Unicode space, no `+`.
 pub fn is_valid_key_name(name: &str) -> bool {
-    !name.is_empty() && !name.chars().any(|c| c.is_whitespace() || c == '+' || c.is_control())
+    !name.is_empty()
+        && !name
+            .chars()
+            .any(|c| c.is_whitespace() || c == '+' || c.is_control())
 }
 
 /// The key id of a key: SHA-256(name ‖ LF ‖ type ‖ key)[:4], big-endian.
@@ -74,8 +77,7 @@ impl VerifierKey {
         let bad = |why: &str| NoteError::BadKey(why.to_owned());
         let text = text.trim();
         let mut parts = text.splitn(3, '+');
-        let (Some(name), Some(hash), Some(key)) = (parts.next(), parts.next(), parts.next())
-        else {
+        let (Some(name), Some(hash), Some(key)) = (parts.next(), parts.next(), parts.next()) else {
             return Err(bad("want <name>+<8 hex digits>+<base64 key>"));
         };
         if !is_valid_key_name(name) {
@@ -320,7 +322,9 @@ pub fn parse_signer_key(text: &str) -> Result<(String, SigningKey), NoteError> {
     }
     let seed: [u8; 32] = raw[1..].try_into().map_err(|_| bad("seed"))?;
     let signer = SigningKey::from_bytes(&seed);
-    if u32::from_str_radix(hash, 16).ok() != Some(key_id(name, ED25519, signer.verifying_key().as_bytes())) {
+    if u32::from_str_radix(hash, 16).ok()
+        != Some(key_id(name, ED25519, signer.verifying_key().as_bytes()))
+    {
         return Err(bad("the key id does not match"));
     }
     Ok((name.to_owned(), signer))
@@ -331,7 +335,10 @@ mod tests {
     use super::*;
 
     fn example() -> serde_json::Value {
-        serde_json::from_str(include_str!("../../tests/data/tlog/signed-note-example.json")).unwrap()
+        serde_json::from_str(include_str!(
+            "../../tests/data/tlog/signed-note-example.json"
+        ))
+        .unwrap()
     }
 
     #[test]
@@ -407,13 +414,18 @@ mod tests {
         // The same key as a plain signer is another key id: not confused.
         let plain = VerifierKey::of("witness.example/w1", ED25519, &key);
         assert!(matches!(note.verify(&plain), Err(NoteError::NotSigned(_))));
-        let mut raw = STANDARD.decode(sig.line.rsplit(' ').next().unwrap().trim()).unwrap();
+        let mut raw = STANDARD
+            .decode(sig.line.rsplit(' ').next().unwrap().trim())
+            .unwrap();
         raw[11] ^= 1; // the timestamp
         let forged = signature_line("witness.example/w1", vkey.id, &raw[4..]);
         let note = Note {
             text: text.into(),
             signatures: vec![forged],
         };
-        assert!(matches!(note.verify(&vkey), Err(NoteError::BadSignature(_))));
+        assert!(matches!(
+            note.verify(&vkey),
+            Err(NoteError::BadSignature(_))
+        ));
     }
 }

@@ -24,7 +24,8 @@ pub struct TileId {
 
 /// Hashes at tile level `t` of a tree of `size` leaves.
 fn entries_at(size: u64, level: u8) -> u64 {
-    size.checked_shr(TILE_HEIGHT * u32::from(level)).unwrap_or(0)
+    size.checked_shr(TILE_HEIGHT * u32::from(level))
+        .unwrap_or(0)
 }
 
 /// The partial tiles a tree of `size` leaves has, with their widths: what
@@ -110,6 +111,28 @@ impl Edge {
             carry = fold_perfect(&tile);
             let index = entries_at(self.size, level + 1) - 1;
             full.push((TileId { level, index }, tile));
+        }
+    }
+
+    /// The root of the tree this edge ends: every complete subtree of the
+    /// root's decomposition lies in a partial tile.
+    pub fn root(&self) -> Hash {
+        struct Partial<'e>(&'e Edge);
+        impl HashReader for Partial<'_> {
+            type Error = std::convert::Infallible;
+            fn subtree(&mut self, level: u8, index: u64) -> Result<Hash, Self::Error> {
+                let t = u32::from(level) / TILE_HEIGHT;
+                let within = u32::from(level) % TILE_HEIGHT;
+                let first = index << within;
+                let tile_start = entries_at(self.0.size, t as u8 + 1) * TILE_WIDTH as u64;
+                let offset = (first - tile_start) as usize;
+                let hashes = &self.0.partial[t as usize];
+                Ok(fold_perfect(&hashes[offset..offset + (1usize << within)]))
+            }
+        }
+        match super::tree::root(&mut Partial(self), self.size) {
+            Ok(h) => h,
+            Err(never) => match never {},
         }
     }
 
@@ -243,10 +266,14 @@ mod tests {
 
     #[test]
     fn tiles_serve_the_same_roots_and_proofs_as_the_leaves() {
-        let leaves: Vec<Hash> = (0u32..70_000).map(|i| leaf_hash(&i.to_be_bytes())).collect();
+        let leaves: Vec<Hash> = (0u32..70_000)
+            .map(|i| leaf_hash(&i.to_be_bytes()))
+            .collect();
         let store = build(&leaves, 997);
         let mut tiles = TileHashes::new(&store);
-        let mut sizes = vec![1u64, 2, 3, 255, 256, 257, 511, 512, 65_535, 65_536, 65_537, 70_000];
+        let mut sizes = vec![
+            1u64, 2, 3, 255, 256, 257, 511, 512, 65_535, 65_536, 65_537, 70_000,
+        ];
         sizes.extend((1..40).map(|i| i * 1777));
         for size in sizes {
             let mut mem = MemoryTree {
@@ -254,12 +281,21 @@ mod tests {
             };
             let want = tree::root(&mut mem, size).unwrap();
             assert_eq!(tree::root(&mut tiles, size).unwrap(), want, "size {size}");
+            let mut edge = Edge::default();
+            for leaf in &leaves[..size as usize] {
+                edge.push(*leaf, &mut Vec::new());
+            }
+            assert_eq!(edge.root(), want, "edge root of {size}");
             for index in [0, size / 3, size - 1] {
-                let a = tree::inclusion_proof(&mut tiles, index, size).unwrap().unwrap();
+                let a = tree::inclusion_proof(&mut tiles, index, size)
+                    .unwrap()
+                    .unwrap();
                 tree::verify_inclusion(&leaves[index as usize], index, size, &a, &want).unwrap();
             }
             let old = size / 2 + 1;
-            let p = tree::consistency_proof(&mut tiles, old, size).unwrap().unwrap();
+            let p = tree::consistency_proof(&mut tiles, old, size)
+                .unwrap()
+                .unwrap();
             let old_root = tree::root(&mut tiles, old).unwrap();
             tree::verify_consistency(old, size, &old_root, &want, &p).unwrap();
         }
@@ -272,7 +308,14 @@ mod tests {
         let many = build(&leaves, 3000);
         assert_eq!(one.0, many.0);
         assert_eq!(partial_tiles(3000).len(), 2);
-        assert_eq!(one.0[&TileId { level: 0, index: 11 }].len(), 3000 % 256);
+        assert_eq!(
+            one.0[&TileId {
+                level: 0,
+                index: 11
+            }]
+                .len(),
+            3000 % 256
+        );
     }
 
     #[test]

@@ -34,9 +34,11 @@ fn parse_decimal(text: &str, what: &str) -> Result<u64, FormatError> {
     let ok = !text.is_empty()
         && text.bytes().all(|b| b.is_ascii_digit())
         && (text == "0" || !text.starts_with('0'));
-    ok.then(|| text.parse().ok())
-        .flatten()
-        .ok_or_else(|| malformed(format!("{what} {text:?} is not a decimal without leading zeros")))
+    ok.then(|| text.parse().ok()).flatten().ok_or_else(|| {
+        malformed(format!(
+            "{what} {text:?} is not a decimal without leading zeros"
+        ))
+    })
 }
 
 /// A base64 SHA-256 hash.
@@ -67,7 +69,12 @@ pub struct Checkpoint {
 impl Checkpoint {
     /// The note text: origin, size and root lines, each ending in LF.
     pub fn body(&self) -> String {
-        let mut out = format!("{}\n{}\n{}\n", self.origin, self.size, hash_base64(&self.root));
+        let mut out = format!(
+            "{}\n{}\n{}\n",
+            self.origin,
+            self.size,
+            hash_base64(&self.root)
+        );
         for e in &self.extensions {
             out.push_str(e);
             out.push('\n');
@@ -254,18 +261,26 @@ mod tests {
             checkpoint: CHECKPOINT.into(),
         };
         let text = proof.to_text();
-        assert!(text.starts_with("c2sp.org/tlog-proof@v1\nextra YWdlLXYxLjIuMS1kYXJ3aW4tYXJtNjQudGFyLmd6\nindex 73894\n"));
+        assert!(text.starts_with(
+            "c2sp.org/tlog-proof@v1\nextra YWdlLXYxLjIuMS1kYXJ3aW4tYXJtNjQudGFyLmd6\nindex 73894\n"
+        ));
         assert_eq!(InclusionProof::parse(&text).unwrap(), proof);
         let signed = SignedCheckpoint::parse(CHECKPOINT).unwrap();
         assert_eq!(signed.checkpoint.size, 109482);
         assert_eq!(signed.checkpoint.origin, "example.com/fancylog");
-        assert_eq!(Checkpoint::parse(&signed.checkpoint.body()).unwrap(), signed.checkpoint);
+        assert_eq!(
+            Checkpoint::parse(&signed.checkpoint.body()).unwrap(),
+            signed.checkpoint
+        );
         let no_extra = InclusionProof {
             extra: None,
             hashes: vec![],
             ..proof
         };
-        assert_eq!(InclusionProof::parse(&no_extra.to_text()).unwrap(), no_extra);
+        assert_eq!(
+            InclusionProof::parse(&no_extra.to_text()).unwrap(),
+            no_extra
+        );
     }
 
     #[test]
@@ -281,7 +296,9 @@ mod tests {
             hashes: vec![],
             checkpoint: CHECKPOINT.into(),
         };
-        assert!(zero.to_text().starts_with("old 0\n\nexample.com/fancylog\n"));
+        assert!(zero
+            .to_text()
+            .starts_with("old 0\n\nexample.com/fancylog\n"));
     }
 
     #[test]

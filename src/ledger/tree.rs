@@ -381,7 +381,12 @@ mod tests {
         ];
         for (i, w) in want.iter().enumerate() {
             let mut t = tree(i + 1);
-            assert_eq!(ok(root(&mut t, i as u64 + 1)).to_hex(), *w, "size {}", i + 1);
+            assert_eq!(
+                ok(root(&mut t, i as u64 + 1)).to_hex(),
+                *w,
+                "size {}",
+                i + 1
+            );
         }
         assert_eq!(
             empty_root().to_hex(),

@@ -29,7 +29,12 @@ mod checkpoint;
 mod connection;
 mod file;
 mod query;
+mod signed;
+mod tree;
 mod write;
+
+pub use signed::{StoredCheckpoint, StoredCosignature};
+pub use tree::{ConnTiles, TreeHead};
 
 pub use checkpoint::Checkpointer;
 pub use connection::frugal_connections;
@@ -42,7 +47,7 @@ pub use file::{lock_writer, WriterLock, NEW_FILE_MODE};
 pub const APPLICATION_ID: i32 = 0x4c54_4c31;
 /// The schema this build writes. Older schemas are migrated on open;
 /// newer ones are refused.
-pub const SCHEMA_VERSION: i32 = 2;
+pub const SCHEMA_VERSION: i32 = 3;
 
 const SCHEMA: &str = include_str!("schema.sql");
 
@@ -412,6 +417,7 @@ impl Mirror {
                 mirror.migrate(version)?;
             }
             mirror.version = SCHEMA_VERSION;
+            mirror.build_trees()?;
         }
         Ok(mirror)
     }
@@ -463,6 +469,7 @@ impl Mirror {
         let tx = self.schema_transaction()?;
         let result = (|| {
             tx.execute_batch(SCHEMA)?;
+            tx.execute_batch(tree::TLOG_TABLES)?;
             tx.execute_batch(&format!(
                 "PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = {SCHEMA_VERSION};"
             ))?;
@@ -486,14 +493,22 @@ impl Mirror {
                  SELECT file_id, file_path, max(quarantined_at) FROM quarantine GROUP BY file_id;
              ALTER TABLE quarantine DROP COLUMN file_path;
              ALTER TABLE checkpoints ADD COLUMN halted_at TEXT;",
+            // 2 -> 3: the verifiable log (contract §7): the tree's tiles,
+            // signed checkpoints, cosignatures; the trees are built after.
+            "",
         ];
         let tx = self.schema_transaction()?;
         let result = (|| {
-            for step in MIGRATIONS
+            for (version, step) in MIGRATIONS
                 .iter()
+                .enumerate()
                 .skip(usize::try_from(from - 1).unwrap_or(0))
             {
                 tx.execute_batch(step)?;
+                if version + 2 == 3 {
+                    tx.execute_batch(tree::MIGRATE_TO_3)?;
+                    tx.execute_batch(tree::TLOG_TABLES)?;
+                }
             }
             tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION};"))?;
             tx.commit()

@@ -1,5 +1,7 @@
--- ledgertail mirror, schema version 2 (contract ledger-v1 §3).
+-- ledgertail mirror, schema version 3 (contract ledger-v1 §3, §7).
 -- Created once by Mirror::open; later versions add migrations in mirror/mod.rs.
+-- The verifiable log's tables (tlog_tiles, tlog_checkpoints,
+-- tlog_cosignatures) are in mirror/tree.rs.
 
 -- One row per mirrored event. From these columns alone an auditor rebuilds
 -- E′ = {seq, ts, type, payload, prev_hash, id?, key_id?} ∪ extra and
@@ -47,7 +49,9 @@ CREATE TABLE checkpoints (
     halt_seq      INTEGER,
     halted_at     TEXT,              -- when the halt was first recorded
     generation    INTEGER NOT NULL DEFAULT 0, -- bumped by every commit: one writer per ledger
-    updated_at    TEXT    NOT NULL
+    updated_at    TEXT    NOT NULL,
+    tree_size     INTEGER NOT NULL DEFAULT 0, -- leaves of the Merkle tree: head_seq - anchor_seq + 1
+    tree_root     TEXT                        -- its root (hex), NULL before the first event
 );
 
 -- Every ledger file a row or a quarantined line came from, with the path

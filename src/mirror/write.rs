@@ -172,6 +172,9 @@ fn write_batch(
         )?
         .execute(values)?
     };
+    if changed == 1 {
+        super::tree::append(tx, ledger, state, events)?;
+    }
     Ok(changed == 1)
 }
 

@@ -1,0 +1,234 @@
+//! `ledgertail checkpoint`, `prove` and `verify-proof` (contract §7): sign
+//! a checkpoint of each ledger's tree, write an offline proof of one event
+//! (or of the tree's consistency), and check such a proof with nothing but
+//! the log's verifier key.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+
+use super::{exit, EXIT_FAILED, EXIT_OK, EXIT_PROBLEMS};
+use crate::cli::{CheckpointArgs, ProveArgs, VerifyProofArgs};
+use crate::config::{Overrides, Settings};
+use crate::ledger::columns::{event_line, Columns};
+use crate::ledger::note::VerifierKey;
+use crate::ledger::tlog::{AddCheckpoint, InclusionProof};
+use crate::ledger::{jcs, json};
+use crate::mirror::{Access, Mirror};
+use crate::tlog::{latest_with_cosignatures, Signer};
+
+fn load(
+    config: &Option<std::path::PathBuf>,
+    db: &Option<std::path::PathBuf>,
+) -> anyhow::Result<Settings> {
+    let settings = Settings::load(&Overrides {
+        config: config.clone(),
+        db: db.clone(),
+        ..Overrides::default()
+    })?;
+    Ok(settings)
+}
+
+/// The ledgers a command works on: one by name, or all of the config's.
+fn chosen<'s>(
+    settings: &'s Settings,
+    name: Option<&str>,
+) -> anyhow::Result<Vec<&'s crate::config::LedgerSettings>> {
+    match name {
+        None => Ok(settings.ledgers.iter().collect()),
+        Some(n) => match settings.ledgers.iter().find(|l| l.name == n) {
+            Some(l) => Ok(vec![l]),
+            None => anyhow::bail!(
+                "no ledger named `{n}` in the configuration (it has: {})",
+                settings
+                    .ledgers
+                    .iter()
+                    .map(|l| l.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        },
+    }
+}
+
+pub fn checkpoint(args: CheckpointArgs) -> anyhow::Result<ExitCode> {
+    let settings = load(&args.config, &args.db)?;
+    let Some(tlog) = &settings.tlog else {
+        anyhow::bail!(NoLogKey);
+    };
+    let signer = Signer::load(tlog)?;
+    let mirror = Mirror::open(&settings.db, Access::ReadWrite)?;
+    let mut failed = false;
+    for l in chosen(&settings, args.ledger.as_deref())? {
+        match signer.sign(&mirror, &l.name, &l.origin) {
+            Ok(signed) => {
+                eprintln!(
+                    "ledger `{}`: {} checkpoint of size {} (seq {}); verifier key: {}",
+                    l.name,
+                    if signed.new {
+                        "signed a new"
+                    } else {
+                        "the latest"
+                    },
+                    signed.checkpoint.size,
+                    mirror
+                        .state(&l.name)?
+                        .and_then(|s| s.anchor)
+                        .map_or(0, |a| a.seq + signed.checkpoint.size - 1),
+                    signer.verifier_key(&l.origin)
+                );
+                print!("{}", signed.note);
+            }
+            Err(e) => {
+                failed = true;
+                eprintln!("error: {e}");
+                if let Some(hint) = e.hint() {
+                    eprintln!("hint: {hint}");
+                }
+            }
+        }
+    }
+    Ok(exit(if failed { EXIT_PROBLEMS } else { EXIT_OK }))
+}
+
+/// `--ledger` names no ledger, or the command needs a log key it lacks.
+#[derive(Debug, thiserror::Error)]
+#[error("no log key: the configuration has no [tlog] table")]
+pub struct NoLogKey;
+
+fn write_out(out: Option<&Path>, default: &str, text: &str) -> anyhow::Result<()> {
+    let path = out.unwrap_or(Path::new(default));
+    if path == Path::new("-") {
+        print!("{text}");
+        return Ok(());
+    }
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+    eprintln!("wrote {}", path.display());
+    Ok(())
+}
+
+pub fn prove(args: ProveArgs) -> anyhow::Result<ExitCode> {
+    let settings = load(&args.config, &args.db)?;
+    let ledger = chosen(&settings, Some(&args.ledger))?[0];
+    let mirror = Mirror::open(&settings.db, Access::ReadOnly)?;
+    let Some((signed, note)) = latest_with_cosignatures(&mirror, &ledger.name)? else {
+        anyhow::bail!(
+            "ledger `{}` has no signed checkpoint yet; sign one with `ledgertail checkpoint --ledger {}`",
+            ledger.name,
+            ledger.name
+        );
+    };
+    let size = signed.checkpoint.size;
+    let anchor = mirror
+        .state(&ledger.name)?
+        .and_then(|s| s.anchor)
+        .map_or(0, |a| a.seq);
+    if args.consistency {
+        let from = args.from.unwrap_or(0);
+        let hashes = match mirror.consistency_proof(&ledger.name, from, size)? {
+            Ok(h) => h,
+            Err(e) => anyhow::bail!(
+                "ledger `{}`: {e} (the latest checkpoint has size {size})",
+                ledger.name
+            ),
+        };
+        let body = AddCheckpoint {
+            old: from,
+            hashes,
+            checkpoint: note,
+        };
+        let default = format!("{}-{from}-{size}.tlog-consistency", ledger.name);
+        write_out(args.out.as_deref(), &default, &body.to_text())?;
+        return Ok(exit(EXIT_OK));
+    }
+    let Some(seq) = args.seq else {
+        anyhow::bail!("give --seq N (the event to prove), or --consistency --from M");
+    };
+    let index = match seq.checked_sub(anchor) {
+        Some(i) if i < size => i,
+        _ => anyhow::bail!(
+            "ledger `{}`: seq {seq} is not in the latest signed checkpoint (seqs {anchor} to {}); sign a newer one with `ledgertail checkpoint --ledger {}`",
+            ledger.name,
+            anchor + size - 1,
+            ledger.name
+        ),
+    };
+    let rows = mirror.events_from(&ledger.name, seq, 1)?;
+    let Some(row) = rows.into_iter().find(|r| r.seq == seq) else {
+        anyhow::bail!("ledger `{}`: no mirrored event at seq {seq}", ledger.name);
+    };
+    let extra_members = row
+        .extra
+        .as_deref()
+        .map_or("", |e| e.get(1..e.len().saturating_sub(1)).unwrap_or(""));
+    let line = event_line(
+        &Columns {
+            seq: row.seq,
+            ts: &row.ts,
+            event_type: &row.event_type,
+            payload: &row.payload,
+            extra: row.extra.as_deref(),
+            prev_hash: row.prev_hash.as_deref(),
+            hash: &row.hash,
+            id: row.id.as_deref(),
+            key_id: row.key_id.as_deref(),
+            sig: row.sig.as_deref(),
+        },
+        extra_members,
+    );
+    let value = std::str::from_utf8(&line)
+        .ok()
+        .and_then(|t| json::parse(t).ok())
+        .with_context(|| format!("ledger `{}`: the row at seq {seq} does not form an event; run `ledgertail verify --db`", ledger.name))?;
+    let mut canonical = Vec::with_capacity(line.len());
+    jcs::write_value(&mut canonical, &value);
+    let hashes = match mirror.inclusion_proof(&ledger.name, index, size)? {
+        Ok(h) => h,
+        Err(e) => anyhow::bail!("ledger `{}`: {e}", ledger.name),
+    };
+    let proof = InclusionProof {
+        extra: Some(canonical),
+        index,
+        hashes,
+        checkpoint: note,
+    };
+    let default = format!("{}-{seq}.tlog-proof", ledger.name);
+    write_out(args.out.as_deref(), &default, &proof.to_text())?;
+    Ok(exit(EXIT_OK))
+}
+
+pub fn verify_proof(args: VerifyProofArgs) -> anyhow::Result<ExitCode> {
+    let vkey = VerifierKey::parse(&args.vkey).context("--vkey")?;
+    let witnesses = args
+        .witness
+        .iter()
+        .map(|w| VerifierKey::parse(w).with_context(|| format!("--witness {w}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let text = std::fs::read_to_string(&args.file)
+        .with_context(|| format!("reading {}", args.file.display()))?;
+    let policy = crate::tlog::verify::Policy {
+        log: vkey,
+        witnesses,
+        min_witnesses: args.min_witnesses.unwrap_or(args.witness.len()),
+        state: args.state.clone(),
+    };
+    match crate::tlog::verify::check(&policy, &text) {
+        Ok(report) => {
+            println!("{}: {report}", args.file.display());
+            Ok(exit(EXIT_OK))
+        }
+        Err(crate::tlog::verify::Rejected::Invalid(why)) => {
+            println!("{}: INVALID: {why}", args.file.display());
+            Ok(exit(EXIT_PROBLEMS))
+        }
+        Err(crate::tlog::verify::Rejected::Security(evidence)) => {
+            println!("{}: SECURITY: {evidence}", args.file.display());
+            Ok(exit(EXIT_PROBLEMS))
+        }
+        Err(crate::tlog::verify::Rejected::CannotRun(why)) => {
+            eprintln!("error: {why}");
+            Ok(exit(EXIT_FAILED))
+        }
+    }
+}

@@ -1,0 +1,224 @@
+//! The `[tlog]` table and each ledger's `origin` (contract §7): the log
+//! key that signs checkpoints, how often, where the signer remembers what
+//! it signed, and the witnesses that cosign.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::{absolute, ConfigError};
+use crate::ledger::note::{is_valid_key_name, VerifierKey, COSIGNATURE_V1};
+
+pub const DEFAULT_CHECKPOINT_INTERVAL_SECS: u64 = 10;
+pub const DEFAULT_WITNESS_TIMEOUT_SECS: u64 = 10;
+
+/// `[tlog]` as written.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlogTable {
+    pub key: Option<PathBuf>,
+    pub checkpoint_interval_secs: Option<u64>,
+    pub state_dir: Option<PathBuf>,
+    pub witness_timeout_secs: Option<u64>,
+    pub witness: Option<Vec<WitnessTable>>,
+}
+
+/// `[[tlog.witness]]` as written.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WitnessTable {
+    pub url: String,
+    pub vkey: String,
+}
+
+/// A witness: where its `add-checkpoint` is, and the key it cosigns with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Witness {
+    /// The submission prefix (`add-checkpoint` is appended).
+    pub url: String,
+    pub vkey: VerifierKey,
+}
+
+impl Witness {
+    /// The name it goes by in metrics, logs and `status`.
+    pub fn name(&self) -> &str {
+        &self.vkey.name
+    }
+}
+
+/// `[tlog]` resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlogSettings {
+    /// The log key file (a `ledgertail keygen` key file).
+    pub key: PathBuf,
+    pub checkpoint_interval: Duration,
+    /// Where the signer keeps the latest checkpoint it signed per origin,
+    /// outside the mirror: a restored or rebuilt mirror cannot make it
+    /// sign a contradiction.
+    pub state_dir: PathBuf,
+    pub witness_timeout: Duration,
+    pub witnesses: Vec<Witness>,
+}
+
+impl TlogTable {
+    pub fn resolve(&self, config_dir: &Path, db: &Path) -> Result<TlogSettings, ConfigError> {
+        let key = self.key.as_ref().ok_or_else(|| {
+            ConfigError::invalid("tlog.key", "nothing", "is required").with_hint(
+                "make one with `ledgertail keygen --out tlog.key` and set key = \"tlog.key\" under [tlog]",
+            )
+        })?;
+        let secs = |field: &str, v: Option<u64>, default: u64| match v.unwrap_or(default) {
+            0 => Err(ConfigError::invalid(field, 0, "must be at least 1")),
+            n if n > 86_400 => Err(ConfigError::invalid(field, n, "must be at most 86400")),
+            n => Ok(Duration::from_secs(n)),
+        };
+        let state_dir = match &self.state_dir {
+            Some(d) => absolute(config_dir, d),
+            None => {
+                let mut name = db.file_name().unwrap_or_default().to_os_string();
+                name.push(".tlog-signed");
+                db.with_file_name(name)
+            }
+        };
+        let mut witnesses = Vec::new();
+        for w in self.witness.iter().flatten() {
+            let vkey = VerifierKey::parse(&w.vkey).map_err(|e| {
+                ConfigError::invalid("tlog.witness.vkey", &w.vkey, &e.to_string()).with_hint(
+                    "a witness's verifier key is name+hash+base64, as the witness publishes it",
+                )
+            })?;
+            if vkey.kind != COSIGNATURE_V1 {
+                return Err(ConfigError::invalid(
+                    "tlog.witness.vkey",
+                    &w.vkey,
+                    "is not a cosignature/v1 key (signature type 0x04)",
+                ));
+            }
+            let url = w.url.trim();
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(ConfigError::invalid(
+                    "tlog.witness.url",
+                    url,
+                    "must be an http:// or https:// URL",
+                ));
+            }
+            if witnesses.iter().any(|o: &Witness| o.vkey.name == vkey.name) {
+                return Err(ConfigError::invalid(
+                    "tlog.witness.vkey",
+                    &vkey.name,
+                    "two witnesses have this name",
+                ));
+            }
+            witnesses.push(Witness {
+                url: url.trim_end_matches('/').to_owned(),
+                vkey,
+            });
+        }
+        Ok(TlogSettings {
+            key: absolute(config_dir, key),
+            checkpoint_interval: secs(
+                "tlog.checkpoint_interval_secs",
+                self.checkpoint_interval_secs,
+                DEFAULT_CHECKPOINT_INTERVAL_SECS,
+            )?,
+            state_dir,
+            witness_timeout: secs(
+                "tlog.witness_timeout_secs",
+                self.witness_timeout_secs,
+                DEFAULT_WITNESS_TIMEOUT_SECS,
+            )?,
+            witnesses,
+        })
+    }
+}
+
+/// A ledger's origin: as configured (it must be a valid key name), else
+/// `<host name>/ledgertail/<name>` with what a key name cannot hold
+/// replaced by `-`.
+pub fn origin(configured: Option<&str>, ledger: &str) -> Result<String, ConfigError> {
+    match configured {
+        Some(o) if is_valid_key_name(o) && o.len() <= 255 => Ok(o.to_owned()),
+        Some(o) => Err(ConfigError::invalid(
+            "ledger.origin",
+            format!("{o:?}"),
+            "must be 1 to 255 characters with no space, control character or +",
+        )
+        .with_hint("an origin names the log, for example \"example.com/ledgertail/app\"")),
+        None => {
+            let host = super::fleet::host_name().unwrap_or_else(|| "localhost".into());
+            let clean = |s: &str| -> String {
+                s.chars()
+                    .map(|c| {
+                        if c.is_whitespace() || c.is_control() || c == '+' {
+                            '-'
+                        } else {
+                            c
+                        }
+                    })
+                    .collect()
+            };
+            Ok(format!("{}/ledgertail/{}", clean(&host), clean(ledger)))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins_are_key_names() {
+        assert_eq!(
+            origin(Some("example.com/log"), "x").unwrap(),
+            "example.com/log"
+        );
+        assert!(origin(Some("has space"), "x").is_err());
+        assert!(origin(Some("a+b"), "x").is_err());
+        assert!(origin(Some(""), "x").is_err());
+        let d = origin(None, "my app+1").unwrap();
+        assert!(d.ends_with("/ledgertail/my-app-1"), "{d}");
+        assert!(is_valid_key_name(&d));
+    }
+
+    #[test]
+    fn the_table_resolves_with_defaults_and_refuses_bad_witnesses() {
+        let t = TlogTable {
+            key: Some("tlog.key".into()),
+            ..TlogTable::default()
+        };
+        let s = t
+            .resolve(Path::new("/etc/lt"), Path::new("/var/lib/lt/m.db"))
+            .unwrap();
+        assert_eq!(s.key, PathBuf::from("/etc/lt/tlog.key"));
+        assert_eq!(s.state_dir, PathBuf::from("/var/lib/lt/m.db.tlog-signed"));
+        assert_eq!(s.checkpoint_interval, Duration::from_secs(10));
+        assert!(TlogTable::default()
+            .resolve(Path::new("/"), Path::new("/m.db"))
+            .is_err());
+        let key = ed25519_dalek::SigningKey::from_bytes(&[3; 32]);
+        let cosigner = VerifierKey::of("w.example/1", COSIGNATURE_V1, &key).to_string();
+        let plain = VerifierKey::of("w.example/1", crate::ledger::note::ED25519, &key).to_string();
+        let with = |url: &str, vkey: &str| TlogTable {
+            key: Some("k".into()),
+            witness: Some(vec![WitnessTable {
+                url: url.into(),
+                vkey: vkey.into(),
+            }]),
+            ..TlogTable::default()
+        };
+        let ok = with("http://127.0.0.1:1/w/", &cosigner)
+            .resolve(Path::new("/"), Path::new("/m.db"))
+            .unwrap();
+        assert_eq!(ok.witnesses[0].url, "http://127.0.0.1:1/w");
+        assert!(with("http://x", &plain)
+            .resolve(Path::new("/"), Path::new("/m.db"))
+            .is_err());
+        assert!(with("ftp://x", &cosigner)
+            .resolve(Path::new("/"), Path::new("/m.db"))
+            .is_err());
+        assert!(with("http://x", "junk")
+            .resolve(Path::new("/"), Path::new("/m.db"))
+            .is_err());
+    }
+}

@@ -1,0 +1,299 @@
+//! The verifiable log's edge (contract §7): signing checkpoints of each
+//! ledger's tree with the log key, never one that contradicts a checkpoint
+//! signed before. What was signed is remembered twice: in the mirror
+//! (`tlog_checkpoints`, append-only) and in the signer's state folder
+//! outside it, so that a mirror restored from an older copy, or rebuilt
+//! from a rewritten ledger, is refused with the evidence instead of being
+//! signed into a fork.
+
+use std::io::Write as _;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+pub mod verify;
+
+use ed25519_dalek::SigningKey;
+use sha2::{Digest, Sha256};
+
+use crate::config::TlogSettings;
+use crate::ledger::note::{self, Note, VerifierKey, ED25519};
+use crate::ledger::tlog::{hash_base64, Checkpoint, SignedCheckpoint};
+use crate::mirror::{Mirror, MirrorError};
+use crate::producer::KeyFile;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlogError {
+    #[error("ledger `{ledger}` has no mirrored event yet: there is no tree to sign")]
+    Empty { ledger: String },
+    #[error("ledger `{ledger}`: refusing to sign: the mirror's tree has {tree} leaves, fewer than the checkpoint of size {signed} this log key already signed ({evidence}). A mirror restored from an older copy, or rebuilt from a shorter or rewritten ledger, looks like this")]
+    Rollback {
+        ledger: String,
+        tree: u64,
+        signed: u64,
+        evidence: String,
+    },
+    #[error("ledger `{ledger}`: refusing to sign: at size {size} the mirror's tree has root {tree_root}, but the checkpoint this log key signed for that size has root {signed_root} ({evidence}). The ledger or the mirror was rewritten since")]
+    Fork {
+        ledger: String,
+        size: u64,
+        tree_root: String,
+        signed_root: String,
+        evidence: String,
+    },
+    #[error("the log key {}: {reason}", path.display())]
+    Key { path: PathBuf, reason: String },
+    #[error("the signer's state {}: {source}", path.display())]
+    State {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the signer's state {}: {reason}", path.display())]
+    BadState { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Mirror(#[from] MirrorError),
+}
+
+impl TlogError {
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            TlogError::Empty { .. } => Some("mirror some events first (`ledgertail run` or `ledgertail replay`)".into()),
+            TlogError::Rollback { .. } | TlogError::Fork { .. } => Some(
+                "do not sign over it: compare the mirror with the ledger (`ledgertail verify --db`), find out what happened to them, and keep the evidence (the signed checkpoint is in the state folder)".into(),
+            ),
+            TlogError::Key { .. } => Some("`[tlog] key` names a key file made by `ledgertail keygen`".into()),
+            TlogError::State { .. } | TlogError::BadState { .. } => Some("`[tlog] state_dir` must be a folder ledgertail can write; never edit its files".into()),
+            TlogError::Mirror(e) => e.hint(),
+        }
+    }
+}
+
+/// A checkpoint as signed: the checkpoint and its note (with any
+/// cosignatures kept for it).
+#[derive(Debug, Clone)]
+pub struct Signed {
+    pub checkpoint: Checkpoint,
+    pub note: String,
+    /// False when the latest checkpoint already covered the tree.
+    pub new: bool,
+}
+
+/// The log key and the state it keeps.
+pub struct Signer {
+    key: SigningKey,
+    state_dir: PathBuf,
+}
+
+/// The verifier key of a ledger's log: its origin as the key name.
+pub fn verifier_key(origin: &str, key: &SigningKey) -> VerifierKey {
+    VerifierKey::of(origin, ED25519, key)
+}
+
+impl Signer {
+    pub fn load(settings: &TlogSettings) -> Result<Signer, TlogError> {
+        let key = KeyFile::load(&settings.key).map_err(|e| TlogError::Key {
+            path: settings.key.clone(),
+            reason: e.to_string(),
+        })?;
+        Ok(Signer {
+            key: key.key,
+            state_dir: settings.state_dir.clone(),
+        })
+    }
+
+    pub fn verifier_key(&self, origin: &str) -> VerifierKey {
+        verifier_key(origin, &self.key)
+    }
+
+    fn state_path(&self, origin: &str) -> PathBuf {
+        state_file(&self.state_dir, origin)
+    }
+
+    fn read_state(&self, origin: &str) -> Result<Option<SignedCheckpoint>, TlogError> {
+        let path = self.state_path(origin);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => return Err(TlogError::State { path, source }),
+        };
+        let signed = SignedCheckpoint::parse(&text).map_err(|e| TlogError::BadState {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        let vkey = self.verifier_key(origin);
+        if signed.checkpoint.origin != origin || signed.note.verify(&vkey).is_err() {
+            return Err(TlogError::BadState {
+                path,
+                reason: format!("it is not a checkpoint of {origin} signed by this log key"),
+            });
+        }
+        Ok(Some(signed))
+    }
+
+    fn write_state(&self, origin: &str, note: &str) -> Result<(), TlogError> {
+        let path = self.state_path(origin);
+        write_durably(&self.state_dir, &path, note)
+            .map_err(|source| TlogError::State { path, source })
+    }
+
+    /// Signs a checkpoint of the ledger's tree as it stands, unless the
+    /// latest one already covers it; refuses one that would contradict a
+    /// checkpoint signed before (in the mirror or in the state folder).
+    pub fn sign(&self, mirror: &Mirror, ledger: &str, origin: &str) -> Result<Signed, TlogError> {
+        let tree = match mirror.tree_head(ledger)? {
+            Some(t) if t.size > 0 => t,
+            _ => {
+                return Err(TlogError::Empty {
+                    ledger: ledger.to_owned(),
+                })
+            }
+        };
+        let mut known: Vec<(String, SignedCheckpoint, bool)> = Vec::new();
+        if let Some(stored) = mirror.latest_checkpoint(ledger)? {
+            if let Ok(signed) = SignedCheckpoint::parse(&stored.note) {
+                if signed.checkpoint.origin == origin {
+                    known.push((
+                        format!("kept in the mirror, signed {}", stored.signed_at),
+                        signed,
+                        true,
+                    ));
+                }
+            }
+        }
+        if let Some(signed) = self.read_state(origin)? {
+            known.push((
+                format!("kept in {}", self.state_path(origin).display()),
+                signed,
+                false,
+            ));
+        }
+        for (evidence, signed, _) in &known {
+            let c = &signed.checkpoint;
+            if c.size > tree.size {
+                return Err(TlogError::Rollback {
+                    ledger: ledger.to_owned(),
+                    tree: tree.size,
+                    signed: c.size,
+                    evidence: evidence.clone(),
+                });
+            }
+            let root = mirror.tree_root_at(ledger, c.size)?;
+            if root != c.root {
+                return Err(TlogError::Fork {
+                    ledger: ledger.to_owned(),
+                    size: c.size,
+                    tree_root: hash_base64(&root),
+                    signed_root: hash_base64(&c.root),
+                    evidence: evidence.clone(),
+                });
+            }
+        }
+        if let Some((_, signed, in_mirror)) = known
+            .iter()
+            .find(|(_, s, _)| s.checkpoint.size == tree.size)
+        {
+            if !in_mirror
+                && mirror
+                    .latest_checkpoint(ledger)?
+                    .is_none_or(|m| m.size < tree.size)
+            {
+                // Signed, then interrupted before the mirror kept it.
+                mirror.store_checkpoint(
+                    ledger,
+                    tree.size,
+                    &hash_base64(&tree.root),
+                    &signed.note.to_text(),
+                )?;
+            }
+            return Ok(Signed {
+                checkpoint: signed.checkpoint.clone(),
+                note: signed.note.to_text(),
+                new: false,
+            });
+        }
+        let checkpoint = Checkpoint {
+            origin: origin.to_owned(),
+            size: tree.size,
+            root: tree.root,
+            extensions: Vec::new(),
+        };
+        let body = checkpoint.body();
+        let sig = note::sign(&body, origin, &self.key);
+        let text = Note {
+            text: body,
+            signatures: vec![sig],
+        }
+        .to_text();
+        // The state first: a crash after it leaves a checkpoint the mirror
+        // lacks, which the next signing finds consistent and keeps.
+        self.write_state(origin, &text)?;
+        mirror.store_checkpoint(ledger, tree.size, &hash_base64(&tree.root), &text)?;
+        Ok(Signed {
+            checkpoint,
+            note: text,
+            new: true,
+        })
+    }
+}
+
+/// Where a state folder keeps the latest checkpoint of `origin` (the
+/// signer's, and `verify-proof --state`'s): a file name that stays in the
+/// folder whatever the origin holds.
+pub fn state_file(dir: &Path, origin: &str) -> PathBuf {
+    let safe: String = origin
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(100)
+        .collect();
+    let d = Sha256::digest(origin.as_bytes());
+    dir.join(format!(
+        "{safe}-{:02x}{:02x}{:02x}{:02x}.checkpoint",
+        d[0], d[1], d[2], d[3]
+    ))
+}
+
+/// Replaces `path` in `dir` durably: write, fsync, rename, fsync the folder
+/// (made with mode 0700 if missing).
+pub fn write_durably(dir: &Path, path: &Path, text: &str) -> std::io::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// The latest checkpoint of a ledger with the cosignatures kept for it.
+pub fn latest_with_cosignatures(
+    mirror: &Mirror,
+    ledger: &str,
+) -> Result<Option<(SignedCheckpoint, String)>, TlogError> {
+    let Some(stored) = mirror.latest_checkpoint(ledger)? else {
+        return Ok(None);
+    };
+    let Ok(mut signed) = SignedCheckpoint::parse(&stored.note) else {
+        return Ok(None);
+    };
+    for c in mirror.cosignatures(ledger, stored.size)? {
+        if let Ok(sig) = note::parse_signature_line(&c.line) {
+            signed.note.add_signature(sig);
+        }
+    }
+    let text = signed.note.to_text();
+    Ok(Some((signed, text)))
+}
