@@ -15,7 +15,7 @@ seconds="${1:-60}"
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-  targets=(judge_line json_reader framer config conninfo)
+  targets=(judge_line json_reader framer config conninfo tlog_text)
 fi
 export RUSTC_BOOTSTRAP=1
 cargo fuzz build

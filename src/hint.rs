@@ -26,12 +26,6 @@ pub fn recognized(cause: &(dyn std::error::Error + 'static)) -> Option<Option<St
     if let Some(e) = cause.downcast_ref::<crate::tlog::TlogError>() {
         return Some(e.hint());
     }
-    if cause
-        .downcast_ref::<crate::commands::tlog::NoLogKey>()
-        .is_some()
-    {
-        return Some(Some("add a [tlog] table with key = \"tlog.key\" (a key file made by `ledgertail keygen --out tlog.key`)".into()));
-    }
     if let Some(ShipError::Mirror(e)) = cause.downcast_ref::<ShipError>() {
         return Some(e.hint());
     }

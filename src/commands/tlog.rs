@@ -55,7 +55,7 @@ fn chosen<'s>(
 pub fn checkpoint(args: CheckpointArgs) -> anyhow::Result<ExitCode> {
     let settings = load(&args.config, &args.db)?;
     let Some(tlog) = &settings.tlog else {
-        anyhow::bail!(NoLogKey);
+        anyhow::bail!(crate::tlog::TlogError::NotConfigured);
     };
     let signer = Signer::load(tlog)?;
     let mirror = Mirror::open(&settings.db, Access::ReadWrite)?;
@@ -91,11 +91,6 @@ pub fn checkpoint(args: CheckpointArgs) -> anyhow::Result<ExitCode> {
     }
     Ok(exit(if failed { EXIT_PROBLEMS } else { EXIT_OK }))
 }
-
-/// `--ledger` names no ledger, or the command needs a log key it lacks.
-#[derive(Debug, thiserror::Error)]
-#[error("no log key: the configuration has no [tlog] table")]
-pub struct NoLogKey;
 
 fn write_out(out: Option<&Path>, default: &str, text: &str) -> anyhow::Result<()> {
     let path = out.unwrap_or(Path::new(default));

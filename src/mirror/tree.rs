@@ -76,7 +76,7 @@ fn corrupt(detail: String) -> rusqlite::Error {
 }
 
 fn to_hashes(blob: &[u8]) -> Option<Vec<Hash>> {
-    (blob.len() % 32 == 0).then(|| {
+    blob.len().is_multiple_of(32).then(|| {
         blob.chunks_exact(32)
             .map(|c| Hash(c.try_into().unwrap_or([0; 32])))
             .collect()

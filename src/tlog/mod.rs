@@ -23,6 +23,8 @@ use crate::producer::KeyFile;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlogError {
+    #[error("no log key: the configuration has no [tlog] table")]
+    NotConfigured,
     #[error("ledger `{ledger}` has no mirrored event yet: there is no tree to sign")]
     Empty { ledger: String },
     #[error("ledger `{ledger}`: refusing to sign: the mirror's tree has {tree} leaves, fewer than the checkpoint of size {signed} this log key already signed ({evidence}). A mirror restored from an older copy, or rebuilt from a shorter or rewritten ledger, looks like this")]
@@ -57,6 +59,7 @@ pub enum TlogError {
 impl TlogError {
     pub fn hint(&self) -> Option<String> {
         match self {
+            TlogError::NotConfigured => Some("add a [tlog] table with key = \"tlog.key\" (a key file made by `ledgertail keygen --out tlog.key`)".into()),
             TlogError::Empty { .. } => Some("mirror some events first (`ledgertail run` or `ledgertail replay`)".into()),
             TlogError::Rollback { .. } | TlogError::Fork { .. } => Some(
                 "do not sign over it: compare the mirror with the ledger (`ledgertail verify --db`), find out what happened to them, and keep the evidence (the signed checkpoint is in the state folder)".into(),
