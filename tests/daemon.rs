@@ -595,13 +595,15 @@ fn a_full_disk_is_retried_and_reported_then_mirroring_resumes() {
     let s = setup("");
     let mut w = Writer::new(&s.ledger);
     append(&mut w, 0, 5);
-    // The sidecar may write files of at most 200 kB: its database fills up.
+    // The sidecar may write files of at most 400 kB: its database fills up
+    // (a new mirror is 16 pages of 16 KiB, the verifiable log's tables
+    // included).
     let sidecar = Sidecar::start_with(&s.config, |cmd| {
         use std::os::unix::process::CommandExt;
         unsafe {
             cmd.pre_exec(|| {
                 let limit = libc::rlimit {
-                    rlim_cur: 200_000,
+                    rlim_cur: 400_000,
                     rlim_max: libc::RLIM_INFINITY,
                 };
                 if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {

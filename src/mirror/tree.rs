@@ -34,7 +34,7 @@ CREATE TABLE tlog_checkpoints (
     note      TEXT    NOT NULL,  -- the signed note, verbatim
     signed_at TEXT    NOT NULL,
     PRIMARY KEY (ledger, size)
-);
+) WITHOUT ROWID;
 CREATE TRIGGER tlog_checkpoints_no_update BEFORE UPDATE ON tlog_checkpoints
 BEGIN SELECT RAISE(ABORT, 'signed checkpoints are append-only'); END;
 CREATE TRIGGER tlog_checkpoints_no_delete BEFORE DELETE ON tlog_checkpoints
@@ -48,7 +48,7 @@ CREATE TABLE tlog_cosignatures (
     cosigned_at INTEGER NOT NULL,  -- the cosignature's timestamp (POSIX)
     received_at TEXT    NOT NULL,
     PRIMARY KEY (ledger, size, witness)
-);
+) WITHOUT ROWID;
 ";
 
 /// Migration 2 → 3: the tree's tables and the tree's place on the
