@@ -364,17 +364,27 @@ const DISCOVERY_ATTEMPTS: u32 = 12;
 /// missed, or seen twice, and a missed file would look like a gap in the
 /// chain. So the listing is checked: once every file is opened, the folder
 /// is listed again, and the rotated files it names (by inode) must be
-/// exactly those found, each once; otherwise discovery starts again (what
-/// was read of a file is kept, by inode, so a retry costs a listing).
+/// exactly those found, each once, in two attempts in a row, the second
+/// finding every file the first did (two listings of a folder renamed in
+/// a steady rhythm can miss the same file); otherwise discovery starts
+/// again (what was read of a file is kept, by inode, so a retry costs a
+/// listing).
 pub fn discover(live: &Path, auth: Authenticity<'_>) -> io::Result<Vec<LedgerFile>> {
     let (dir, live_name) = split(live)?;
     let mut known = HashMap::new();
     let mut found = Vec::new();
+    // Every rotated file any attempt found, by inode, with the last
+    // attempt that saw it (opened, or in a listing): a listing made while
+    // files are renamed may miss one that the next listing shows.
+    let mut union: HashMap<u64, LedgerFile> = HashMap::new();
+    // A handle on each: a file deleted meanwhile has no link left, one
+    // renamed is still there whatever its name.
+    let mut handles: HashMap<u64, File> = HashMap::new();
     for attempt in 0..DISCOVERY_ATTEMPTS {
         if attempt > 0 {
             std::thread::sleep(std::time::Duration::from_millis(1 << (attempt - 1).min(6)));
         }
-        found = discover_once(&dir, &live_name, live, auth, &mut known)?;
+        found = discover_once(&dir, &live_name, live, auth, &mut known, &mut handles)?;
         let live_ino = found.iter().find(|f| f.is_live).map(|f| f.id.ino);
         let mut seen: Vec<u64> = found
             .iter()
@@ -386,21 +396,67 @@ pub fn discover(live: &Path, auth: Authenticity<'_>) -> io::Result<Vec<LedgerFil
         let mut now = rotated_inodes(&dir, &live_name)?;
         now.retain(|ino| Some(*ino) != live_ino);
         now.sort_unstable();
-        if once && now == seen {
+        union.retain(|ino, _| Some(*ino) != live_ino);
+        for f in found.iter().filter(|f| !f.is_live) {
+            union.insert(f.id.ino, f.clone());
+        }
+        // A file deleted since an attempt found it is not missed.
+        union.retain(|ino, _| {
+            handles
+                .get(ino)
+                .and_then(|h| h.metadata().ok())
+                .is_some_and(|m| m.nlink() > 0)
+        });
+        // Two listings agreeing is not enough while files are renamed in
+        // a steady rhythm (both may miss the same one): every file an
+        // earlier attempt found must be in this one too.
+        let complete = union.keys().all(|ino| seen.binary_search(ino).is_ok());
+        // (So at least two attempts: one alone has nothing to agree with.)
+        if attempt > 0 && once && now == seen && complete {
             return Ok(found);
         }
     }
-    // Renamed without pause: take what was found, each file once (a file
-    // missed here shows as a gap, and a restart finds it).
-    let mut inodes = std::collections::HashSet::new();
-    found.retain(|f| inodes.insert(f.id.ino));
-    Ok(found)
+    // Renamed without pause: every file an attempt found and that is not
+    // deleted, each once, under the name it was found by (a file missed by
+    // every attempt shows as a gap, and a restart finds it).
+    let mut rotated: Vec<LedgerFile> = union.into_values().collect();
+    sort_rotated(&mut rotated);
+    rotated.extend(found.into_iter().filter(|f| f.is_live));
+    Ok(rotated)
+}
+
+/// Files with no authentic event first (their lines are judged, and
+/// quarantined) in name order, then by first seq.
+fn sort_rotated(rotated: &mut [LedgerFile]) {
+    rotated.sort_by(|a, b| {
+        (a.first_seq.is_some(), a.first_seq, &a.path).cmp(&(
+            b.first_seq.is_some(),
+            b.first_seq,
+            &b.path,
+        ))
+    });
 }
 
 /// The first authentic seq discovery found in a file, by identity (inode
 /// and fingerprint): it does not change (a ledger file is only appended
 /// to), so a retry need not read the file again.
 type Known = HashMap<(u64, u64, Fingerprint), u64>;
+
+/// The entries with rotated names in `dir` (name, inode), from the
+/// listing alone (no file is opened).
+fn rotated_entries(dir: &Path, live_name: &str) -> io::Result<Vec<(String, u64)>> {
+    use std::os::unix::fs::DirEntryExt;
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if let Some(name) = entry.file_name().to_str() {
+            if is_rotated_name(live_name, name) {
+                out.push((name.to_owned(), entry.ino()));
+            }
+        }
+    }
+    Ok(out)
+}
 
 /// The inode numbers of the regular files with rotated names in `dir`,
 /// from the listing alone (no file is opened).
@@ -425,6 +481,7 @@ fn discover_once(
     live: &Path,
     auth: Authenticity<'_>,
     known: &mut Known,
+    handles: &mut HashMap<u64, File>,
 ) -> io::Result<Vec<LedgerFile>> {
     // The live file is looked at *before* the folder is listed: a file
     // renamed away from the live path after that look shows up in the
@@ -436,53 +493,70 @@ fn discover_once(
         None => None,
     };
     let mut rotated = Vec::new();
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
-        if !is_rotated_name(live_name, name) {
-            continue;
-        }
-        let path = dir.join(name);
-        // One handle for the identity and the first event: the name may
-        // be given to another file at any moment (renumbering rotations).
-        let (file, meta) = match open_regular(&path, false)? {
-            Opening::File(file, meta) => (file, meta),
-            Opening::Missing => continue,
-            Opening::NotRegular(kind) => {
-                warn_once(
-                    &path,
-                    &format!("ignored: {kind} beside the ledger is never read as a rotated file (only regular files are)"),
-                );
+    // The names first (a listing is quick), then each file opened: a name
+    // that no longer opens was renamed meanwhile, and its inode is looked
+    // for again in a fresh listing (a few times), so a file renamed between
+    // the listing and its opening is not missed.
+    let mut pending = rotated_entries(dir, live_name)?;
+    let mut opened: std::collections::HashSet<u64> = std::collections::HashSet::new();
+    for pass in 0..4 {
+        let mut lost = std::collections::HashSet::new();
+        for (name, listed_ino) in pending {
+            let path = dir.join(&name);
+            // One handle for the identity and the first event: the name may
+            // be given to another file at any moment (renumbering rotations).
+            let (file, meta) = match open_regular(&path, false)? {
+                Opening::File(file, meta) => (file, meta),
+                Opening::Missing => {
+                    lost.insert(listed_ino);
+                    continue;
+                }
+                Opening::NotRegular(kind) => {
+                    warn_once(
+                        &path,
+                        &format!("ignored: {kind} beside the ledger is never read as a rotated file (only regular files are)"),
+                    );
+                    continue;
+                }
+            };
+            if meta.ino() != listed_ino && !opened.contains(&listed_ino) {
+                lost.insert(listed_ino);
+            }
+            if !opened.insert(meta.ino()) {
                 continue;
             }
-        };
-        // The live file (renamed since we looked at it, or a hard link of
-        // it among the siblings) stays the live file.
-        if live_file
-            .as_ref()
-            .is_some_and(|l| l.id.same_inode(&FileId::of(&meta)))
-        {
-            continue;
+            lost.remove(&meta.ino());
+            // The live file (renamed since we looked at it, or a hard link of
+            // it among the siblings) stays the live file.
+            if live_file
+                .as_ref()
+                .is_some_and(|l| l.id.same_inode(&FileId::of(&meta)))
+            {
+                continue;
+            }
+            let lower = name.to_ascii_lowercase();
+            if let Some(ending) = SUSPICIOUS.iter().find(|e| lower.ends_with(*e)) {
+                warn_once(
+                    &path,
+                    &format!("read as a rotated file of the ledger, though its name ends in `{ending}` like an archive or a copy; move it out of the folder if it is not a rotation"),
+                );
+            }
+            if let std::collections::hash_map::Entry::Vacant(slot) = handles.entry(meta.ino()) {
+                slot.insert(file.try_clone()?);
+            }
+            rotated.push(ledger_file(&path, file, &meta, false, auth, known)?);
         }
-        let lower = name.to_ascii_lowercase();
-        if let Some(ending) = SUSPICIOUS.iter().find(|e| lower.ends_with(*e)) {
-            warn_once(
-                &path,
-                &format!("read as a rotated file of the ledger, though its name ends in `{ending}` like an archive or a copy; move it out of the folder if it is not a rotation"),
-            );
+        lost.retain(|ino| !opened.contains(ino));
+        if lost.is_empty() || pass == 3 {
+            break;
         }
-        rotated.push(ledger_file(&path, file, &meta, false, auth, known)?);
+        pending = rotated_entries(dir, live_name)?
+            .into_iter()
+            .filter(|(_, ino)| lost.contains(ino))
+            .collect();
     }
-    // Files with no authentic event hold nothing the chain can use; they go
-    // first (their lines are judged, and quarantined) in name order.
-    rotated.sort_by(|a, b| {
-        (a.first_seq.is_some(), a.first_seq, &a.path).cmp(&(
-            b.first_seq.is_some(),
-            b.first_seq,
-            &b.path,
-        ))
-    });
+    // Files with no authentic event hold nothing the chain can use.
+    sort_rotated(&mut rotated);
     rotated.extend(live_file);
     Ok(rotated)
 }
