@@ -43,6 +43,8 @@ pub struct Endpoints {
     pub telemetry: Telemetry,
     pub board: StatusBoard,
     pub ready_max_lag_events: u64,
+    /// (v1.2) The latest checkpoint of each ledger, for `/tlog/<ledger>/checkpoint`.
+    pub checkpoints: crate::tlog::publish::Served,
 }
 
 /// Serves on `listener` until `shutdown` turns true. Blocks the calling
@@ -140,6 +142,12 @@ fn respond(
     detail: Detail,
 ) -> Response<Full<Bytes>> {
     let path = req.uri().path();
+    if let Some(ledger) = path
+        .strip_prefix("/tlog/")
+        .and_then(|p| p.strip_suffix("/checkpoint"))
+    {
+        return checkpoint(endpoints, req, ledger);
+    }
     let known = matches!(path, "/metrics" | "/healthz" | "/readyz");
     if !known {
         return text(
@@ -173,6 +181,49 @@ fn respond(
             ),
         },
     }
+}
+
+/// `GET /tlog/<ledger>/checkpoint`: the latest signed checkpoint with its
+/// cosignatures (contract §7); the name as in the config, percent-encoded
+/// where a URL needs it.
+fn checkpoint(
+    endpoints: &Endpoints,
+    req: &Request<Incoming>,
+    ledger: &str,
+) -> Response<Full<Bytes>> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n".into());
+    }
+    let name = percent_decode(ledger);
+    let served = endpoints
+        .checkpoints
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    match name.as_deref().and_then(|n| served.get(n)) {
+        Some(note) => text(StatusCode::OK, note.clone()),
+        None => text(
+            StatusCode::NOT_FOUND,
+            "no signed checkpoint for this ledger (is [tlog] configured, and has it mirrored an event?)\n".into(),
+        ),
+    }
+}
+
+/// `%XX` escapes decoded; `None` when they do not make UTF-8.
+fn percent_decode(text: &str) -> Option<String> {
+    let b = text.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {

@@ -9,17 +9,9 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::{append, bin, setup_with, Setup};
+use common::gocheck::{go, go_checker};
+use common::{append, bin, setup_with, show, Setup};
 use ledgertail::producer::Writer;
-
-fn show(out: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
 
 fn ok(cmd: &mut Command) -> Output {
     let out = cmd.output().unwrap();
@@ -81,52 +73,6 @@ fn verify_proof(vkey: &str, file: &Path, extra: &[&str]) -> Output {
         .args(["verify-proof", "--vkey", vkey])
         .args(extra)
         .arg(file)
-        .output()
-        .unwrap()
-}
-
-/// The Go checker, built once per test binary; `None` (and the test says
-/// so) where Go or x/mod is missing outside CI.
-fn go_checker() -> Option<PathBuf> {
-    static BUILT: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let present = common::which("go").is_some()
-                && Path::new("/usr/share/gocode/src/golang.org/x/mod/sumdb/tlog").is_dir();
-            if !present {
-                assert!(
-                    std::env::var_os("LEDGERTAIL_CI").is_none(),
-                    "CI must have golang-go and golang-golang-x-mod-dev (.ci/run installs them)"
-                );
-                eprintln!(
-                    "skipping the Go interop checks: install golang-go and golang-golang-x-mod-dev"
-                );
-                return None;
-            }
-            let dir =
-                std::env::temp_dir().join(format!("ledgertail-tlogcheck-{}", std::process::id()));
-            std::fs::create_dir_all(&dir).unwrap();
-            let exe = dir.join("tlogcheck");
-            let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/tlogcheck.go");
-            let out = Command::new("go")
-                .args(["build", "-o"])
-                .arg(&exe)
-                .arg(&src)
-                .env("GO111MODULE", "off")
-                .env("GOPATH", "/usr/share/gocode")
-                .env("GOCACHE", dir.join("cache"))
-                .env("GOFLAGS", "")
-                .output()
-                .unwrap();
-            assert!(out.status.success(), "go build: {}", show(&out));
-            Some(exe)
-        })
-        .clone()
-}
-
-fn go(args: &[&std::ffi::OsStr]) -> Output {
-    Command::new(go_checker().unwrap())
-        .args(args)
         .output()
         .unwrap()
 }

@@ -9,6 +9,7 @@ pub mod replay;
 pub mod run;
 pub mod setup_postgres;
 pub mod status;
+mod status_tlog;
 pub mod tlog;
 pub mod verify;
 pub mod verify_postgres;

@@ -89,10 +89,12 @@ pub fn run(args: RunArgs, log: Option<LogControl>) -> anyhow::Result<ExitCode> {
     let telemetry = Telemetry::new();
     let names: Vec<String> = settings.ledgers.iter().map(|l| l.name.clone()).collect();
     let board = StatusBoard::new(&names);
+    let served = crate::tlog::publish::Served::default();
     let endpoints = Endpoints {
         telemetry: telemetry.clone(),
         board: board.clone(),
         ready_max_lag_events: settings.run.ready_max_lag_events,
+        checkpoints: served.clone(),
     };
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let server = std::thread::Builder::new()
@@ -105,8 +107,26 @@ pub fn run(args: RunArgs, log: Option<LogControl>) -> anyhow::Result<ExitCode> {
         ledgers = names.join(","),
         "ledgertail running: metrics on http://{addr}/metrics"
     );
+    // (v1.2) With [tlog]: checkpoints signed on a schedule, offered to the
+    // witnesses, served. A log key that cannot be read stops the start.
+    let publisher = match &settings.tlog {
+        Some(tlog) => Some(
+            crate::tlog::publish::Publisher::start(
+                tlog,
+                &settings.db,
+                &settings.ledgers,
+                &telemetry,
+                served,
+            )
+            .context("starting the checkpoint publisher ([tlog])")?,
+        ),
+        None => None,
+    };
     let daemon = Daemon::start(settings, overrides, &telemetry, &board, log)?;
     let ended = daemon.run_until_stopped(control_rx);
+    if let Some(p) = publisher {
+        p.stop();
+    }
     let _ = shutdown_tx.send(true);
     drop(checkpoints);
     match server.join() {

@@ -51,6 +51,9 @@ struct LedgerStatus {
     /// (v1.2) With `[postgres]` in --config: the fleet store's view.
     #[serde(skip_serializing_if = "Option::is_none")]
     central: Option<CentralView>,
+    /// (v1.2) The verifiable log: the tree, the latest checkpoint, witnesses.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tlog: Option<super::status_tlog::TlogView>,
 }
 
 #[derive(Debug, Serialize)]
@@ -119,6 +122,9 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
     if let Some(pg) = settings.as_ref().and_then(|s| s.postgres.as_ref()) {
         add_central(pg, &mirror, &mut out);
     }
+    for s in &mut out {
+        s.tlog = super::status_tlog::view(&mirror, &s.ledger, settings.as_ref());
+    }
     if args.json {
         println!(
             "{}",
@@ -172,6 +178,7 @@ fn mirrored_status(
         lag_bytes: lag_bytes(state, ledger),
         last_commit: times.as_ref().map(|(at, _)| at.clone()),
         central: None,
+        tlog: None,
         halted: state.halt.is_some(),
         halt: state.halt.as_ref().map(|h| HaltView {
             verdict: h.verdict.as_str().to_owned(),
@@ -258,6 +265,7 @@ fn unmirrored_status(l: &LedgerSettings) -> LedgerStatus {
         lag_bytes: lag_bytes(&LedgerState::new(&l.path), Some(l)),
         last_commit: None,
         central: None,
+        tlog: None,
         halted: false,
         halt: None,
         quarantine: Default::default(),
@@ -372,6 +380,9 @@ fn print_text(s: &LedgerStatus) {
             h.detail
         ),
         None => println!("  halted     no"),
+    }
+    if let Some(t) = &s.tlog {
+        super::status_tlog::print(t);
     }
     if let Some(c) = &s.central {
         match (&c.error, &c.conflict, &c.head) {

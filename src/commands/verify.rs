@@ -47,6 +47,8 @@ struct MirrorReport {
     halt_verdict: Option<String>,
     head: Option<HeadView>,
     parity: Parity,
+    /// (v1.2) The Merkle tree recomputed from the rows.
+    tree: crate::tlog::audit::TreeAudit,
 }
 
 #[derive(Debug, Serialize)]
@@ -90,9 +92,10 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
             Some(m) => {
                 let state = m.state(&ledger.name)?;
                 let parity = parity::compare(&mut scan, m, ledger)?;
+                let tree = crate::tlog::audit::audit(m, &ledger.name)?;
                 let found = state.is_some();
                 let halt = state.as_ref().and_then(|s| s.halt.clone());
-                ok &= found && halt.is_none() && parity.holds();
+                ok &= found && halt.is_none() && parity.holds() && tree.holds();
                 Some(MirrorReport {
                     db: m.path().display().to_string(),
                     found,
@@ -100,6 +103,7 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
                     halt_verdict: halt.map(|h| h.verdict.as_str().to_owned()),
                     head: state.and_then(|s| s.head).map(HeadView::from),
                     parity,
+                    tree,
                 })
             }
         };
@@ -220,6 +224,18 @@ fn print_text(report: &Report) {
                 println!(
                     "{}: parity: seq {}: {}: {}",
                     l.ledger, e.seq, e.kind, e.detail
+                );
+            }
+            for problem in &m.tree.problems {
+                println!("{}: tree: {problem}", l.ledger);
+            }
+            if m.tree.holds() && m.tree.size > 0 {
+                println!(
+                    "{}: tree of {} leaves recomputed from the rows: matches the stored tree and {} signed checkpoint{}",
+                    l.ledger,
+                    m.tree.size,
+                    m.tree.checkpoints_checked,
+                    if m.tree.checkpoints_checked == 1 { "" } else { "s" }
                 );
             }
             let p = &m.parity;

@@ -588,14 +588,6 @@ impl Settings {
 
     /// Logs what the configuration allows but an operator should hear of.
     pub fn warn_about(&self) {
-        if let Some(t) = &self.tlog {
-            if !t.witnesses.is_empty() {
-                tracing::warn!(
-                    witnesses = t.witnesses.len(),
-                    "[[tlog.witness]] is read but this build does not submit checkpoints to witnesses yet; sign with `ledgertail checkpoint`"
-                );
-            }
-        }
         for (a, b, id) in self.shared_keys() {
             tracing::warn!(
                 ledger = %a,

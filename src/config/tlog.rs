@@ -214,6 +214,9 @@ mod tests {
         assert!(with("http://x", &plain)
             .resolve(Path::new("/"), Path::new("/m.db"))
             .is_err());
+        assert!(with("https://x", &cosigner)
+            .resolve(Path::new("/"), Path::new("/m.db"))
+            .is_err());
         assert!(with("ftp://x", &cosigner)
             .resolve(Path::new("/"), Path::new("/m.db"))
             .is_err());

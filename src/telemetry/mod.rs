@@ -10,8 +10,10 @@
 
 mod fleet;
 mod process;
+mod tlog;
 
 pub use fleet::FleetMetrics;
+pub use tlog::{TlogMetrics, WitnessMetrics};
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -31,6 +33,7 @@ pub struct Telemetry {
     registry: Registry,
     families: Arc<Families>,
     fleet: Arc<fleet::Families>,
+    tlog: Arc<tlog::Families>,
 }
 
 struct Families {
@@ -155,6 +158,7 @@ impl Telemetry {
         };
         Telemetry {
             fleet: Arc::new(fleet::Families::new(&reg)),
+            tlog: Arc::new(tlog::Families::new(&reg)),
             registry: reg,
             families: Arc::new(families),
         }

@@ -10,7 +10,10 @@ use std::io::Write as _;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+pub mod audit;
+pub mod publish;
 pub mod verify;
+pub mod witness;
 
 use ed25519_dalek::SigningKey;
 use sha2::{Digest, Sha256};

@@ -3,6 +3,7 @@
 //! ledger folder with a config, and reads of the mirror.
 #![allow(dead_code)] // each test binary uses its own part of this
 
+pub mod gocheck;
 pub mod pg;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -345,6 +346,16 @@ pub fn promtool_check_metrics(body: &str) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// A command's exit status and output, for assertion messages.
+pub fn show(out: &std::process::Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
 
 pub fn which(program: &str) -> Option<PathBuf> {

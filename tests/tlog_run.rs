@@ -1,0 +1,259 @@
+//! The verifiable log inside `run` (contract §7): checkpoints signed on a
+//! schedule, served at /tlog/<ledger>/checkpoint, cosigned by a witness
+//! that is not ledgertail's code (the Go `tlog-witness` of
+//! tests/interop/tlogcheck.go, which checks every consistency proof with
+//! Go's x/mod tlog), the §7 metrics, `status`, and a witness that is down,
+//! refuses, or lost its state. Then `verify --db` recomputes the tree, and
+//! catches a tile edited in SQLite.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+use common::gocheck::go_checker;
+use common::{append, bin, eventually, setup_with, show, Sidecar};
+use ledgertail::ledger::note::{VerifierKey, ED25519};
+use ledgertail::producer::{KeyFile, Writer};
+
+const SEED: &str = "0707070707070707070707070707070707070707070707070707070707070707";
+
+struct GoWitness {
+    child: Child,
+    vkey: String,
+}
+
+impl Drop for GoWitness {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the Go witness on `addr` for the log `log_vkey`.
+fn witness(addr: &str, log_vkey: &str, refuse: bool) -> (GoWitness, String) {
+    let mut cmd = Command::new(go_checker().unwrap());
+    cmd.args(["witness", addr, log_vkey, "witness.example/w1", SEED])
+        .stdout(Stdio::piped());
+    if refuse {
+        cmd.env("TLOGCHECK_REFUSE", "1");
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let (mut vkey, mut bound) = (String::new(), String::new());
+    out.read_line(&mut vkey).unwrap();
+    out.read_line(&mut bound).unwrap();
+    (
+        GoWitness {
+            child,
+            vkey: vkey.trim().to_owned(),
+        },
+        bound.trim().to_owned(),
+    )
+}
+
+/// Starts a witness on `addr`, retrying while the old one's port is freed.
+fn witness_again(addr: &str, log_vkey: &str, refuse: bool) -> GoWitness {
+    for _ in 0..50 {
+        let mut cmd = Command::new(go_checker().unwrap());
+        cmd.args(["witness", addr, log_vkey, "witness.example/w1", SEED])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        if refuse {
+            cmd.env("TLOGCHECK_REFUSE", "1");
+        }
+        let mut child = cmd.spawn().unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut vkey = String::new();
+        if out.read_line(&mut vkey).unwrap_or(0) > 0 {
+            return GoWitness {
+                child,
+                vkey: vkey.trim().to_owned(),
+            };
+        }
+        let _ = child.wait();
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("the witness could not listen on {addr} again");
+}
+
+fn checkpoint_size(note: &str) -> Option<u64> {
+    note.lines().nth(1)?.parse().ok()
+}
+
+#[test]
+fn run_signs_serves_and_gets_cosignatures_and_reports_a_witness_down_refusing_or_reset() {
+    if go_checker().is_none() {
+        return;
+    }
+    let origin = "example.com/ledgertail/app";
+    // The log key first: the witness must know the log's verifier key.
+    let dir = tempfile::tempdir().unwrap();
+    let key_path = dir.path().join("tlog.key");
+    let out = bin()
+        .arg("keygen")
+        .arg("--out")
+        .arg(&key_path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    let log_vkey =
+        VerifierKey::of(origin, ED25519, &KeyFile::load(&key_path).unwrap().key).to_string();
+    let (w1, addr) = witness("127.0.0.1:0", &log_vkey, false);
+    let s = setup_with(
+        &format!(
+            "[tlog]\nkey = \"{}\"\ncheckpoint_interval_secs = 1\nwitness_timeout_secs = 2\n[[tlog.witness]]\nurl = \"http://{addr}\"\nvkey = \"{}\"\n",
+            key_path.display(),
+            w1.vkey
+        ),
+        &format!("origin = \"{origin}\"\n"),
+    );
+    let mut w = Writer::new(&s.ledger);
+    append(&mut w, 0, 50);
+    let sidecar = Sidecar::start(&s.config);
+    let served = |size: u64| {
+        let (status, body) = sidecar.get("/tlog/app/checkpoint");
+        status == 200
+            && checkpoint_size(&body) == Some(size)
+            && body.contains("\u{2014} witness.example/w1 ")
+    };
+    sidecar.eventually("checkpoint 50, cosigned", || served(50));
+    append(&mut w, 50, 30);
+    // The witness checks the consistency proof from 50 with Go's tlog.
+    sidecar.eventually("checkpoint 80, cosigned", || served(80));
+    assert_eq!(
+        sidecar.metric("ledgertail_tlog_size{ledger=\"app\"}"),
+        Some(80.0)
+    );
+    assert_eq!(
+        sidecar.metric("ledgertail_tlog_checkpoint_size{ledger=\"app\"}"),
+        Some(80.0)
+    );
+    assert!(
+        sidecar
+            .metric("ledgertail_tlog_checkpoint_timestamp_seconds{ledger=\"app\"}")
+            .unwrap()
+            > 1.7e9
+    );
+    let series = "{ledger=\"app\",witness=\"witness.example/w1\"}";
+    assert_eq!(
+        sidecar.metric(&format!("ledgertail_tlog_witness_cosigned_size{series}")),
+        Some(80.0)
+    );
+    assert_eq!(
+        sidecar.metric(&format!("ledgertail_tlog_witness_errors_total{series}")),
+        Some(0.0)
+    );
+    common::promtool_check_metrics(&sidecar.get("/metrics").1);
+    assert_eq!(sidecar.get("/tlog/nope/checkpoint").0, 404);
+
+    // An auditor's proof, with the witness required.
+    let proof = s.dir.join("p.tlog-proof");
+    let out = bin()
+        .args(["prove", "--ledger", "app", "--seq", "60", "--config"])
+        .arg(&s.config)
+        .arg("--out")
+        .arg(&proof)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    let out = bin()
+        .args(["verify-proof", "--vkey", &log_vkey, "--witness", &w1.vkey])
+        .arg(&proof)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("cosigned by witness.example/w1"));
+    let status = bin()
+        .args(["status", "--config"])
+        .arg(&s.config)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(text.contains(&format!("vkey       {log_vkey}")), "{text}");
+    assert!(
+        text.contains("witness    witness.example/w1: cosigned size 80"),
+        "{text}"
+    );
+
+    // Down: counted and shown; mirroring goes on.
+    drop(w1);
+    append(&mut w, 80, 10);
+    let errors = || {
+        sidecar
+            .metric(&format!("ledgertail_tlog_witness_errors_total{series}"))
+            .unwrap_or(0.0)
+    };
+    sidecar.eventually("the witness down is counted", || errors() >= 1.0);
+    eventually("mirroring goes on", || {
+        common::mirrored_seqs(&s.db).len() == 90
+    });
+    let status = bin()
+        .args(["status", "--config"])
+        .arg(&s.config)
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&status.stdout).contains("last refusal"),
+        "{}",
+        show(&status)
+    );
+
+    // Refusing: counted, with its reason.
+    let before = errors();
+    let refusing = witness_again(&addr, &log_vkey, true);
+    sidecar.eventually("the refusal is counted", || errors() > before);
+    let status = bin()
+        .args(["status", "--config"])
+        .arg(&s.config)
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&status.stdout).contains("403"),
+        "{}",
+        show(&status)
+    );
+    drop(refusing);
+
+    // A witness that lost its state answers 409 with size 0: the sidecar
+    // starts again from there and gets its cosignature.
+    let _w3 = witness_again(&addr, &log_vkey, false);
+    sidecar.eventually("checkpoint 90, cosigned again", || served(90));
+    assert_eq!(
+        sidecar.metric(&format!("ledgertail_tlog_witness_cosigned_size{series}")),
+        Some(90.0)
+    );
+    assert!(sidecar.stop().success());
+
+    // verify --db recomputes the tree and checks every signed checkpoint.
+    let out = bin()
+        .args(["verify", "--config"])
+        .arg(&s.config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains("tree of 90 leaves recomputed from the rows: matches the stored tree"),
+        "{}",
+        show(&out)
+    );
+    let c = rusqlite::Connection::open(&s.db).unwrap();
+    c.execute(
+        "UPDATE tlog_tiles SET hashes = zeroblob(length(hashes)) WHERE level = 0 AND idx = 0",
+        [],
+    )
+    .unwrap();
+    drop(c);
+    let out = bin()
+        .args(["verify", "--config"])
+        .arg(&s.config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("app: tree: the stored tiles give root"),
+        "{}",
+        show(&out)
+    );
+}
