@@ -30,6 +30,8 @@ fn the_benchmark_runs_in_smoke_mode_and_reports_every_section() {
         "CPU-seconds per minute",
         "- machine:",
         "## Fleet store (PostgreSQL)",
+        "## The verifiable log (issue 13)",
+        "| inclusion |",
     ] {
         assert!(report.contains(section), "{section} missing:\n{report}");
     }

@@ -21,6 +21,7 @@ use clap::Parser;
 
 mod fleet;
 mod many;
+mod tlog;
 use ledgertail::ledger::frame::{Frame, Framer};
 use ledgertail::ledger::{authenticate, examine_each, Examined, KeyRing, SignaturePolicy};
 use ledgertail::mirror::{Access, Mirror};
@@ -67,7 +68,7 @@ struct Args {
     #[arg(long, default_value_t = 50)]
     sidecars: usize,
     /// Run only these sections (default: all): catch-up, live, tail,
-    /// verify, parity, ledgers, idle, fleet.
+    /// verify, parity, ledgers, idle, fleet, tlog.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
 }
@@ -181,6 +182,18 @@ fn main() {
             args.live_secs,
             args.sidecars,
         );
+    }
+    if wanted("tlog") {
+        let ledger = dir.join("tlog.jsonl");
+        let case = Case {
+            name: "tlog",
+            events: args.events,
+            payload_bytes: 420,
+            signed: false,
+        };
+        generate(&ledger, &case, &KeyFile::generate("bench").expect("key"));
+        let leaves = if args.smoke { 100_000 } else { 10_000_000 };
+        tlog::tlog(&binary, &dir.join("tlog"), &ledger, args.events, leaves);
     }
     if wanted("idle") {
         println!("\n## Idle cost (`run` with nothing to do)\n");

@@ -1,0 +1,144 @@
+//! The verifiable log's figures (issue 13), next to floors of the same run:
+//!
+//! - catch-up of N events (`replay`, which keeps the tree in the rows'
+//!   transactions) next to the same mirror's tree built alone on open
+//!   (the migration of an existing mirror: the tree stripped, then a
+//!   `replay` with nothing to mirror), so the tree's share of catch-up is
+//!   read off directly;
+//! - inclusion and consistency proofs from a mirror of `proof_leaves`
+//!   leaves (10M in a full run: the tiles are written straight into a
+//!   mirror's `tlog_tiles`, as the mirror stores them; no ledger of
+//!   5 GB is needed to measure reads of them), timed through the library's
+//!   `Mirror::inclusion_proof`, each checked against the root.
+
+use std::path::Path;
+use std::time::Instant;
+
+use ledgertail::ledger::tiles::Edge;
+use ledgertail::ledger::tree::{leaf_hash, verify_consistency, verify_inclusion};
+use ledgertail::ledger::Hash;
+use ledgertail::mirror::{Access, Mirror};
+
+use super::{percentile, replay};
+
+/// Strips the tree as a mirror of schema 2 had none.
+fn strip_tree(db: &Path) {
+    let c = rusqlite::Connection::open(db).expect("open the mirror");
+    c.execute_batch(
+        "DROP TABLE tlog_tiles; DROP TABLE tlog_checkpoints; DROP TABLE tlog_cosignatures;
+         ALTER TABLE checkpoints DROP COLUMN tree_size; ALTER TABLE checkpoints DROP COLUMN tree_root;
+         PRAGMA user_version = 2; VACUUM;",
+    )
+    .expect("strip the tree");
+}
+
+pub fn tlog(binary: &Path, dir: &Path, ledger: &Path, events: u64, proof_leaves: u64) {
+    std::fs::create_dir_all(dir).expect("bench folder");
+    println!("\n## The verifiable log (issue 13)\n");
+    let db = dir.join("tlog.db");
+    let _ = std::fs::remove_file(&db);
+    let (catch_up, _) = replay(binary, ledger, &db, None);
+    strip_tree(&db);
+    let (migration, _) = replay(binary, ledger, &db, None);
+    let size: i64 = rusqlite::Connection::open(&db)
+        .and_then(|c| c.query_row("SELECT tree_size FROM checkpoints", [], |r| r.get(0)))
+        .expect("the tree's size");
+    assert_eq!(size as u64, events, "the migration built the whole tree");
+    println!("| events | catch-up s (rows and tree) | migration s (tree built on open) | tree ÷ catch-up (upper bound) | migration target |");
+    println!("|---|---|---|---|---|");
+    println!(
+        "| {events} | {catch_up:.2} | {migration:.2} | {:.3} | ≤ 10 s per 1M: {:.2} s per 1M |",
+        migration / catch_up,
+        migration * 1e6 / events as f64
+    );
+    println!("\nThe migration figure includes opening the mirror and reading every row's hash again, so it bounds the tree's own cost in catch-up from above; the catch-up ratio to the insert floor (the catch-up table) is measured with the tree kept.\n");
+    proofs(&dir.join("proofs.db"), proof_leaves);
+}
+
+/// A mirror whose tree of `leaves` leaves is stored as tiles.
+fn tree_mirror(db: &Path, leaves: u64) -> Hash {
+    let _ = std::fs::remove_file(db);
+    drop(Mirror::open(db, Access::ReadWrite).expect("create a mirror"));
+    let c = rusqlite::Connection::open(db).expect("open the mirror");
+    c.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=OFF; BEGIN;")
+        .expect("begin");
+    let mut insert = c
+        .prepare("INSERT OR REPLACE INTO tlog_tiles (ledger, level, idx, hashes) VALUES ('bench', ?1, ?2, ?3)")
+        .expect("prepare");
+    let mut edge = Edge::default();
+    let mut full = Vec::new();
+    for i in 0..leaves {
+        edge.push(leaf_hash(&i.to_be_bytes()), &mut full);
+        for (id, hashes) in full.drain(..) {
+            let blob: Vec<u8> = hashes.iter().flat_map(|h| h.0).collect();
+            insert
+                .execute(rusqlite::params![id.level, id.index as i64, blob])
+                .expect("insert");
+        }
+    }
+    for (id, hashes) in edge.partial() {
+        let blob: Vec<u8> = hashes.iter().flat_map(|h| h.0).collect();
+        insert
+            .execute(rusqlite::params![id.level, id.index as i64, blob])
+            .expect("insert");
+    }
+    drop(insert);
+    c.execute_batch("COMMIT;").expect("commit");
+    edge.root()
+}
+
+fn proofs(db: &Path, leaves: u64) {
+    let started = Instant::now();
+    let root = tree_mirror(db, leaves);
+    let built = started.elapsed().as_secs_f64();
+    let mirror = Mirror::open(db, Access::ReadOnly).expect("open the mirror");
+    let mut inclusion = Vec::new();
+    let mut consistency = Vec::new();
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    for _ in 0..1000 {
+        // xorshift: spread over the whole tree, no dependency.
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let index = x % leaves;
+        let t = Instant::now();
+        let proof = mirror
+            .inclusion_proof("bench", index, leaves)
+            .expect("read")
+            .expect("in range");
+        inclusion.push(t.elapsed().as_secs_f64() * 1e3);
+        verify_inclusion(
+            &leaf_hash(&index.to_be_bytes()),
+            index,
+            leaves,
+            &proof,
+            &root,
+        )
+        .expect("the proof verifies");
+        let old = index.max(1);
+        let t = Instant::now();
+        let proof = mirror
+            .consistency_proof("bench", old, leaves)
+            .expect("read")
+            .expect("in range");
+        let old_root = mirror.tree_root_at("bench", old).expect("old root");
+        consistency.push(t.elapsed().as_secs_f64() * 1e3);
+        verify_consistency(old, leaves, &old_root, &root, &proof).expect("the proof verifies");
+    }
+    inclusion.sort_by(f64::total_cmp);
+    consistency.sort_by(f64::total_cmp);
+    println!("Proofs from a mirror whose tree has {leaves} leaves (its tiles built and stored in {built:.1} s), 1000 random events, each proof checked against the root:\n");
+    println!("| proof | p50 ms | p99 ms | max ms | target |");
+    println!("|---|---|---|---|---|");
+    for (name, v) in [
+        ("inclusion", &inclusion),
+        ("consistency (with the old root)", &consistency),
+    ] {
+        println!(
+            "| {name} | {:.3} | {:.3} | {:.3} | ≤ 10 ms |",
+            percentile(v, 0.5),
+            percentile(v, 0.99),
+            v.last().copied().unwrap_or(0.0)
+        );
+    }
+}
