@@ -1,6 +1,8 @@
 //! The verifiable log's tree in the mirror (contract §7): tiles of 256
 //! hashes (`tlog_tiles`), written by [`append`] inside the transaction of
-//! the rows they cover, and the tree's size and root on the ledger's
+//! the rows they cover (all but tile level 0, the leaf hashes, which are
+//! read from the events' own `hash` column: storing them again cost a
+//! third more bytes per commit for small events), and the tree's size and root on the ledger's
 //! `checkpoints` row, so every committed head has its tree. A mirror made
 //! before the tree existed gets it built on open ([`Mirror::build_trees`]),
 //! in chunks that each commit the tiles with the size they reach: an
@@ -10,7 +12,7 @@
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{seq_i64, EventRow, LedgerState, Mirror, Result};
-use crate::ledger::tiles::{partial_tiles, Edge, TileHashes, TileId, TileReader};
+use crate::ledger::tiles::{partial_tiles, Edge, TileHashes, TileId, TileReader, TILE_WIDTH};
 use crate::ledger::tree::{self, leaf_hash, ProofError};
 use crate::ledger::Hash;
 
@@ -18,7 +20,9 @@ use crate::ledger::Hash;
 pub(super) const TLOG_TABLES: &str = "
 -- The Merkle tree of each ledger (contract §7), as tlog-tiles: tile
 -- `idx` at tile level `level` holds up to 256 hashes of 32 bytes; only the
--- last tile of a level is partial. Written with the rows it covers.
+-- last tile of a level is partial. Written with the rows it covers. Tile
+-- level 0 (the leaf hashes, SHA-256(0x00 || hash)) is not stored: it is
+-- read from the events' `hash` column.
 CREATE TABLE tlog_tiles (
     ledger TEXT    NOT NULL,
     level  INTEGER NOT NULL,
@@ -92,11 +96,19 @@ fn to_blob(hashes: &[Hash]) -> Vec<u8> {
 pub struct ConnTiles<'c> {
     conn: &'c Connection,
     ledger: &'c str,
+    /// The seq of leaf 0.
+    anchor: u64,
+    /// Leaves of the tree read (level 0 is read from `events`, which may
+    /// already hold rows beyond it inside a commit).
+    size: u64,
 }
 
 impl TileReader for ConnTiles<'_> {
     type Error = rusqlite::Error;
     fn tile(&mut self, id: TileId) -> rusqlite::Result<Vec<Hash>> {
+        if id.level == 0 {
+            return self.leaves(id.index);
+        }
         let blob: Option<Vec<u8>> = self
             .conn
             .prepare_cached(
@@ -127,6 +139,34 @@ impl TileReader for ConnTiles<'_> {
     }
 }
 
+impl ConnTiles<'_> {
+    /// Tile 0/`index`: the leaf hashes of its events' `hash` column (the
+    /// tree stores no copy of them).
+    fn leaves(&self, index: u64) -> rusqlite::Result<Vec<Hash>> {
+        let first = self.anchor + index * TILE_WIDTH as u64;
+        let end = (first + TILE_WIDTH as u64).min(self.anchor + self.size);
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT seq, hash FROM events WHERE ledger = ?1 AND seq >= ?2 AND seq < ?3 ORDER BY seq",
+        )?;
+        let mut rows = stmt.query(params![self.ledger, seq_i64(first), seq_i64(end)])?;
+        let mut out = Vec::with_capacity(TILE_WIDTH);
+        while let Some(row) = rows.next()? {
+            let want = first + out.len() as u64;
+            let seq = row.get::<_, i64>(0)?;
+            match row.get_ref(1)?.as_str().ok().and_then(Hash::from_hex) {
+                Some(h) if seq == seq_i64(want) => out.push(leaf_hash(&h.0)),
+                _ => {
+                    return Err(corrupt(format!(
+                        "ledger `{}`: the events row at seq {want} is missing or its hash is not 64 hex digits (run `ledgertail verify --db`)",
+                        self.ledger
+                    )))
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
 /// The stored tree size of a ledger (0 before its first commit).
 fn stored_size(conn: &Connection, ledger: &str) -> rusqlite::Result<u64> {
     let size: Option<i64> = conn
@@ -136,8 +176,13 @@ fn stored_size(conn: &Connection, ledger: &str) -> rusqlite::Result<u64> {
     Ok(size.map_or(0, |s| s.max(0) as u64))
 }
 
-fn load_edge(conn: &Connection, ledger: &str, size: u64) -> rusqlite::Result<Edge> {
-    let mut reader = ConnTiles { conn, ledger };
+fn load_edge(conn: &Connection, ledger: &str, anchor: u64, size: u64) -> rusqlite::Result<Edge> {
+    let mut reader = ConnTiles {
+        conn,
+        ledger,
+        anchor,
+        size,
+    };
     let tiles = partial_tiles(size)
         .into_iter()
         .map(|(id, _)| reader.tile(id))
@@ -171,18 +216,20 @@ fn store_tile(
 fn extend(
     conn: &Connection,
     ledger: &str,
+    anchor: u64,
     size: u64,
     leaves: impl Iterator<Item = Hash>,
 ) -> rusqlite::Result<TreeHead> {
-    let mut edge = load_edge(conn, ledger, size)?;
+    let mut edge = load_edge(conn, ledger, anchor, size)?;
     let mut full = Vec::new();
     for hash in leaves {
         edge.push(leaf_hash(&hash.0), &mut full);
     }
-    for (id, hashes) in &full {
+    // Level 0 is the events' own hashes: only the levels above are kept.
+    for (id, hashes) in full.iter().filter(|(id, _)| id.level > 0) {
         store_tile(conn, ledger, *id, hashes)?;
     }
-    for (id, hashes) in edge.partial() {
+    for (id, hashes) in edge.partial().filter(|(id, _)| id.level > 0) {
         store_tile(conn, ledger, id, hashes)?;
     }
     let head = TreeHead {
@@ -213,7 +260,14 @@ pub(super) fn append(
             first.event.seq, anchor.seq
         )));
     }
-    extend(conn, ledger, size, events.iter().map(|r| r.event.hash)).map(|_| ())
+    extend(
+        conn,
+        ledger,
+        anchor.seq,
+        size,
+        events.iter().map(|r| r.event.hash),
+    )
+    .map(|_| ())
 }
 
 impl Mirror {
@@ -277,7 +331,7 @@ impl Mirror {
                         )));
                     }
                     drop(stmt);
-                    extend(&tx, &ledger, size, leaves.into_iter())
+                    extend(&tx, &ledger, anchor, size, leaves.into_iter())
                 })();
                 let head = step
                     .and_then(|h| tx.commit().map(|()| h))
@@ -315,16 +369,33 @@ impl Mirror {
 
     /// The tree's stored hashes, for roots and proofs at any size up to
     /// the stored one.
-    pub fn tree_hashes<'m>(&'m self, ledger: &'m str) -> TileHashes<ConnTiles<'m>> {
-        TileHashes::new(ConnTiles {
+    pub fn tree_hashes<'m>(&'m self, ledger: &'m str) -> Result<TileHashes<ConnTiles<'m>>> {
+        let (anchor, size) = self
+            .conn
+            .query_row(
+                "SELECT coalesce(anchor_seq, 0), tree_size FROM checkpoints WHERE ledger = ?1",
+                [ledger],
+                |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?.max(0) as u64,
+                        r.get::<_, i64>(1)?.max(0) as u64,
+                    ))
+                },
+            )
+            .optional()
+            .map_err(|e| self.err(e))?
+            .unwrap_or((0, 0));
+        Ok(TileHashes::new(ConnTiles {
             conn: &self.conn,
             ledger,
-        })
+            anchor,
+            size,
+        }))
     }
 
     /// The root of the tree at `size` (≤ the stored size).
     pub fn tree_root_at(&self, ledger: &str, size: u64) -> Result<Hash> {
-        tree::root(&mut self.tree_hashes(ledger), size).map_err(|e| self.err(e))
+        tree::root(&mut self.tree_hashes(ledger)?, size).map_err(|e| self.err(e))
     }
 
     /// The inclusion proof of leaf `index` in the tree at `size`.
@@ -334,7 +405,7 @@ impl Mirror {
         index: u64,
         size: u64,
     ) -> Result<std::result::Result<Vec<Hash>, ProofError>> {
-        tree::inclusion_proof(&mut self.tree_hashes(ledger), index, size).map_err(|e| self.err(e))
+        tree::inclusion_proof(&mut self.tree_hashes(ledger)?, index, size).map_err(|e| self.err(e))
     }
 
     /// The consistency proof from the tree at `old` to the tree at `size`.
@@ -344,6 +415,6 @@ impl Mirror {
         old: u64,
         size: u64,
     ) -> Result<std::result::Result<Vec<Hash>, ProofError>> {
-        tree::consistency_proof(&mut self.tree_hashes(ledger), old, size).map_err(|e| self.err(e))
+        tree::consistency_proof(&mut self.tree_hashes(ledger)?, old, size).map_err(|e| self.err(e))
     }
 }
