@@ -13,7 +13,7 @@
 //! link that no longer holds.
 
 use crate::config::LedgerSettings;
-use crate::ledger::columns::{self, Columns};
+use crate::ledger::columns;
 use crate::ledger::{Head, SignaturePolicy};
 use crate::mirror::{LedgerState, StoredEvent};
 use crate::parity::Parity;
@@ -111,18 +111,7 @@ impl<'a> ChainWalk<'a> {
         } else {
             SignaturePolicy::Off
         };
-        let cols = Columns {
-            seq: row.seq,
-            ts: &row.ts,
-            event_type: &row.event_type,
-            payload: &row.payload,
-            extra: row.extra.as_deref(),
-            prev_hash: row.prev_hash.as_deref(),
-            hash: &row.hash,
-            id: row.id.as_deref(),
-            key_id: row.key_id.as_deref(),
-            sig: row.sig.as_deref(),
-        };
+        let cols = row.columns();
         if let Err(why) = columns::audit(&cols, policy, &self.ledger.keys) {
             return RowCheck::Unsound(why);
         }

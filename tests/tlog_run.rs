@@ -30,51 +30,50 @@ impl Drop for GoWitness {
     }
 }
 
-/// Starts the Go witness on `addr` for the log `log_vkey`.
-fn witness(addr: &str, log_vkey: &str, refuse: bool) -> (GoWitness, String) {
+/// Starts the Go witness on `addr` for the log `log_vkey`: the witness
+/// and the address it listens on, or `None` when it could not listen.
+fn try_witness(addr: &str, log_vkey: &str, refuse: bool) -> Option<(GoWitness, String)> {
     let mut cmd = Command::new(go_checker().unwrap());
     cmd.args(["witness", addr, log_vkey, "witness.example/w1", SEED])
-        .stdout(Stdio::piped());
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
     if refuse {
         cmd.env("TLOGCHECK_REFUSE", "1");
     }
     let mut child = cmd.spawn().unwrap();
     let mut out = BufReader::new(child.stdout.take().unwrap());
     let (mut vkey, mut bound) = (String::new(), String::new());
-    out.read_line(&mut vkey).unwrap();
-    out.read_line(&mut bound).unwrap();
-    (
-        GoWitness {
-            child,
-            vkey: vkey.trim().to_owned(),
-        },
-        bound.trim().to_owned(),
-    )
+    if out.read_line(&mut vkey).unwrap_or(0) == 0 || out.read_line(&mut bound).unwrap_or(0) == 0 {
+        let _ = child.wait();
+        return None;
+    }
+    let vkey = vkey.trim().to_owned();
+    Some((GoWitness { child, vkey }, bound.trim().to_owned()))
+}
+
+fn witness(addr: &str, log_vkey: &str, refuse: bool) -> (GoWitness, String) {
+    try_witness(addr, log_vkey, refuse).expect("the Go witness starts")
 }
 
 /// Starts a witness on `addr`, retrying while the old one's port is freed.
 fn witness_again(addr: &str, log_vkey: &str, refuse: bool) -> GoWitness {
     for _ in 0..50 {
-        let mut cmd = Command::new(go_checker().unwrap());
-        cmd.args(["witness", addr, log_vkey, "witness.example/w1", SEED])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
-        if refuse {
-            cmd.env("TLOGCHECK_REFUSE", "1");
+        if let Some((w, _)) = try_witness(addr, log_vkey, refuse) {
+            return w;
         }
-        let mut child = cmd.spawn().unwrap();
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let mut vkey = String::new();
-        if out.read_line(&mut vkey).unwrap_or(0) > 0 {
-            return GoWitness {
-                child,
-                vkey: vkey.trim().to_owned(),
-            };
-        }
-        let _ = child.wait();
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     panic!("the witness could not listen on {addr} again");
+}
+
+/// `ledgertail verify --config`: its exit code and stdout.
+fn verify(s: &common::Setup) -> (Option<i32>, String) {
+    let out = bin()
+        .args(["verify", "--config"])
+        .arg(&s.config)
+        .output()
+        .unwrap();
+    (out.status.code(), show(&out))
 }
 
 fn checkpoint_size(note: &str) -> Option<u64> {
@@ -226,17 +225,11 @@ fn run_signs_serves_and_gets_cosignatures_and_reports_a_witness_down_refusing_or
     assert!(sidecar.stop().success());
 
     // verify --db recomputes the tree and checks every signed checkpoint.
-    let out = bin()
-        .args(["verify", "--config"])
-        .arg(&s.config)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let (code, out) = verify(&s);
+    assert_eq!(code, Some(0), "{out}");
     assert!(
-        String::from_utf8_lossy(&out.stdout)
-            .contains("tree of 90 leaves recomputed from the rows: matches the stored tree"),
-        "{}",
-        show(&out)
+        out.contains("tree of 90 leaves recomputed from the rows: matches the stored tree"),
+        "{out}"
     );
     let c = rusqlite::Connection::open(&s.db).unwrap();
     c.execute(
@@ -245,16 +238,10 @@ fn run_signs_serves_and_gets_cosignatures_and_reports_a_witness_down_refusing_or
     )
     .unwrap();
     drop(c);
-    let out = bin()
-        .args(["verify", "--config"])
-        .arg(&s.config)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let (code, out) = verify(&s);
+    assert_eq!(code, Some(1), "{out}");
     assert!(
-        String::from_utf8_lossy(&out.stdout)
-            .contains("app: tree: the mirror records a tree of 90 leaves with root"),
-        "{}",
-        show(&out)
+        out.contains("app: tree: the mirror records a tree of 90 leaves with root"),
+        "{out}"
     );
 }

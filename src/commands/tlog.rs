@@ -11,7 +11,7 @@ use anyhow::Context as _;
 use super::{exit, EXIT_FAILED, EXIT_OK, EXIT_PROBLEMS};
 use crate::cli::{CheckpointArgs, ProveArgs, VerifyProofArgs};
 use crate::config::{Overrides, Settings};
-use crate::ledger::columns::{event_line, Columns};
+use crate::ledger::columns::event_line;
 use crate::ledger::note::VerifierKey;
 use crate::ledger::tlog::{AddCheckpoint, InclusionProof};
 use crate::ledger::{jcs, json};
@@ -153,25 +153,7 @@ pub fn prove(args: ProveArgs) -> anyhow::Result<ExitCode> {
     let Some(row) = rows.into_iter().find(|r| r.seq == seq) else {
         anyhow::bail!("ledger `{}`: no mirrored event at seq {seq}", ledger.name);
     };
-    let extra_members = row
-        .extra
-        .as_deref()
-        .map_or("", |e| e.get(1..e.len().saturating_sub(1)).unwrap_or(""));
-    let line = event_line(
-        &Columns {
-            seq: row.seq,
-            ts: &row.ts,
-            event_type: &row.event_type,
-            payload: &row.payload,
-            extra: row.extra.as_deref(),
-            prev_hash: row.prev_hash.as_deref(),
-            hash: &row.hash,
-            id: row.id.as_deref(),
-            key_id: row.key_id.as_deref(),
-            sig: row.sig.as_deref(),
-        },
-        extra_members,
-    );
+    let line = event_line(&row.columns());
     let value = std::str::from_utf8(&line)
         .ok()
         .and_then(|t| json::parse(t).ok())

@@ -58,7 +58,6 @@ pub fn audit(
     if payload != c.payload {
         return Err("the payload column is not the RFC 8785 canonical text of its value".into());
     }
-    let mut extra_members = "";
     if let Some(extra) = c.extra {
         let (text, is_object) = canonical(extra).map_err(|e| format!("the extra column {e}"))?;
         if !is_object {
@@ -80,9 +79,8 @@ pub fn audit(
                 ));
             }
         }
-        extra_members = &extra[1..extra.len() - 1];
     }
-    let line = event_line(c, extra_members);
+    let line = event_line(c);
     let event = authenticate(&line, policy, keys, &mut Vec::new())
         .map_err(|r| format!("the row's event is {}: {}", r.verdict, r.detail))?;
     // Rebuilt from the columns and checked member by member, the event can
@@ -104,10 +102,14 @@ pub fn audit(
     Ok(event)
 }
 
-/// The event as a line, every member from its column (`extra_members`:
-/// the members of the `extra` object, without its braces). Not checked:
-/// [`audit`] checks it, and so does any reader that authenticates it.
-pub fn event_line(c: &Columns<'_>, extra_members: &str) -> Vec<u8> {
+/// The event as a line, every member from its column (the `extra`
+/// object's members spliced in without its braces). Not checked: [`audit`]
+/// checks it, and so does any reader that authenticates it.
+pub fn event_line(c: &Columns<'_>) -> Vec<u8> {
+    let extra_members = c
+        .extra
+        .and_then(|e| e.strip_prefix('{')?.strip_suffix('}'))
+        .unwrap_or("");
     let mut line = Vec::with_capacity(c.payload.len() + extra_members.len() + 400);
     line.extend_from_slice(b"{\"seq\":");
     line.extend_from_slice(c.seq.to_string().as_bytes());

@@ -221,6 +221,24 @@ pub struct StoredEvent {
     pub file_offset: u64,
 }
 
+impl StoredEvent {
+    /// The row's columns, for the audit and for rebuilding its line.
+    pub fn columns(&self) -> crate::ledger::columns::Columns<'_> {
+        crate::ledger::columns::Columns {
+            seq: self.seq,
+            ts: &self.ts,
+            event_type: &self.event_type,
+            payload: &self.payload,
+            extra: self.extra.as_deref(),
+            prev_hash: self.prev_hash.as_deref(),
+            hash: &self.hash,
+            id: self.id.as_deref(),
+            key_id: self.key_id.as_deref(),
+            sig: self.sig.as_deref(),
+        }
+    }
+}
+
 /// One transaction's worth of writes.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Batch<'a> {

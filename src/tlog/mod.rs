@@ -155,7 +155,8 @@ impl Signer {
             }
         };
         let mut known: Vec<(String, SignedCheckpoint, bool)> = Vec::new();
-        if let Some(stored) = mirror.latest_checkpoint(ledger)? {
+        let in_mirror = mirror.latest_checkpoint(ledger)?;
+        if let Some(stored) = &in_mirror {
             if let Ok(signed) = SignedCheckpoint::parse(&stored.note) {
                 if signed.checkpoint.origin == origin {
                     known.push((
@@ -194,15 +195,11 @@ impl Signer {
                 });
             }
         }
-        if let Some((_, signed, in_mirror)) = known
+        if let Some((_, signed, kept)) = known
             .iter()
             .find(|(_, s, _)| s.checkpoint.size == tree.size)
         {
-            if !in_mirror
-                && mirror
-                    .latest_checkpoint(ledger)?
-                    .is_none_or(|m| m.size < tree.size)
-            {
+            if !kept && in_mirror.as_ref().is_none_or(|m| m.size < tree.size) {
                 // Signed, then interrupted before the mirror kept it.
                 mirror.store_checkpoint(
                     ledger,
