@@ -18,4 +18,5 @@ pub mod shipper;
 pub mod tail;
 pub mod telemetry;
 pub mod tlog;
+pub mod tls;
 pub mod verifier;

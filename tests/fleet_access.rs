@@ -8,6 +8,7 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
+use common::certs;
 use common::pg::*;
 use common::*;
 use ledgertail::producer::Writer;
@@ -232,87 +233,15 @@ fn a_wrong_password_in_run_is_reported_and_mirroring_goes_on() {
     assert!(sidecar.stop().success());
 }
 
-/// A CA and a certificate for 127.0.0.1 and localhost signed by it, in
-/// `dir`: (ca.pem, server.crt, server.key).
-fn make_ca(dir: &Path, name: &str) -> std::path::PathBuf {
-    let run = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("openssl");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "2",
-        "-subj",
-        &format!("/CN={name} test CA"),
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-    ]);
-    run(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-subj",
-        "/CN=127.0.0.1",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-    ]);
-    std::fs::write(
-        dir.join("san.ext"),
-        "subjectAltName = IP:127.0.0.1, DNS:localhost\n",
-    )
-    .unwrap();
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-days",
-        "2",
-        "-extfile",
-        "san.ext",
-        "-out",
-        "server.crt",
-    ]);
-    dir.join("ca.pem")
-}
-
 #[test]
 fn tls_require_and_verify_full_work_and_a_foreign_certificate_is_refused() {
-    if which("openssl").is_none() {
-        assert!(
-            std::env::var_os("LEDGERTAIL_CI").is_none(),
-            "openssl is not installed"
-        );
-        eprintln!("skipped: openssl is not installed");
+    if !certs::have_openssl() {
         return;
     }
     let certs = tempfile::tempdir().unwrap();
-    let ca = make_ca(certs.path(), "fleet");
+    let ca = certs::make_ca(certs.path(), "fleet");
     let other = tempfile::tempdir().unwrap();
-    let other_ca = make_ca(other.path(), "other");
+    let other_ca = certs::make_ca(other.path(), "other");
     let Some(pg) = Pg::start_configured("TLS", |data| {
         for f in ["server.crt", "server.key"] {
             std::fs::copy(certs.path().join(f), data.join(f)).unwrap();

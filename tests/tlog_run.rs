@@ -9,10 +9,11 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 use common::gocheck::go_checker;
-use common::{append, bin, eventually, setup_with, show, Sidecar};
+use common::{append, bin, certs, eventually, setup_with, show, Sidecar};
 use ledgertail::ledger::note::{VerifierKey, ED25519};
 use ledgertail::producer::{KeyFile, Writer};
 
@@ -33,12 +34,26 @@ impl Drop for GoWitness {
 /// Starts the Go witness on `addr` for the log `log_vkey`: the witness
 /// and the address it listens on, or `None` when it could not listen.
 fn try_witness(addr: &str, log_vkey: &str, refuse: bool) -> Option<(GoWitness, String)> {
+    try_witness_with(addr, log_vkey, refuse, None)
+}
+
+/// As `try_witness`, over TLS with `tls`'s server.crt and server.key.
+fn try_witness_with(
+    addr: &str,
+    log_vkey: &str,
+    refuse: bool,
+    tls: Option<&Path>,
+) -> Option<(GoWitness, String)> {
     let mut cmd = Command::new(go_checker().unwrap());
     cmd.args(["witness", addr, log_vkey, "witness.example/w1", SEED])
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
     if refuse {
         cmd.env("TLOGCHECK_REFUSE", "1");
+    }
+    if let Some(dir) = tls {
+        cmd.env("TLOGCHECK_TLS_CERT", dir.join("server.crt"))
+            .env("TLOGCHECK_TLS_KEY", dir.join("server.key"));
     }
     let mut child = cmd.spawn().unwrap();
     let mut out = BufReader::new(child.stdout.take().unwrap());
@@ -76,6 +91,22 @@ fn verify(s: &common::Setup) -> (Option<i32>, String) {
     (out.status.code(), show(&out))
 }
 
+/// A log key made by `ledgertail keygen` in `dir`, and its verifier key
+/// for `origin`.
+fn log_key(dir: &Path, origin: &str) -> (std::path::PathBuf, String) {
+    let key_path = dir.join("tlog.key");
+    let out = bin()
+        .arg("keygen")
+        .arg("--out")
+        .arg(&key_path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    let log_vkey =
+        VerifierKey::of(origin, ED25519, &KeyFile::load(&key_path).unwrap().key).to_string();
+    (key_path, log_vkey)
+}
+
 fn checkpoint_size(note: &str) -> Option<u64> {
     note.lines().nth(1)?.parse().ok()
 }
@@ -88,16 +119,7 @@ fn run_signs_serves_and_gets_cosignatures_and_reports_a_witness_down_refusing_or
     let origin = "example.com/ledgertail/app";
     // The log key first: the witness must know the log's verifier key.
     let dir = tempfile::tempdir().unwrap();
-    let key_path = dir.path().join("tlog.key");
-    let out = bin()
-        .arg("keygen")
-        .arg("--out")
-        .arg(&key_path)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", show(&out));
-    let log_vkey =
-        VerifierKey::of(origin, ED25519, &KeyFile::load(&key_path).unwrap().key).to_string();
+    let (key_path, log_vkey) = log_key(dir.path(), origin);
     let (w1, addr) = witness("127.0.0.1:0", &log_vkey, false);
     let s = setup_with(
         &format!(
@@ -244,4 +266,139 @@ fn run_signs_serves_and_gets_cosignatures_and_reports_a_witness_down_refusing_or
         out.contains("app: tree: the mirror records a tree of 90 leaves with root"),
         "{out}"
     );
+}
+
+#[test]
+fn an_https_witness_is_checked_against_its_ca_file() {
+    if go_checker().is_none() || !certs::have_openssl() {
+        return;
+    }
+    let origin = "example.com/ledgertail/app";
+    let dir = tempfile::tempdir().unwrap();
+    let (key_path, log_vkey) = log_key(dir.path(), origin);
+    let (ca_dir, other_dir) = (dir.path().join("ca"), dir.path().join("other"));
+    std::fs::create_dir_all(&ca_dir).unwrap();
+    std::fs::create_dir_all(&other_dir).unwrap();
+    let ca = certs::make_ca(&ca_dir, "witness");
+    let other_ca = certs::make_ca(&other_dir, "other");
+    let (w, addr) = try_witness_with("127.0.0.1:0", &log_vkey, false, Some(&ca_dir))
+        .expect("the Go witness starts over TLS");
+    let port = addr.rsplit(':').next().unwrap().to_owned();
+    let config = |url: &str, ca_file: &Path| {
+        format!(
+            "[tlog]\nkey = \"{}\"\ncheckpoint_interval_secs = 1\nwitness_timeout_secs = 2\n[[tlog.witness]]\nurl = \"{url}\"\nvkey = \"{}\"\nca_file = \"{}\"\n",
+            key_path.display(),
+            w.vkey,
+            ca_file.display()
+        )
+    };
+    let url = format!("https://localhost:{port}/");
+    let s = setup_with(
+        &config(&url, &other_ca),
+        &format!("origin = \"{origin}\"\n"),
+    );
+    let mut writer = Writer::new(&s.ledger);
+    append(&mut writer, 0, 20);
+    let series = "{ledger=\"app\",witness=\"witness.example/w1\"}";
+
+    // A certificate from another CA: refused, counted, said plainly;
+    // checkpoints are still signed and the rows mirrored.
+    let sidecar = Sidecar::start(&s.config);
+    sidecar.eventually("the foreign certificate is counted", || {
+        sidecar
+            .metric(&format!("ledgertail_tlog_witness_errors_total{series}"))
+            .unwrap_or(0.0)
+            >= 1.0
+    });
+    assert_eq!(
+        sidecar.metric("ledgertail_tlog_checkpoint_size{ledger=\"app\"}"),
+        Some(20.0)
+    );
+    assert!(sidecar.stop().success());
+    let status = bin()
+        .args(["status", "--config"])
+        .arg(&s.config)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&status.stdout).into_owned();
+    assert!(
+        text.contains("last refusal") && text.contains("TLS") && text.contains("certificate"),
+        "{text}"
+    );
+
+    // Its own CA: cosigned over TLS, by host name and by address.
+    for url in [url.clone(), format!("https://127.0.0.1:{port}")] {
+        std::fs::write(
+            &s.config,
+            std::fs::read_to_string(&s.config)
+                .unwrap()
+                .replace(&other_ca.display().to_string(), &ca.display().to_string())
+                .replace(&url_in(&s.config), &url),
+        )
+        .unwrap();
+        let size = common::mirrored_seqs(&s.db).len() + 5;
+        append(&mut writer, size - 5, 5);
+        let sidecar = Sidecar::start(&s.config);
+        sidecar.eventually("cosigned over TLS", || {
+            let (code, body) = sidecar.get("/tlog/app/checkpoint");
+            code == 200
+                && checkpoint_size(&body) == Some(size as u64)
+                && body.contains("\u{2014} witness.example/w1 ")
+        });
+        assert!(sidecar.stop().success());
+    }
+
+    // No ca_file: the system's trust store, here SSL_CERT_FILE naming the CA.
+    let ca_line = format!("ca_file = \"{}\"\n", ca.display());
+    let text = std::fs::read_to_string(&s.config).unwrap();
+    assert!(text.contains(&ca_line));
+    std::fs::write(&s.config, text.replace(&ca_line, "")).unwrap();
+    append(&mut writer, 30, 5);
+    let sidecar = Sidecar::start_with(&s.config, |c| {
+        c.env("SSL_CERT_FILE", &ca);
+    });
+    sidecar.eventually("cosigned with the system's trust store", || {
+        let (code, body) = sidecar.get("/tlog/app/checkpoint");
+        code == 200
+            && checkpoint_size(&body) == Some(35)
+            && body.contains("\u{2014} witness.example/w1 ")
+    });
+    assert!(sidecar.stop().success());
+    std::fs::write(
+        &s.config,
+        std::fs::read_to_string(&s.config).unwrap().replace(
+            "[[tlog.witness]]\n",
+            &format!("[[tlog.witness]]\n{ca_line}"),
+        ),
+    )
+    .unwrap();
+
+    // A CA file that holds no certificate stops `run` at start, with why.
+    let junk = dir.path().join("junk.pem");
+    std::fs::write(&junk, "not a certificate\n").unwrap();
+    std::fs::write(
+        &s.config,
+        std::fs::read_to_string(&s.config)
+            .unwrap()
+            .replace(&ca.display().to_string(), &junk.display().to_string()),
+    )
+    .unwrap();
+    let out = bin()
+        .args(["run", "--config"])
+        .arg(&s.config)
+        .output()
+        .unwrap();
+    let text = show(&out);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(
+        text.contains("junk.pem") && text.contains("holds no certificate") && text.contains("hint"),
+        "{text}"
+    );
+}
+
+/// The witness URL written in a config file.
+fn url_in(config: &Path) -> String {
+    let text = std::fs::read_to_string(config).unwrap();
+    let line = text.lines().find(|l| l.starts_with("url = ")).unwrap();
+    line["url = ".len()..].trim_matches('"').to_owned()
 }

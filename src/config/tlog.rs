@@ -30,6 +30,9 @@ pub struct TlogTable {
 pub struct WitnessTable {
     pub url: String,
     pub vkey: String,
+    /// For an https witness: the PEM CA its certificate must chain to
+    /// (absent: the system's trust store).
+    pub ca_file: Option<PathBuf>,
 }
 
 /// A witness: where its `add-checkpoint` is, and the key it cosigns with.
@@ -38,6 +41,8 @@ pub struct Witness {
     /// The submission prefix (`add-checkpoint` is appended).
     pub url: String,
     pub vkey: VerifierKey,
+    /// The CA of an https witness (None: the system's trust store).
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Witness {
@@ -96,9 +101,16 @@ impl TlogTable {
                 ));
             }
             let url = w.url.trim();
-            if !url.starts_with("http://") {
-                return Err(ConfigError::invalid("tlog.witness.url", url, "must be an http:// URL")
-                    .with_hint("this build speaks plain HTTP to witnesses (a cosignature is checked against the witness's key, so the channel needs no secrecy); reach an https witness through a TLS-terminating proxy"));
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(ConfigError::invalid(
+                    "tlog.witness.url",
+                    url,
+                    "must be an http:// or https:// URL",
+                ));
+            }
+            if w.ca_file.is_some() && !url.starts_with("https://") {
+                return Err(ConfigError::invalid("tlog.witness.ca_file", url, "is set for a witness that is not reached over https")
+                    .with_hint("ca_file names the CA of an https:// witness; remove it, or write the witness's URL with https://"));
             }
             if witnesses.iter().any(|o: &Witness| o.vkey.name == vkey.name) {
                 return Err(ConfigError::invalid(
@@ -110,6 +122,7 @@ impl TlogTable {
             witnesses.push(Witness {
                 url: url.trim_end_matches('/').to_owned(),
                 vkey,
+                ca_file: w.ca_file.as_ref().map(|f| absolute(config_dir, f)),
             });
         }
         Ok(TlogSettings {
@@ -196,14 +209,16 @@ mod tests {
         let key = ed25519_dalek::SigningKey::from_bytes(&[3; 32]);
         let cosigner = VerifierKey::of("w.example/1", COSIGNATURE_V1, &key).to_string();
         let plain = VerifierKey::of("w.example/1", crate::ledger::note::ED25519, &key).to_string();
-        let with = |url: &str, vkey: &str| TlogTable {
+        let with_ca = |url: &str, vkey: &str, ca: Option<&str>| TlogTable {
             key: Some("k".into()),
             witness: Some(vec![WitnessTable {
                 url: url.into(),
                 vkey: vkey.into(),
+                ca_file: ca.map(PathBuf::from),
             }]),
             ..TlogTable::default()
         };
+        let with = |url: &str, vkey: &str| with_ca(url, vkey, None);
         let ok = with("http://127.0.0.1:1/w/", &cosigner)
             .resolve(Path::new("/"), Path::new("/m.db"))
             .unwrap();
@@ -211,7 +226,15 @@ mod tests {
         assert!(with("http://x", &plain)
             .resolve(Path::new("/"), Path::new("/m.db"))
             .is_err());
-        assert!(with("https://x", &cosigner)
+        let tls = with_ca("https://w.example/", &cosigner, Some("ca.pem"))
+            .resolve(Path::new("/etc/lt"), Path::new("/m.db"))
+            .unwrap();
+        assert_eq!(tls.witnesses[0].url, "https://w.example");
+        assert_eq!(
+            tls.witnesses[0].ca_file.as_deref(),
+            Some(Path::new("/etc/lt/ca.pem"))
+        );
+        assert!(with_ca("http://x", &cosigner, Some("ca.pem"))
             .resolve(Path::new("/"), Path::new("/m.db"))
             .is_err());
         assert!(with("ftp://x", &cosigner)

@@ -16,7 +16,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 
@@ -182,7 +181,7 @@ impl Target {
     }
 
     fn tls_connector(&self) -> Result<tokio_postgres_rustls::MakeRustlsConnect, PgError> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = crate::tls::provider();
         let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .map_err(|e| PgError::tls_setup(format!("TLS set-up: {e}")))?;
@@ -223,19 +222,8 @@ fn webpki(
 }
 
 fn load_roots(path: &Path) -> Result<rustls::RootCertStore, PgError> {
-    let bad = |why: String| PgError::tls_setup(format!("CA file {}: {why}", path.display()));
-    let text = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(&text) {
-        let cert = cert.map_err(|e| bad(format!("not PEM certificates: {e}")))?;
-        roots
-            .add(cert)
-            .map_err(|e| bad(format!("a certificate was refused: {e}")))?;
-    }
-    if roots.is_empty() {
-        return Err(bad("holds no certificate".into()));
-    }
-    Ok(roots)
+    crate::tls::load_roots(path)
+        .map_err(|why| PgError::tls_setup(format!("CA file {}: {why}", path.display())))
 }
 
 /// `verify-ca`: the chain must lead to the CA; any host name is accepted.

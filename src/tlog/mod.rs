@@ -55,6 +55,12 @@ pub enum TlogError {
     },
     #[error("the signer's state {}: {reason}", path.display())]
     BadState { path: PathBuf, reason: String },
+    #[error("witness {witness} ({url}): {reason}")]
+    Witness {
+        witness: String,
+        url: String,
+        reason: String,
+    },
     #[error(transparent)]
     Mirror(#[from] MirrorError),
 }
@@ -69,6 +75,7 @@ impl TlogError {
             ),
             TlogError::Key { .. } => Some("`[tlog] key` names a key file made by `ledgertail keygen`".into()),
             TlogError::State { .. } | TlogError::BadState { .. } => Some("`[tlog] state_dir` must be a folder ledgertail can write; never edit its files".into()),
+            TlogError::Witness { .. } => Some("an https:// witness is checked against its ca_file (a PEM file) under [[tlog.witness]], or the system's trust store (SSL_CERT_FILE or /etc/ssl/certs) when it names none".into()),
             TlogError::Mirror(e) => e.hint(),
         }
     }

@@ -13,9 +13,9 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use super::witness::{add_checkpoint, Answer};
+use super::witness::{Answer, WitnessClient};
 use super::{latest_with_cosignatures, Signer, TlogError};
-use crate::config::{LedgerSettings, TlogSettings, Witness};
+use crate::config::{LedgerSettings, TlogSettings};
 use crate::ledger::tlog::{AddCheckpoint, SignedCheckpoint};
 use crate::mirror::{Access, Mirror, StoredCosignature};
 use crate::telemetry::{Telemetry, TlogMetrics, WitnessMetrics};
@@ -41,7 +41,7 @@ pub struct Publisher {
 struct Ledger {
     settings: LedgerSettings,
     metrics: TlogMetrics,
-    witnesses: Vec<(Witness, WitnessMetrics)>,
+    witnesses: Vec<(WitnessClient, WitnessMetrics)>,
     /// The size a witness said it holds (409), by witness name.
     witness_holds: HashMap<String, u64>,
     last_error: Option<String>,
@@ -132,7 +132,8 @@ impl Work {
     /// Offers the checkpoint to one witness, from the size it holds.
     fn submit(&mut self, i: usize, w: usize, signed: &SignedCheckpoint) {
         let name = self.ledgers[i].settings.name.clone();
-        let (witness, metrics) = self.ledgers[i].witnesses[w].clone();
+        let (client, metrics) = self.ledgers[i].witnesses[w].clone();
+        let witness = &client.witness;
         let key = witness.vkey.to_string();
         let size = signed.checkpoint.size;
         let cosigned = self.mirror.witness_size(&name, &key).ok().flatten();
@@ -176,7 +177,7 @@ impl Work {
             };
             let answer =
                 self.runtime
-                    .block_on(add_checkpoint(&witness, &body, &signed.note, self.timeout));
+                    .block_on(client.add_checkpoint(&body, &signed.note, self.timeout));
             match answer {
                 Ok(Answer::Cosigned { line, timestamp }) => {
                     let stored = StoredCosignature {
@@ -225,6 +226,14 @@ impl Publisher {
         served: Served,
     ) -> Result<Publisher, TlogError> {
         let signer = Signer::load(tlog)?;
+        let mut clients = Vec::new();
+        for w in &tlog.witnesses {
+            clients.push(WitnessClient::new(w).map_err(|reason| TlogError::Witness {
+                witness: w.name().to_owned(),
+                url: w.url.clone(),
+                reason,
+            })?);
+        }
         drop(Mirror::open(db, Access::ReadWrite)?);
         let db = db.to_path_buf();
         for l in ledgers {
@@ -235,10 +244,9 @@ impl Publisher {
             .map(|l| Ledger {
                 settings: l.clone(),
                 metrics: telemetry.tlog(&l.name),
-                witnesses: tlog
-                    .witnesses
+                witnesses: clients
                     .iter()
-                    .map(|w| (w.clone(), telemetry.witness(&l.name, w.name())))
+                    .map(|c| (c.clone(), telemetry.witness(&l.name, c.witness.name())))
                     .collect(),
                 witness_holds: HashMap::new(),
                 last_error: None,

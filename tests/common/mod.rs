@@ -3,6 +3,7 @@
 //! ledger folder with a config, and reads of the mirror.
 #![allow(dead_code)] // each test binary uses its own part of this
 
+pub mod certs;
 pub mod gocheck;
 pub mod pg;
 

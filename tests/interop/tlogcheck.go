@@ -14,7 +14,9 @@
 //	    note.Open on both checkpoints, tlog.CheckTree.
 //	tlogcheck witness ADDR LOG_VKEY NAME SEED_HEX
 //	    a tlog-witness speaking add-checkpoint on ADDR, cosigning with an
-//	    Ed25519 cosignature/v1 key (prints its verifier key on stdout).
+//	    Ed25519 cosignature/v1 key (prints its verifier key on stdout);
+//	    over TLS when TLOGCHECK_TLS_CERT and TLOGCHECK_TLS_KEY name PEM
+//	    files, refusing everything when TLOGCHECK_REFUSE is set.
 package main
 
 import (
@@ -280,6 +282,9 @@ func runWitness(addr, logKey, name, seedHex string) error {
 	out := bufio.NewWriter(os.Stdout)
 	fmt.Fprintf(out, "%s+%08x+%s\n%s\n", name, w.keyID, base64.StdEncoding.EncodeToString(append([]byte{0x04}, pub...)), ln.Addr())
 	out.Flush()
+	if cert := os.Getenv("TLOGCHECK_TLS_CERT"); cert != "" {
+		return http.ServeTLS(ln, w, cert, os.Getenv("TLOGCHECK_TLS_KEY"))
+	}
 	return http.Serve(ln, w)
 }
 
