@@ -6,8 +6,14 @@
 //! tile's 255 interior hashes once per 256 leaves), and any complete
 //! subtree is at most 127 hashes folded from one tile. Pure: the caller
 //! reads and writes the tiles.
+//!
+//! The edge also keeps, per level, the roots of the perfect subtrees its
+//! partial tile splits into (a binary counter of subtrees, as in a
+//! compact range): each interior hash is computed once, as its right
+//! child arrives, and the root of the whole tree is a fold of at most
+//! 8 per level, so a commit never refolds the partial tiles.
 
-use super::tree::{fold_perfect, HashReader};
+use super::tree::{empty_root, fold_perfect, node_hash, HashReader};
 use super::Hash;
 
 /// Tree levels per tile level.
@@ -57,6 +63,23 @@ pub fn partial_tiles(size: u64) -> Vec<(TileId, usize)> {
 pub struct Edge {
     size: u64,
     partial: Vec<Vec<Hash>>,
+    /// Per level, the perfect subtrees of its partial tile, largest (and
+    /// leftmost) first: (height within the tile, root).
+    peaks: Vec<Vec<(u32, Hash)>>,
+}
+
+/// Adds `hash` as the rightmost subtree of height 0 to `peaks`, merging
+/// subtrees of equal height: one node hash per completed pair.
+fn push_peak(peaks: &mut Vec<(u32, Hash)>, hash: Hash) {
+    let mut top = (0, hash);
+    while let Some(&(height, left)) = peaks.last() {
+        if height != top.0 {
+            break;
+        }
+        peaks.pop();
+        top = (height + 1, node_hash(&left, &top.1));
+    }
+    peaks.push(top);
 }
 
 impl Edge {
@@ -72,7 +95,10 @@ impl Edge {
                 tiles.len()
             ));
         }
-        let mut partial = Vec::new();
+        let mut edge = Edge {
+            size,
+            ..Edge::default()
+        };
         for ((id, width), tile) in wanted.into_iter().zip(tiles) {
             if tile.len() != width {
                 return Err(format!(
@@ -82,12 +108,18 @@ impl Edge {
                     tile.len()
                 ));
             }
-            while partial.len() < usize::from(id.level) {
-                partial.push(Vec::new());
+            while edge.partial.len() < usize::from(id.level) {
+                edge.partial.push(Vec::new());
+                edge.peaks.push(Vec::new());
             }
-            partial.push(tile);
+            let mut peaks = Vec::new();
+            for hash in &tile {
+                push_peak(&mut peaks, *hash);
+            }
+            edge.partial.push(tile);
+            edge.peaks.push(peaks);
         }
-        Ok(Edge { size, partial })
+        Ok(edge)
     }
 
     pub fn size(&self) -> u64 {
@@ -102,38 +134,35 @@ impl Edge {
             let l = usize::from(level);
             if self.partial.len() <= l {
                 self.partial.push(Vec::with_capacity(TILE_WIDTH));
+                self.peaks.push(Vec::new());
             }
             self.partial[l].push(carry);
+            push_peak(&mut self.peaks[l], carry);
             if self.partial[l].len() < TILE_WIDTH {
                 break;
             }
+            // A full tile is one perfect subtree: its root goes up a level.
             let tile = std::mem::take(&mut self.partial[l]);
-            carry = fold_perfect(&tile);
+            carry = self.peaks[l]
+                .pop()
+                .map_or_else(|| fold_perfect(&tile), |p| p.1);
+            self.peaks[l].clear();
             let index = entries_at(self.size, level + 1) - 1;
             full.push((TileId { level, index }, tile));
         }
     }
 
-    /// The root of the tree this edge ends: every complete subtree of the
-    /// root's decomposition lies in a partial tile.
+    /// The root of the tree this edge ends (RFC 6962): its perfect
+    /// subtrees, largest first, folded from the right.
     pub fn root(&self) -> Hash {
-        struct Partial<'e>(&'e Edge);
-        impl HashReader for Partial<'_> {
-            type Error = std::convert::Infallible;
-            fn subtree(&mut self, level: u8, index: u64) -> Result<Hash, Self::Error> {
-                let t = u32::from(level) / TILE_HEIGHT;
-                let within = u32::from(level) % TILE_HEIGHT;
-                let first = index << within;
-                let tile_start = entries_at(self.0.size, t as u8 + 1) * TILE_WIDTH as u64;
-                let offset = (first - tile_start) as usize;
-                let hashes = &self.0.partial[t as usize];
-                Ok(fold_perfect(&hashes[offset..offset + (1usize << within)]))
-            }
+        let mut subtrees = self.peaks.iter().rev().flatten().rev().map(|p| p.1);
+        let Some(mut root) = subtrees.next() else {
+            return empty_root();
+        };
+        for left in subtrees {
+            root = node_hash(&left, &root);
         }
-        match super::tree::root(&mut Partial(self), self.size) {
-            Ok(h) => h,
-            Err(never) => match never {},
-        }
+        root
     }
 
     /// The partial tiles as they stand, to be stored (a level whose tile
@@ -316,6 +345,46 @@ mod tests {
                 .len(),
             3000 % 256
         );
+    }
+
+    #[test]
+    fn the_edge_root_is_the_tree_root_at_every_size_grown_or_reloaded() {
+        let leaves: Vec<Hash> = (0u32..66_000)
+            .map(|i| leaf_hash(&i.to_be_bytes()))
+            .collect();
+        let want = |size: usize| {
+            let mut mem = MemoryTree {
+                leaves: leaves[..size].to_vec(),
+            };
+            tree::root(&mut mem, size as u64).unwrap()
+        };
+        let mut edge = Edge::default();
+        assert_eq!(edge.root(), tree::empty_root());
+        let mut store = Store::default();
+        let checked: Vec<usize> = (1..=1300)
+            .chain([65_535, 65_536, 65_537, 65_791, 65_792, 66_000])
+            .collect();
+        for (i, leaf) in leaves.iter().enumerate() {
+            let mut full = Vec::new();
+            edge.push(*leaf, &mut full);
+            store.0.extend(full);
+            let size = i + 1;
+            if !checked.contains(&size) {
+                continue;
+            }
+            let root = want(size);
+            assert_eq!(edge.root(), root, "grown to {size}");
+            for (id, t) in edge.partial() {
+                store.0.insert(id, t.to_vec());
+            }
+            let tiles = partial_tiles(size as u64)
+                .into_iter()
+                .map(|(id, _)| store.0[&id].clone())
+                .collect();
+            let reloaded = Edge::from_tiles(size as u64, tiles).unwrap();
+            assert_eq!(reloaded.root(), root, "reloaded at {size}");
+            assert_eq!(reloaded, edge, "the same edge at {size}");
+        }
     }
 
     #[test]

@@ -15,19 +15,66 @@ use super::Hash;
 
 /// RFC 6962 leaf hash: SHA-256(0x00 ‖ data).
 pub fn leaf_hash(data: &[u8]) -> Hash {
-    let mut h = Sha256::new();
-    h.update([0u8]);
-    h.update(data);
-    Hash(h.finalize().into())
+    match <&[u8; 32]>::try_from(data) {
+        Ok(hash) => leaf_hash_of_hash(hash),
+        Err(_) => {
+            let mut h = Sha256::new();
+            h.update([0u8]);
+            h.update(data);
+            Hash(h.finalize().into())
+        }
+    }
 }
 
-/// RFC 6962 interior node hash: SHA-256(0x01 ‖ left ‖ right).
+// The tree hashes 3 SHA-256 blocks per leaf (its leaf hash and, amortised,
+// one interior node), which made it a measurable part of catch-up. Their
+// inputs have fixed lengths, so they are padded here once and handed to
+// sha2's own compression function: a third less time per hash than
+// going through `Digest` (ledgertail-bench --only tlog), the same bytes
+// (the tests below check both ways against `Digest` and RFC 6962's vectors).
+
+/// SHA-256's initial state (FIPS 180-4 §5.3.3).
+const SHA256_IV: [u32; 8] = [
+    0x6a09_e667,
+    0xbb67_ae85,
+    0x3c6e_f372,
+    0xa54f_f53a,
+    0x510e_527f,
+    0x9b05_688c,
+    0x1f83_d9ab,
+    0x5be0_cd19,
+];
+
+fn finish(blocks: &[[u8; 64]]) -> Hash {
+    let mut state = SHA256_IV;
+    sha2::block_api::compress256(&mut state, blocks);
+    let mut out = [0u8; 32];
+    for (bytes, word) in out.chunks_exact_mut(4).zip(state) {
+        bytes.copy_from_slice(&word.to_be_bytes());
+    }
+    Hash(out)
+}
+
+/// SHA-256(0x00 ‖ hash): 33 bytes, one padded block.
+fn leaf_hash_of_hash(hash: &[u8; 32]) -> Hash {
+    let mut block = [0u8; 64];
+    block[1..33].copy_from_slice(hash);
+    block[33] = 0x80;
+    block[56..].copy_from_slice(&(33u64 * 8).to_be_bytes());
+    finish(&[block])
+}
+
+/// RFC 6962 interior node hash: SHA-256(0x01 ‖ left ‖ right), 65 bytes in
+/// two padded blocks.
 pub fn node_hash(left: &Hash, right: &Hash) -> Hash {
-    let mut h = Sha256::new();
-    h.update([1u8]);
-    h.update(left.0);
-    h.update(right.0);
-    Hash(h.finalize().into())
+    let mut blocks = [[0u8; 64]; 2];
+    blocks[0][0] = 1;
+    blocks[0][1..33].copy_from_slice(&left.0);
+    blocks[0][33..].copy_from_slice(&right.0[..31]);
+    blocks[1][0] = right.0[31];
+    blocks[1][1] = 0x80;
+    blocks[1][56..].copy_from_slice(&(65u64 * 8).to_be_bytes());
+    finish(&blocks)
 }
 
 /// The root of the empty tree: SHA-256 of nothing.
@@ -333,6 +380,41 @@ impl HashReader for MemoryTree {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_padded_hashes_are_sha256_of_the_same_bytes() {
+        use sha2::{Digest, Sha256};
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            let mut h = [0u8; 32];
+            for b in h.iter_mut() {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                *b = x as u8;
+            }
+            Hash(h)
+        };
+        for _ in 0..2000 {
+            let (l, r) = (next(), next());
+            let mut want = Sha256::new();
+            want.update([1u8]);
+            want.update(l.0);
+            want.update(r.0);
+            assert_eq!(node_hash(&l, &r).0, <[u8; 32]>::from(want.finalize()));
+            let mut want = Sha256::new();
+            want.update([0u8]);
+            want.update(l.0);
+            assert_eq!(leaf_hash(&l.0).0, <[u8; 32]>::from(want.finalize()));
+        }
+        for edge in [Hash([0; 32]), Hash([0xff; 32])] {
+            let want: [u8; 32] = Sha256::digest([&[1u8][..], &edge.0, &edge.0].concat()).into();
+            assert_eq!(node_hash(&edge, &edge).0, want);
+        }
+        // Other lengths go through Digest.
+        let want: [u8; 32] = Sha256::digest([0u8, 1, 2]).into();
+        assert_eq!(leaf_hash(&[1, 2]).0, want);
+    }
 
     /// The eight leaves of the RFC 6962 reference tree (the inputs of the
     /// transparency-dev/merkle test data).

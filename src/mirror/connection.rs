@@ -72,6 +72,7 @@ impl Mirror {
         Mirror {
             conn: self.conn.clone(),
             path: self.path.clone(),
+            edges: self.edges.clone(),
             version: self.version,
         }
     }

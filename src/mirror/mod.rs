@@ -267,6 +267,9 @@ pub struct Mirror {
     /// ([`Mirror::begin_group`]).
     conn: std::rc::Rc<Connection>,
     path: PathBuf,
+    /// Each ledger's tree edge as the last commit through this connection
+    /// left it (see `tree::EdgeCache`), shared like the connection.
+    edges: std::rc::Rc<tree::EdgeCache>,
     /// The schema version of the file (older ones are migrated when opened
     /// to write; a reader may find one that was not).
     version: i32,
@@ -363,6 +366,7 @@ impl Mirror {
         let mut mirror = Mirror {
             conn: std::rc::Rc::new(conn),
             path: path.to_path_buf(),
+            edges: Default::default(),
             version: SCHEMA_VERSION,
         };
         let identified = match mirror.identify() {

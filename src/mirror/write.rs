@@ -31,6 +31,7 @@ fn write_batch(
     batch: &Batch<'_>,
     state: &LedgerState,
     now: &str,
+    edges: &super::tree::EdgeCache,
 ) -> rusqlite::Result<bool> {
     let (events, quarantine) = (batch.events, batch.quarantine);
     {
@@ -173,7 +174,7 @@ fn write_batch(
         .execute(values)?
     };
     if changed == 1 {
-        super::tree::append(tx, ledger, state, events)?;
+        super::tree::append(tx, ledger, state, events, edges)?;
     }
     Ok(changed == 1)
 }
@@ -238,7 +239,7 @@ impl Mirror {
             ended: false,
         };
         let now = now_text();
-        let conflict = match write_batch(&self.conn, ledger, batch, state, &now) {
+        let conflict = match write_batch(&self.conn, ledger, batch, state, &now, &self.edges) {
             Ok(written) => !written,
             Err(e) if e.sqlite_error_code() == Some(ErrorCode::ConstraintViolation) => true,
             Err(e) => return Err(self.err(e)),
