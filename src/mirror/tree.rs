@@ -262,9 +262,6 @@ fn grow(
 
 /// The tree's part of a batch's commit: the batch's events become leaves.
 /// The checkpoints row must already be written (it is the batch's state).
-/// Never inlined, so that an instruction profile of catch-up (the bench's
-/// callgrind figure) can tell the tree's share from the rows'.
-#[inline(never)]
 pub(super) fn append(
     conn: &Connection,
     ledger: &str,
