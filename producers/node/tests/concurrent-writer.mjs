@@ -1,0 +1,7 @@
+// One writer of the concurrency tests: appends N events {writer, n}, one
+// call each, so that it interleaves with the other writers.
+import { Writer } from '../src/index.js';
+
+const [ledger, name, count] = process.argv.slice(2);
+const w = new Writer(ledger);
+for (let i = 0; i < Number(count); i++) w.append('concurrent', { writer: name, n: i });

@@ -1,0 +1,117 @@
+// The rules of `ledgertail append` (contract §4): bad payloads and a
+// ledger ending in an unfinished line are refused with the file unchanged
+// byte for byte; the head is found from the end of the live file (garbage
+// and over-long lines after it skipped) or of the newest rotated file;
+// key files interoperate with `ledgertail keygen` both ways.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { appendFileSync, chmodSync, readFileSync, renameSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+
+import { HeadCompressedError, KeyFile, KeyFileError, PayloadError, UnfinishedLineError, Writer, keygen, strictParse } from '../src/index.js';
+import { run, tempDir, trustingConfig } from './helpers.mjs';
+
+class Thing { constructor () { this.a = 1; } }
+const BAD = [NaN, Infinity, -Infinity, 10n, undefined, () => 1, Symbol('s'), new Date(0), new Map(), new Set([1]), new Thing(),
+  new Uint8Array(2), '\ud800 lone', { ['\udc00']: 1 }, { a: undefined }, [1, undefined], { [Symbol('k')]: 1 }];
+
+test('bad payloads are refused and nothing is written', () => {
+  const ledger = join(tempDir(), 'a.jsonl');
+  const w = new Writer(ledger);
+  w.appendBatch('t', [0, 1]);
+  const before = readFileSync(ledger);
+  for (const bad of BAD) {
+    assert.throws(() => w.append('t', bad), PayloadError, String(bad));
+    assert.throws(() => w.appendBatch('t', [1, bad, 2]), (e) => e instanceof PayloadError && e.index === 1);
+    assert.deepEqual(readFileSync(ledger), before);
+  }
+  for (const text of ['{"a":1,"a":2}', '{"a":{"b":1,"b":1}}', 'NaN', '[Infinity]', '1e400', '9007199254740993', '{']) {
+    assert.throws(() => strictParse(text), PayloadError, text);
+  }
+  assert.equal(strictParse('18446744073709552000'), 18446744073709552000);
+  let tooDeep = [];
+  for (let i = 0; i < 127; i++) tooDeep = [tooDeep]; // 128 levels
+  assert.throws(() => w.append('t', tooDeep), /deeper/);
+  assert.throws(() => new Writer(ledger, { maxLineBytes: 300 }).append('t', 'x'.repeat(300)), /line limit/);
+  for (const badType of ['', 'x'.repeat(257), 7]) assert.throws(() => w.append(badType, 1), PayloadError);
+  assert.throws(() => w.append('t', 1, { extensions: { seq: 9 } }), /contract defines/);
+  assert.throws(() => w.append('t', 1, { id: '' }), PayloadError);
+  assert.deepEqual(readFileSync(ledger), before);
+  assert.equal(w.append('t', 2).seq, 2, 'no seq used up');
+});
+
+test('an unfinished last line is refused with the file unchanged', () => {
+  const ledger = join(tempDir(), 'a.jsonl');
+  new Writer(ledger).append('t', 0);
+  appendFileSync(ledger, '{"half');
+  const before = readFileSync(ledger);
+  assert.throws(() => new Writer(ledger).append('t', 1), (e) => e instanceof UnfinishedLineError && e.unfinished === 6);
+  assert.deepEqual(readFileSync(ledger), before);
+});
+
+test('the head is found from the end, past garbage and long lines', () => {
+  const ledger = join(tempDir(), 'a.jsonl');
+  new Writer(ledger).appendBatch('t', [0, 1]);
+  appendFileSync(ledger, 'garbage\n{}\n\n{"x":"' + 'y'.repeat(200000) + '"}\n');
+  assert.equal(new Writer(ledger, { maxLineBytes: 100000 }).append('t', 2).seq, 2);
+  const forged = JSON.parse(readFileSync(ledger, 'utf8').split('\n')[0]);
+  forged.seq = 40;
+  appendFileSync(ledger, JSON.stringify(forged) + '\n');
+  assert.equal(new Writer(ledger).append('t', 3).seq, 3);
+  assert.match(run('verify', '--ledger', ledger).text, /4 events in the chain/);
+});
+
+test('the head comes from the newest rotated file', () => {
+  const dir = tempDir();
+  const ledger = join(dir, 'a.jsonl');
+  const w = new Writer(ledger);
+  w.appendBatch('t', [0, 1]);
+  renameSync(ledger, join(dir, 'a.jsonl.2'));
+  w.append('t', 2);
+  renameSync(ledger, join(dir, 'a.jsonl.1'));
+  writeFileSync(join(dir, 'a.jsonl.bak'), 'not an event\n');
+  symlinkSync(join(dir, 'a.jsonl.2'), join(dir, 'a.jsonl.link'));
+  assert.equal(new Writer(ledger).append('t', 3).seq, 3);
+});
+
+test('a compressed rotated file refuses a new chain', () => {
+  const dir = tempDir();
+  writeFileSync(join(dir, 'a.jsonl.1.gz'), '\x1f\x8b compressed');
+  assert.throws(() => new Writer(join(dir, 'a.jsonl')).append('t', 0), HeadCompressedError);
+  assert.equal(readFileSync(join(dir, 'a.jsonl')).length, 0);
+});
+
+test('key files interoperate with ledgertail keygen', () => {
+  const dir = tempDir();
+  const made = run('keygen', '--out', join(dir, 'rust.key'), '--key-id', 'rust');
+  assert.equal(made.code, 0, made.text);
+  const rustKey = KeyFile.load(join(dir, 'rust.key'));
+  assert.ok(made.stdout.includes(rustKey.trustLine()), made.stdout);
+  const ledger = join(dir, 'app.jsonl');
+  new Writer(ledger, { key: rustKey }).appendBatch('t', [{ by: 'node' }, { by: 'node' }, { by: 'node' }]);
+  const nodeKey = keygen(join(dir, 'node.key'));
+  assert.equal(nodeKey.keyId, 'node');
+  assert.equal(statSync(join(dir, 'node.key')).mode & 0o777, 0o600);
+  assert.throws(() => keygen(join(dir, 'node.key')), /never overwritten/);
+  const appended = run('append', '--ledger', ledger, '--key', join(dir, 'node.key'), { input: '{"by":"ledgertail"}\n' });
+  assert.equal(appended.code, 0, appended.text);
+  const config = trustingConfig(dir, ledger, { rust: rustKey.publicBase64(), node: nodeKey.publicBase64() }, join(dir, 'm.db'));
+  const verified = run('verify', '--config', config);
+  assert.equal(verified.code, 0, verified.text);
+  assert.match(verified.text, /4 events/);
+  writeFileSync(join(dir, 'bad.key'), '{"key_id":"x","seed":"AAAA"}');
+  assert.throws(() => KeyFile.load(join(dir, 'bad.key')), /32 bytes/);
+  writeFileSync(join(dir, 'extra.key'), `{"key_id":"x","seed":"${'A'.repeat(43)}=","more":1}`);
+  assert.throws(() => KeyFile.load(join(dir, 'extra.key')), /exactly/);
+  assert.ok(!JSON.stringify(rustKey).includes('seed'));
+  chmodSync(join(dir, 'rust.key'), 0o644);
+  const warned = [];
+  const onWarning = (w) => warned.push(w.message);
+  process.on('warning', onWarning);
+  KeyFile.load(join(dir, 'rust.key'));
+  return new Promise((resolve) => setImmediate(() => {
+    process.off('warning', onWarning);
+    assert.ok(warned.some((m) => m.includes('chmod 600')), String(warned));
+    resolve();
+  }));
+});
