@@ -6,6 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { appendFileSync, chmodSync, readFileSync, renameSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 
 import { HeadCompressedError, KeyFile, KeyFileError, PayloadError, UnfinishedLineError, Writer, keygen, strictParse } from '../src/index.js';
@@ -114,4 +115,28 @@ test('key files interoperate with ledgertail keygen', () => {
     assert.ok(warned.some((m) => m.includes('chmod 600')), String(warned));
     resolve();
   }));
+});
+
+test('a write that fails midway leaves only whole lines', () => {
+  const ledger = join(tempDir(), 'a.jsonl');
+  new Writer(ledger).append('t', 0);
+  const size = statSync(ledger).size;
+  const script = `
+    process.on('SIGXFSZ', () => {}); // a write past the limit then fails with EFBIG
+    const { Writer, WriteError } = await import(${JSON.stringify(new URL('../src/index.js', import.meta.url).href)});
+    try {
+      new Writer(process.argv[1]).appendBatch('t', Array.from({ length: 20 }, (_, n) => ({ n, pad: 'x'.repeat(80) })));
+    } catch (e) {
+      if (!(e instanceof WriteError)) throw e;
+      console.log(e.appended.length, e.message);
+      process.exit(3);
+    }`;
+  const out = spawnSync('prlimit', [`--fsize=${size + 1000}`, process.execPath, '--input-type=module', '-e', script, ledger]);
+  assert.equal(out.status, 3, out.stderr.toString());
+  const reached = Number(out.stdout.toString().split(' ')[0]);
+  assert.ok(reached > 0 && reached < 20 && out.stdout.toString().includes('partial bytes were removed'), out.stdout.toString());
+  const data = readFileSync(ledger);
+  assert.equal(data.at(-1), 0x0a);
+  assert.equal(data.toString().split('\n').filter(Boolean).length, 1 + reached);
+  assert.equal(new Writer(ledger).append('t', 1).seq, 1 + reached);
 });

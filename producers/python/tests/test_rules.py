@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+from pathlib import Path
 
 import pytest
 from conftest import run, trusting_config, verify_ok
@@ -170,3 +171,39 @@ def test_key_files_interoperate_with_ledgertail_keygen(tmp_path, ledgertail):
     os.chmod(tmp_path / "rust.key", 0o644)
     with pytest.warns(UserWarning, match="chmod 600"):
         KeyFile.load(tmp_path / "rust.key")
+
+
+FULL_DISK_WRITER = """
+import resource, signal, sys
+from ledgertail_producer import Writer, WriteError
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
+ledger, limit = sys.argv[1], int(sys.argv[2])
+resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
+try:
+    Writer(ledger).append_batch("t", [{"n": i, "pad": "x" * 80} for i in range(20)])
+except WriteError as e:
+    print(len(e.appended), e)
+    sys.exit(3)
+"""
+
+
+def test_a_write_that_fails_midway_leaves_only_whole_lines(tmp_path):
+    import subprocess
+    import sys
+
+    ledger = tmp_path / "a.jsonl"
+    Writer(ledger).append("t", 0)
+    size = ledger.stat().st_size
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1] / "src"))
+    out = subprocess.run(
+        [sys.executable, "-c", FULL_DISK_WRITER, str(ledger), str(size + 1000)],
+        capture_output=True, env=env, timeout=60,
+    )
+    assert out.returncode == 3, out.stderr.decode()
+    reached = int(out.stdout.split()[0])
+    assert 0 < reached < 20 and b"partial bytes were removed" in out.stdout
+    data = ledger.read_bytes()
+    assert data.endswith(b"\n") and len(data) <= size + 1000
+    lines = [l for l in data.split(b"\n") if l]
+    assert len(lines) == 1 + reached, "exactly the events reported reached the file"
+    assert Writer(ledger).append("t", 1).seq == 1 + reached
