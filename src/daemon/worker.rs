@@ -319,11 +319,19 @@ impl Follower {
         let shipper = &mut open.shipper;
         if shipper.state().halt.is_none() || open.starting {
             let (metrics, board) = (&self.metrics, &self.context.board);
-            // After every batch, so that a long catch-up shows its lag.
+            // After every batch, so that a long catch-up shows its lag;
+            // a halt goes to the board with the gauge, so that /readyz
+            // never says ready while ledgertail_halted says 1.
             let mut observe = |b: &crate::shipper::BatchStats<'_>| {
                 metrics.record_batch(b);
                 let lag = metrics.lag_events();
-                board.update(name, |s| s.lag_events = lag);
+                board.update(name, |s| {
+                    s.lag_events = lag;
+                    if let Some(h) = b.halt {
+                        s.halted = Some(h.to_string());
+                        s.halt_verdict = Some(h.verdict.as_str().to_owned());
+                    }
+                });
             };
             let began = Instant::now();
             let schedule = &self.context.schedule;
