@@ -167,8 +167,8 @@ impl ConnTiles<'_> {
     }
 }
 
-/// The stored tree size of a ledger (0 before its first commit).
-/// The tree's size and root as the ledger's checkpoints row records them.
+/// The tree's size and root as the ledger's checkpoints row records them
+/// (size 0 before its first commit).
 fn stored_head(conn: &Connection, ledger: &str) -> rusqlite::Result<(u64, Option<String>)> {
     let head: Option<(i64, Option<String>)> = conn
         .prepare_cached("SELECT tree_size, tree_root FROM checkpoints WHERE ledger = ?1")?

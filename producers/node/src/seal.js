@@ -41,7 +41,7 @@ function check (value, where) {
     const [v, at, depth] = stack.pop();
     switch (typeof v) {
       case 'string':
-        if (!v.isWellFormed?.() && hasLoneSurrogate(v)) throw new PayloadError(`${at} holds a lone surrogate: not UTF-8`);
+        if (hasLoneSurrogate(v)) throw new PayloadError(`${at} holds a lone surrogate: not UTF-8`);
         continue;
       case 'boolean':
         continue;

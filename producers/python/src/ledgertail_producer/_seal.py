@@ -284,18 +284,23 @@ def _no_repeats(pairs: List[Tuple[str, Any]]) -> Dict[str, Any]:
     return out
 
 
+def _loads(text: str, parse_int: Any) -> Any:
+    """json.loads with the contract's refusals (``_NotEvent``)."""
+    return json.loads(
+        text,
+        object_pairs_hook=_no_repeats,
+        parse_int=parse_int,
+        parse_float=_parse_float,
+        parse_constant=_reject_constant,
+    )
+
+
 def strict_loads(text: str) -> Any:
     """JSON as the contract reads it: repeated member names, NaN, Infinity,
     numbers that overflow and integers beyond 2^53−1 not spelled as their
     double are refused (:class:`PayloadError`)."""
     try:
-        return json.loads(
-            text,
-            object_pairs_hook=_no_repeats,
-            parse_int=_parse_plain_int,
-            parse_float=_parse_float,
-            parse_constant=_reject_constant,
-        )
+        return _loads(text, _parse_plain_int)
     except _NotEvent:
         raise PayloadError(
             "not acceptable JSON: a repeated member name, NaN or Infinity, a number out of range, or an integer beyond ±(2^53−1) (write those as strings)"
@@ -352,13 +357,7 @@ def judge_line(line: bytes) -> Optional[Head]:
     if text.startswith("\ufeff") or not text.strip(" \t\r\n"):
         return None
     try:
-        event = json.loads(
-            text,
-            object_pairs_hook=_no_repeats,
-            parse_int=_parse_int,
-            parse_float=_parse_float,
-            parse_constant=_reject_constant,
-        )
+        event = _loads(text, _parse_int)
     except (_NotEvent, ValueError, RecursionError):
         return None
     if not isinstance(event, dict) or not _depth_ok(event):
