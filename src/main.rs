@@ -8,6 +8,7 @@ use ledgertail::cli::{Cli, Command};
 use ledgertail::commands::{self, hint_for, render_error, EXIT_FAILED};
 
 fn main() -> ExitCode {
+    commands::raise_open_files_limit();
     let cli = Cli::parse();
     let log_control = match ledgertail::logging::init(&cli) {
         Ok(control) => control,

@@ -235,21 +235,3 @@ fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
     );
     r
 }
-
-/// Raises the soft limit on open files to the hard limit (as Go's runtime
-/// does): the server may hold [`MAX_CONNECTIONS`] clients beside the
-/// ledger files, and 1024, a common default soft limit, is not enough.
-pub fn raise_open_files_limit() {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
-        {
-            limit.rlim_cur = limit.rlim_max;
-            let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-        }
-    }
-}

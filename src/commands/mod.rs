@@ -145,3 +145,24 @@ pub fn hint_for(err: &anyhow::Error) -> Option<String> {
     }
     None
 }
+
+/// Raises the soft limit on open files to the hard limit, for every
+/// command (as Go's runtime does): `run` may hold many clients beside the
+/// ledger files, and a ledger with many rotated files, or many ledgers,
+/// needs more than 1,024, a common default soft limit, at times. The hard
+/// limit stays the operator's bound; nothing is said when it cannot be
+/// raised.
+pub fn raise_open_files_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}

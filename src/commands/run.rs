@@ -56,7 +56,6 @@ pub fn run(args: RunArgs, log: Option<LogControl>) -> anyhow::Result<ExitCode> {
     let addr = listener.local_addr()?;
 
     super::survive_file_size_limit()?;
-    crate::serve::raise_open_files_limit();
     settings.warn_about();
     let (control_tx, control_rx) = mpsc::channel();
     let mut signals =

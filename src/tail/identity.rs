@@ -350,6 +350,12 @@ fn open_live(live: &Path, follow_symlink: bool) -> io::Result<Option<(File, Meta
     }
 }
 
+/// Rotated files discovery holds open while it runs (to tell a file
+/// renamed during a listing from one deleted): a bound, so that any
+/// number of rotated files is discovered within the usual limit of 1,024
+/// descriptors; files beyond it are judged by the folder's listing.
+const HELD_HANDLES_MAX: usize = 256;
+
 /// How many times discovery lists the folder before it settles for what it
 /// has (see [`discover`]); between attempts it waits 1 ms, doubling up to
 /// 64 ms, for a rotation in progress to end (about half a second in all).
@@ -400,12 +406,12 @@ pub fn discover(live: &Path, auth: Authenticity<'_>) -> io::Result<Vec<LedgerFil
         for f in found.iter().filter(|f| !f.is_live) {
             union.insert(f.id.ino, f.clone());
         }
-        // A file deleted since an attempt found it is not missed.
-        union.retain(|ino, _| {
-            handles
-                .get(ino)
-                .and_then(|h| h.metadata().ok())
-                .is_some_and(|m| m.nlink() > 0)
+        // A file deleted since an attempt found it is not missed: a held
+        // handle shows its links; a file not held (beyond the budget) is
+        // taken as deleted when this listing does not show it.
+        union.retain(|ino, _| match handles.get(ino) {
+            Some(h) => h.metadata().is_ok_and(|m| m.nlink() > 0),
+            None => now.binary_search(ino).is_ok(),
         });
         // Two listings agreeing is not enough while files are renamed in
         // a steady rhythm (both may miss the same one): every file an
@@ -541,8 +547,10 @@ fn discover_once(
                     &format!("read as a rotated file of the ledger, though its name ends in `{ending}` like an archive or a copy; move it out of the folder if it is not a rotation"),
                 );
             }
-            if let std::collections::hash_map::Entry::Vacant(slot) = handles.entry(meta.ino()) {
-                slot.insert(file.try_clone()?);
+            if handles.len() < HELD_HANDLES_MAX {
+                if let std::collections::hash_map::Entry::Vacant(slot) = handles.entry(meta.ino()) {
+                    slot.insert(file.try_clone()?);
+                }
             }
             rotated.push(ledger_file(&path, file, &meta, false, auth, known)?);
         }
