@@ -398,7 +398,7 @@ fn a_mirror_of_schema_1_is_migrated_in_place() {
     let version: i64 = c
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 3);
+    assert_eq!(version, i64::from(ledgertail::mirror::SCHEMA_VERSION));
     let path: String = c
         .query_row("SELECT path FROM files WHERE file_id = '1:2'", [], |r| {
             r.get(0)

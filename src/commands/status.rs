@@ -17,7 +17,7 @@ use super::{exit, EXIT_OK};
 use crate::cli::StatusArgs;
 use crate::config::{LedgerSettings, Overrides, Settings, DEFAULT_MAX_LINE_BYTES};
 use crate::ledger::{KeyRing, SignaturePolicy};
-use crate::mirror::{Access, LedgerState, Mirror};
+use crate::mirror::{Access, HaltRecord, LedgerState, Mirror};
 use crate::parity::HeadView;
 use crate::tail::{
     backward, bytes_after, discover, open_regular, resume_order, Authenticity, Opening,
@@ -47,6 +47,9 @@ struct LedgerStatus {
     last_commit: Option<String>,
     halted: bool,
     halt: Option<HaltView>,
+    /// The newest halt of the ledger's history, in force or lifted (a
+    /// lifted one says when and how): a halt never vanishes unseen.
+    last_halt: Option<PastHaltView>,
     quarantine: std::collections::BTreeMap<String, u64>,
     /// (v1.2) With `[postgres]` in --config: the fleet store's view.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -89,6 +92,36 @@ struct HaltView {
     seq: Option<u64>,
     /// When the halt was first recorded.
     since: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct PastHaltView {
+    verdict: String,
+    detail: String,
+    file: Option<String>,
+    offset: Option<u64>,
+    seq: Option<u64>,
+    halted_at: String,
+    /// When it was lifted (null: it stands).
+    lifted_at: Option<String>,
+    /// How it was lifted.
+    lifted_how: Option<String>,
+}
+
+impl From<HaltRecord> for PastHaltView {
+    fn from(r: HaltRecord) -> PastHaltView {
+        let (lifted_at, lifted_how) = r.lifted.unzip();
+        PastHaltView {
+            verdict: r.halt.verdict.as_str().to_owned(),
+            detail: r.halt.detail,
+            file: r.halt.file,
+            offset: r.halt.offset,
+            seq: r.halt.seq,
+            halted_at: r.halted_at,
+            lifted_at,
+            lifted_how,
+        }
+    }
 }
 
 pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
@@ -150,6 +183,11 @@ fn mirrored_status(
     ledger: Option<&LedgerSettings>,
 ) -> anyhow::Result<LedgerStatus> {
     let times = mirror.checkpoint_times(name)?;
+    let last_halt = mirror
+        .halt_history(name, 1)?
+        .into_iter()
+        .next()
+        .map(PastHaltView::from);
     let quarantine = mirror.quarantine_counts(name)?.into_iter().collect();
     let events = match (state.anchor, state.head) {
         (Some(a), Some(h)) => h.seq.saturating_sub(a.seq) + 1,
@@ -188,6 +226,7 @@ fn mirrored_status(
             seq: h.seq,
             since: times.and_then(|(_, since)| since),
         }),
+        last_halt,
         quarantine,
     })
 }
@@ -268,6 +307,7 @@ fn unmirrored_status(l: &LedgerSettings) -> LedgerStatus {
         tlog: None,
         halted: false,
         halt: None,
+        last_halt: None,
         quarantine: Default::default(),
     }
 }
@@ -327,7 +367,11 @@ fn lag_bytes(state: &LedgerState, ledger: Option<&LedgerSettings>) -> Option<u64
         Some(pos) => resume_order(files, pos.file, state.head.map(|h| h.seq)),
         None => files,
     };
-    Some(bytes_after(&files, state.position.as_ref()))
+    Some(bytes_after(
+        &files,
+        state.position.as_ref(),
+        state.head.map(|h| h.seq),
+    ))
 }
 
 fn print_text(s: &LedgerStatus) {
@@ -380,6 +424,19 @@ fn print_text(s: &LedgerStatus) {
             h.detail
         ),
         None => println!("  halted     no"),
+    }
+    if let Some(h) = s.last_halt.as_ref().filter(|h| h.lifted_at.is_some()) {
+        println!(
+            "  last halt  {} at {}:{}{} from {} to {}: {} (lifted: {})",
+            h.verdict,
+            h.file.as_deref().unwrap_or("?"),
+            h.offset.unwrap_or(0),
+            h.seq.map(|q| format!(" (seq {q})")).unwrap_or_default(),
+            h.halted_at,
+            h.lifted_at.as_deref().unwrap_or("?"),
+            h.detail,
+            h.lifted_how.as_deref().unwrap_or("?")
+        );
     }
     if let Some(t) = &s.tlog {
         super::status_tlog::print(t);

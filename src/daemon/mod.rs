@@ -76,9 +76,36 @@ impl Reloadable {
 struct Shared {
     stop: AtomicBool,
     reloadable: RwLock<Arc<Reloadable>>,
+    /// Mirrored lines the parity check found changed, by ledger: the
+    /// ledger's follower halts on them (the parity thread only reads).
+    rewrites: std::sync::Mutex<HashMap<String, crate::parity::Rewrite>>,
 }
 
 impl Shared {
+    fn new(reloadable: Reloadable) -> Shared {
+        Shared {
+            stop: AtomicBool::new(false),
+            reloadable: RwLock::new(Arc::new(reloadable)),
+            rewrites: Default::default(),
+        }
+    }
+
+    /// The parity check found a mirrored line changed: the ledger halts.
+    fn report_rewrite(&self, ledger: &str, rewrite: crate::parity::Rewrite) {
+        self.rewrites
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(ledger.to_owned())
+            .or_insert(rewrite);
+    }
+
+    fn take_rewrite(&self, ledger: &str) -> Option<crate::parity::Rewrite> {
+        self.rewrites
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(ledger)
+    }
+
     fn current(&self) -> Arc<Reloadable> {
         self.reloadable
             .read()
@@ -134,10 +161,7 @@ impl Daemon {
             generation: 0,
             ledgers: by_name(&settings.ledgers),
         };
-        let shared = Arc::new(Shared {
-            stop: AtomicBool::new(false),
-            reloadable: RwLock::new(Arc::new(reloadable)),
-        });
+        let shared = Arc::new(Shared::new(reloadable));
         let schedule = Arc::new(Schedule::new(settings.ledgers.len()));
         let watch = Arc::new(watch::Watch::start(schedule.clone()));
         let context = Arc::new(Context {
@@ -200,6 +224,7 @@ impl Daemon {
             interval: settings.parity_interval,
             shared: shared.clone(),
             metrics: all_metrics,
+            schedule: schedule.clone(),
         };
         let parity_handle = std::thread::Builder::new()
             .name("parity".into())

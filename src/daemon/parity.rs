@@ -102,6 +102,8 @@ pub(super) struct ParityChecker {
     pub(super) interval: Duration,
     pub(super) shared: Arc<Shared>,
     pub(super) metrics: Vec<(String, LedgerMetrics)>,
+    /// To wake a ledger whose mirrored lines changed (it halts).
+    pub(super) schedule: Arc<super::schedule::Schedule>,
 }
 
 impl ParityChecker {
@@ -120,7 +122,9 @@ impl ParityChecker {
             // One listing per folder and one connection per round.
             let mut listings = Listings::default();
             let mut mirror = None;
-            for (ledger, (_, metrics)) in self.ledgers.iter().zip(&self.metrics) {
+            for (index, (ledger, (_, metrics))) in
+                self.ledgers.iter().zip(&self.metrics).enumerate()
+            {
                 if self.shared.stopping() {
                     return;
                 }
@@ -132,7 +136,7 @@ impl ParityChecker {
                     metrics.record_parity_unchanged();
                     continue;
                 }
-                if self.check(ledger, metrics, &mut mirror, &mut built_on) {
+                if self.check(index, ledger, metrics, &mut mirror, &mut built_on) {
                     last_checked.insert(ledger.name.clone(), stamps);
                 }
             }
@@ -144,6 +148,7 @@ impl ParityChecker {
     /// [`crate::parity::recheck_since`]); `true` when it finished.
     fn check(
         &self,
+        index: usize,
         ledger: &LedgerSettings,
         metrics: &LedgerMetrics,
         mirror: &mut Option<Mirror>,
@@ -191,9 +196,14 @@ impl ParityChecker {
                 if p.holds() {
                     tracing::debug!(ledger = %ledger.name, archived = p.archived, took = ?started.elapsed(), read_bytes = bytes, "parity holds");
                 } else {
+                    if let Some(rewrite) = p.rewrite.clone() {
+                        // Bytes already mirrored changed: `rewritten`.
+                        self.shared.report_rewrite(&ledger.name, rewrite);
+                        self.schedule.wake(index, super::Wake::Files);
+                    }
                     let examples: Vec<String> = p
-                        .examples
-                        .iter()
+                        .examples_by_weight()
+                        .into_iter()
                         .take(3)
                         .map(|e| format!("{} seq {}: {}", e.kind, e.seq, e.detail))
                         .collect();

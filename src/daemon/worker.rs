@@ -317,6 +317,13 @@ impl Follower {
             open.shipper.reconfigure(now.keys, now.signatures)?;
         }
         let shipper = &mut open.shipper;
+        if let Some(rewrite) = self.context.shared.take_rewrite(name) {
+            // The parity check found a mirrored line changed (a halt in
+            // force already says why the ledger stopped).
+            if shipper.state().halt.is_none() {
+                shipper.halt_on(&rewrite, &mut crate::shipper::Report::default())?;
+            }
+        }
         if shipper.state().halt.is_none() || open.starting {
             let (metrics, board) = (&self.metrics, &self.context.board);
             // After every batch, so that a long catch-up shows its lag;

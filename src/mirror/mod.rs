@@ -47,7 +47,7 @@ pub use file::{lock_writer, WriterLock, NEW_FILE_MODE};
 pub const APPLICATION_ID: i32 = 0x4c54_4c31;
 /// The schema this build writes. Older schemas are migrated on open;
 /// newer ones are refused.
-pub const SCHEMA_VERSION: i32 = 3;
+pub const SCHEMA_VERSION: i32 = 4;
 
 const SCHEMA: &str = include_str!("schema.sql");
 
@@ -250,6 +250,18 @@ pub struct Batch<'a> {
     /// The files the batch's rows came from, with their paths, for the
     /// `files` table.
     pub files: &'a [(FileId, String)],
+    /// The halt in force is lifted by this commit: how (for the `halts`
+    /// history).
+    pub lifted: Option<&'a str>,
+}
+
+/// One halt of a ledger's history (the `halts` table).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HaltRecord {
+    pub halt: Halt,
+    pub halted_at: String,
+    /// When and how it was lifted; `None` while it stands.
+    pub lifted: Option<(String, String)>,
 }
 
 /// Read-only or read-write access.
@@ -518,6 +530,15 @@ impl Mirror {
             // 2 -> 3: the verifiable log (contract §7): the tree's tiles,
             // signed checkpoints, cosignatures; the trees are built after.
             "",
+            // 3 -> 4: the history of halts, from the halts in force.
+            "CREATE TABLE halts (hid INTEGER PRIMARY KEY, ledger TEXT NOT NULL, verdict TEXT NOT NULL,
+                detail TEXT NOT NULL, file TEXT, file_offset INTEGER, seq INTEGER,
+                halted_at TEXT NOT NULL, lifted_at TEXT, lifted_how TEXT);
+             CREATE INDEX halts_by_ledger ON halts (ledger, hid);
+             INSERT INTO halts (ledger, verdict, detail, file, file_offset, seq, halted_at)
+                 SELECT ledger, coalesce(halt_verdict, 'rewritten'), coalesce(halt_detail, ''), halt_file,
+                        halt_offset, halt_seq, coalesce(halted_at, updated_at)
+                 FROM checkpoints WHERE halted = 1;",
         ];
         let tx = self.schema_transaction()?;
         let result = (|| {

@@ -4,8 +4,8 @@
 
 use rusqlite::{params, OptionalExtension};
 
-use super::{opt_hash, seq_i64, Mirror, Result, StoredEvent};
-use crate::ledger::Hash;
+use super::{opt_hash, seq_i64, Halt, HaltRecord, Mirror, Result, StoredEvent};
+use crate::ledger::{Hash, Verdict};
 use crate::tail::FileId;
 
 impl Mirror {
@@ -83,6 +83,41 @@ impl Mirror {
             .map_err(|e| self.err(e))
     }
 
+    /// A ledger's halts, newest first, at most `limit` (none in a mirror
+    /// older than the history).
+    pub fn halt_history(&self, ledger: &str, limit: usize) -> Result<Vec<HaltRecord>> {
+        if self.version < 4 {
+            return Ok(Vec::new());
+        }
+        let run = || -> rusqlite::Result<Vec<HaltRecord>> {
+            let mut stmt = self.conn.prepare(
+                "SELECT verdict, detail, file, file_offset, seq, halted_at, lifted_at, lifted_how
+                 FROM halts WHERE ledger = ?1 ORDER BY hid DESC LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(
+                params![ledger, i64::try_from(limit).unwrap_or(i64::MAX)],
+                |r| {
+                    let verdict: String = r.get(0)?;
+                    let lifted_at: Option<String> = r.get(6)?;
+                    let lifted_how: Option<String> = r.get(7)?;
+                    Ok(HaltRecord {
+                        halt: Halt {
+                            verdict: Verdict::parse(&verdict).unwrap_or(Verdict::Rewritten),
+                            detail: r.get(1)?,
+                            file: r.get(2)?,
+                            offset: r.get::<_, Option<i64>>(3)?.map(|o| o as u64),
+                            seq: r.get::<_, Option<i64>>(4)?.map(|s| s as u64),
+                        },
+                        halted_at: r.get(5)?,
+                        lifted: lifted_at.map(|at| (at, lifted_how.unwrap_or_default())),
+                    })
+                },
+            )?;
+            rows.collect()
+        };
+        run().map_err(|e| self.err(e))
+    }
+
     /// The path a file was last read under, from the `files` table.
     pub fn file_path(&self, file_id: &str) -> Result<Option<String>> {
         if self.version < 2 {
@@ -129,6 +164,32 @@ impl Mirror {
                 params![
                     ledger,
                     seq_i64(from),
+                    i64::try_from(limit).unwrap_or(i64::MAX)
+                ],
+                stored_event,
+            )?;
+            rows.collect()
+        };
+        run().map_err(|e| self.err(e))
+    }
+
+    /// Mirrored events of a ledger with `seq` at most `to`, at most
+    /// `limit`, newest first, in one short read transaction.
+    pub fn events_down_from(
+        &self,
+        ledger: &str,
+        to: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>> {
+        let run = || -> rusqlite::Result<Vec<StoredEvent>> {
+            let mut stmt = self.conn.prepare_cached(
+                "SELECT seq, id, ts, type, payload, extra, prev_hash, hash, key_id, sig, file_id, file_offset
+                 FROM events WHERE ledger = ?1 AND seq <= ?2 ORDER BY seq DESC LIMIT ?3",
+            )?;
+            let rows = stmt.query_map(
+                params![
+                    ledger,
+                    seq_i64(to),
                     i64::try_from(limit).unwrap_or(i64::MAX)
                 ],
                 stored_event,

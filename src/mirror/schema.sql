@@ -1,4 +1,5 @@
--- ledgertail mirror, schema version 3 (contract ledger-v1 §3, §7).
+-- ledgertail mirror, schema version 4 (the ledger format's mirror, and the
+-- verifiable log).
 -- Created once by Mirror::open; later versions add migrations in mirror/mod.rs.
 -- The verifiable log's tables (tlog_tiles, tlog_checkpoints,
 -- tlog_cosignatures) are in mirror/tree.rs.
@@ -80,6 +81,25 @@ CREATE TABLE quarantine (
 );
 
 CREATE INDEX quarantine_by_verdict ON quarantine (ledger, verdict);
+
+-- Every halt a ledger ever had, kept when it is lifted: what halted it,
+-- where, when, and when and how it was lifted (a restart that found the
+-- cause gone, re-judging after a reload, a copy-and-truncate rotation
+-- recognised). The halt in force is also in `checkpoints`.
+CREATE TABLE halts (
+    hid         INTEGER PRIMARY KEY,
+    ledger      TEXT    NOT NULL,
+    verdict     TEXT    NOT NULL,
+    detail      TEXT    NOT NULL,
+    file        TEXT,
+    file_offset INTEGER,
+    seq         INTEGER,
+    halted_at   TEXT    NOT NULL,
+    lifted_at   TEXT,                 -- NULL while it stands
+    lifted_how  TEXT
+);
+
+CREATE INDEX halts_by_ledger ON halts (ledger, hid);
 
 -- Human-readable facts about this database.
 CREATE TABLE meta (

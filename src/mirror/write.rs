@@ -175,8 +175,53 @@ fn write_batch(
     };
     if changed == 1 {
         super::tree::append(tx, ledger, state, events, edges)?;
+        note_halt(tx, ledger, state, batch.lifted, now)?;
     }
     Ok(changed == 1)
+}
+
+/// Keeps the `halts` history: a halt in force has an open row (one per
+/// halt: the same halt committed again adds nothing; another halt closes
+/// the one before); a lifted halt's row says when and how. Nothing is
+/// written while a ledger runs unhalted.
+fn note_halt(
+    tx: &Connection,
+    ledger: &str,
+    state: &LedgerState,
+    lifted: Option<&str>,
+    now: &str,
+) -> rusqlite::Result<()> {
+    let Some(h) = &state.halt else {
+        if let Some(how) = lifted {
+            tx.prepare_cached(
+                "UPDATE halts SET lifted_at = ?2, lifted_how = ?3 WHERE ledger = ?1 AND lifted_at IS NULL",
+            )?
+            .execute(params![ledger, now, how])?;
+        }
+        return Ok(());
+    };
+    let values = params![
+        ledger,
+        h.verdict.as_str(),
+        h.detail,
+        h.file,
+        h.offset.map(seq_i64),
+        h.seq.map(seq_i64),
+        now
+    ];
+    tx.prepare_cached(
+        "UPDATE halts SET lifted_at = ?7, lifted_how = 'another halt took its place'
+         WHERE ledger = ?1 AND lifted_at IS NULL
+           AND NOT (verdict = ?2 AND file IS ?4 AND file_offset IS ?5 AND seq IS ?6)",
+    )?
+    .execute(values)?;
+    tx.prepare_cached(
+        "INSERT INTO halts (ledger, verdict, detail, file, file_offset, seq, halted_at)
+         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7
+         WHERE NOT EXISTS (SELECT 1 FROM halts WHERE ledger = ?1 AND lifted_at IS NULL)",
+    )?
+    .execute(values)?;
+    Ok(())
 }
 
 impl Mirror {

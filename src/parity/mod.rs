@@ -24,7 +24,7 @@ use serde::Serialize;
 mod recheck;
 mod spill;
 
-pub use recheck::{recheck, recheck_since, Checked, RecheckError, FULL_EVERY};
+pub use recheck::{recheck, recheck_since, reconcile, Checked, RecheckError, FULL_EVERY};
 pub use spill::HashColumn;
 
 /// Refused lines the report lists (all are counted).
@@ -267,6 +267,19 @@ pub struct Parity {
     pub pending: u64,
     /// First examples of each kind, for the report.
     pub examples: Vec<ParityProblem>,
+    /// The first mirrored event whose line on disk changed: the ledger
+    /// halts on it as `rewritten`.
+    pub rewrite: Option<Rewrite>,
+}
+
+/// A mirrored event whose line on disk is no longer the line that was
+/// mirrored: bytes already read were changed.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Rewrite {
+    pub seq: u64,
+    pub file: String,
+    pub offset: u64,
+    pub detail: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -296,6 +309,23 @@ impl Parity {
     fn mismatch(&mut self, seq: u64, detail: String) {
         self.mismatched += 1;
         self.note("mismatched", seq, detail);
+    }
+
+    /// Notes the first rewritten line (rows come in seq order).
+    pub(crate) fn rewritten(&mut self, seq: u64, file: &std::path::Path, offset: u64, why: &str) {
+        self.rewrite.get_or_insert_with(|| Rewrite {
+            seq,
+            file: file.display().to_string(),
+            offset,
+            detail: why.to_owned(),
+        });
+    }
+
+    /// The examples with the changed lines first (the ones to act on).
+    pub fn examples_by_weight(&self) -> Vec<&ParityProblem> {
+        let mut out: Vec<&ParityProblem> = self.examples.iter().collect();
+        out.sort_by_key(|e| e.kind != "mismatched");
+        out
     }
 
     fn gone(&mut self, seq: u64, detail: String) {

@@ -9,7 +9,7 @@ use crate::audit::{ChainWalk, RowCheck};
 use crate::config::LedgerSettings;
 use crate::ledger::{authenticate, Head};
 use crate::mirror::{Mirror, MirrorError, StoredEvent};
-use crate::tail::{self, FileId, LedgerFile};
+use crate::tail::{self, FileId, LedgerFile, Standing};
 
 /// Why a live parity check could not finish.
 #[derive(Debug, thiserror::Error)]
@@ -29,26 +29,47 @@ enum Found {
     /// The complete line at the row's offset (without its LF), in the file
     /// with this path and (discovered) id.
     Line(std::path::PathBuf, String),
-    /// The file holds no complete line at that offset any more.
+    /// The file that stands for the row's holds no complete line at that
+    /// offset any more (cut short).
     NoLine(std::path::PathBuf),
-    /// No file of the ledger is the row's file.
+    /// No file of the ledger is, or stands for, the row's file.
     FileGone,
 }
 
 /// The ledger's files for a check that may last long (it is paced): a
-/// row's file is found by its recorded identity and opened by its name,
-/// with the identity checked on the handle; when a rotation renamed it
-/// meanwhile, the files are discovered again and it is found under its new
-/// name. Lines are read forward through one buffered handle at a time.
+/// row's file is found by its recorded identity, or else by what stands
+/// for it now ([`tail::stand_in`]: a copy, the same inode edited, an
+/// edited file at its path), and opened by its name, with the identity
+/// checked on the handle; when a rotation renamed it meanwhile, the files
+/// are discovered again and it is found under its new name. Lines are read
+/// forward through one buffered handle at a time.
 struct LineSource<'a> {
     ledger: &'a LedgerSettings,
+    mirror: &'a Mirror,
+    /// The recorded head: what stands for a file must hold events at or
+    /// below it.
+    head_seq: u64,
     files: Vec<LedgerFile>,
     /// Recorded file ids already looked for after a new discovery.
     rediscovered: std::collections::HashSet<String>,
+    /// The path each recorded file id was last read under.
+    paths: HashMap<String, Option<std::path::PathBuf>>,
     reader: Option<LineReader>,
 }
 
-impl LineSource<'_> {
+impl<'a> LineSource<'a> {
+    fn new(ledger: &'a LedgerSettings, mirror: &'a Mirror, head_seq: u64) -> LineSource<'a> {
+        LineSource {
+            ledger,
+            mirror,
+            head_seq,
+            files: Vec::new(),
+            rediscovered: std::collections::HashSet::new(),
+            paths: HashMap::new(),
+            reader: None,
+        }
+    }
+
     fn discover(&mut self) -> Result<(), RecheckError> {
         self.files = self
             .ledger
@@ -66,18 +87,40 @@ impl LineSource<'_> {
         self.files.iter().filter_map(|f| f.first_seq).min()
     }
 
-    /// Reads the line of `row` into `buf`.
-    fn line_of(&mut self, row: &StoredEvent, buf: &mut Vec<u8>) -> Result<Found, RecheckError> {
+    /// The file that holds (or stands for) the recorded file now.
+    fn file_for(
+        &mut self,
+        recorded: &FileId,
+        file_id: &str,
+    ) -> Result<Option<(LedgerFile, Standing)>, RecheckError> {
+        if !self.paths.contains_key(file_id) {
+            let path = self
+                .mirror
+                .file_path(file_id)?
+                .map(std::path::PathBuf::from);
+            self.paths.insert(file_id.to_owned(), path);
+        }
+        let path = self.paths.get(file_id).and_then(|p| p.as_deref());
+        Ok(tail::stand_in(&self.files, recorded, path, self.head_seq).map(|(f, s)| (f.clone(), s)))
+    }
+
+    /// Reads the line of `row` into `buf`; also says how the file it was
+    /// read from stands for the row's.
+    fn line_of(
+        &mut self,
+        row: &StoredEvent,
+        buf: &mut Vec<u8>,
+    ) -> Result<(Found, Option<Standing>), RecheckError> {
         let Ok(recorded) = row.file_id.parse::<FileId>() else {
-            return Ok(Found::FileGone);
+            return Ok((Found::FileGone, None));
         };
         loop {
-            let file = tail::find_file(&self.files, &recorded).cloned();
-            let reader = match file {
-                Some(f) if self.reader.as_ref().is_some_and(|r| r.id == f.id) => {
+            let file = self.file_for(&recorded, &row.file_id)?;
+            let reader = match &file {
+                Some((f, _)) if self.reader.as_ref().is_some_and(|r| r.id == f.id) => {
                     self.reader.as_mut()
                 }
-                Some(f) => {
+                Some((f, _)) => {
                     self.reader = tail::identity::reopen(&f.path, &f.id)
                         .map_err(|e| RecheckError::Io {
                             path: f.path.display().to_string(),
@@ -101,7 +144,7 @@ impl LineSource<'_> {
                     self.discover()?;
                     continue;
                 }
-                return Ok(Found::FileGone);
+                return Ok((Found::FileGone, None));
             };
             let complete = r
                 .line_at(row.file_offset, self.ledger.max_line_bytes, buf)
@@ -110,11 +153,12 @@ impl LineSource<'_> {
                     source: e,
                 })?;
             let path = r.path.clone();
-            return Ok(if complete {
+            let found = if complete {
                 Found::Line(path, r.id.to_string())
             } else {
                 Found::NoLine(path)
-            });
+            };
+            return Ok((found, file.map(|(_, s)| s)));
         }
     }
 }
@@ -259,20 +303,6 @@ pub fn recheck_since(
     previous: Option<&Checked>,
     pace: &mut dyn FnMut(u64) -> bool,
 ) -> Result<Option<(Parity, Option<Checked>)>, RecheckError> {
-    let mut source = LineSource {
-        ledger,
-        files: Vec::new(),
-        rediscovered: std::collections::HashSet::new(),
-        reader: None,
-    };
-    source.discover()?;
-    // Stamped before any line is read: a change while the check reads
-    // shows at the next one.
-    let stamps: HashMap<String, Stamp> = source
-        .files
-        .iter()
-        .filter_map(|f| Some((f.id.to_string(), stamp_of(f)?)))
-        .collect();
     let state = mirror.state(&ledger.name)?;
     let (Some(anchor), Some(head)) = (
         state.as_ref().and_then(|s| s.anchor),
@@ -283,6 +313,15 @@ pub fn recheck_since(
         ChainWalk::new(ledger, state.as_ref()).finish(&mut p);
         return Ok(Some((p, None)));
     };
+    let mut source = LineSource::new(ledger, mirror, head.seq);
+    source.discover()?;
+    // Stamped before any line is read: a change while the check reads
+    // shows at the next one.
+    let stamps: HashMap<String, Stamp> = source
+        .files
+        .iter()
+        .filter_map(|f| Some((f.id.to_string(), stamp_of(f)?)))
+        .collect();
     // Full again: every FULL_EVERY checks; after a rebuilt mirror; and
     // when neither the head nor any ledger file moved since the last
     // check, so that only the database itself can have changed (an edit
@@ -342,8 +381,8 @@ pub fn recheck_since(
                 if row.fault.is_none() && row.seq > end {
                     continue; // beyond this range (or committed since the start)
                 }
-                let found = if row.fault.is_some() {
-                    Found::FileGone
+                let (found, _) = if row.fault.is_some() {
+                    (Found::FileGone, None)
                 } else {
                     source.line_of(&row, &mut line)?
                 };
@@ -354,6 +393,10 @@ pub fn recheck_since(
                 if !pace(read + row_bytes(&row)) {
                     return Ok(None);
                 }
+                let at = match &found {
+                    Found::Line(path, _) | Found::NoLine(path) => Some(path.clone()),
+                    Found::FileGone => None,
+                };
                 let (line_problem, vouched) = match found {
                     Found::Line(path, id) => {
                         match stamps.get(&id) {
@@ -371,17 +414,16 @@ pub fn recheck_since(
                         }
                         compare_line(&line, &path, &row, ledger, &mut scratch)
                     }
-                    Found::NoLine(path) => {
-                        p.gone(
-                            row.seq,
-                            format!(
-                                "{} holds no line at offset {} any more",
-                                path.display(),
-                                row.file_offset
-                            ),
-                        );
-                        (None, false)
-                    }
+                    // Its file is there, cut short: bytes already read
+                    // were changed.
+                    Found::NoLine(path) => (
+                        Some(format!(
+                            "{} holds no complete line at offset {} any more (cut short)",
+                            path.display(),
+                            row.file_offset
+                        )),
+                        false,
+                    ),
                     Found::FileGone => {
                         if row.fault.is_none()
                             && source.oldest_on_disk().is_none_or(|o| row.seq < o)
@@ -408,6 +450,11 @@ pub fn recheck_since(
                     RowCheck::Unsound(why) => Some(why),
                     RowCheck::Sound => None,
                 };
+                // A sound row whose line changed: the ledger's bytes were
+                // rewritten (an unsound row is the mirror's own fault).
+                if let (None, Some(why), Some(path)) = (&problem, &line_problem, at) {
+                    p.rewritten(row.seq, &path, row.file_offset, why);
+                }
                 if let Some(why) = problem.or(line_problem) {
                     p.mismatch(row.seq, why);
                 }
@@ -426,6 +473,64 @@ pub fn recheck_since(
         stamps,
     });
     Ok(Some((p, next)))
+}
+
+/// The check made when the checkpoint's file is no longer found by its
+/// identity (an edited copy renamed over it, an edit of its first line, a
+/// copy and truncate, a restore from a backup): resuming on the strength
+/// of the head's line alone would let any edit of what was mirrored
+/// through. The rows are read from the head down and each is set against
+/// the line now at its offset in the file that stands for its file
+/// ([`tail::stand_in`]); reading down stops at the first row whose file is
+/// found as itself, or is gone (older rows are the periodic parity
+/// check's). Returns the lowest changed seq, or `None` when every line
+/// read is what was mirrored.
+pub fn reconcile(
+    ledger: &LedgerSettings,
+    mirror: &Mirror,
+) -> Result<Option<super::Rewrite>, RecheckError> {
+    let Some(head) = mirror.state(&ledger.name)?.and_then(|s| s.head) else {
+        return Ok(None);
+    };
+    let mut source = LineSource::new(ledger, mirror, head.seq);
+    source.discover()?;
+    // Going down: the last difference found is the lowest.
+    let mut lowest = None;
+    let (mut line, mut scratch) = (Vec::new(), Vec::new());
+    let mut to = Some(head.seq);
+    while let Some(at) = to {
+        let rows = mirror.events_down_from(&ledger.name, at, 2048)?;
+        let Some(last) = rows.last() else { break };
+        to = last.seq.checked_sub(1);
+        for row in rows {
+            let (found, standing) = source.line_of(&row, &mut line)?;
+            let problem = match (found, standing) {
+                (_, None | Some(Standing::Same)) => return Ok(lowest),
+                (Found::Line(path, _), _) => {
+                    let (why, _) = compare_line(&line, &path, &row, ledger, &mut scratch);
+                    why.map(|w| (path, w))
+                }
+                (Found::NoLine(path), _) => Some((
+                    path.clone(),
+                    format!(
+                        "{} holds no complete line at offset {} any more (cut short)",
+                        path.display(),
+                        row.file_offset
+                    ),
+                )),
+                (Found::FileGone, _) => None,
+            };
+            if let Some((path, detail)) = problem {
+                lowest = Some(super::Rewrite {
+                    seq: row.seq,
+                    file: path.display().to_string(),
+                    offset: row.file_offset,
+                    detail,
+                });
+            }
+        }
+    }
+    Ok(lowest)
 }
 
 /// What the line on disk says of its row: a difference, if any, and

@@ -177,6 +177,13 @@ pub struct Shipper {
     verifiers: Verifiers,
     /// What was said in the log of refused lines (rate-limited).
     refusals: refusals::RefusalLog,
+    /// How the halt in force is being lifted, when something other than
+    /// judging its line again lifts it (for the `halts` history).
+    lift_how: Option<String>,
+    /// Reading resumed in the copy a copy and truncate left, and no event
+    /// was mirrored from the live file since: a `seq_gap` there most
+    /// likely is copytruncate's race.
+    copied: Option<tail::FileId>,
 }
 
 impl Shipper {
@@ -227,6 +234,8 @@ impl Shipper {
             refusals: refusals::RefusalLog::default(),
             last_seq_seen,
             verifiers,
+            lift_how: None,
+            copied: None,
         })
     }
 
@@ -272,7 +281,11 @@ impl Shipper {
             Some(pos) => tail::resume_order(files, pos.file, self.state.head.map(|h| h.seq)),
             None => files,
         };
-        Ok(tail::bytes_after(&files, self.state.position.as_ref()))
+        Ok(tail::bytes_after(
+            &files,
+            self.state.position.as_ref(),
+            self.state.head.map(|h| h.seq),
+        ))
     }
 
     /// The last authentic event of the live file (read back from its end,
@@ -491,7 +504,7 @@ impl Shipper {
                 *report.verdicts.entry(verdict).or_default() += 1;
                 verdicts.push(verdict);
                 let bytes = chunk.line(i);
-                let row = QuarantineRow {
+                let mut row = QuarantineRow {
                     file: line.file,
                     path: tailer
                         .path_of(line.file)
@@ -505,6 +518,9 @@ impl Shipper {
                     detail: refusal.detail,
                     line: bytes[..bytes.len().min(QUARANTINE_PREFIX)].to_vec(),
                 };
+                if verdict == Verdict::SeqGap {
+                    self.name_copytruncate_race(&mut row.detail, line.file);
+                }
                 self.refusals.log(&self.ledger.name, &row);
                 if verdict.halts() {
                     let h = Halt {
@@ -564,11 +580,19 @@ impl Shipper {
                         files.push((row.file, path));
                     }
                 }
+                let lifted = (next_state.halt.is_none()
+                    && (self.state.halt.is_some() || self.lift_how.is_some()))
+                .then(|| {
+                    self.lift_how
+                        .clone()
+                        .unwrap_or_else(|| lifted_by_judging(&self.state))
+                });
                 let batch = Batch {
                     events: &events,
                     quarantine: &quarantine,
                     resolve: self.resolving,
                     files: &files,
+                    lifted: lifted.as_deref(),
                 };
                 if let Err(e) = self
                     .mirror
@@ -581,6 +605,12 @@ impl Shipper {
                     return Err(e.into());
                 }
                 commit = Some(began.elapsed());
+                if lifted.is_some() || next_state.halt.is_some() {
+                    self.lift_how = None;
+                }
+                if events.last().is_some_and(|r| Some(r.file) != self.copied) {
+                    self.copied = None;
+                }
                 self.state = next_state;
                 report.commits += 1;
             }
@@ -630,6 +660,17 @@ impl Shipper {
         let _ = self.verifiers.discard();
     }
 
+    /// A `seq_gap` on the first events read after a copy and truncate:
+    /// lines written between the copy and the truncation are in neither
+    /// file, and the halt says so.
+    fn name_copytruncate_race(&self, detail: &mut String, file: tail::FileId) {
+        if self.copied.is_some_and(|copy| !copy.same_inode(&file)) {
+            detail.push_str(
+                "; most likely lost in copytruncate's race: lines written between the copy and the truncation of the live file are in neither file",
+            );
+        }
+    }
+
     fn note_seq(&mut self, seq: u64) {
         self.last_seq_seen = Some(self.last_seq_seen.map_or(seq, |s| s.max(seq)));
     }
@@ -645,6 +686,18 @@ impl Shipper {
             .state(&self.ledger.name)?
             .unwrap_or_else(|| LedgerState::new(&self.ledger.path));
         Ok(())
+    }
+}
+
+/// How a halt is lifted when its line, judged again, no longer halts.
+fn lifted_by_judging(before: &LedgerState) -> String {
+    match &before.halt {
+        Some(h) => format!(
+            "its line was judged again and no longer halts ({} gone)",
+            h.verdict
+        ),
+        // Lifted in memory by a reload (see `rejudge`).
+        None => "judged again after the trusted keys or the signature policy changed".into(),
     }
 }
 

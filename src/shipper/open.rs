@@ -1,12 +1,22 @@
 //! Opening the tailer at the checkpoint: discovery, the check that the
 //! bytes behind the checkpoint are unchanged (`rewritten` otherwise),
-//! relocation when the checkpoint's file is gone, and the fresh start
-//! after a `seq_gap` halt from just after the head's line.
+//! relocation when the checkpoint's file is not found by its identity
+//! (after the mirrored lines were checked against the files: a copy, an
+//! edit, a copy and truncate), and the fresh start after a `seq_gap` halt
+//! from just after the head's line.
+
+use std::path::PathBuf;
 
 use super::{Report, ShipError, Shipper};
-use crate::ledger::{authenticate, SignaturePolicy, Verdict};
+use crate::ledger::{authenticate, Head, SignaturePolicy, Verdict};
 use crate::mirror::{Batch, Halt};
-use crate::tail::{self, LedgerFile, Opened, Tailer};
+use crate::parity::{RecheckError, Rewrite};
+use crate::tail::{self, LedgerFile, Opened, Position, Standing, Tailer};
+
+/// How a `rewritten` halt is lifted when the files hold again what was
+/// mirrored (the operator put the original bytes back).
+const LIFTED_UNCHANGED: &str =
+    "checked again after a restart: every mirrored line is on disk as it was mirrored";
 
 impl Shipper {
     /// Discovers the files and opens a tailer at the checkpoint, trying
@@ -42,9 +52,13 @@ impl Shipper {
             .map_err(|e| self.io_err(e))?
         {
             None => Ok(Some(tailer)),
-            Some(detail) => {
-                self.halt_rewritten(position.path.clone(), position.offset, detail, report)?;
-                Ok(None)
+            // The file shrank or changed behind the checkpoint: the files
+            // are looked at afresh, by identity and then by content (a copy
+            // and truncate leaves what was read in the copy); anything else
+            // halts there as `rewritten`.
+            Some(_) => {
+                drop(tailer);
+                self.discover_and_open(report)
             }
         }
     }
@@ -69,11 +83,30 @@ impl Shipper {
         let opened = Tailer::open(files.clone(), self.state.position.as_ref(), max)
             .map_err(|e| self.io_err(e))?;
         let opened = match opened {
-            Opened::FileMissing => self.relocate(files)?,
+            Opened::FileMissing => self.relocate(all_files, report)?,
             // The bytes behind the checkpoint are as they were: after a
             // seq_gap, read again from the head instead (see below).
             Opened::Ready(t) if self.halted_by(Verdict::SeqGap) => {
                 self.after_head(all_files)?.unwrap_or(Opened::Ready(t))
+            }
+            // Halted on a changed line the checkpoint does not show (found
+            // by parity, or on relocating): lifted only when every
+            // mirrored line is on disk again as it was mirrored.
+            Opened::Ready(t) if self.halted_by(Verdict::Rewritten) => {
+                let mut pace = |_| true;
+                let found = crate::parity::recheck(&self.ledger, &self.mirror, &mut pace)
+                    .map_err(|e| self.recheck_err(e))?
+                    .and_then(|p| p.rewrite);
+                match found {
+                    Some(rewrite) => {
+                        self.halt_on(&rewrite, report)?;
+                        return Ok(None);
+                    }
+                    None => {
+                        self.lift_how = Some(LIFTED_UNCHANGED.into());
+                        Opened::Ready(t)
+                    }
+                }
             }
             other => other,
         };
@@ -85,7 +118,7 @@ impl Shipper {
                 offset,
                 detail,
             } => {
-                self.halt_rewritten(path, offset, detail, report)?;
+                self.halt_rewritten(path, offset, None, detail, report)?;
                 Ok(None)
             }
         }
@@ -122,7 +155,15 @@ impl Shipper {
         else {
             return Ok(None);
         };
-        let Some(file) = tail::find_file(&files, &file_id).cloned() else {
+        // Found as itself, or in a copy (a copy and truncate since).
+        let recorded_path = self.mirror.file_path(&file_id.to_string())?;
+        let Some((file, standing)) = tail::stand_in(
+            &files,
+            &file_id,
+            recorded_path.as_deref().map(std::path::Path::new),
+            head.seq,
+        )
+        .map(|(f, s)| (f.clone(), s)) else {
             return Ok(None);
         };
         let Some((line, position)) =
@@ -144,17 +185,29 @@ impl Shipper {
             "halted by a seq_gap: looking for the missing events again from just after the head's line"
         );
         self.resolving = true;
+        if standing == Standing::Copy {
+            self.copied = Some(file.id);
+        }
         let order = tail::resume_order(files, file.id, Some(head.seq));
         Tailer::open(order, Some(&position), max)
             .map(Some)
             .map_err(|e| self.io_err(e))
     }
 
+    /// Halts the ledger as `rewritten` on a mirrored event whose line
+    /// changed, and commits the halt.
+    pub fn halt_on(&mut self, rewrite: &Rewrite, report: &mut Report) -> Result<(), ShipError> {
+        let detail = format!("mirrored, then changed: {}", rewrite.detail);
+        let path = PathBuf::from(&rewrite.file);
+        self.halt_rewritten(path, rewrite.offset, Some(rewrite.seq), detail, report)
+    }
+
     /// Halts the ledger as `rewritten` and commits the halt.
     pub(super) fn halt_rewritten(
         &mut self,
-        path: std::path::PathBuf,
+        path: PathBuf,
         offset: u64,
+        seq: Option<u64>,
         detail: String,
         report: &mut Report,
     ) -> Result<(), ShipError> {
@@ -163,15 +216,17 @@ impl Shipper {
             detail,
             file: Some(path.display().to_string()),
             offset: Some(offset),
-            seq: None,
+            seq,
         };
+        self.tailer = None;
         tracing::error!(
             ledger = %self.ledger.name,
             file = %path.display(),
             offset,
+            seq,
             verdict = "rewritten",
             detail = %halt.detail,
-            "ledger halted: bytes already mirrored were changed"
+            "ledger halted: bytes already mirrored were changed (see the runbook for `rewritten`)"
         );
         *report.verdicts.entry(Verdict::Rewritten).or_default() += 1;
         if self.state.halt.as_ref() != Some(&halt) {
@@ -185,15 +240,39 @@ impl Shipper {
         Ok(())
     }
 
-    /// The checkpoint's file is gone (deleted after it was read, or the
-    /// ledger was restored from a copy with new inodes): find the head's
-    /// line in the files, or else the first file after the head.
-    pub(super) fn relocate(&self, files: Vec<LedgerFile>) -> Result<Opened, ShipError> {
+    /// The checkpoint's file is not found by its identity (deleted after
+    /// it was read; copied and truncated; replaced by an edited copy; its
+    /// first line edited; restored from a backup with new inodes). What
+    /// was mirrored from the files that lost their identity is checked
+    /// against what they hold now (halting as `rewritten` on the first
+    /// difference); then reading resumes in the file that holds the bytes
+    /// behind the checkpoint, or just after the head's line, or in the
+    /// files after the head.
+    pub(super) fn relocate(
+        &mut self,
+        files: Vec<LedgerFile>,
+        report: &mut Report,
+    ) -> Result<Opened, ShipError> {
         let max = self.ledger.max_line_bytes;
         let Some(head) = self.state.head else {
             tracing::warn!(ledger = %self.ledger.name, "checkpoint file not found and no head yet: reading the ledger from its oldest file");
             return Tailer::open(files, None, max).map_err(|e| self.io_err(e));
         };
+        let changed = crate::parity::reconcile(&self.ledger, &self.mirror)
+            .map_err(|e| self.recheck_err(e))?;
+        if let Some(rewrite) = changed {
+            self.halt_on(&rewrite, report)?;
+            return Ok(Opened::FileMissing);
+        }
+        if let Some(pos) = self.state.position.clone() {
+            if let Some(opened) = self.resume_in_stand_in(&files, &pos, head)? {
+                return Ok(opened);
+            }
+            if let Some((path, detail)) = self.truncated_in_place(&files, &pos)? {
+                self.halt_rewritten(path, pos.offset, None, detail, report)?;
+                return Ok(Opened::FileMissing);
+            }
+        }
         let found = tail::locate_after_head(
             &files,
             &head,
@@ -203,7 +282,7 @@ impl Shipper {
         )
         .map_err(|e| self.io_err(e))?;
         if let Some(pos) = found {
-            tracing::warn!(ledger = %self.ledger.name, file = %pos.path.display(), offset = pos.offset, "checkpoint file not found: resuming after the head's line");
+            tracing::warn!(ledger = %self.ledger.name, file = %pos.path.display(), offset = pos.offset, "checkpoint file not found: its mirrored lines were checked and are unchanged; resuming after the head's line");
             return Tailer::open(files, Some(&pos), max).map_err(|e| self.io_err(e));
         }
         // No file can hold the head (each starts after it): read them all.
@@ -222,5 +301,104 @@ impl Shipper {
                 head.seq
             ),
         })
+    }
+
+    /// Resumes in the file that stands for the checkpoint's (see
+    /// [`tail::stand_in`]) when it holds the bytes behind the checkpoint:
+    /// a copy (copytruncate's, a restore's), or the file itself edited
+    /// where nothing mirrored changed.
+    fn resume_in_stand_in(
+        &mut self,
+        files: &[LedgerFile],
+        pos: &Position,
+        head: Head,
+    ) -> Result<Option<Opened>, ShipError> {
+        let Some((file, standing)) = tail::stand_in(files, &pos.file, Some(&pos.path), head.seq)
+        else {
+            return Ok(None);
+        };
+        let moved = tail::position_in(files, file.id, pos.offset).map_err(|e| self.io_err(e))?;
+        let Some(moved) = moved.filter(|m| m.tail == pos.tail) else {
+            return Ok(None);
+        };
+        // The checkpoint's own inode is still the live file: it was
+        // truncated after being copied.
+        let truncated = files
+            .iter()
+            .any(|f| f.is_live && f.id.same_inode(&pos.file) && f.len < pos.offset);
+        if standing == Standing::Copy && truncated {
+            tracing::info!(
+                ledger = %self.ledger.name,
+                copy = %file.path.display(),
+                live = %self.ledger.path.display(),
+                "the live file was rotated by copy and truncate (copytruncate): the copy holds every byte read; reading on from it, then the live file"
+            );
+            self.copied = Some(file.id);
+            self.lift_how = Some(format!(
+                "the live file was rotated by copy and truncate: {} holds every byte read",
+                file.path.display()
+            ));
+        } else {
+            tracing::warn!(
+                ledger = %self.ledger.name,
+                file = %file.path.display(),
+                standing = ?standing,
+                "checkpoint file not found by its identity: {} holds the bytes read, and its mirrored lines are unchanged; resuming there",
+                file.path.display()
+            );
+        }
+        let order = tail::resume_order(files.to_vec(), file.id, Some(head.seq));
+        let opened = Tailer::open(order, Some(&moved), self.ledger.max_line_bytes)
+            .map_err(|e| self.io_err(e))?;
+        // The same bytes under another identity: the position names the
+        // file that holds them now (committed with the next batch).
+        self.state.position = Some(moved);
+        Ok(Some(opened))
+    }
+
+    /// The checkpoint's file cut short in place, with no copy of what was
+    /// read (not a copy and truncate): the same inode at the same path,
+    /// shorter than the checkpoint, holding no event, and made before the
+    /// last commit (a file made since is a new file that was given the old
+    /// one's inode number). The path and what changed, when so.
+    fn truncated_in_place(
+        &self,
+        files: &[LedgerFile],
+        pos: &Position,
+    ) -> Result<Option<(PathBuf, String)>, ShipError> {
+        let Some(f) = files.iter().find(|f| {
+            f.path == pos.path
+                && f.id.same_inode(&pos.file)
+                && f.first_seq.is_none()
+                && f.len < pos.offset
+        }) else {
+            return Ok(None);
+        };
+        let last_commit = self
+            .mirror
+            .checkpoint_times(&self.ledger.name)?
+            .and_then(|(at, _)| humantime::parse_rfc3339(&at).ok());
+        let born = std::fs::metadata(&f.path).and_then(|m| m.created()).ok();
+        match (born, last_commit) {
+            (Some(born), Some(commit)) if born < commit => Ok(Some((
+                f.path.clone(),
+                format!(
+                    "file shrank to {} bytes, below the checkpoint at {}, and no rotated file holds the bytes read (not a copy and truncate)",
+                    f.len, pos.offset
+                ),
+            ))),
+            _ => Ok(None),
+        }
+    }
+
+    fn recheck_err(&self, e: RecheckError) -> ShipError {
+        match e {
+            RecheckError::Mirror(m) => ShipError::Mirror(m),
+            RecheckError::Io { path, source } => ShipError::Io {
+                ledger: self.ledger.name.clone(),
+                path,
+                source,
+            },
+        }
     }
 }

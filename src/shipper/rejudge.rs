@@ -137,7 +137,13 @@ impl Shipper {
             "keys or signature policy changed: judging quarantined lines again from here"
         );
         self.state.position = Some(position);
-        self.state.halt = None;
+        if let Some(h) = self.state.halt.take() {
+            self.lift_how = Some(format!(
+                "judged again after the trusted keys or the signature policy changed ({} at {})",
+                h.verdict,
+                h.file.as_deref().unwrap_or("?")
+            ));
+        }
         self.resolving = true;
         Ok(true)
     }

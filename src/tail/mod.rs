@@ -25,7 +25,10 @@ pub use identity::{
     discover, open_regular, Authenticity, FileId, Fingerprint, LedgerFile, Opening,
 };
 use position::read_tail;
-pub use position::{bytes_after, find_file, line_at, locate_after_head, position_in, resume_order};
+pub use position::{
+    bytes_after, find_file, line_at, locate_after_head, position_in, resume_order, stand_in,
+    Standing,
+};
 
 use crate::ledger::frame::{Frame, Framer};
 use crate::ledger::{KeyRing, SignaturePolicy};

@@ -52,20 +52,33 @@ pub fn resume_order(
     out
 }
 
-/// Complete-line bytes of `files` (in reading order) not yet read at
-/// `position`: the rest of its file and every file after it. Without a
-/// position, all of them. For the lag of a ledger that is not being read
+/// Bytes of `files` (in reading order) not yet read at `position`, with
+/// the head at `head_seq`: the rest of its file and every file after it.
+/// Without a position, all of them. When the position's file is not found
+/// by its identity, the file that stands for it counts from the same
+/// offset (see [`stand_in`]), and without one, the files that can only
+/// hold later events. For the lag of a ledger that is not being read
 /// (halted): fresh sizes, the unfinished last line counted too.
-pub fn bytes_after(files: &[LedgerFile], position: Option<&Position>) -> u64 {
+pub fn bytes_after(
+    files: &[LedgerFile],
+    position: Option<&Position>,
+    head_seq: Option<u64>,
+) -> u64 {
+    let all = |from: usize| files[from..].iter().map(|f| f.len).sum::<u64>();
     let Some(pos) = position else {
-        return files.iter().map(|f| f.len).sum();
+        return all(0);
     };
-    match files.iter().position(|f| pos.file.identifies(&f.id)) {
-        Some(i) => {
-            files[i].len.saturating_sub(pos.offset)
-                + files[i + 1..].iter().map(|f| f.len).sum::<u64>()
-        }
-        None => files.iter().map(|f| f.len).sum(),
+    let found = match head_seq {
+        Some(head) => stand_in(files, &pos.file, Some(&pos.path), head).map(|(f, _)| f),
+        None => find_file(files, &pos.file),
+    };
+    match found.and_then(|f| files.iter().position(|g| g.id == f.id)) {
+        Some(i) if files[i].len >= pos.offset => files[i].len - pos.offset + all(i + 1),
+        _ => files
+            .iter()
+            .filter(|f| f.first_seq.is_none_or(|s| head_seq.is_none_or(|h| s > h)))
+            .map(|f| f.len)
+            .sum(),
     }
 }
 
@@ -94,6 +107,71 @@ pub fn position_in(files: &[LedgerFile], id: FileId, offset: u64) -> io::Result<
 /// row's) names.
 pub fn find_file<'f>(files: &'f [LedgerFile], recorded: &FileId) -> Option<&'f LedgerFile> {
     files.iter().find(|f| recorded.identifies(&f.id))
+}
+
+/// How a file on disk stands for a file recorded in the mirror (see
+/// [`stand_in`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    /// The recorded file itself: same inode, same first line.
+    Same,
+    /// Another inode with the same first line: a copy (logrotate's
+    /// `copytruncate`, a restore from a backup, or an edited copy renamed
+    /// over the original, as `sed -i` does).
+    Copy,
+    /// The same inode, whose first line changed, and that still holds
+    /// mirrored events: edited in place.
+    EditedInPlace,
+    /// Another file now at the recorded path that holds mirrored events
+    /// (an edited copy of a file whose first line was changed too).
+    Replaced,
+}
+
+/// The file among `files` that now holds what the mirror recorded as
+/// `recorded` (last read under `recorded_path`), with the head at
+/// `head_seq`; `None` when no file does (deleted, or archived).
+///
+/// A file is known by its inode and its first line, but both can change
+/// while its bytes are what a reader cares about: a copy keeps the first
+/// line under another inode, an edit of the first line keeps the inode.
+/// So, in this order: the file itself; a file with the same first line;
+/// the same inode with another first line; the file now at the recorded
+/// path. The last three only when the file holds an authentic event at or
+/// below the head (mirrored content): an inode number is handed out again
+/// once a file is deleted, the live path names each new live file, and
+/// such a new file holds only later events.
+pub fn stand_in<'f>(
+    files: &'f [LedgerFile],
+    recorded: &FileId,
+    recorded_path: Option<&std::path::Path>,
+    head_seq: u64,
+) -> Option<(&'f LedgerFile, Standing)> {
+    if let Some(f) = find_file(files, recorded) {
+        return Some((f, Standing::Same));
+    }
+    // Only a file that holds mirrored events: two files can share a first
+    // line that is not an event (a header, garbage), and a new file holds
+    // only later events.
+    let holds_mirrored = |f: &LedgerFile| f.first_seq.is_some_and(|s| s <= head_seq);
+    if let Some(fp) = recorded.fingerprint {
+        if let Some(f) = files
+            .iter()
+            .find(|f| f.id.fingerprint == Some(fp) && holds_mirrored(f))
+        {
+            return Some((f, Standing::Copy));
+        }
+    }
+    if let Some(f) = files
+        .iter()
+        .find(|f| f.id.same_inode(recorded) && holds_mirrored(f))
+    {
+        return Some((f, Standing::EditedInPlace));
+    }
+    let path = recorded_path?;
+    files
+        .iter()
+        .find(|f| f.path == path && holds_mirrored(f))
+        .map(|f| (f, Standing::Replaced))
 }
 
 /// The line at `offset` of `file` (without its LF) and the position just
