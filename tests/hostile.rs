@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use common::lines::*;
 use common::*;
 use ledgertail::ledger::event::{seal_line, Draft};
 use ledgertail::ledger::{json, Hash};
@@ -48,46 +49,6 @@ fn on_db(cmd: &str, ledger: &Path, db: &Path, extra: &[&str]) -> Output {
 
 fn with_config(cmd: &str, config: &Path, extra: &[&str]) -> Output {
     run(bin().arg(cmd).arg("--config").arg(config).args(extra))
-}
-
-/// A valid chain of `n` events (unsigned), as lines, made in a folder of
-/// its own (so that no file of it sits beside a ledger under test).
-fn chain(n: usize) -> Vec<String> {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("scratch.jsonl");
-    let mut w = Writer::new(&path).without_fsync();
-    for i in 0..n {
-        w.append(
-            "test",
-            &format!("{{\"i\":{i},\"note\":\"event number {i}\"}}"),
-        )
-        .unwrap();
-    }
-    lines_of(&path)
-}
-
-fn lines_of(path: &Path) -> Vec<String> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(str::to_owned)
-        .collect()
-}
-
-fn write_lines(path: &Path, lines: &[String]) {
-    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
-    std::fs::write(path, text).unwrap();
-}
-
-fn append_lines(path: &Path, lines: &[String]) {
-    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
-    std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .open(path)
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
 }
 
 /// A sealed line with any seq, prev_hash, id, payload and signer.

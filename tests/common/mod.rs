@@ -5,6 +5,7 @@
 
 pub mod certs;
 pub mod gocheck;
+pub mod lines;
 pub mod pg;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -347,6 +348,18 @@ pub fn promtool_check_metrics(body: &str) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// `ledgertail CMD --ledger LEDGER --db DB`
+pub fn on_db(cmd: &str, ledger: &Path, db: &Path) -> std::process::Output {
+    bin()
+        .arg(cmd)
+        .arg("--ledger")
+        .arg(ledger)
+        .arg("--db")
+        .arg(db)
+        .output()
+        .unwrap()
 }
 
 /// A command's exit status and output, for assertion messages.

@@ -1,0 +1,47 @@
+//! Ledger lines made and read by hand: a valid chain written in a folder
+//! of its own, and whole files written, appended to or read as lines.
+
+use std::io::Write;
+use std::path::Path;
+
+use ledgertail::producer::Writer;
+
+/// A valid chain of `n` events (unsigned), as lines, made in a folder of
+/// its own (so that no file of it sits beside a ledger under test).
+pub fn chain(n: usize) -> Vec<String> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("scratch.jsonl");
+    let mut w = Writer::new(&path).without_fsync();
+    for i in 0..n {
+        w.append(
+            "test",
+            &format!("{{\"i\":{i},\"note\":\"event number {i}\"}}"),
+        )
+        .unwrap();
+    }
+    lines_of(&path)
+}
+
+pub fn lines_of(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+pub fn write_lines(path: &Path, lines: &[String]) {
+    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    std::fs::write(path, text).unwrap();
+}
+
+pub fn append_lines(path: &Path, lines: &[String]) {
+    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path)
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+}
