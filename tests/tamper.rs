@@ -293,6 +293,49 @@ fn lines_lost_in_copytruncates_race_halt_as_a_seq_gap_that_names_it() {
     assert!(st["last_halt"]["lifted_at"].is_string(), "{st}");
 }
 
+// ------------------------------------------ what verify --db calls things
+
+/// `verify --ledger L --db D --json`: the parity report of the ledger.
+fn verify_parity(s: &Setup) -> serde_json::Value {
+    let out = on_db("verify", &s.ledger, &s.db);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let out = run(bin()
+        .args(["verify", "--json", "--ledger"])
+        .arg(&s.ledger)
+        .arg("--db")
+        .arg(&s.db));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["ledgers"][0]["mirror"]["parity"].clone()
+}
+
+#[test]
+fn verify_db_calls_a_line_changed_by_sed_i_mismatched_and_no_other_missing() {
+    let s = setup("");
+    mirrored_ten(&s);
+    let out = run(Command::new("sed")
+        .arg("-i")
+        .arg("4s/\"type\":\"test\"/\"type\":\"tesT\"/")
+        .arg(&s.ledger));
+    assert!(out.status.success(), "{}", show(&out));
+    let p = verify_parity(&s);
+    assert_eq!(p["mismatched"], 1, "{p}");
+    assert_eq!(p["missing_in_jsonl"], 0, "{p}");
+    assert_eq!(p["archived"], 0, "{p}");
+    assert_eq!(p["examples"][0]["seq"], 3, "{p}");
+    assert_eq!(p["examples"][0]["kind"], "mismatched", "{p}");
+}
+
+#[test]
+fn verify_db_calls_an_edited_first_line_mismatched_not_archived() {
+    let s = setup("");
+    mirrored_ten(&s);
+    poke(&s.ledger, digit_in_line(&s.ledger, 0), b'9');
+    let p = verify_parity(&s);
+    assert_eq!(p["mismatched"], 1, "{p}");
+    assert_eq!(p["archived"], 0, "{p}");
+    assert_eq!(p["examples"][0]["seq"], 0, "{p}");
+}
+
 // ------------------------------------------------------ what status says
 
 #[test]

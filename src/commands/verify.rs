@@ -220,7 +220,7 @@ fn print_text(report: &Report) {
                 );
                 continue;
             }
-            for e in &m.parity.examples {
+            for e in m.parity.examples_by_weight() {
                 println!(
                     "{}: parity: seq {}: {}: {}",
                     l.ledger, e.seq, e.kind, e.detail

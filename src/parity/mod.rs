@@ -36,7 +36,7 @@ use crate::audit::{ChainWalk, RowCheck};
 use crate::config::LedgerSettings;
 use crate::ledger::frame::Frame;
 use crate::ledger::{Chain, Hash, Head, LineJudgement, Verdict};
-use crate::mirror::{Mirror, MirrorError};
+use crate::mirror::{Mirror, MirrorError, StoredEvent};
 use crate::tail::{Opened, Tailer};
 
 /// One line that is not a mirrored link of the chain.
@@ -251,6 +251,56 @@ pub fn scan(ledger: &LedgerSettings) -> std::io::Result<Scan> {
     Ok(out)
 }
 
+/// The files' chain holds `file_hash` at a row's seq: how it differs.
+fn chain_differs(file_hash: Option<Hash>, row: &StoredEvent) -> Option<String> {
+    (file_hash.map(|h| h.to_hex()).as_deref() != Some(row.hash.as_str())).then(|| {
+        format!(
+            "mirror holds {}, the ledger file {}",
+            row.hash,
+            file_hash.map_or_else(|| "nothing".into(), |h| h.to_hex())
+        )
+    })
+}
+
+/// A row the files' chain does not reach, looked for where it was read:
+/// what differs there, if anything (archived and missing rows are
+/// counted in `p`).
+fn where_read(
+    lines: &mut recheck::LineSource<'_>,
+    row: &StoredEvent,
+    ledger: &LedgerSettings,
+    p: &mut Parity,
+) -> Result<Option<String>, RecheckError> {
+    let mut line = Vec::new();
+    let (found, _) = lines.line_of(row, &mut line)?;
+    Ok(match found {
+        recheck::Found::Line(path, _) => {
+            let (why, _) = recheck::compare_line(&line, &path, row, ledger, &mut Vec::new());
+            if let Some(why) = &why {
+                p.rewritten(row.seq, &path, row.file_offset, why);
+            }
+            why
+        }
+        recheck::Found::NoLine(path) => {
+            let why = format!(
+                "{} holds no complete line at offset {} any more (cut short)",
+                path.display(),
+                row.file_offset
+            );
+            p.rewritten(row.seq, &path, row.file_offset, &why);
+            Some(why)
+        }
+        recheck::Found::FileGone => {
+            if lines.oldest_on_disk().is_none_or(|o| row.seq < o) {
+                p.archived += 1;
+            } else {
+                p.gone(row.seq, "mirrored, but not in the ledger files".into());
+            }
+            None
+        }
+    })
+}
+
 /// How the mirror compares with the files.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Parity {
@@ -348,10 +398,18 @@ pub enum CompareError {
     /// The chain's hashes could not be read back from their temporary file.
     #[error("reading the ledger's chain back from its temporary file (in $TMPDIR)")]
     Spill(#[source] std::io::Error),
+    /// A row's line could not be read where it was.
+    #[error(transparent)]
+    Lines(#[from] RecheckError),
 }
 
 /// Compares the files' chain (`scan`) with the mirror's rows of `ledger`,
-/// and audits every row from its columns (signatures included).
+/// and audits every row from its columns (signatures included). A row
+/// the files' chain does not reach (the scan halted before it, or
+/// anchored after it) is looked for where it was read: a line still
+/// there is not missing, a changed one is `mismatched` with its seq, and
+/// only a row whose file is truly gone is archived (or missing, when
+/// later events are on disk).
 pub fn compare(
     scan: &mut Scan,
     mirror: &Mirror,
@@ -362,7 +420,9 @@ pub fn compare(
     let mut walk = ChainWalk::new(ledger, state.as_ref());
     let mirror_head = walk.head().map(|h| h.seq);
     let file_range = scan.anchor.zip(scan.head).map(|(a, h)| (a.seq, h.seq));
-    let mut spill_error = None;
+    let mut lines = recheck::LineSource::new(ledger, mirror, mirror_head.unwrap_or(0));
+    lines.discover()?;
+    let mut failed = None;
     mirror.for_each_event(&ledger.name, |row| {
         let problem = match walk.row(&row, true, &mut p) {
             RowCheck::Later => return ControlFlow::Continue(()),
@@ -370,46 +430,33 @@ pub fn compare(
             RowCheck::Sound => None,
         };
         let file_problem = match file_range {
-            Some((anchor, _)) if row.seq < anchor => {
-                p.archived += 1;
-                None
-            }
-            Some((_, head)) if row.seq <= head => {
+            Some((anchor, head)) if (anchor..=head).contains(&row.seq) => {
                 // Rows come in seq order: the column is read back in
                 // order, a block at a time (the merge).
-                let file_hash = match scan.hash_at(row.seq) {
-                    Ok(h) => h,
+                match scan.hash_at(row.seq) {
+                    Ok(h) => chain_differs(h, &row),
                     Err(e) => {
-                        spill_error = Some(e);
+                        failed = Some(CompareError::Spill(e));
                         return ControlFlow::Break(());
                     }
-                };
-                (file_hash.map(|h| h.to_hex()).as_deref() != Some(row.hash.as_str())).then(|| {
-                    format!(
-                        "mirror holds {}, the ledger file {}",
-                        row.hash,
-                        file_hash.map_or_else(|| "nothing".into(), |h| h.to_hex())
-                    )
-                })
+                }
             }
-            Some(_) => {
-                p.gone(row.seq, "mirrored, but not in the ledger files".into());
-                None
-            }
-            // No authentic event on disk at all: every row is older than
-            // the oldest file (archived), vouched for by its columns only.
-            None => {
-                p.archived += 1;
-                None
-            }
+            _ if row.fault.is_some() => None,
+            _ => match where_read(&mut lines, &row, ledger, &mut p) {
+                Ok(why) => why,
+                Err(e) => {
+                    failed = Some(e.into());
+                    return ControlFlow::Break(());
+                }
+            },
         };
         if let Some(why) = problem.or(file_problem) {
             p.mismatch(row.seq, why);
         }
         ControlFlow::Continue(())
     })?;
-    if let Some(e) = spill_error {
-        return Err(CompareError::Spill(e));
+    if let Some(e) = failed {
+        return Err(e);
     }
     walk.finish(&mut p);
     if let Some((anchor, head)) = file_range {

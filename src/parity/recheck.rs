@@ -25,7 +25,7 @@ pub enum RecheckError {
 }
 
 /// Where a row's line is now.
-enum Found {
+pub(super) enum Found {
     /// The complete line at the row's offset (without its LF), in the file
     /// with this path and (discovered) id.
     Line(std::path::PathBuf, String),
@@ -43,7 +43,7 @@ enum Found {
 /// checked on the handle; when a rotation renamed it meanwhile, the files
 /// are discovered again and it is found under its new name. Lines are read
 /// forward through one buffered handle at a time.
-struct LineSource<'a> {
+pub(super) struct LineSource<'a> {
     ledger: &'a LedgerSettings,
     mirror: &'a Mirror,
     /// The recorded head: what stands for a file must hold events at or
@@ -58,7 +58,11 @@ struct LineSource<'a> {
 }
 
 impl<'a> LineSource<'a> {
-    fn new(ledger: &'a LedgerSettings, mirror: &'a Mirror, head_seq: u64) -> LineSource<'a> {
+    pub(super) fn new(
+        ledger: &'a LedgerSettings,
+        mirror: &'a Mirror,
+        head_seq: u64,
+    ) -> LineSource<'a> {
         LineSource {
             ledger,
             mirror,
@@ -70,7 +74,7 @@ impl<'a> LineSource<'a> {
         }
     }
 
-    fn discover(&mut self) -> Result<(), RecheckError> {
+    pub(super) fn discover(&mut self) -> Result<(), RecheckError> {
         self.files = self
             .ledger
             .tail_config()
@@ -83,7 +87,7 @@ impl<'a> LineSource<'a> {
     }
 
     /// The seq of the oldest authentic event on disk.
-    fn oldest_on_disk(&self) -> Option<u64> {
+    pub(super) fn oldest_on_disk(&self) -> Option<u64> {
         self.files.iter().filter_map(|f| f.first_seq).min()
     }
 
@@ -106,7 +110,7 @@ impl<'a> LineSource<'a> {
 
     /// Reads the line of `row` into `buf`; also says how the file it was
     /// read from stands for the row's.
-    fn line_of(
+    pub(super) fn line_of(
         &mut self,
         row: &StoredEvent,
         buf: &mut Vec<u8>,
@@ -535,7 +539,7 @@ pub fn reconcile(
 
 /// What the line on disk says of its row: a difference, if any, and
 /// whether the line vouches for the row (same event, same signature).
-fn compare_line(
+pub(super) fn compare_line(
     line: &[u8],
     path: &std::path::Path,
     row: &StoredEvent,
