@@ -773,3 +773,37 @@ fn a_truncated_ledger_halts_as_rewritten() {
         .unwrap();
     assert_eq!(verdict, "rewritten");
 }
+
+#[test]
+fn a_mirror_on_a_frozen_disk_makes_readyz_fail_and_the_lag_count_what_waits() {
+    let Some(disk) = common::freeze::FreezableDisk::mount("the frozen-disk test") else {
+        return;
+    };
+    let s = setup(&format!(
+        "ready_max_lag_events = 100\ndb = \"{}\"",
+        disk.path().join("mirror.db").display()
+    ));
+    let config =
+        std::fs::read_to_string(&s.config)
+            .unwrap()
+            .replacen("db = \"mirror.db\"\n", "", 1);
+    std::fs::write(&s.config, config).unwrap();
+    let db = disk.path().join("mirror.db");
+    let sidecar = Sidecar::start(&s.config);
+    let mut w = Writer::new(&s.ledger);
+    append(&mut w, 0, 10);
+    sidecar.eventually("ten mirrored", || mirrored_seqs(&db).len() == 10);
+    let frozen = disk.freeze();
+    append(&mut w, 10, 500);
+    sidecar.eventually("unready with the reason", || {
+        let (code, body) = sidecar.get("/readyz");
+        code == 503 && body.contains("has not returned")
+    });
+    sidecar.eventually("the lag counts what waits", || {
+        sidecar.metric("ledgertail_lag_events{ledger=\"app\"}") == Some(500.0)
+    });
+    frozen.thaw();
+    sidecar.eventually("all mirrored", || mirrored_seqs(&db).len() == 510);
+    sidecar.eventually("ready again", || sidecar.get("/readyz").0 == 200);
+    assert!(sidecar.stop().success());
+}

@@ -21,11 +21,13 @@
 //! checkpoint after a backoff, and says so in the logs, the metrics and
 //! `/readyz`.
 //!
-//! [`worker`] holds a ledger's step; [`parity`] the periodic check.
+//! [`worker`] holds a ledger's step; [`parity`] the periodic check;
+//! [`stall`] the watch on writes to the mirror that do not return.
 
 mod parity;
 mod runner;
 mod schedule;
+mod stall;
 mod watch;
 mod worker;
 
@@ -195,6 +197,23 @@ impl Daemon {
         }
         // The followers hold the runner's connection: they are made on
         // its thread and never leave it.
+        let commit_watch = crate::mirror::CommitWatch::default();
+        let stall = stall::StallWatch {
+            watch: commit_watch.clone(),
+            db: settings.db.clone(),
+            ledgers: settings
+                .ledgers
+                .iter()
+                .cloned()
+                .zip(all_metrics.iter().map(|(_, m)| m.clone()))
+                .collect(),
+            board: board.clone(),
+            shared: shared.clone(),
+        };
+        // Not joined at the stop: it ends within a second of it.
+        std::thread::Builder::new()
+            .name("stall-watch".into())
+            .spawn(move || stall.run())?;
         let runner = {
             let (schedule, context) = (schedule.clone(), context.clone());
             let ledgers: Vec<_> = settings
@@ -213,7 +232,7 @@ impl Daemon {
                             Follower::new(index, ledger, metrics, context.clone())
                         })
                         .collect();
-                    runner::serve(followers, schedule, context.db.clone(), bell);
+                    runner::serve(followers, schedule, context.db.clone(), bell, commit_watch);
                 })?
         };
         let (parity_tx, parity_rx) = mpsc::channel();

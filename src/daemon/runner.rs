@@ -19,7 +19,7 @@ use std::time::Duration;
 use super::schedule::{Next, Schedule, Taken};
 use super::worker::Follower;
 use crate::fleet::Doorbell;
-use crate::mirror::{Access, Mirror, MirrorError};
+use crate::mirror::{Access, CommitWatch, Mirror, MirrorError};
 
 /// Ledgers stepped in one transaction, at most.
 const GROUP_MAX: usize = 256;
@@ -42,6 +42,8 @@ const MIRROR_CHECK: Duration = Duration::from_secs(1);
 pub(super) struct Base {
     db: PathBuf,
     mirror: RefCell<Option<Mirror>>,
+    /// Marks every write of the shared connection (see `stall`).
+    watch: CommitWatch,
 }
 
 impl Base {
@@ -52,8 +54,9 @@ impl Base {
         let mirror = match base.take().filter(|m| m.check_in_place().is_ok()) {
             Some(m) => m,
             None => {
-                let m = Mirror::open(&self.db, Access::ReadWrite)?;
+                let mut m = Mirror::open(&self.db, Access::ReadWrite)?;
                 m.set_cache_kib(CACHE_KIB)?;
+                m.set_commit_watch(self.watch.clone());
                 m
             }
         };
@@ -92,16 +95,18 @@ impl Base {
 /// Steps ledgers until every one has finished (after a stop).
 ///
 /// `bell` (with `[postgres]`) is rung for each ledger stepped: the fleet
-/// shipper looks for its new rows at once.
+/// shipper looks for its new rows at once. Every write marks `watch`.
 pub(super) fn serve(
     mut followers: Vec<Follower>,
     schedule: Arc<Schedule>,
     db: PathBuf,
     bell: Option<Arc<Doorbell>>,
+    watch: CommitWatch,
 ) {
     let base = Base {
         db,
         mirror: RefCell::new(None),
+        watch,
     };
     loop {
         let first = match schedule.take_within(MIRROR_CHECK) {

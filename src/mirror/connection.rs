@@ -74,6 +74,7 @@ impl Mirror {
             path: self.path.clone(),
             edges: self.edges.clone(),
             version: self.version,
+            watch: self.watch.clone(),
         }
     }
 }

@@ -285,6 +285,44 @@ pub struct Mirror {
     /// The schema version of the file (older ones are migrated when opened
     /// to write; a reader may find one that was not).
     version: i32,
+    /// Since when a write through this connection has been under way.
+    watch: CommitWatch,
+}
+
+/// Since when a write to the mirror has been under way, readable from any
+/// thread: a write that does not return (a hung or frozen disk) blocks
+/// its thread for ever, so only another thread can say so.
+#[derive(Debug, Clone, Default)]
+pub struct CommitWatch(std::sync::Arc<std::sync::atomic::AtomicU64>);
+
+impl CommitWatch {
+    /// How long the write under way has lasted; `None` when there is none.
+    pub fn under_way_for(&self) -> Option<Duration> {
+        let began = self.0.load(std::sync::atomic::Ordering::Relaxed);
+        (began != 0).then(|| since_start().saturating_sub(Duration::from_millis(began - 1)))
+    }
+
+    /// Marks a write as under way until the guard is dropped.
+    fn writing(&self) -> Writing<'_> {
+        let now = u64::try_from(since_start().as_millis()).unwrap_or(u64::MAX - 1);
+        self.0.store(now + 1, std::sync::atomic::Ordering::Relaxed);
+        Writing(self)
+    }
+}
+
+/// A write under way (see [`CommitWatch`]).
+struct Writing<'a>(&'a CommitWatch);
+
+impl Drop for Writing<'_> {
+    fn drop(&mut self) {
+        self.0 .0.store(0, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Time since the process first asked (a monotonic clock for the watch).
+fn since_start() -> Duration {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START.get_or_init(std::time::Instant::now).elapsed()
 }
 
 /// True when `<path>-wal` holds more than its header: a writer's commits
@@ -380,6 +418,7 @@ impl Mirror {
             path: path.to_path_buf(),
             edges: Default::default(),
             version: SCHEMA_VERSION,
+            watch: CommitWatch::default(),
         };
         let identified = match mirror.identify() {
             // A reader that may not write beside the mirror cannot create
@@ -458,6 +497,12 @@ impl Mirror {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Writes through this connection (and its shares made from now on)
+    /// are marked on `watch`.
+    pub fn set_commit_watch(&mut self, watch: CommitWatch) {
+        self.watch = watch;
     }
 
     fn err(&self, source: rusqlite::Error) -> MirrorError {

@@ -231,6 +231,7 @@ impl Mirror {
     /// group is visible, or durable, before then.
     pub fn begin_group(&self) -> Result<()> {
         self.check_in_place()?;
+        let _writing = self.watch.writing();
         self.conn
             .execute_batch("BEGIN IMMEDIATE")
             .map_err(|e| self.err(e))
@@ -246,6 +247,7 @@ impl Mirror {
                 path: self.path.clone(),
             });
         }
+        let _writing = self.watch.writing();
         let committed = self
             .check_in_place()
             .and_then(|()| self.conn.execute_batch("COMMIT").map_err(|e| self.err(e)));
@@ -266,6 +268,7 @@ impl Mirror {
         state: &mut LedgerState,
     ) -> Result<()> {
         self.check_in_place()?;
+        let _writing = self.watch.writing();
         // Inside a group (see `begin_group`) the batch is a savepoint of
         // the group's transaction; otherwise a transaction of its own.
         let nested = !self.conn.is_autocommit();

@@ -292,21 +292,7 @@ impl Shipper {
     /// judged with the ledger's keys and policy): an estimate of the
     /// ledger's head before, or without, reading up to it.
     pub fn head_in_live_file(&self) -> Option<u64> {
-        let Ok(tail::Opening::File(file, meta)) =
-            tail::open_regular(&self.ledger.path, self.ledger.follow_symlink)
-        else {
-            return None;
-        };
-        tail::backward::last_authentic(
-            &file,
-            meta.len(),
-            self.ledger.signatures,
-            &self.ledger.keys,
-            self.ledger.max_line_bytes,
-        )
-        .ok()
-        .flatten()
-        .map(|h| h.seq)
+        self.tail_config().live_head()
     }
 
     fn tail_config(&self) -> TailConfig {

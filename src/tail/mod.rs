@@ -102,6 +102,25 @@ impl TailConfig {
     pub fn discover(&self) -> io::Result<Vec<LedgerFile>> {
         discover(&self.live, self.auth())
     }
+
+    /// The seq of the last authentic event of the live file, read back
+    /// from its end: the ledger's head as the files show it, without
+    /// reading up to it.
+    pub fn live_head(&self) -> Option<u64> {
+        let Ok(Opening::File(file, meta)) = open_regular(&self.live, self.follow_symlink) else {
+            return None;
+        };
+        backward::last_authentic(
+            &file,
+            meta.len(),
+            self.policy,
+            &self.keys,
+            self.max_line_bytes,
+        )
+        .ok()
+        .flatten()
+        .map(|h| h.seq)
+    }
 }
 
 struct OpenFile {

@@ -304,6 +304,14 @@ impl LedgerMetrics {
         self.lag_events.set(i64::try_from(lag).unwrap_or(i64::MAX));
     }
 
+    /// The ledger's head as the files show it now (read while nothing is
+    /// mirrored: a stalled mirror); the event lag follows.
+    pub fn record_seen(&self, seen: Option<u64>) {
+        let mirror = u64::try_from(self.mirror_head.get()).ok();
+        let anchor = u64::try_from(self.anchor.get()).ok();
+        self.record_heads(mirror, anchor, seen);
+    }
+
     pub fn set_lag_bytes(&self, bytes: u64) {
         self.lag_bytes.set(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
@@ -343,6 +351,10 @@ pub struct LedgerStatus {
     pub waiting_for: Option<String>,
     /// `Some(reason)` while the worker cannot commit or read.
     pub trouble: Option<String>,
+    /// `Some(reason)` while a write to the mirror has not returned for
+    /// long (a hung or frozen disk): set by the daemon's watch, not by
+    /// the ledger's worker, which is the one stuck.
+    pub stalled: Option<String>,
     pub lag_events: u64,
     /// (v1.2) `Some(reason)` while shipping to PostgreSQL is stopped (a
     /// central chain that conflicts with the local one).
@@ -429,6 +441,12 @@ pub fn readiness(
             reasons.push(match detail {
                 Detail::Full => format!("ledger {}: {why}", l.name),
                 Detail::Brief => format!("ledger {}: cannot mirror (see the logs)", l.name),
+            });
+        }
+        if let Some(why) = &l.stalled {
+            reasons.push(match detail {
+                Detail::Full => format!("ledger {}: {why}", l.name),
+                Detail::Brief => format!("ledger {}: mirror writes stalled (see the logs)", l.name),
             });
         }
         if let Some(why) = &l.central_halted {

@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test binary uses its own part of this
 
 pub mod certs;
+pub mod freeze;
 pub mod gocheck;
 pub mod lines;
 pub mod pg;
