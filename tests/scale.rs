@@ -670,6 +670,29 @@ fn a_flood_of_garbage_is_logged_a_few_lines_then_summarized() {
 }
 
 #[test]
+fn a_flood_of_garbage_grows_the_mirror_by_at_most_three_times_its_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = dir.path().join("app.jsonl");
+    // 100,000 lines of 100 bytes, each one evidence kept whole.
+    let garbage: String = (0..100_000)
+        .map(|i| format!("{:<100}\n", format!("garbage line {i}")))
+        .collect();
+    std::fs::write(&ledger, &garbage).unwrap();
+    let db = dir.path().join("m.db");
+    let out = on_db("replay", &ledger, &db);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_eq!(count(&db, "SELECT count(*) FROM quarantine"), 100_000);
+    // All of the WAL in the database file, to weigh the mirror alone.
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
+        .unwrap();
+    let size = std::fs::metadata(&db).unwrap().len() as f64;
+    let ratio = size / garbage.len() as f64;
+    assert!(ratio <= 3.0, "the mirror is {ratio:.2} times the garbage");
+}
+
+#[test]
 fn append_after_a_huge_last_line_reads_back_in_bounded_memory() {
     let dir = tempfile::tempdir().unwrap();
     let ledger = dir.path().join("app.jsonl");

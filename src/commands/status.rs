@@ -140,12 +140,14 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let mirror = Mirror::open(&db, Access::ReadOnly)?;
     let configured: &[LedgerSettings] = settings.as_ref().map_or(&[], |s| &s.ledgers);
     let mut out = Vec::new();
+    let mut quarantine = mirror.quarantine_counts()?;
     for name in mirror.ledgers()? {
         let state = mirror
             .state(&name)?
             .unwrap_or_else(|| LedgerState::new(Path::new("")));
         let ledger = configured.iter().find(|l| l.name == name);
-        out.push(mirrored_status(&mirror, &name, &state, ledger)?);
+        let counts = quarantine.remove(&name).unwrap_or_default();
+        out.push(mirrored_status(&mirror, &name, &state, ledger, counts)?);
     }
     let missing: Vec<&LedgerSettings> = configured
         .iter()
@@ -181,6 +183,7 @@ fn mirrored_status(
     name: &str,
     state: &LedgerState,
     ledger: Option<&LedgerSettings>,
+    quarantine: std::collections::BTreeMap<String, u64>,
 ) -> anyhow::Result<LedgerStatus> {
     let times = mirror.checkpoint_times(name)?;
     let last_halt = mirror
@@ -188,7 +191,6 @@ fn mirrored_status(
         .into_iter()
         .next()
         .map(PastHaltView::from);
-    let quarantine = mirror.quarantine_counts(name)?.into_iter().collect();
     let events = match (state.anchor, state.head) {
         (Some(a), Some(h)) => h.seq.saturating_sub(a.seq) + 1,
         _ => 0,

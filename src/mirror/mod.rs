@@ -33,6 +33,7 @@ mod signed;
 mod tree;
 mod write;
 
+pub use query::QuarantineCounts;
 pub use signed::{StoredCheckpoint, StoredCosignature};
 pub use tree::{ConnTiles, TreeHead};
 
@@ -575,8 +576,10 @@ impl Mirror {
             // 2 -> 3: the verifiable log (contract §7): the tree's tiles,
             // signed checkpoints, cosignatures; the trees are built after.
             "",
-            // 3 -> 4: the history of halts, from the halts in force.
-            "CREATE TABLE halts (hid INTEGER PRIMARY KEY, ledger TEXT NOT NULL, verdict TEXT NOT NULL,
+            // 3 -> 4: the history of halts, from the halts in force; no
+            // quarantine index by verdict (see schema.sql).
+            "DROP INDEX IF EXISTS quarantine_by_verdict;
+             CREATE TABLE halts (hid INTEGER PRIMARY KEY, ledger TEXT NOT NULL, verdict TEXT NOT NULL,
                 detail TEXT NOT NULL, file TEXT, file_offset INTEGER, seq INTEGER,
                 halted_at TEXT NOT NULL, lifted_at TEXT, lifted_how TEXT);
              CREATE INDEX halts_by_ledger ON halts (ledger, hid);

@@ -5,6 +5,10 @@
 use rusqlite::{params, OptionalExtension};
 
 use super::{opt_hash, seq_i64, Halt, HaltRecord, Mirror, Result, StoredEvent};
+
+/// Unresolved quarantine rows by ledger, then by verdict.
+pub type QuarantineCounts =
+    std::collections::HashMap<String, std::collections::BTreeMap<String, u64>>;
 use crate::ledger::{Hash, Verdict};
 use crate::tail::FileId;
 
@@ -199,15 +203,21 @@ impl Mirror {
         run().map_err(|e| self.err(e))
     }
 
-    /// Quarantine counts by verdict (unresolved rows only), sorted.
-    pub fn quarantine_counts(&self, ledger: &str) -> Result<Vec<(String, u64)>> {
-        let run = || -> rusqlite::Result<Vec<(String, u64)>> {
+    /// Quarantine counts by ledger and verdict (unresolved rows only), in
+    /// one pass over the table.
+    pub fn quarantine_counts(&self) -> Result<QuarantineCounts> {
+        let run = || -> rusqlite::Result<QuarantineCounts> {
             let mut stmt = self.conn.prepare(
-                "SELECT verdict, count(*) FROM quarantine
-                 WHERE ledger = ?1 AND resolved_at IS NULL GROUP BY verdict ORDER BY verdict",
+                "SELECT ledger, verdict, count(*) FROM quarantine
+                 WHERE resolved_at IS NULL GROUP BY ledger, verdict",
             )?;
-            let rows = stmt.query_map([ledger], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?;
-            rows.collect()
+            let mut rows = stmt.query([])?;
+            let mut out = QuarantineCounts::new();
+            while let Some(r) = rows.next()? {
+                let n = u64::try_from(r.get::<_, i64>(2)?).unwrap_or(0);
+                out.entry(r.get(0)?).or_default().insert(r.get(1)?, n);
+            }
+            Ok(out)
         };
         run().map_err(|e| self.err(e))
     }
