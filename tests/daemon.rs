@@ -807,3 +807,41 @@ fn a_mirror_on_a_frozen_disk_makes_readyz_fail_and_the_lag_count_what_waits() {
     sidecar.eventually("ready again", || sidecar.get("/readyz").0 == 200);
     assert!(sidecar.stop().success());
 }
+
+/// The bytes each parity check of `sidecar` read, from its debug log.
+fn parity_reads(sidecar: &Sidecar) -> Vec<u64> {
+    sidecar
+        .log_text()
+        .lines()
+        .filter(|l| l.contains("parity holds"))
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v["read_bytes"].as_u64())
+        .collect()
+}
+
+#[test]
+fn after_a_restart_parity_goes_on_where_it_was_instead_of_reading_everything() {
+    let s = setup("parity_interval_secs = 1");
+    append(&mut Writer::new(&s.ledger).without_fsync(), 0, 3000);
+    let debug = |cmd: &mut std::process::Command| {
+        cmd.env("RUST_LOG", "info,ledgertail::daemon::parity=debug");
+    };
+    let sidecar = Sidecar::start_with(&s.config, debug);
+    sidecar.eventually("a full check, kept in the mirror", || {
+        !parity_reads(&sidecar).is_empty()
+            && count(&s.db, "SELECT count(*) FROM meta WHERE key = 'parity:app'") == 1
+    });
+    let full = parity_reads(&sidecar)[0];
+    assert!(sidecar.stop().success());
+    append(&mut Writer::new(&s.ledger).without_fsync(), 3000, 10);
+    let sidecar = Sidecar::start_with(&s.config, debug);
+    sidecar.eventually("a check after the restart", || {
+        !parity_reads(&sidecar).is_empty()
+    });
+    let first = parity_reads(&sidecar)[0];
+    assert!(
+        first * 10 < full,
+        "the first check after a restart read {first} bytes, a full one {full}"
+    );
+    assert!(sidecar.stop().success());
+}

@@ -265,27 +265,75 @@ fn a_row_altered_in_sqlite_while_the_files_stand_still_is_found() {
 }
 
 #[test]
-fn every_sixtieth_check_is_full() {
+fn the_rolling_pass_finds_a_row_altered_in_sqlite_within_sixty_checks_while_the_ledger_grows() {
     let dir = tempfile::tempdir().unwrap();
     let s = mirrored_ledger(dir.path());
     let (_, mut checked, full) = check_since(&s, None);
-    let mut sizes = Vec::new();
+    // Row 5 is in a rotated file that never changes again: only the
+    // rolling pass reads it.
+    let db = rusqlite::Connection::open(&s.db).unwrap();
+    db.execute(
+        "UPDATE events SET payload = '{\"file\":1,\"i\":7}' WHERE seq = 5",
+        [],
+    )
+    .unwrap();
+    drop(db);
+    let mut found = None;
     for i in 0..ledgertail::parity::FULL_EVERY as usize {
         grow(&s, 10 + i, 1);
         let (p, next, bytes) = check_since(&s, checked.as_ref());
-        assert!(p.holds(), "{p:?}");
-        sizes.push(bytes);
+        assert!(bytes * 4 < full, "check {i} read {bytes} bytes of {full}");
+        if p.mismatched > 0 {
+            found = Some(i);
+            break;
+        }
         checked = next;
     }
-    let last = *sizes.last().unwrap();
     assert!(
-        last > full,
-        "the 60th check reads everything: {last} vs {full}"
+        found.is_some(),
+        "never found in {} checks",
+        ledgertail::parity::FULL_EVERY
     );
+}
+
+#[test]
+fn a_check_goes_on_from_the_state_kept_as_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = mirrored_ledger(dir.path());
+    let (_, checked, full) = check_since(&s, None);
+    let text = checked.unwrap().to_text();
+    let kept = ledgertail::parity::Checked::from_text(&text).expect("reads back");
+    assert_eq!(kept.to_text(), text);
+    grow(&s, 10, 1);
+    let (p, next, bytes) = check_since(&s, Some(&kept));
+    assert!(p.holds(), "{p:?}");
+    assert!(next.is_some());
     assert!(
-        sizes[..sizes.len() - 1].iter().all(|&b| b < last),
-        "{sizes:?}"
+        bytes * 4 < full,
+        "{bytes} bytes of {full}: not a full check"
     );
+    assert!(ledgertail::parity::Checked::from_text("not json").is_none());
+}
+
+#[test]
+fn an_in_place_edit_of_the_live_file_that_did_not_grow_is_found_by_the_next_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = mirrored_ledger(dir.path());
+    let (_, checked, _) = check_since(&s, None);
+    grow(&s, 10, 1);
+    let (_, checked, _) = check_since(&s, checked.as_ref());
+    let live = &s.ledgers[0].path;
+    let text = std::fs::read_to_string(live).unwrap();
+    let at = text.find("\"i\":10").unwrap() + 5;
+    std::os::unix::fs::FileExt::write_at(
+        &std::fs::OpenOptions::new().write(true).open(live).unwrap(),
+        b"9",
+        at as u64,
+    )
+    .unwrap();
+    let (p, _, _) = check_since(&s, checked.as_ref());
+    assert_eq!(p.mismatched, 1, "{p:?}");
+    assert!(p.rewrite.is_some(), "{p:?}");
 }
 
 /// Two ledgers of one mirror, written through one connection in one group

@@ -81,6 +81,10 @@ struct Shared {
     /// Mirrored lines the parity check found changed, by ledger: the
     /// ledger's follower halts on them (the parity thread only reads).
     rewrites: std::sync::Mutex<HashMap<String, crate::parity::Rewrite>>,
+    /// Where each ledger's parity check stands, for its follower to keep
+    /// in the mirror (the parity thread only reads): a restart goes on
+    /// from there.
+    parity_states: std::sync::Mutex<HashMap<String, String>>,
 }
 
 impl Shared {
@@ -89,7 +93,23 @@ impl Shared {
             stop: AtomicBool::new(false),
             reloadable: RwLock::new(Arc::new(reloadable)),
             rewrites: Default::default(),
+            parity_states: Default::default(),
         }
+    }
+
+    /// Where the parity check of `ledger` stands now (its text form).
+    fn report_parity_state(&self, ledger: &str, text: String) {
+        self.parity_states
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(ledger.to_owned(), text);
+    }
+
+    fn take_parity_state(&self, ledger: &str) -> Option<String> {
+        self.parity_states
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(ledger)
     }
 
     /// The parity check found a mirrored line changed: the ledger halts.

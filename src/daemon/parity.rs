@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use super::Shared;
 use crate::config::{LedgerSettings, RunSettings};
 use crate::mirror::{Access, Mirror};
+use crate::parity::Checked;
 use crate::telemetry::LedgerMetrics;
 
 /// What a file looked like: identity, size, modification and change times
@@ -93,6 +94,29 @@ pub(super) fn stamps_with(
     out
 }
 
+/// Where a ledger's parity check stands, and its text as last kept in
+/// the mirror (written again only when it changes).
+struct Saved {
+    checked: Option<Checked>,
+    text: String,
+}
+
+impl Saved {
+    /// As the last run left it in the mirror: a restart goes on from there
+    /// instead of reading the whole ledger again.
+    fn read(mirror: &Mirror, ledger: &str) -> Saved {
+        let text = mirror
+            .meta(&crate::parity::state_key(ledger))
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        Saved {
+            checked: Checked::from_text(&text),
+            text,
+        }
+    }
+}
+
 /// The periodic full parity check (contract §5), on its own thread with its
 /// own read-only connection.
 pub(super) struct ParityChecker {
@@ -112,8 +136,9 @@ impl ParityChecker {
         // sidecar was down shows quickly), then every interval.
         let mut wait = self.interval.min(Duration::from_secs(10));
         let mut last_checked: HashMap<String, Vec<FileStamp>> = HashMap::new();
-        // What the last clean check of each ledger leaves to the next.
-        let mut built_on: HashMap<String, crate::parity::Checked> = HashMap::new();
+        // What the last clean check of each ledger leaves to the next, as
+        // kept in the mirror (read once, at the first check).
+        let mut built_on: HashMap<String, Saved> = HashMap::new();
         loop {
             match stop.recv_timeout(wait) {
                 Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
@@ -152,7 +177,7 @@ impl ParityChecker {
         ledger: &LedgerSettings,
         metrics: &LedgerMetrics,
         mirror: &mut Option<Mirror>,
-        built_on: &mut HashMap<String, crate::parity::Checked>,
+        built_on: &mut HashMap<String, Saved>,
     ) -> bool {
         if mirror.is_none() {
             match Mirror::open(&self.db, Access::ReadOnly) {
@@ -186,12 +211,24 @@ impl ParityChecker {
             }
             !self.shared.stopping()
         };
-        let previous = built_on.remove(&ledger.name);
-        match crate::parity::recheck_since(ledger, mirror, previous.as_ref(), &mut pace) {
+        let saved = match built_on.remove(&ledger.name) {
+            Some(saved) => saved,
+            None => Saved::read(mirror, &ledger.name),
+        };
+        match crate::parity::recheck_since(ledger, mirror, saved.checked.as_ref(), &mut pace) {
             Ok(Some((p, next))) => {
-                if let Some(next) = next {
-                    built_on.insert(ledger.name.clone(), next);
+                let text = next.as_ref().map(Checked::to_text).unwrap_or_default();
+                if text != saved.text {
+                    self.shared.report_parity_state(&ledger.name, text.clone());
+                    self.schedule.wake(index, super::Wake::Files);
                 }
+                built_on.insert(
+                    ledger.name.clone(),
+                    Saved {
+                        checked: next,
+                        text,
+                    },
+                );
                 metrics.record_parity(&p);
                 if p.holds() {
                     tracing::debug!(ledger = %ledger.name, archived = p.archived, took = ?started.elapsed(), read_bytes = bytes, "parity holds");

@@ -324,6 +324,11 @@ impl Follower {
                 shipper.halt_on(&rewrite, &mut crate::shipper::Report::default())?;
             }
         }
+        if let Some(text) = self.context.shared.take_parity_state(name) {
+            shipper
+                .mirror()
+                .set_meta(&crate::parity::state_key(name), &text)?;
+        }
         if shipper.state().halt.is_none() || open.starting {
             let (metrics, board) = (&self.metrics, &self.context.board);
             // After every batch, so that a long catch-up shows its lag;

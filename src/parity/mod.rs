@@ -27,6 +27,12 @@ mod spill;
 pub use recheck::{recheck, recheck_since, reconcile, Checked, RecheckError, FULL_EVERY};
 pub use spill::HashColumn;
 
+/// The `meta` key under which `run` keeps where a ledger's periodic
+/// parity check stands ([`Checked::to_text`]).
+pub fn state_key(ledger: &str) -> String {
+    format!("parity:{ledger}")
+}
+
 /// Refused lines the report lists (all are counted).
 pub const MAX_PROBLEMS: usize = 1000;
 /// Reused ids the report lists (all are counted).

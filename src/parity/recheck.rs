@@ -2,7 +2,7 @@
 //! its file and offset, paced, in short read transactions, across
 //! rotations that happen while it runs.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use super::Parity;
 use crate::audit::{ChainWalk, RowCheck};
@@ -213,16 +213,17 @@ fn row_bytes(row: &StoredEvent) -> u64 {
         + 16) as u64
 }
 
-/// A check after [`FULL_EVERY`] - 1 incremental ones is full again: rows
-/// of files that did not change are read again at least this often (at
-/// the default interval, once an hour), which bounds how long a row
-/// altered in the database itself can go unseen.
+/// The rolling pass reads every row again within this many checks (at the
+/// default interval, within an hour), a slice per check: this bounds how
+/// long a row altered in the database itself, or a line edited in a file
+/// that also grew, can go unseen, and spreads the cost of a full pass
+/// over the period instead of paying it at once.
 pub const FULL_EVERY: u32 = 60;
 
 /// What a file looked like when its rows were compared with its lines:
 /// identity, size, modification and change times (the change time moves
 /// with any write, an in-place edit included, and no user can set it back).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 struct Stamp {
     dev: u64,
     ino: u64,
@@ -243,9 +244,21 @@ fn stamp_of(file: &LedgerFile) -> Option<Stamp> {
     })
 }
 
+impl Stamp {
+    /// Changed other than by growing: a write that did not only append
+    /// (an edit in place moves the change time and leaves the size). An
+    /// append may hide an edit too; the rolling pass reads such a file's
+    /// rows again within [`FULL_EVERY`] checks.
+    fn edited_since(&self, before: &Stamp) -> bool {
+        self.dev != before.dev
+            || self.ino != before.ino
+            || (self.len <= before.len && self != before)
+    }
+}
+
 /// A file whose rows a clean check compared with its lines: its stamp at
 /// the time (taken before its lines were read) and the seqs of its rows.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 struct Mark {
     stamp: Stamp,
     first: u64,
@@ -253,19 +266,75 @@ struct Mark {
 }
 
 /// What a clean check leaves to the next one, so that it reads only what
-/// can have changed: the rows committed since, and the rows of any file
-/// whose stamp moved (the live file, a file edited in place).
-#[derive(Debug, Clone)]
+/// can have changed or is due: the rows committed since, the rows of any
+/// file edited other than by growing, and the next slice of the rolling
+/// pass. Kept in the mirror between runs ([`Checked::to_text`]), so that a
+/// restart goes on where the last check was instead of reading the whole
+/// ledger again.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Checked {
-    anchor: Head,
+    anchor_seq: u64,
+    anchor_hash: String,
     /// Every row up to this seq was checked, and found sound.
     through: u64,
+    /// The rolling pass reads again from here (rows up to `through`): a
+    /// slice per check, so that every row is read again within
+    /// [`FULL_EVERY`] checks however the files change.
+    cursor: u64,
     /// By file id (as discovered), the files compared.
-    files: HashMap<String, Mark>,
-    /// Incremental checks since the last full one.
-    since_full: u32,
+    files: BTreeMap<String, Mark>,
     /// Every file of the ledger as it was at that check.
-    stamps: HashMap<String, Stamp>,
+    stamps: BTreeMap<String, Stamp>,
+    /// Read back from the mirror after a restart (not made by a check of
+    /// this process).
+    #[serde(skip)]
+    resumed: bool,
+}
+
+impl Checked {
+    /// As kept in the mirror.
+    pub fn to_text(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// `None` for a text this build cannot read (the next check is full).
+    pub fn from_text(text: &str) -> Option<Checked> {
+        let mut c: Checked = serde_json::from_str(text).ok()?;
+        c.resumed = true;
+        Some(c)
+    }
+
+    fn anchored_at(&self, anchor: Head) -> bool {
+        self.anchor_seq == anchor.seq && self.anchor_hash == anchor.hash.to_hex()
+    }
+
+    /// The rows an incremental check reads, as seq ranges, and where the
+    /// rolling pass goes on after it.
+    fn plan(&self, stamps: &BTreeMap<String, Stamp>, head: u64) -> (Vec<(u64, u64)>, u64) {
+        let mut ranges: Vec<(u64, u64)> = self
+            .files
+            .iter()
+            .filter(|(id, mark)| {
+                stamps
+                    .get(*id)
+                    .is_none_or(|now| now.edited_since(&mark.stamp))
+            })
+            .map(|(_, mark)| (mark.first, mark.last))
+            .collect();
+        if self.through < head {
+            ranges.push((self.through + 1, head));
+        }
+        let rows = self.through.saturating_sub(self.anchor_seq) + 1;
+        let slice = rows.div_ceil(u64::from(FULL_EVERY)).max(1);
+        let from = if self.cursor > self.through || self.cursor < self.anchor_seq {
+            self.anchor_seq
+        } else {
+            self.cursor
+        };
+        let to = from.saturating_add(slice - 1).min(self.through);
+        ranges.push((from, to));
+        (ranges, to + 1)
+    }
 }
 
 /// The periodic parity check of `run` (contract §5), in full: every
@@ -288,13 +357,15 @@ pub fn recheck(
 /// (shape, hash, link; its signature too when no line on disk vouches for
 /// it) is `mismatched`.
 ///
-/// After a clean check (`previous`), only what can have changed is read
-/// again: the rows committed since, and the rows of every file whose
-/// identity, size, modification or change time moved (the live file; any
-/// file edited in place: its change time moves). Every [`FULL_EVERY`]
-/// checks, and whenever the last one found a difference or the mirror was
-/// rebuilt, the check is full. Returns the result and, when it is clean,
-/// what the next check may build on.
+/// After a clean check (`previous`), only what can have changed or is due
+/// is read: the rows committed since; the rows of every file changed other
+/// than by growing (an edit in place moves its change time, not its size;
+/// a file that grew, the live one, is not read again for that); and the
+/// next slice of the rolling pass, which reads every row again within
+/// [`FULL_EVERY`] checks. Whenever the last check found a difference, the
+/// mirror was rebuilt, or neither the head nor any file moved (so only the
+/// database can have changed), the check is full. Returns the result and,
+/// when it is clean, what the next check may build on.
 ///
 /// Memory is bounded (rows are read in short read transactions of a few
 /// thousand, so the shipper's writes and WAL checkpoints go on), and
@@ -321,37 +392,28 @@ pub fn recheck_since(
     source.discover()?;
     // Stamped before any line is read: a change while the check reads
     // shows at the next one.
-    let stamps: HashMap<String, Stamp> = source
+    let stamps: BTreeMap<String, Stamp> = source
         .files
         .iter()
         .filter_map(|f| Some((f.id.to_string(), stamp_of(f)?)))
         .collect();
-    // Full again: every FULL_EVERY checks; after a rebuilt mirror; and
-    // when neither the head nor any ledger file moved since the last
-    // check, so that only the database itself can have changed (an edit
-    // of old rows in SQLite; or just a WAL checkpoint after the last
-    // commits: one full check when a ledger falls quiet).
+    // Full again: after a rebuilt mirror; and when neither the head nor
+    // any ledger file moved since the last check, so that only the
+    // database itself can have changed (an edit of old rows in SQLite; or
+    // just a WAL checkpoint after the last commits: one full check when a
+    // ledger falls quiet). Not after a restart: the state kept in the
+    // mirror is built on, and the rolling pass reads every row again
+    // within its period.
     let previous = previous.filter(|c| {
-        c.anchor == anchor
+        c.anchored_at(anchor)
             && c.through <= head.seq
-            && c.since_full + 1 < FULL_EVERY
-            && !(c.through == head.seq && c.stamps == stamps)
+            && (c.resumed || !(c.through == head.seq && c.stamps == stamps))
     });
-    // The seq ranges to read, in order, without overlaps.
-    let mut ranges: Vec<(u64, u64)> = match previous {
-        None => vec![(anchor.seq, head.seq)],
-        Some(c) => {
-            let mut r: Vec<(u64, u64)> = c
-                .files
-                .iter()
-                .filter(|(id, mark)| stamps.get(*id) != Some(&mark.stamp))
-                .map(|(_, mark)| (mark.first, mark.last))
-                .collect();
-            if c.through < head.seq {
-                r.push((c.through + 1, head.seq));
-            }
-            r
-        }
+    // The seq ranges to read (sorted and merged below), and where the
+    // rolling pass goes on next time (a full check is a whole pass).
+    let (mut ranges, cursor) = match previous {
+        None => (vec![(anchor.seq, head.seq)], anchor.seq),
+        Some(c) => c.plan(&stamps, head.seq),
     };
     ranges.sort_unstable();
     let mut merged: Vec<(u64, u64)> = Vec::new();
@@ -363,7 +425,7 @@ pub fn recheck_since(
     }
 
     let mut p = Parity::default();
-    let mut marks: HashMap<String, Mark> = previous.map(|c| c.files.clone()).unwrap_or_default();
+    let mut marks: BTreeMap<String, Mark> = previous.map(|c| c.files.clone()).unwrap_or_default();
     // A file whose rows were compared but that could not be marked (its
     // name moved during the check): the next check must be full.
     let mut unmarked = false;
@@ -470,11 +532,13 @@ pub fn recheck_since(
     // missing); from now on the full checks see to them.
     marks.retain(|id, _| stamps.contains_key(id));
     let next = (p.holds() && !unmarked && source.rediscovered.is_empty()).then(|| Checked {
-        anchor,
+        anchor_seq: anchor.seq,
+        anchor_hash: anchor.hash.to_hex(),
         through: head.seq,
+        cursor,
         files: marks,
-        since_full: previous.map_or(0, |c| c.since_full + 1),
         stamps,
+        resumed: false,
     });
     Ok(Some((p, next)))
 }

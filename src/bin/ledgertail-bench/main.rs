@@ -21,6 +21,7 @@ use clap::Parser;
 
 mod fleet;
 mod many;
+mod parity;
 mod tlog;
 use ledgertail::ledger::frame::{Frame, Framer};
 use ledgertail::ledger::{authenticate, examine_each, Examined, KeyRing, SignaturePolicy};
@@ -51,6 +52,9 @@ struct Args {
     /// Events of the largest `verify` case (every event with an id).
     #[arg(long, default_value_t = 10_000_000)]
     verify_events: u64,
+    /// Events of the ledger whose parity check `run` keeps up with.
+    #[arg(long, default_value_t = 10_000_000)]
+    parity_events: u64,
     /// Ledgers in the "many ledgers in one `run`" case.
     #[arg(long, default_value_t = 1000)]
     ledgers: usize,
@@ -137,7 +141,13 @@ fn main() {
     }
     if wanted("parity") {
         println!("\n## Parity check cost (`run`'s periodic check)\n");
-        parity_cost(&binary, &dir.join("parity"), args.events);
+        parity::parity_cost(&binary, &dir.join("parity"), args.events);
+        let (events, watch) = if args.smoke {
+            (20_000, 3)
+        } else {
+            (args.parity_events, 180)
+        };
+        parity::parity_in_run(&binary, &dir.join("parity-run"), events, watch, args.smoke);
     }
     if wanted("ledgers") {
         println!("\n## Many ledgers in one `run`\n");
@@ -430,67 +440,6 @@ fn trust_args(key: Option<&KeyFile>) -> Vec<String> {
         ],
         None => vec!["--signatures".into(), "off".into()],
     }
-}
-
-/// The periodic parity check on `n` events in ten files (nine rotated):
-/// a full check, then one after ten more events (incremental: the live
-/// file and the new rows), unpaced. Prints a table.
-fn parity_cost(binary: &Path, dir: &Path, n: u64) {
-    use ledgertail::config::{FileConfig, Overrides, Settings};
-    let _ = std::fs::remove_dir_all(dir);
-    std::fs::create_dir_all(dir).expect("create dir");
-    let live = dir.join("app.jsonl");
-    let per_file = (n / 10).max(1);
-    let mut w = Writer::new(&live).without_fsync();
-    for f in 0..10u64 {
-        let payloads: Vec<String> = (0..per_file)
-            .map(|i| payload(f * per_file + i, 420))
-            .collect();
-        for chunk in payloads.chunks(1000) {
-            let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
-            w.append_batch("order.created", &refs).expect("generate");
-        }
-        if f < 9 {
-            std::fs::rename(&live, dir.join(format!("app.jsonl.{}", 9 - f))).expect("rotate");
-        }
-    }
-    let db = dir.join("m.db");
-    let (_, _) = replay(binary, &live, &db, None);
-    let over = Overrides {
-        ledger: Some(live.clone()),
-        db: Some(db.clone()),
-        ..Overrides::default()
-    };
-    let settings = Settings::resolve(&FileConfig::default(), &over, dir).expect("settings");
-    let ledger = &settings.ledgers[0];
-    let check = |previous: Option<&ledgertail::parity::Checked>| {
-        let mirror = Mirror::open(&db, Access::ReadOnly).expect("open mirror");
-        let mut bytes = 0u64;
-        let started = Instant::now();
-        let (p, next) = ledgertail::parity::recheck_since(ledger, &mirror, previous, &mut |b| {
-            bytes += b;
-            true
-        })
-        .expect("check")
-        .expect("not abandoned");
-        assert!(p.holds(), "parity does not hold in the benchmark: {p:?}");
-        (started.elapsed().as_secs_f64(), bytes, next)
-    };
-    let (full_s, full_b, checked) = check(None);
-    let payloads: Vec<String> = (0..10).map(|i| payload(n + i, 420)).collect();
-    let refs: Vec<&str> = payloads.iter().map(String::as_str).collect();
-    w.append_batch("order.created", &refs).expect("append");
-    let (_, _) = replay(binary, &live, &db, None);
-    let (inc_s, inc_b, _) = check(checked.as_ref());
-    println!("{} events in 10 files (9 rotated); the check's read rate unbounded here (`parity_max_bytes_per_sec` paces it in `run`).\n", per_file * 10);
-    println!("| check | seconds | MiB read (lines and rows) |");
-    println!("|---|---|---|");
-    println!("| full | {full_s:.2} | {:.1} |", full_b as f64 / 1048576.0);
-    println!(
-        "| incremental, after 10 more events | {inc_s:.2} | {:.1} |",
-        inc_b as f64 / 1048576.0
-    );
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 /// `verify`, without and with `--db`, on ledgers of a tenth of `n` and of
