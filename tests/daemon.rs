@@ -444,6 +444,16 @@ fn sighup_with_a_new_key_mirrors_the_unknown_key_lines_and_lifts_the_halt() {
     );
     let signed_rows = count(&s.db, "SELECT count(*) FROM events WHERE key_id = 'k1'");
     assert_eq!(signed_rows, 3);
+    // The lifted halt is kept: what, and how it was lifted.
+    let (verdict, how): (String, String) = db(&s.db)
+        .query_row(
+            "SELECT verdict, lifted_how FROM halts WHERE ledger = 'app' AND lifted_at IS NOT NULL",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(verdict, "seq_gap");
+    assert!(how.contains("trusted keys"), "{how}");
     assert!(sidecar.stop().success());
 }
 
