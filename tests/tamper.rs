@@ -170,6 +170,22 @@ fn an_in_place_edit_further_down_halts_run_and_stays_halted_after_a_restart() {
 }
 
 #[test]
+fn an_in_place_edit_further_down_halts_replay_once_run_kept_its_parity_check() {
+    let s = setup("");
+    mirrored_ten(&s);
+    let sidecar = sidecar_checking_parity(&s);
+    sidecar.eventually("the parity check kept in the mirror", || {
+        count(&s.db, "SELECT count(*) FROM meta WHERE key = 'parity:app'") == 1
+    });
+    assert!(sidecar.stop().success());
+    poke(&s.ledger, digit_in_line(&s.ledger, 5), b'9');
+    let out = on_db("replay", &s.ledger, &s.db);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let (verdict, seq, _, _) = halt(&s.db).expect("halted");
+    assert_eq!((verdict.as_str(), seq), ("rewritten", Some(5)));
+}
+
+#[test]
 fn restoring_the_changed_bytes_lifts_the_halt_and_the_history_keeps_it() {
     let s = setup("");
     let lines = mirrored_ten(&s);

@@ -33,6 +33,7 @@ use crate::tail::{self, TailConfig, Tailer};
 use crate::verifier::{Chunk, PoolBroken, Rules, Verifiers};
 
 mod open;
+mod parity;
 mod read_ahead;
 mod refusals;
 mod rejudge;

@@ -391,7 +391,7 @@ impl Shipper {
         }
     }
 
-    fn recheck_err(&self, e: RecheckError) -> ShipError {
+    pub(super) fn recheck_err(&self, e: RecheckError) -> ShipError {
         match e {
             RecheckError::Mirror(m) => ShipError::Mirror(m),
             RecheckError::Io { path, source } => ShipError::Io {
