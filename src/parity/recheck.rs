@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use super::Parity;
 use crate::audit::{ChainWalk, RowCheck};
 use crate::config::LedgerSettings;
-use crate::ledger::{authenticate, Head};
+use crate::ledger::{authenticate, Head, SealedEvent};
 use crate::mirror::{Mirror, MirrorError, StoredEvent};
 use crate::tail::{self, FileId, LedgerFile, Standing};
 
@@ -488,7 +488,7 @@ pub fn recheck_since(
                             path.display(),
                             row.file_offset
                         )),
-                        false,
+                        None,
                     ),
                     Found::FileGone => {
                         if row.fault.is_none()
@@ -504,14 +504,18 @@ pub fn recheck_since(
                                 ),
                             );
                         }
-                        (None, false)
+                        (None, None)
                     }
                 };
                 // A row its line vouches for was judged authentic when it
                 // was mirrored: its shape, hash and links are audited
                 // here, its signature is the line's. Any other row has
                 // only its columns.
-                let problem = match walk.row(&row, !vouched, &mut p) {
+                let checked = match &vouched {
+                    Some(line) => walk.row_vouched(&row, line, &mut p),
+                    None => walk.row(&row, true, &mut p),
+                };
+                let problem = match checked {
                     RowCheck::Later => continue,
                     RowCheck::Unsound(why) => Some(why),
                     RowCheck::Sound => None,
@@ -601,15 +605,16 @@ pub fn reconcile(
     Ok(lowest)
 }
 
-/// What the line on disk says of its row: a difference, if any, and
-/// whether the line vouches for the row (same event, same signature).
+/// What the line on disk says of its row: a difference, if any, or the
+/// event the line holds when it vouches for the row (same event, same
+/// signature).
 pub(super) fn compare_line(
     line: &[u8],
     path: &std::path::Path,
     row: &StoredEvent,
     ledger: &LedgerSettings,
     scratch: &mut Vec<u8>,
-) -> (Option<String>, bool) {
+) -> (Option<String>, Option<SealedEvent>) {
     match authenticate(
         line,
         crate::ledger::SignaturePolicy::Off,
@@ -624,20 +629,26 @@ pub(super) fn compare_line(
                 refusal.verdict,
                 refusal.detail
             )),
-            false,
+            None,
         ),
-        Ok(ev) if ev.seq != row.seq || ev.hash.to_hex() != row.hash || ev.sig != row.sig => (
-            Some(format!(
-                "the line at {}:{} now holds seq {} hash {}, the mirror seq {} hash {}",
-                path.display(),
-                row.file_offset,
-                ev.seq,
-                ev.hash,
-                row.seq,
-                row.hash
-            )),
-            false,
-        ),
-        Ok(_) => (None, true),
+        Ok(ev)
+            if ev.seq != row.seq
+                || ev.hash.hex_digits() != row.hash.as_bytes()
+                || ev.sig != row.sig =>
+        {
+            (
+                Some(format!(
+                    "the line at {}:{} now holds seq {} hash {}, the mirror seq {} hash {}",
+                    path.display(),
+                    row.file_offset,
+                    ev.seq,
+                    ev.hash,
+                    row.seq,
+                    row.hash
+                )),
+                None,
+            )
+        }
+        Ok(ev) => (None, Some(ev)),
     }
 }

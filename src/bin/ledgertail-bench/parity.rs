@@ -83,8 +83,9 @@ pub fn parity_in_run(binary: &Path, dir: &Path, n: u64, watch_secs: u64, smoke: 
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir).expect("create dir");
     let live = dir.join("app.jsonl");
+    // Named as `replay --ledger app.jsonl` names it: the same ledger.
     let case = Case {
-        name: "parity",
+        name: "app",
         events: n,
         payload_bytes: 420,
         signed: false,
