@@ -321,11 +321,12 @@ impl Shipper {
         let Some(moved) = moved.filter(|m| m.tail == pos.tail) else {
             return Ok(None);
         };
-        // The checkpoint's own inode is still the live file: it was
-        // truncated after being copied.
-        let truncated = files
-            .iter()
-            .any(|f| f.is_live && f.id.same_inode(&pos.file) && f.len < pos.offset);
+        // The checkpoint's own inode is still the live file, with other
+        // content (none yet, or new lines): it was truncated after being
+        // copied.
+        let truncated = files.iter().any(|f| {
+            f.is_live && f.id.same_inode(&pos.file) && f.id.fingerprint != pos.file.fingerprint
+        });
         if standing == Standing::Copy && truncated {
             tracing::info!(
                 ledger = %self.ledger.name,
