@@ -281,6 +281,40 @@ fn copytruncate_is_a_rotation_for_run() {
 }
 
 #[test]
+fn copytruncate_during_a_slow_parity_check_is_not_a_rewrite() {
+    let s = setup("parity_interval_secs = 1\nparity_max_bytes_per_sec = 65536");
+    // 60 events of 6 KB: more than the check reads ahead (256 KiB), so
+    // it reads the cut file after the truncation.
+    let mut w = ledgertail::producer::Writer::new(&s.ledger);
+    let note = "x".repeat(6000);
+    let big: Vec<String> = (0..70)
+        .map(|i| format!("{{\"i\":{i},\"note\":\"{note}\"}}"))
+        .collect();
+    let refs: Vec<&str> = big.iter().map(String::as_str).collect();
+    w.append_batch("test", &refs[..60]).unwrap();
+    let sidecar = Sidecar::start(&s.config);
+    sidecar.eventually("60 mirrored", || mirrored_seqs(&s.db).len() == 60);
+    // The first check begins a second after the start and reads 64 KiB a
+    // second: well within it, the live file is copied and cut.
+    std::thread::sleep(Duration::from_millis(1800));
+    copytruncate(&s.ledger);
+    w.append_batch("test", &refs[60..]).unwrap();
+    sidecar.eventually("70 mirrored", || mirrored_seqs(&s.db).len() == 70);
+    // Checks go on (the one under way and the next ones): none halts.
+    let checked = |sidecar: &Sidecar| {
+        sidecar
+            .metric("ledgertail_parity_last_check_timestamp_seconds{ledger=\"app\"}")
+            .filter(|t| !t.is_nan())
+            .unwrap_or(0.0)
+    };
+    let first = checked(&sidecar);
+    sidecar.eventually("a later check", || checked(&sidecar) > first + 1.5);
+    assert_eq!(halted_gauge(&sidecar), Some(0.0), "{}", sidecar.log_text());
+    assert!(sidecar.stop().success());
+    assert!(halt(&s.db).is_none());
+}
+
+#[test]
 fn lines_lost_in_copytruncates_race_halt_as_a_seq_gap_that_names_it() {
     let s = setup("");
     // After the truncation the live file grows past the old checkpoint

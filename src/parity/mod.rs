@@ -278,7 +278,7 @@ fn where_read(
     p: &mut Parity,
 ) -> Result<Option<String>, RecheckError> {
     let mut line = Vec::new();
-    let (found, _) = lines.line_of(row, &mut line)?;
+    let (found, _) = lines.settled_line_of(row, &mut line)?;
     Ok(match found {
         recheck::Found::Line(path, _) => {
             let (why, _) = recheck::compare_line(&line, &path, row, ledger, &mut Vec::new());

@@ -108,9 +108,34 @@ impl<'a> LineSource<'a> {
         Ok(tail::stand_in(&self.files, recorded, path, self.head_seq).map(|(f, s)| (f.clone(), s)))
     }
 
+    /// As [`LineSource::line_of`], but a line that is missing or differs
+    /// from its row is looked for once more after a fresh discovery: a
+    /// rotation during the check (a rename, a copy and truncate) moves
+    /// lines to other files; it does not change them.
+    pub(super) fn settled_line_of(
+        &mut self,
+        row: &StoredEvent,
+        buf: &mut Vec<u8>,
+    ) -> Result<(Found, Option<Standing>), RecheckError> {
+        let first = self.line_of(row, buf)?;
+        let differs = match &first.0 {
+            Found::NoLine(_) => true,
+            Found::Line(path, _) => compare_line(buf, path, row, self.ledger, &mut Vec::new())
+                .0
+                .is_some(),
+            Found::FileGone => false,
+        };
+        if !differs || !self.rediscovered.insert(row.file_id.clone()) {
+            return Ok(first);
+        }
+        self.reader = None;
+        self.discover()?;
+        self.line_of(row, buf)
+    }
+
     /// Reads the line of `row` into `buf`; also says how the file it was
     /// read from stands for the row's.
-    pub(super) fn line_of(
+    fn line_of(
         &mut self,
         row: &StoredEvent,
         buf: &mut Vec<u8>,
@@ -450,7 +475,7 @@ pub fn recheck_since(
                 let (found, _) = if row.fault.is_some() {
                     (Found::FileGone, None)
                 } else {
-                    source.line_of(&row, &mut line)?
+                    source.settled_line_of(&row, &mut line)?
                 };
                 let read = match &found {
                     Found::Line(..) => line.len() as u64 + 1,
@@ -575,7 +600,7 @@ pub fn reconcile(
         let Some(last) = rows.last() else { break };
         to = last.seq.checked_sub(1);
         for row in rows {
-            let (found, standing) = source.line_of(&row, &mut line)?;
+            let (found, standing) = source.settled_line_of(&row, &mut line)?;
             let problem = match (found, standing) {
                 (_, None | Some(Standing::Same)) => return Ok(lowest),
                 (Found::Line(path, _), _) => {
