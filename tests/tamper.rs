@@ -186,6 +186,33 @@ fn an_in_place_edit_further_down_halts_replay_once_run_kept_its_parity_check() {
 }
 
 #[test]
+fn an_in_place_edit_further_down_halts_the_next_replay_of_a_replay_built_mirror() {
+    let s = setup("");
+    mirrored_ten(&s);
+    poke(&s.ledger, digit_in_line(&s.ledger, 5), b'9');
+    let out = on_db("replay", &s.ledger, &s.db);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let (verdict, seq, _, _) = halt(&s.db).expect("halted");
+    assert_eq!((verdict.as_str(), seq), ("rewritten", Some(5)));
+}
+
+#[test]
+fn a_replay_keeps_its_check_and_the_next_one_goes_on_from_it() {
+    let s = setup("");
+    let lines = mirrored_ten(&s);
+    // The second replay checks in full and keeps where it stands.
+    assert_eq!(on_db("replay", &s.ledger, &s.db).status.code(), Some(0));
+    assert_eq!(
+        count(&s.db, "SELECT count(*) FROM meta WHERE key = 'parity:app'"),
+        1
+    );
+    append_lines(&s.ledger, &lines[10..]);
+    let out = on_db("replay", &s.ledger, &s.db);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_eq!(mirrored_seqs(&s.db), (0..12).collect::<Vec<i64>>());
+}
+
+#[test]
 fn restoring_the_changed_bytes_lifts_the_halt_and_the_history_keeps_it() {
     let s = setup("");
     let lines = mirrored_ten(&s);

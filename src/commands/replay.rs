@@ -58,13 +58,14 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
                 bar.set_position(p.done_bytes);
             }
         };
+        let had_rows = shipper.state().head.is_some();
         let mut report = shipper
             .catch_up(&stop, &mut on_progress)
             .with_context(|| format!("replaying ledger `{}`", ledger.name))?;
         // An edit of mirrored lines is found by replay too, from where
         // the last check stood.
         shipper
-            .check_from_kept_parity(&mut report)
+            .check_from_kept_parity(had_rows, &mut report)
             .with_context(|| format!("checking parity of ledger `{}`", ledger.name))?;
         shipper.record_judged_with()?;
         shipper.flush_refusal_log();

@@ -122,6 +122,21 @@ impl Mirror {
         run().map_err(|e| self.err(e))
     }
 
+    /// Whether a row or a quarantined line was ever read from the file
+    /// with this id (its `files` row).
+    pub fn knows_file(&self, file_id: &str) -> Result<bool> {
+        if self.version < 2 {
+            return Ok(false);
+        }
+        self.conn
+            .query_row("SELECT 1 FROM files WHERE file_id = ?1", [file_id], |_| {
+                Ok(())
+            })
+            .optional()
+            .map(|found| found.is_some())
+            .map_err(|e| self.err(e))
+    }
+
     /// The path a file was last read under, from the `files` table.
     pub fn file_path(&self, file_id: &str) -> Result<Option<String>> {
         if self.version < 2 {

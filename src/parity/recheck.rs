@@ -105,7 +105,12 @@ impl<'a> LineSource<'a> {
             self.paths.insert(file_id.to_owned(), path);
         }
         let path = self.paths.get(file_id).and_then(|p| p.as_deref());
-        Ok(tail::stand_in(&self.files, recorded, path, self.head_seq).map(|(f, s)| (f.clone(), s)))
+        let mirror = self.mirror;
+        let read_as_itself = |id: &FileId| mirror.knows_file(&id.to_string()).unwrap_or(true);
+        Ok(
+            tail::stand_in(&self.files, recorded, path, self.head_seq, &read_as_itself)
+                .map(|(f, s)| (f.clone(), s)),
+        )
     }
 
     /// As [`LineSource::line_of`], but a line that is missing or differs

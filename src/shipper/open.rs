@@ -162,6 +162,7 @@ impl Shipper {
             &file_id,
             recorded_path.as_deref().map(std::path::Path::new),
             head.seq,
+            &|id| self.read_as_itself(id),
         )
         .map(|(f, s)| (f.clone(), s)) else {
             return Ok(None);
@@ -313,8 +314,10 @@ impl Shipper {
         pos: &Position,
         head: Head,
     ) -> Result<Option<Opened>, ShipError> {
-        let Some((file, standing)) = tail::stand_in(files, &pos.file, Some(&pos.path), head.seq)
-        else {
+        let stands = tail::stand_in(files, &pos.file, Some(&pos.path), head.seq, &|id| {
+            self.read_as_itself(id)
+        });
+        let Some((file, standing)) = stands else {
             return Ok(None);
         };
         let moved = tail::position_in(files, file.id, pos.offset).map_err(|e| self.io_err(e))?;
@@ -390,6 +393,12 @@ impl Shipper {
             ))),
             _ => Ok(None),
         }
+    }
+
+    /// The mirror read the file under this identity (an error counts as
+    /// yes: a file is then never taken for another one edited).
+    fn read_as_itself(&self, id: &tail::FileId) -> bool {
+        self.mirror.knows_file(&id.to_string()).unwrap_or(true)
     }
 
     pub(super) fn recheck_err(&self, e: RecheckError) -> ShipError {

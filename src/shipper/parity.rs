@@ -2,7 +2,8 @@
 //! `replay`) left where its check stands in the mirror, a replay builds on
 //! it, so that a replay run from a timer catches an edit of mirrored
 //! lines as `run` would (the files edited in place, the new rows, and the
-//! rolling pass's next slice), and halts on it.
+//! rolling pass's next slice), and halts on it. A replay of a mirror that
+//! held rows before it and kept no check makes a full one, once.
 
 use super::{Report, ShipError, Shipper};
 use crate::parity::{self, Checked};
@@ -10,20 +11,24 @@ use crate::parity::{self, Checked};
 impl Shipper {
     /// Checks the mirror against the files from where the kept check
     /// stands, unpaced, and keeps where it stands now; a changed mirrored
-    /// line halts the ledger as `rewritten`. Nothing when no check was
-    /// kept (a mirror only `replay` built: its rows were judged as they
-    /// were read) or the ledger is halted.
-    pub fn check_from_kept_parity(&mut self, report: &mut Report) -> Result<(), ShipError> {
+    /// line halts the ledger as `rewritten`. With no check kept, the check
+    /// is full when the mirror held rows before this replay (`had_rows`),
+    /// and skipped for a mirror this replay built from nothing (its rows
+    /// were judged as they were read). Nothing while the ledger is halted.
+    pub fn check_from_kept_parity(
+        &mut self,
+        had_rows: bool,
+        report: &mut Report,
+    ) -> Result<(), ShipError> {
         let key = parity::state_key(&self.ledger.name);
         let kept = self.mirror.meta(&key)?;
-        let Some(previous) = kept.as_deref().and_then(Checked::from_text) else {
-            return Ok(());
-        };
-        if self.state.halt.is_some() {
+        let previous = kept.as_deref().and_then(Checked::from_text);
+        if self.state.halt.is_some() || (previous.is_none() && !had_rows) {
             return Ok(());
         }
+        let mut unpaced = |_| true;
         let checked =
-            parity::recheck_since(&self.ledger, &self.mirror, Some(&previous), &mut |_| true)
+            parity::recheck_since(&self.ledger, &self.mirror, previous.as_ref(), &mut unpaced)
                 .map_err(|e| self.recheck_err(e))?;
         let Some((found, next)) = checked else {
             return Ok(());

@@ -69,7 +69,9 @@ pub fn bytes_after(
         return all(0);
     };
     let found = match head_seq {
-        Some(head) => stand_in(files, &pos.file, Some(&pos.path), head).map(|(f, _)| f),
+        // Without the mirror at hand, only a copy stands for a file (the
+        // figure is an estimate of what waits).
+        Some(head) => stand_in(files, &pos.file, Some(&pos.path), head, &|_| true).map(|(f, _)| f),
         None => find_file(files, &pos.file),
     };
     match found.and_then(|f| files.iter().position(|g| g.id == f.id)) {
@@ -139,12 +141,17 @@ pub enum Standing {
 /// path. The last three only when the file holds an authentic event at or
 /// below the head (mirrored content): an inode number is handed out again
 /// once a file is deleted, the live path names each new live file, and
-/// such a new file holds only later events.
+/// such a new file holds only later events. The last two also only when
+/// the mirror never read the file under the identity it has now
+/// (`read_as_itself`): a file given a deleted file's inode number, whose
+/// own events were mirrored since, is a file of its own, not the old one
+/// edited.
 pub fn stand_in<'f>(
     files: &'f [LedgerFile],
     recorded: &FileId,
     recorded_path: Option<&std::path::Path>,
     head_seq: u64,
+    read_as_itself: &dyn Fn(&FileId) -> bool,
 ) -> Option<(&'f LedgerFile, Standing)> {
     if let Some(f) = find_file(files, recorded) {
         return Some((f, Standing::Same));
@@ -161,16 +168,17 @@ pub fn stand_in<'f>(
             return Some((f, Standing::Copy));
         }
     }
+    let edited = |f: &LedgerFile| holds_mirrored(f) && !read_as_itself(&f.id);
     if let Some(f) = files
         .iter()
-        .find(|f| f.id.same_inode(recorded) && holds_mirrored(f))
+        .find(|f| f.id.same_inode(recorded) && edited(f))
     {
         return Some((f, Standing::EditedInPlace));
     }
     let path = recorded_path?;
     files
         .iter()
-        .find(|f| f.path == path && holds_mirrored(f))
+        .find(|f| f.path == path && edited(f))
         .map(|f| (f, Standing::Replaced))
 }
 
