@@ -174,10 +174,17 @@ fn an_in_place_edit_further_down_halts_replay_once_run_kept_its_parity_check() {
     let s = setup("");
     mirrored_ten(&s);
     let sidecar = sidecar_checking_parity(&s);
-    sidecar.eventually("the parity check kept in the mirror", || {
-        count(&s.db, "SELECT count(*) FROM meta WHERE key = 'parity:app'") == 1
+    sidecar.eventually("a parity check", || {
+        sidecar
+            .metric("ledgertail_parity_last_check_timestamp_seconds{ledger=\"app\"}")
+            .is_some_and(|t| t > 0.0)
     });
     assert!(sidecar.stop().success());
+    assert_eq!(
+        count(&s.db, "SELECT count(*) FROM meta WHERE key = 'parity:app'"),
+        1,
+        "kept at the stop"
+    );
     poke(&s.ledger, digit_in_line(&s.ledger, 5), b'9');
     let out = on_db("replay", &s.ledger, &s.db);
     assert_eq!(out.status.code(), Some(1), "{}", show(&out));

@@ -82,8 +82,8 @@ struct Shared {
     /// ledger's follower halts on them (the parity thread only reads).
     rewrites: std::sync::Mutex<HashMap<String, crate::parity::Rewrite>>,
     /// Where each ledger's parity check stands, for its follower to keep
-    /// in the mirror (the parity thread only reads): a restart goes on
-    /// from there.
+    /// in the mirror with its next commit or at the stop (the parity
+    /// thread only reads): a restart goes on from there.
     parity_states: std::sync::Mutex<HashMap<String, String>>,
 }
 

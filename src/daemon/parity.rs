@@ -220,7 +220,6 @@ impl ParityChecker {
                 let text = next.as_ref().map(Checked::to_text).unwrap_or_default();
                 if text != saved.text {
                     self.shared.report_parity_state(&ledger.name, text.clone());
-                    self.schedule.wake(index, super::Wake::Files);
                 }
                 built_on.insert(
                     ledger.name.clone(),

@@ -77,6 +77,23 @@ struct Open {
     halted_lag_for: Option<Vec<super::parity::FileStamp>>,
     waiting: bool,
     since: Instant,
+    /// Where the parity check stands, not yet kept in the mirror: it is
+    /// written with the ledger's next commit, or at the stop. Never on its
+    /// own: a write of an idle ledger's mirror would look, to the next
+    /// parity round, like an edit of the database, and make it full.
+    parity_state: Option<String>,
+}
+
+impl Open {
+    /// Keeps where the parity check stands in the mirror (see
+    /// `parity_state`).
+    fn keep_parity_state(&mut self, ledger: &str) -> anyhow::Result<()> {
+        if let Some(text) = self.parity_state.take() {
+            let key = crate::parity::state_key(ledger);
+            self.shipper.mirror().set_meta(&key, &text)?;
+        }
+        Ok(())
+    }
 }
 
 /// What one step saw.
@@ -130,7 +147,15 @@ impl Follower {
     /// [`super::runner`]), where a backlog gives way sooner.
     pub(super) fn step(&mut self, wake: Option<Wake>, base: &Base, grouped: bool) -> Next {
         if wake == Some(Wake::Stop) || self.context.shared.stopping() {
-            self.open = None;
+            if let Some(mut open) = self.open.take() {
+                // A stop is no reason to lose where parity stands.
+                if let Some(text) = self.context.shared.take_parity_state(&self.ledger.name) {
+                    open.parity_state = Some(text);
+                }
+                if let Err(e) = open.keep_parity_state(&self.ledger.name) {
+                    tracing::warn!(ledger = %self.ledger.name, error = %e, "where the parity check stands was not kept: the next start checks in full");
+                }
+            }
             return Next::Finished;
         }
         let outcome =
@@ -279,6 +304,7 @@ impl Follower {
             halted_lag_for: None,
             waiting: false,
             since: Instant::now(),
+            parity_state: None,
         })
     }
 
@@ -325,9 +351,7 @@ impl Follower {
             }
         }
         if let Some(text) = self.context.shared.take_parity_state(name) {
-            shipper
-                .mirror()
-                .set_meta(&crate::parity::state_key(name), &text)?;
+            open.parity_state = Some(text);
         }
         if shipper.state().halt.is_none() || open.starting {
             let (metrics, board) = (&self.metrics, &self.context.board);
@@ -360,6 +384,14 @@ impl Follower {
                 shipper.catch_up_until(&self.context.shared.stop, &yield_now, &mut observe)?;
             stepped.new_lines = report.blank > 0 || report.verdicts.values().any(|n| *n > 0);
             stepped.yielded = report.yielded;
+            // Written with a commit: the database changed anyway.
+            if report.commits > 0 {
+                if let Some(text) = open.parity_state.take() {
+                    shipper
+                        .mirror()
+                        .set_meta(&crate::parity::state_key(name), &text)?;
+                }
+            }
             if open.record_judged && !report.yielded {
                 shipper.record_judged_with()?;
                 open.record_judged = false;

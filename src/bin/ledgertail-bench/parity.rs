@@ -107,15 +107,20 @@ pub fn parity_in_run(binary: &Path, dir: &Path, n: u64, watch_secs: u64, smoke: 
         .expect("config");
         path
     };
-    // The first run's full check, unpaced.
-    let first = spawn_run(binary, &config(1 << 40, free_port()));
+    // The first run's full check, unpaced; where it stands is kept at
+    // the stop (the ledger is idle).
+    let port = free_port();
+    let first = spawn_run(binary, &config(1 << 40, port));
     let started = Instant::now();
-    let key = ledgertail::parity::state_key(case.name);
-    while !has_meta(&db, &key) {
+    while !parity_checked(port) {
         std::thread::sleep(Duration::from_millis(200));
     }
     let full_s = started.elapsed().as_secs_f64();
     stop(first);
+    assert!(
+        has_meta(&db, &ledgertail::parity::state_key(case.name)),
+        "the first run kept no parity state"
+    );
     // The restart, as an operator's config paces it.
     let port = free_port();
     let restart = Instant::now();
@@ -178,12 +183,29 @@ fn has_meta(db: &Path, key: &str) -> bool {
 
 /// `GET /readyz` answers 200.
 fn ready(port: u16) -> bool {
+    get(port, "/readyz").starts_with("HTTP/1.1 200")
+}
+
+/// A parity check has finished (its gauge is set).
+fn parity_checked(port: u16) -> bool {
+    get(port, "/metrics").lines().any(|l| {
+        l.starts_with("ledgertail_parity_last_check_timestamp_seconds{")
+            && l.rsplit(' ')
+                .next()
+                .and_then(|v| v.parse::<f64>().ok())
+                .is_some_and(|t| t > 0.0)
+    })
+}
+
+/// The response to `GET path` (empty when there is none).
+fn get(port: u16, path: &str) -> String {
     use std::io::{Read, Write};
     let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
+        return String::new();
     };
-    let _ = s.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let _ = s.write_all(request.as_bytes());
     let mut text = String::new();
     let _ = s.read_to_string(&mut text);
-    text.starts_with("HTTP/1.1 200")
+    text
 }
