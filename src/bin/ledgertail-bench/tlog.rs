@@ -29,11 +29,12 @@ use ledgertail::mirror::{Access, Mirror};
 
 use super::{percentile, replay};
 
-/// Strips the tree as a mirror of schema 2 had none.
+/// Makes the mirror one of schema 2 again: no tree (and none of what
+/// later schemas added, such as the halts history).
 fn strip_tree(db: &Path) {
     let c = rusqlite::Connection::open(db).expect("open the mirror");
     c.execute_batch(
-        "DROP TABLE tlog_tiles; DROP TABLE tlog_checkpoints; DROP TABLE tlog_cosignatures;
+        "DROP TABLE tlog_tiles; DROP TABLE tlog_checkpoints; DROP TABLE tlog_cosignatures; DROP TABLE halts;
          ALTER TABLE checkpoints DROP COLUMN tree_size; ALTER TABLE checkpoints DROP COLUMN tree_root;
          PRAGMA user_version = 2; VACUUM;",
     )
