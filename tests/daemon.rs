@@ -149,7 +149,7 @@ fn fifty_rotations_under_a_steady_producer_keep_exact_parity() {
 }
 
 #[test]
-fn an_old_line_altered_in_place_shows_as_a_parity_mismatch() {
+fn an_old_line_altered_in_place_shows_as_a_parity_mismatch_and_halts() {
     let s = setup("parity_interval_secs = 1");
     let mut w = Writer::new(&s.ledger);
     append(&mut w, 0, 40);
@@ -183,10 +183,15 @@ fn an_old_line_altered_in_place_shows_as_a_parity_mismatch() {
     eventually("the mismatch logged", || {
         sidecar.log_text().contains("parity does not hold")
     });
-    // Reading goes on: the altered line is behind the checkpoint.
-    assert_eq!(
-        sidecar.metric("ledgertail_halted{ledger=\"app\"}"),
-        Some(0.0)
+    // Bytes already mirrored changed: the ledger halts as `rewritten`.
+    eventually("halted", || {
+        sidecar.metric("ledgertail_halted{ledger=\"app\"}") == Some(1.0)
+    });
+    let (code, body) = sidecar.get("/readyz");
+    assert_eq!(code, 503, "{body}");
+    assert!(
+        body.contains("rewritten") && body.contains("seq 5"),
+        "{body}"
     );
     drop(sidecar);
 }
