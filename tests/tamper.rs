@@ -169,6 +169,16 @@ fn an_in_place_edit_further_down_halts_run_and_stays_halted_after_a_restart() {
     assert_eq!(mirrored_seqs(&s.db).len(), 10);
 }
 
+/// One byte of line 5 changed in place: `replay` exits 1, halted as
+/// `rewritten` at seq 5.
+fn edit_line_5_then_replay_halts_there(s: &Setup) {
+    poke(&s.ledger, digit_in_line(&s.ledger, 5), b'9');
+    let out = on_db("replay", &s.ledger, &s.db);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let (verdict, seq, _, _) = halt(&s.db).expect("halted");
+    assert_eq!((verdict.as_str(), seq), ("rewritten", Some(5)));
+}
+
 #[test]
 fn an_in_place_edit_further_down_halts_replay_once_run_kept_its_parity_check() {
     let s = setup("");
@@ -185,22 +195,14 @@ fn an_in_place_edit_further_down_halts_replay_once_run_kept_its_parity_check() {
         1,
         "kept at the stop"
     );
-    poke(&s.ledger, digit_in_line(&s.ledger, 5), b'9');
-    let out = on_db("replay", &s.ledger, &s.db);
-    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
-    let (verdict, seq, _, _) = halt(&s.db).expect("halted");
-    assert_eq!((verdict.as_str(), seq), ("rewritten", Some(5)));
+    edit_line_5_then_replay_halts_there(&s);
 }
 
 #[test]
 fn an_in_place_edit_further_down_halts_the_next_replay_of_a_replay_built_mirror() {
     let s = setup("");
     mirrored_ten(&s);
-    poke(&s.ledger, digit_in_line(&s.ledger, 5), b'9');
-    let out = on_db("replay", &s.ledger, &s.db);
-    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
-    let (verdict, seq, _, _) = halt(&s.db).expect("halted");
-    assert_eq!((verdict.as_str(), seq), ("rewritten", Some(5)));
+    edit_line_5_then_replay_halts_there(&s);
 }
 
 #[test]

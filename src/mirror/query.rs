@@ -174,22 +174,13 @@ impl Mirror {
     /// Mirrored events of a ledger with `seq` in `from..`, at most `limit`,
     /// in seq order, in one short read transaction.
     pub fn events_from(&self, ledger: &str, from: u64, limit: usize) -> Result<Vec<StoredEvent>> {
-        let run = || -> rusqlite::Result<Vec<StoredEvent>> {
-            let mut stmt = self.conn.prepare_cached(
-                "SELECT seq, id, ts, type, payload, extra, prev_hash, hash, key_id, sig, file_id, file_offset
-                 FROM events WHERE ledger = ?1 AND seq >= ?2 ORDER BY seq LIMIT ?3",
-            )?;
-            let rows = stmt.query_map(
-                params![
-                    ledger,
-                    seq_i64(from),
-                    i64::try_from(limit).unwrap_or(i64::MAX)
-                ],
-                stored_event,
-            )?;
-            rows.collect()
-        };
-        run().map_err(|e| self.err(e))
+        self.events_where(
+            "SELECT seq, id, ts, type, payload, extra, prev_hash, hash, key_id, sig, file_id, file_offset
+             FROM events WHERE ledger = ?1 AND seq >= ?2 ORDER BY seq LIMIT ?3",
+            ledger,
+            from,
+            limit,
+        )
     }
 
     /// Mirrored events of a ledger with `seq` at most `to`, at most
@@ -200,19 +191,27 @@ impl Mirror {
         to: u64,
         limit: usize,
     ) -> Result<Vec<StoredEvent>> {
+        self.events_where(
+            "SELECT seq, id, ts, type, payload, extra, prev_hash, hash, key_id, sig, file_id, file_offset
+             FROM events WHERE ledger = ?1 AND seq <= ?2 ORDER BY seq DESC LIMIT ?3",
+            ledger,
+            to,
+            limit,
+        )
+    }
+
+    /// The rows `sql` selects, bound to (ledger, seq, limit).
+    fn events_where(
+        &self,
+        sql: &str,
+        ledger: &str,
+        seq: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>> {
         let run = || -> rusqlite::Result<Vec<StoredEvent>> {
-            let mut stmt = self.conn.prepare_cached(
-                "SELECT seq, id, ts, type, payload, extra, prev_hash, hash, key_id, sig, file_id, file_offset
-                 FROM events WHERE ledger = ?1 AND seq <= ?2 ORDER BY seq DESC LIMIT ?3",
-            )?;
-            let rows = stmt.query_map(
-                params![
-                    ledger,
-                    seq_i64(to),
-                    i64::try_from(limit).unwrap_or(i64::MAX)
-                ],
-                stored_event,
-            )?;
+            let mut stmt = self.conn.prepare_cached(sql)?;
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let rows = stmt.query_map(params![ledger, seq_i64(seq), limit], stored_event)?;
             rows.collect()
         };
         run().map_err(|e| self.err(e))

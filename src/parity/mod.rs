@@ -288,11 +288,7 @@ fn where_read(
             why
         }
         recheck::Found::NoLine(path) => {
-            let why = format!(
-                "{} holds no complete line at offset {} any more (cut short)",
-                path.display(),
-                row.file_offset
-            );
+            let why = recheck::cut_short(&path, row.file_offset);
             p.rewritten(row.seq, &path, row.file_offset, &why);
             Some(why)
         }

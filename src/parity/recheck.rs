@@ -512,14 +512,7 @@ pub fn recheck_since(
                     }
                     // Its file is there, cut short: bytes already read
                     // were changed.
-                    Found::NoLine(path) => (
-                        Some(format!(
-                            "{} holds no complete line at offset {} any more (cut short)",
-                            path.display(),
-                            row.file_offset
-                        )),
-                        None,
-                    ),
+                    Found::NoLine(path) => (Some(cut_short(&path, row.file_offset)), None),
                     Found::FileGone => {
                         if row.fault.is_none()
                             && source.oldest_on_disk().is_none_or(|o| row.seq < o)
@@ -612,14 +605,7 @@ pub fn reconcile(
                     let (why, _) = compare_line(&line, &path, &row, ledger, &mut scratch);
                     why.map(|w| (path, w))
                 }
-                (Found::NoLine(path), _) => Some((
-                    path.clone(),
-                    format!(
-                        "{} holds no complete line at offset {} any more (cut short)",
-                        path.display(),
-                        row.file_offset
-                    ),
-                )),
+                (Found::NoLine(path), _) => Some((path.clone(), cut_short(&path, row.file_offset))),
                 (Found::FileGone, _) => None,
             };
             if let Some((path, detail)) = problem {
@@ -633,6 +619,14 @@ pub fn reconcile(
         }
     }
     Ok(lowest)
+}
+
+/// What a row whose file was cut short before its line says.
+pub(super) fn cut_short(path: &std::path::Path, offset: u64) -> String {
+    format!(
+        "{} holds no complete line at offset {offset} any more (cut short)",
+        path.display()
+    )
 }
 
 /// What the line on disk says of its row: a difference, if any, or the
