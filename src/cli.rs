@@ -145,9 +145,26 @@ pub struct SetupPostgresArgs {
     /// The schema of the central tables.
     #[arg(long, value_name = "NAME", default_value = "ledgertail")]
     pub schema: String,
-    /// Grant this (existing) role what shipping needs and nothing more.
+    /// Grant this (existing) role what shipping needs and nothing more:
+    /// the right to ship the sources --source names (or, with
+    /// --all-sources, every source).
     #[arg(long, value_name = "ROLE")]
     pub grant: Vec<String>,
+    /// A source the --grant roles may ship (repeatable). One role per host,
+    /// granted that host's source alone, is the safe default: a stolen
+    /// credential then cannot write another host's history.
+    #[arg(
+        long,
+        value_name = "NAME",
+        requires = "grant",
+        conflicts_with = "all_sources"
+    )]
+    pub source: Vec<String>,
+    /// Let the --grant roles ship every source, present and future (one
+    /// role shared by a fleet: any host holding it can write every host's
+    /// ledgers).
+    #[arg(long, requires = "grant")]
+    pub all_sources: bool,
     /// The CA that signed the server's certificate (sslmode=verify-ca or
     /// verify-full).
     #[arg(long, value_name = "FILE")]

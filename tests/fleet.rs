@@ -86,8 +86,12 @@ fn one_sidecar_ships_its_ledger_exactly_once_and_the_database_keeps_the_chain() 
     )[0]
     .clone()
     .unwrap();
-    assert!(refused(&row(501, &head)).contains("central head is seq 499"));
-    assert!(refused(&row(500, &"cd".repeat(32))).contains("does not link to the central head"));
+    // Not even a linked row goes in outside a transaction holding the
+    // ledger's lease; within one, only what extends the chain.
+    assert!(refused(&row(500, &head)).contains("holds its lease"));
+    let leased = |sql: &str| refused(&in_lease("host-a", "app", sql));
+    assert!(leased(&row(501, &head)).contains("central head is seq 499"));
+    assert!(leased(&row(500, &"cd".repeat(32))).contains("does not link to the central head"));
     assert!(
         refused("UPDATE ledgertail.events SET payload = '{\"amt\":1}' WHERE seq = 3")
             .contains("never changed")
@@ -220,10 +224,10 @@ fn a_forged_central_row_halts_that_ledger_only_and_verify_catches_a_superusers_e
     let head = pg.column("SELECT head_hash FROM ledgertail.ledgers WHERE ledger = 'app'")[0]
         .clone()
         .unwrap();
-    pg.exec(&format!(
+    pg.exec(&in_lease("host-a", "app", &format!(
         "INSERT INTO ledgertail.events (source, ledger, seq, ts, type, payload, prev_hash, hash) VALUES ('host-a', 'app', 50, '2026-01-01T00:00:00Z', 'test', '{{\"forged\":true}}', '{head}', '{}')",
         "ee".repeat(32)
-    ));
+    )));
     let sidecar = start(&s, &pg);
     append(&mut app, 50, 10);
     append(&mut other, 50, 10);

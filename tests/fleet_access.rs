@@ -50,6 +50,8 @@ fn an_ingest_role_ships_and_can_do_nothing_else() {
             &pg.url("lt_owner", "owner-pw"),
             "--grant",
             "lt_ingest",
+            "--source",
+            "host-i",
         ])
         .output()
         .unwrap();
@@ -61,6 +63,8 @@ fn an_ingest_role_ships_and_can_do_nothing_else() {
             &pg.url("lt_owner", ""),
             "--grant",
             "ledgertail_ingest",
+            "--source",
+            "web-1",
             "--print",
         ])
         .output()

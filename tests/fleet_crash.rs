@@ -243,7 +243,8 @@ impl CuttingProxy {
                         if n == 0 || server_w.write_all(&buf[..n]).is_err() {
                             break;
                         }
-                        let commits = buf[..n].windows(7).any(|w| w == b"COMMIT;");
+                        // A COMMIT query message (the text ends in NUL).
+                        let commits = buf[..n].windows(7).any(|w| w == b"COMMIT\0");
                         // Every other COMMIT: shipping makes progress in
                         // between, as it would on a flaky network.
                         if commits

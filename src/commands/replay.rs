@@ -119,6 +119,8 @@ fn ship(
     let mut shipper = Shipper::new(pg, names, db.to_path_buf(), None, None)
         .map_err(anyhow::Error::msg)
         .context("[postgres]")?;
+    // Every file has been read: the mirror's heads are final.
+    shipper.mirror_is_complete();
     let all = vec![true; names.len()];
     let mut failing_since = None;
     loop {

@@ -1,10 +1,11 @@
-//! `ledgertail setup-postgres --postgres URL [--schema S] [--grant ROLE]
-//! [--print]` (v1.2): the fleet store's schema created or migrated by its
-//! owner, and an ingest role granted the least that shipping needs
-//! (USAGE on the schema, reading and inserting events, reading ledgers
-//! and schema_version, EXECUTE on ship_begin and ship_end), so that the
-//! sidecars can run with a role that cannot change a shipped row, move a
-//! head by hand or alter the schema. 0 done, 2 could not.
+//! `ledgertail setup-postgres --postgres URL [--schema S] [--grant ROLE
+//! (--source NAME... | --all-sources)] [--print]`: the fleet store's
+//! schema created or migrated by its owner, and an ingest role granted the
+//! least that shipping needs (USAGE on the schema, reading and inserting
+//! events, reading ledgers and schema_version, EXECUTE on the shipping
+//! functions) and the sources it may ship, so that a sidecar runs with a
+//! role that cannot change a shipped row, move a head by hand, alter the
+//! schema or write another host's ledgers. 0 done, 2 could not.
 
 use std::process::ExitCode;
 
@@ -23,9 +24,19 @@ pub fn run(args: SetupPostgresArgs) -> anyhow::Result<ExitCode> {
     };
     // The schema name is checked as the config checks it.
     table.resolve(std::path::Path::new("/"))?;
+    let sources = if args.all_sources {
+        schema::Sources::All
+    } else {
+        schema::Sources::Only(&args.source)
+    };
+    if !args.grant.is_empty() && args.source.is_empty() && !args.all_sources {
+        anyhow::bail!(
+            "--grant needs the sources the role may ship\nhint: add --source NAME (repeatable; the `source` under [postgres] of that host's sidecar), or --all-sources for a role every host shares (any host holding it can then write every host's ledgers)"
+        );
+    }
     if args.print {
         for role in &args.grant {
-            println!("{}", schema::ingest_grants(&args.schema, role));
+            println!("{}", schema::ingest_grants(&args.schema, role, sources));
         }
         return Ok(exit(EXIT_OK));
     }
@@ -40,8 +51,8 @@ pub fn run(args: SetupPostgresArgs) -> anyhow::Result<ExitCode> {
     )
     .map_err(anyhow::Error::msg)
     .context("--postgres")?;
-    let mut client = target.connect()?;
-    schema::ensure(&mut client, &args.schema)
+    let client = target.connect()?;
+    schema::ensure(&client, &args.schema)
         .with_context(|| format!("creating or migrating schema {}", args.schema))?;
     println!(
         "{}: schema {} at version {}",
@@ -50,11 +61,15 @@ pub fn run(args: SetupPostgresArgs) -> anyhow::Result<ExitCode> {
         schema::VERSION
     );
     for role in &args.grant {
-        schema::grant_ingest(&mut client, &args.schema, role)
+        schema::grant_ingest(&client, &args.schema, role, sources)
             .with_context(|| format!("granting role {role} the ingest privileges"))?;
         println!(
-            "{}: role {role} may ship into {} (and do nothing else there)",
+            "{}: role {role} may ship {} into {} (and do nothing else there)",
             target.shown(),
+            match sources {
+                schema::Sources::All => "every source".to_owned(),
+                schema::Sources::Only(names) => format!("source {}", names.join(", ")),
+            },
             args.schema
         );
     }

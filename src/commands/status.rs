@@ -251,7 +251,7 @@ fn add_central(pg: &crate::config::PostgresSettings, mirror: &Mirror, out: &mut 
     quick.connect_timeout = pg.connect_timeout.min(std::time::Duration::from_secs(5));
     let connected =
         Target::for_settings(&quick).and_then(|t| t.connect().map_err(|e| e.to_string()));
-    let mut client = match connected {
+    let client = match connected {
         Ok(c) => c,
         Err(e) => {
             for s in out.iter_mut() {
@@ -262,7 +262,7 @@ fn add_central(pg: &crate::config::PostgresSettings, mirror: &Mirror, out: &mut 
     };
     for s in out.iter_mut() {
         let mut v = view(None);
-        match postgres::ship::read_head(&mut client, &pg.schema, &pg.source, &s.ledger) {
+        match postgres::ship::read_head(&client, &pg.schema, &pg.source, &s.ledger) {
             Err(e) => v.error = Some(e.to_string()),
             Ok(None) => v.lag_events = Some(s.events),
             Ok(Some(c)) => {
@@ -274,7 +274,13 @@ fn add_central(pg: &crate::config::PostgresSettings, mirror: &Mirror, out: &mut 
                         hash: hash.clone(),
                     });
                     v.lag_events = s.head.as_ref().map(|h| h.seq.saturating_sub(*seq));
-                    if let Ok(Some(local)) = mirror.hash_at(&s.ledger, *seq) {
+                    let local = s.head.as_ref().map(|h| h.seq);
+                    if local.is_none_or(|l| l < *seq) {
+                        v.conflict = Some(format!(
+                            "the central head seq {seq} is past this mirror's head ({}): the fleet store holds rows this mirror lacks; unless the mirror is still catching up, they are rows this host's files never had",
+                            local.map_or("none".to_owned(), |l| format!("seq {l}"))
+                        ));
+                    } else if let Ok(Some(local)) = mirror.hash_at(&s.ledger, *seq) {
                         if local.to_hex() != *hash {
                             v.conflict = Some(format!(
                                 "a fork: the central row at seq {seq} has hash {hash}, this mirror's has {}",

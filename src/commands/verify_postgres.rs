@@ -39,6 +39,25 @@ struct CentralReport {
     /// The first problems (at most parity::MAX_PROBLEMS).
     problems: Vec<RowProblem>,
     problems_total: u64,
+    /// Which key signed which rows (`None`: unsigned rows).
+    signed_by: Vec<Signer>,
+}
+
+#[derive(Debug, Serialize)]
+struct Signer {
+    key_id: Option<String>,
+    rows: u64,
+    first_seq: u64,
+    last_seq: u64,
+}
+
+#[derive(Debug, Serialize)]
+struct Unregistered {
+    source: String,
+    ledger: String,
+    rows: u64,
+    first_seq: u64,
+    last_seq: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -47,6 +66,9 @@ struct Report {
     postgres: String,
     schema: String,
     ledgers: Vec<CentralReport>,
+    /// Rows of `(source, ledger)`s that have no `ledgers` row: only a hand
+    /// that bypassed the triggers puts them there.
+    unregistered: Vec<Unregistered>,
 }
 
 pub fn run(args: &VerifyArgs, url: &str) -> anyhow::Result<ExitCode> {
@@ -80,21 +102,34 @@ pub fn run(args: &VerifyArgs, url: &str) -> anyhow::Result<ExitCode> {
     )
     .map_err(anyhow::Error::msg)
     .context("--postgres")?;
-    let mut client = target.connect()?;
-    let central = postgres::rows::ledgers(
-        &mut client,
+    let client = target.connect()?;
+    let central =
+        postgres::rows::ledgers(&client, &schema, args.source.as_deref(), wanted.as_deref())
+            .with_context(|| format!("reading {schema}.ledgers"))?;
+    let unregistered = postgres::rows::unregistered(
+        &client,
         &schema,
         args.source.as_deref(),
         wanted.as_deref(),
     )
-    .with_context(|| format!("reading {schema}.ledgers"))?;
+    .with_context(|| format!("looking for rows of ledgers {schema}.ledgers does not know"))?;
     let mut report = Report {
-        ok: true,
+        ok: unregistered.is_empty(),
         postgres: target.shown().to_owned(),
         schema: schema.clone(),
         ledgers: Vec::new(),
+        unregistered: unregistered
+            .into_iter()
+            .map(|u| Unregistered {
+                source: u.source,
+                ledger: u.ledger,
+                rows: u.rows,
+                first_seq: u.first_seq,
+                last_seq: u.last_seq,
+            })
+            .collect(),
     };
-    if central.is_empty() {
+    if central.is_empty() && report.unregistered.is_empty() {
         // Asking about a ledger the store does not hold is a finding, not
         // a clean bill.
         if args.source.is_some() || wanted.is_some() {
@@ -103,7 +138,7 @@ pub fn run(args: &VerifyArgs, url: &str) -> anyhow::Result<ExitCode> {
     }
     for (source, ledger, head) in central {
         let policy = ledger_policy(&settings, &ledger);
-        let r = audit_one(&mut client, &schema, &source, &ledger, &head, &policy)?;
+        let r = audit_one(&client, &schema, &source, &ledger, &head, &policy)?;
         report.ok &= r.ok;
         report.ledgers.push(r);
     }
@@ -137,8 +172,33 @@ pub fn run(args: &VerifyArgs, url: &str) -> anyhow::Result<ExitCode> {
                 l.problems_total,
                 if l.problems_total == 1 { "" } else { "s" },
             );
+            for k in &l.signed_by {
+                println!(
+                    "{}/{}:   {} {} row{} (seqs {} to {})",
+                    l.source,
+                    l.ledger,
+                    k.key_id
+                        .as_ref()
+                        .map_or("unsigned:".to_owned(), |k| format!("signed by key {k}:")),
+                    k.rows,
+                    if k.rows == 1 { "" } else { "s" },
+                    k.first_seq,
+                    k.last_seq
+                );
+            }
         }
-        if report.ledgers.is_empty() {
+        for u in &report.unregistered {
+            println!(
+                "{}/{}: {} row{} (seqs {} to {}) in events, but no row in {schema}.ledgers: written past the triggers (a superuser's hand); not part of any chain",
+                u.source,
+                u.ledger,
+                u.rows,
+                if u.rows == 1 { "" } else { "s" },
+                u.first_seq,
+                u.last_seq
+            );
+        }
+        if report.ledgers.is_empty() && report.unregistered.is_empty() {
             println!(
                 "{}: no ledger{} in {schema}.ledgers",
                 report.postgres,
@@ -186,7 +246,7 @@ fn ledger_policy(settings: &Settings, name: &str) -> LedgerSettings {
 }
 
 fn audit_one(
-    client: &mut postgres::Client,
+    client: &postgres::Session,
     schema: &str,
     source: &str,
     ledger: &str,
@@ -230,8 +290,10 @@ fn audit_one(
     let mut walk = ChainWalk::new(policy, Some(&state));
     let mut parity = Parity::default();
     let mut rows = 0u64;
+    let mut signed_by: Vec<Signer> = Vec::new();
     postgres::rows::for_each_row(client, schema, source, ledger, |row| {
         rows += 1;
+        count_signer(&mut signed_by, &row);
         match walk.row(&row, true, &mut parity) {
             RowCheck::Sound => {}
             RowCheck::Unsound(why) => note(row.seq, why),
@@ -273,5 +335,28 @@ fn audit_one(
         head: state.head.map(HeadView::from),
         problems,
         problems_total: total,
+        signed_by,
     })
+}
+
+/// Counts `row` under its key (a few keys per ledger: a short list).
+fn count_signer(signers: &mut Vec<Signer>, row: &crate::mirror::StoredEvent) {
+    let key = if row.sig.is_some() {
+        row.key_id.clone()
+    } else {
+        None
+    };
+    match signers.iter_mut().find(|s| s.key_id == key) {
+        Some(s) => {
+            s.rows += 1;
+            s.first_seq = s.first_seq.min(row.seq);
+            s.last_seq = s.last_seq.max(row.seq);
+        }
+        None => signers.push(Signer {
+            key_id: key,
+            rows: 1,
+            first_seq: row.seq,
+            last_seq: row.seq,
+        }),
+    }
 }

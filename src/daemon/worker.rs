@@ -400,9 +400,17 @@ impl Follower {
         open.starting = false;
         self.note_waiting(shipper, &mut open.waiting);
         if shipper.state().halt.is_none() {
-            self.metrics.set_lag_bytes(shipper.lag_bytes()?);
+            let lag_bytes = shipper.lag_bytes()?;
+            self.metrics.set_lag_bytes(lag_bytes);
             open.halted_lag_for = None;
+            let read = lag_bytes == 0 && !stepped.yielded;
+            self.context
+                .board
+                .update(&self.ledger.name, |s| s.files_read = read);
         } else {
+            self.context
+                .board
+                .update(&self.ledger.name, |s| s.files_read = false);
             let files_now = super::parity::stamps(&self.ledger.path, None);
             if open.halted_lag_for.as_ref() != Some(&files_now) {
                 // Halted: what waits behind the halt, from the checkpoint

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::PostgresSettings;
 use crate::mirror::{Mirror, MirrorError};
+use crate::postgres::ship::Group;
 use crate::postgres::{self, ErrorKind, PgError, Shipment};
 use crate::telemetry::{FleetMetrics, StatusBoard};
 
@@ -32,11 +33,14 @@ pub(super) enum Pos {
 
 /// What a lane needs to do its step.
 pub(super) struct Io<'a> {
-    pub client: &'a mut postgres::Client,
+    pub client: &'a postgres::Session,
     pub mirror: &'a Mirror,
     pub cfg: &'a PostgresSettings,
     pub shipper: &'a str,
     pub board: Option<&'a StatusBoard>,
+    /// The mirror holds all the files will give it (`replay`, once it has
+    /// read them): a central head past it will never be reached.
+    pub local_complete: bool,
 }
 
 pub(super) enum Step {
@@ -214,17 +218,21 @@ impl Lane {
         anchor: &(u64, String),
         rows: &[crate::mirror::StoredEvent],
     ) -> Result<(), PgError> {
-        let shipment = Shipment {
-            schema: &io.cfg.schema,
-            source: &io.cfg.source,
+        let part = [Shipment {
             ledger: &self.name,
-            shipper: io.shipper,
-            lease: io.cfg.lease,
             expected,
             anchor: (anchor.0, anchor.1.as_str()),
             rows,
+        }];
+        let group = Group {
+            schema: &io.cfg.schema,
+            source: &io.cfg.source,
+            shipper: io.shipper,
+            lease: io.cfg.lease,
+            statement_timeout: io.cfg.statement_timeout,
+            parts: &part,
         };
-        postgres::ship::ship(io.client, io.cfg.statement_timeout, &shipment)
+        postgres::ship::ship(io.client, &group)
     }
 
     /// An idle lane renews its lease every third of it, so that a second
@@ -309,6 +317,10 @@ impl Lane {
         let Some(anchor) = anchor else {
             // Nothing mirrored yet.
             self.pos = match central.and_then(|c| c.head) {
+                Some((seq, _)) if self.files_read(io) => {
+                    self.halt(io, ahead(seq, None));
+                    return Ok(());
+                }
                 Some((seq, _)) => Pos::WaitLocal { central: seq },
                 None => Pos::Unknown,
             };
@@ -397,6 +409,9 @@ impl Lane {
                 "a fork: the central row at seq {seq} has hash {hash}, this mirror's has {}",
                 local.to_hex()
             )),
+            Ok(None) if local_head.is_none_or(|h| h < seq) && self.files_read(io) => {
+                self.halt(io, ahead(seq, local_head));
+            }
             Ok(None) if local_head.is_none_or(|h| h < seq) => {
                 let text = format!("the central head (seq {seq}) is past this mirror's head ({}); waiting for the mirror to catch up", local_head.map_or("none".into(), |h| h.to_string()));
                 if self.said.as_deref() != Some(text.as_str()) {
@@ -412,6 +427,16 @@ impl Lane {
             }
         }
         Ok(())
+    }
+
+    /// Whether the mirror holds every line the ledger's files have now, so
+    /// that a central head past the mirror's cannot be waited for.
+    fn files_read(&self, io: &Io<'_>) -> bool {
+        io.local_complete
+            || io
+                .board
+                .and_then(|b| b.read(&self.name, |s| s.files_read))
+                .unwrap_or(false)
     }
 
     /// Another shipper holds the lease: nothing is shipped, and the lane
@@ -482,4 +507,15 @@ impl Lane {
             }
         }
     }
+}
+
+/// Why a lane halts when the central chain is ahead of everything the
+/// files hold: rows this host never had were written centrally (by a hand
+/// with this source's role, or another sidecar shipping under this source
+/// from other files).
+fn ahead(central: u64, local: Option<u64>) -> String {
+    format!(
+        "the central head is seq {central}, past everything this ledger's files hold ({}): the fleet store has rows this host never had; compare `ledgertail verify --postgres` with the files (the README's fleet runbook)",
+        local.map_or("no event".to_owned(), |h| format!("seq {h}"))
+    )
 }

@@ -93,7 +93,7 @@ pub struct Shipper {
     target: Target,
     db: PathBuf,
     lanes: Vec<Lane>,
-    client: Option<postgres::Client>,
+    client: Option<postgres::Session>,
     mirror: Option<Mirror>,
     shipper: Option<String>,
     failures: u32,
@@ -103,6 +103,8 @@ pub struct Shipper {
     /// The last connection error, for `replay`.
     pub last_error: Option<PgError>,
     board: Option<StatusBoard>,
+    /// The mirror will not grow (set by `replay` once it read the files).
+    local_complete: bool,
 }
 
 impl Shipper {
@@ -131,7 +133,15 @@ impl Shipper {
             said: None,
             last_error: None,
             board,
+            local_complete: false,
         })
+    }
+
+    /// Says that the mirror holds everything it will (`replay`, after
+    /// reading the files): a central head past it ends the wait with a
+    /// halt instead of waiting for ever.
+    pub fn mirror_is_complete(&mut self) {
+        self.local_complete = true;
     }
 
     pub fn target(&self) -> &Target {
@@ -167,7 +177,7 @@ impl Shipper {
             }
         }
         let (Some(client), Some(mirror), Some(shipper)) = (
-            self.client.as_mut(),
+            self.client.as_ref(),
             self.mirror.as_ref(),
             self.shipper.as_deref(),
         ) else {
@@ -184,6 +194,7 @@ impl Shipper {
                 cfg: &self.cfg,
                 shipper,
                 board: self.board.as_ref(),
+                local_complete: self.local_complete,
             };
             match lane.step(&mut io, now) {
                 Ok(lane::Step::Busy) => busy = true,
@@ -257,8 +268,8 @@ impl Shipper {
     }
 
     fn connect(&mut self) -> Result<(), PgError> {
-        let mut client = self.target.connect()?;
-        postgres::schema::ensure(&mut client, &self.cfg.schema)?;
+        let client = self.target.connect()?;
+        postgres::schema::ensure(&client, &self.cfg.schema)?;
         // Every lane reads its central head again on a new connection.
         self.lanes.iter_mut().for_each(|l| l.relocate());
         self.client = Some(client);
@@ -334,7 +345,7 @@ impl Shipper {
     /// successor (a rebuilt mirror, a rescheduled pod) need not wait for
     /// them to run out. Best effort: a lease not given up just runs out.
     pub fn release(&mut self) {
-        let (Some(client), Some(shipper)) = (self.client.as_mut(), self.shipper.as_deref()) else {
+        let (Some(client), Some(shipper)) = (self.client.as_ref(), self.shipper.as_deref()) else {
             return;
         };
         for lane in &self.lanes {

@@ -19,6 +19,7 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 
+use super::session::Session;
 use super::PgError;
 
 /// The environment variable a password may come from (it wins over one
@@ -52,7 +53,7 @@ impl TlsMode {
 /// Where and how to connect, parsed once from the configuration.
 #[derive(Clone)]
 pub struct Target {
-    config: postgres::Config,
+    config: tokio_postgres::Config,
     tls: TlsMode,
     ca_file: Option<PathBuf>,
     /// What to show of the target in logs and errors: the string with any
@@ -61,6 +62,7 @@ pub struct Target {
     /// Server-side limit on each statement (`SET LOCAL` in each
     /// transaction: a startup option would not pass a pgbouncer).
     pub statement_timeout: Duration,
+    connect_timeout: Duration,
 }
 
 impl std::fmt::Debug for Target {
@@ -108,7 +110,7 @@ impl Target {
                 _ => root = Some(PathBuf::from(value)),
             }
         }
-        let mut config: postgres::Config = rest
+        let mut config: tokio_postgres::Config = rest
             .parse()
             .map_err(|e| format!("the connection string is not valid: {e}"))?;
         if config.get_hosts().is_empty() {
@@ -122,9 +124,9 @@ impl Target {
         }
         let tls = tls.unwrap_or(TlsMode::Prefer);
         config.ssl_mode(match tls {
-            TlsMode::Disable => postgres::config::SslMode::Disable,
-            TlsMode::Prefer => postgres::config::SslMode::Prefer,
-            _ => postgres::config::SslMode::Require,
+            TlsMode::Disable => tokio_postgres::config::SslMode::Disable,
+            TlsMode::Prefer => tokio_postgres::config::SslMode::Prefer,
+            _ => tokio_postgres::config::SslMode::Require,
         });
         if config.get_application_name().is_none() {
             config.application_name("ledgertail");
@@ -148,6 +150,7 @@ impl Target {
             tls,
             ca_file,
             statement_timeout: timeouts.statement,
+            connect_timeout: timeouts.connect,
         })
     }
 
@@ -171,13 +174,45 @@ impl Target {
         &self.shown
     }
 
-    /// Opens a connection.
-    pub fn connect(&self) -> Result<postgres::Client, PgError> {
-        let result = match self.tls {
-            TlsMode::Disable => self.config.connect(postgres::NoTls),
-            _ => self.config.connect(self.tls_connector()?),
+    /// How long any one wait for the server may last: longer than the
+    /// server's own statement timeout (which answers a slow statement with
+    /// an error), so that only a server that stopped answering meets it.
+    pub fn deadline(&self) -> Duration {
+        self.statement_timeout + self.connect_timeout
+    }
+
+    /// Opens a connection (within the deadline, handshake and TLS
+    /// included).
+    pub fn connect(&self) -> Result<Session, PgError> {
+        let tls = match self.tls {
+            TlsMode::Disable => None,
+            _ => Some(self.tls_connector()?),
         };
-        result.map_err(|e| PgError::from_connect(e, self))
+        let config = self.config.clone();
+        Session::open(self.deadline(), || async move {
+            let spawned = match tls {
+                None => config
+                    .connect(tokio_postgres::NoTls)
+                    .await
+                    .map(|(client, conn)| {
+                        (
+                            client,
+                            tokio::spawn(async move {
+                                let _ = conn.await;
+                            }),
+                        )
+                    }),
+                Some(tls) => config.connect(tls).await.map(|(client, conn)| {
+                    (
+                        client,
+                        tokio::spawn(async move {
+                            let _ = conn.await;
+                        }),
+                    )
+                }),
+            };
+            spawned.map_err(|e| PgError::from_connect(e, self))
+        })
     }
 
     fn tls_connector(&self) -> Result<tokio_postgres_rustls::MakeRustlsConnect, PgError> {
@@ -327,8 +362,8 @@ impl ServerCertVerifier for EncryptOnly {
 }
 
 /// What logs may show of a target.
-fn shown(config: &postgres::Config, tls: TlsMode) -> String {
-    use postgres::config::Host;
+fn shown(config: &tokio_postgres::Config, tls: TlsMode) -> String {
+    use tokio_postgres::config::Host;
     let hosts: Vec<String> = config
         .get_hosts()
         .iter()

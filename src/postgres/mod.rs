@@ -8,19 +8,20 @@
 //! the reading of a central head, and [`rows`] streams central rows back
 //! for `verify --postgres` and `status`.
 //!
-//! Everything goes over the simple query protocol, with values written as
-//! SQL literals: one round trip per batch, and no prepared statement or
-//! other session state that a pgbouncer in transaction pooling mode would
-//! lose between transactions.
+//! [`session`] is the connection: a deadline on every round trip, and
+//! values only ever as bound parameters (unnamed statements of the
+//! extended protocol, which a pgbouncer in transaction pooling mode
+//! passes). No text of an event is ever part of SQL, so no server setting
+//! (`standard_conforming_strings = off`) can make one run.
 
 pub mod connect;
 pub mod rows;
 pub mod schema;
+pub mod session;
 pub mod ship;
 
-/// A connection, as the fleet shipper holds it (opaque past this module).
-pub use ::postgres::Client;
 pub use connect::{Target, Timeouts, TlsMode, PASSWORD_ENV};
+pub use session::Session;
 pub use ship::{CentralHead, Shipment};
 
 /// What went wrong, sorted by what the caller does about it.
@@ -57,6 +58,8 @@ pub struct PgError {
     pub kind: ErrorKind,
     pub message: String,
     pub hint: Option<String>,
+    /// The server did not answer within the round-trip deadline.
+    pub timed_out: bool,
 }
 
 impl std::fmt::Display for PgError {
@@ -78,6 +81,7 @@ impl PgError {
             kind,
             message: message.into(),
             hint: None,
+            timed_out: false,
         }
     }
 
@@ -101,7 +105,7 @@ impl PgError {
     }
 
     /// An error met while connecting to `target`.
-    pub(crate) fn from_connect(e: postgres::Error, target: &Target) -> PgError {
+    pub(crate) fn from_connect(e: tokio_postgres::Error, target: &Target) -> PgError {
         let mut err = PgError::from_query(e);
         err.message = format!(
             "could not connect to PostgreSQL at {}: {}",
@@ -121,7 +125,7 @@ impl PgError {
     }
 
     /// An error from a statement (or from connecting: the same sorting).
-    pub(crate) fn from_query(e: postgres::Error) -> PgError {
+    pub(crate) fn from_query(e: tokio_postgres::Error) -> PgError {
         if let Some(db) = e.as_db_error() {
             let code = db.code().code();
             let mut message = db.message().to_owned();
@@ -201,26 +205,8 @@ fn causes(e: &dyn std::error::Error) -> String {
     out.join(": ")
 }
 
-/// A SQL string literal (standard_conforming_strings is set on in every
-/// transaction, so only the quote is doubled). `None` when `s` holds a
-/// NUL, which a PostgreSQL text value cannot.
-pub(crate) fn literal(out: &mut String, s: &str) -> Option<()> {
-    if s.contains('\0') {
-        return None;
-    }
-    out.reserve(s.len() + 2);
-    out.push('\'');
-    for (i, part) in s.split('\'').enumerate() {
-        if i > 0 {
-            out.push_str("''");
-        }
-        out.push_str(part);
-    }
-    out.push('\'');
-    Some(())
-}
-
-/// A quoted SQL identifier (the schema name).
+/// A quoted SQL identifier: the schema name, which the configuration
+/// holds to a plain lower-case name (an identifier cannot be bound).
 pub(crate) fn ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
 }
@@ -230,11 +216,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn literals_double_quotes_and_refuse_nul() {
-        let mut s = String::new();
-        literal(&mut s, "it's a \\ test").unwrap();
-        assert_eq!(s, "'it''s a \\ test'");
-        assert!(literal(&mut String::new(), "a\0b").is_none());
+    fn identifiers_are_quoted() {
         assert_eq!(ident("we\"ird"), "\"we\"\"ird\"");
     }
 }

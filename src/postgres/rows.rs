@@ -1,105 +1,173 @@
-//! Reading the central store back: its ledgers, and each ledger's rows in
-//! seq order through a cursor (bounded memory however many rows), for
-//! `verify --postgres` and `status`.
+//! Reading the central store back: its ledgers, the ledgers its `events`
+//! hold that `ledgers` does not know, and each ledger's rows in seq order,
+//! a page at a time (bounded memory however many rows), for `verify
+//! --postgres` and `status`.
 
-use super::ship::CentralHead;
-use super::{ident, literal, ErrorKind, PgError};
+use tokio_postgres::types::Type;
+
+use super::session::Session;
+use super::ship::{central_head, CentralHead};
+use super::{ident, ErrorKind, PgError};
 use crate::mirror::StoredEvent;
 
-/// Rows fetched from the cursor at a time.
-const FETCH: usize = 5000;
+/// Rows fetched per page.
+const PAGE: i64 = 5000;
 
 /// Every central ledger, sorted by (source, ledger), narrowed to `source`
 /// and `ledger` when given.
 pub fn ledgers(
-    client: &mut postgres::Client,
+    session: &Session,
     schema: &str,
     source: Option<&str>,
     ledger: Option<&str>,
 ) -> Result<Vec<(String, String, CentralHead)>, PgError> {
-    let mut sql = format!(
-        "SELECT source, ledger, anchor_seq, anchor_hash, head_seq, head_hash, shipper, coalesce(lease_until > now(), false) FROM {}.ledgers WHERE true",
+    let sql = format!(
+        "SELECT source, ledger, anchor_seq, anchor_hash, head_seq, head_hash, shipper, coalesce(lease_until > now(), false) \
+         FROM {}.ledgers WHERE ($1::text IS NULL OR source = $1) AND ($2::text IS NULL OR ledger = $2) ORDER BY source, ledger",
         ident(schema)
     );
-    for (column, value) in [("source", source), ("ledger", ledger)] {
-        if let Some(v) = value {
-            sql.push_str(&format!(" AND {column} = "));
-            literal(&mut sql, v)
-                .ok_or_else(|| PgError::new(ErrorKind::Other, format!("{column} holds U+0000")))?;
-        }
-    }
-    sql.push_str(" ORDER BY source, ledger");
-    let mut out = Vec::new();
-    for m in client.simple_query(&sql).map_err(PgError::from_query)? {
-        if let postgres::SimpleQueryMessage::Row(row) = m {
-            let text = |i: usize| row.get(i).map(str::to_owned);
-            let number = |i: usize| row.get(i).and_then(|v| v.parse::<u64>().ok());
-            out.push((
-                text(0).unwrap_or_default(),
-                text(1).unwrap_or_default(),
-                CentralHead {
-                    anchor_seq: number(2).unwrap_or(0),
-                    anchor_hash: text(3).unwrap_or_default(),
-                    head: number(4).zip(text(5)),
-                    shipper: text(6),
-                    leased: row.get(7) == Some("t"),
-                },
-            ));
-        }
-    }
-    Ok(out)
+    let rows = session.query(
+        "reading the central ledgers",
+        &sql,
+        &[(&source, Type::TEXT), (&ledger, Type::TEXT)],
+    )?;
+    rows.iter()
+        .map(|row| {
+            let name = |i| row.try_get::<_, String>(i).unwrap_or_default();
+            let (source, ledger) = (name(0), name(1));
+            let head = central_head(row, 2).ok_or_else(|| {
+                PgError::new(
+                    ErrorKind::Schema,
+                    format!("the central ledgers row of {ledger} ({source}) has no anchor"),
+                )
+            })?;
+            Ok((source, ledger, head))
+        })
+        .collect()
+}
+
+/// A `(source, ledger)` that has rows in `events` but no `ledgers` row
+/// (only a hand that bypassed the triggers puts one there).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unregistered {
+    pub source: String,
+    pub ledger: String,
+    pub rows: u64,
+    pub first_seq: u64,
+    pub last_seq: u64,
+}
+
+/// Every `(source, ledger)` of `events` with no `ledgers` row, narrowed as
+/// [`ledgers`] is. The pairs are found by skipping through the primary
+/// key (one index probe per pair, not a scan of every row).
+pub fn unregistered(
+    session: &Session,
+    schema: &str,
+    source: Option<&str>,
+    ledger: Option<&str>,
+) -> Result<Vec<Unregistered>, PgError> {
+    let s = ident(schema);
+    let sql = format!(
+        "WITH RECURSIVE pairs AS (
+             (SELECT e.source, e.ledger FROM {s}.events e ORDER BY e.source, e.ledger LIMIT 1)
+             UNION ALL
+             SELECT n.source, n.ledger FROM pairs p, LATERAL (
+                 SELECT e.source, e.ledger FROM {s}.events e
+                  WHERE (e.source, e.ledger) > (p.source, p.ledger)
+                  ORDER BY e.source, e.ledger LIMIT 1) n)
+         SELECT p.source, p.ledger, c.n, c.lo, c.hi FROM pairs p,
+             LATERAL (SELECT count(*) AS n, min(e.seq) AS lo, max(e.seq) AS hi FROM {s}.events e
+                       WHERE e.source = p.source AND e.ledger = p.ledger) c
+          WHERE NOT EXISTS (SELECT 1 FROM {s}.ledgers l WHERE l.source = p.source AND l.ledger = p.ledger)
+            AND ($1::text IS NULL OR p.source = $1) AND ($2::text IS NULL OR p.ledger = $2)
+          ORDER BY p.source, p.ledger"
+    );
+    let rows = session.query(
+        "looking for rows of unregistered ledgers",
+        &sql,
+        &[(&source, Type::TEXT), (&ledger, Type::TEXT)],
+    )?;
+    Ok(rows
+        .iter()
+        .map(|row| {
+            let number = |i| {
+                row.try_get::<_, Option<i64>>(i)
+                    .ok()
+                    .flatten()
+                    .map_or(0, |v| v.max(0) as u64)
+            };
+            Unregistered {
+                source: row.try_get(0).unwrap_or_default(),
+                ledger: row.try_get(1).unwrap_or_default(),
+                rows: number(2),
+                first_seq: number(3),
+                last_seq: number(4),
+            }
+        })
+        .collect())
 }
 
 /// Visits every central row of one ledger in seq order, in one read-only
 /// snapshot; `visit` returning false stops early.
 pub fn for_each_row(
-    client: &mut postgres::Client,
+    session: &Session,
     schema: &str,
     source: &str,
     ledger: &str,
     mut visit: impl FnMut(StoredEvent) -> bool,
 ) -> Result<(), PgError> {
-    let mut select = format!(
-        "SELECT seq, id, ts, type, payload, extra, prev_hash, hash, key_id, sig, file_id, file_offset FROM {}.events WHERE source = ",
+    let select = format!(
+        "SELECT seq, id, ts, type, payload, extra, prev_hash, hash, key_id, sig, file_id, file_offset FROM {}.events \
+         WHERE source = $1 AND ledger = $2 AND seq > $3 ORDER BY seq LIMIT $4",
         ident(schema)
     );
-    let nul = || PgError::new(ErrorKind::Other, "a name holds U+0000");
-    literal(&mut select, source).ok_or_else(nul)?;
-    select.push_str(" AND ledger = ");
-    literal(&mut select, ledger).ok_or_else(nul)?;
-    select.push_str(" ORDER BY seq");
-    let mut tx = client
-        .build_transaction()
-        .isolation_level(postgres::IsolationLevel::RepeatableRead)
-        .read_only(true)
-        .start()
-        .map_err(PgError::from_query)?;
-    tx.batch_execute(&format!("DECLARE rows NO SCROLL CURSOR FOR {select}"))
-        .map_err(PgError::from_query)?;
-    loop {
-        let messages = tx
-            .simple_query(&format!("FETCH {FETCH} FROM rows"))
-            .map_err(PgError::from_query)?;
-        let mut got = 0;
-        for m in messages {
-            if let postgres::SimpleQueryMessage::Row(row) = m {
-                got += 1;
-                if !visit(stored(&row)) {
-                    return tx.commit().map_err(PgError::from_query);
+    session.execute_fixed(
+        "starting a read-only snapshot",
+        "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+    )?;
+    let walked = (|| {
+        let mut after = -1i64;
+        loop {
+            let page = session.query(
+                "reading central rows",
+                &select,
+                &[
+                    (&source, Type::TEXT),
+                    (&ledger, Type::TEXT),
+                    (&after, Type::INT8),
+                    (&PAGE, Type::INT8),
+                ],
+            )?;
+            for row in &page {
+                let event = stored(row);
+                if event.fault.is_some() {
+                    // A seq that cannot be read ends the walk here: the
+                    // page cannot be continued past it.
+                    visit(event);
+                    return Ok(());
+                }
+                after = event.seq as i64;
+                if !visit(event) {
+                    return Ok(());
                 }
             }
+            if (page.len() as i64) < PAGE {
+                return Ok(());
+            }
         }
-        if got < FETCH {
-            break;
-        }
-    }
-    tx.commit().map_err(PgError::from_query)
+    })();
+    let ended = session.execute_fixed("ending a read-only snapshot", "COMMIT");
+    walked.and(ended)
 }
 
-fn stored(row: &postgres::SimpleQueryRow) -> StoredEvent {
-    let text = |i: usize| row.get(i).map(str::to_owned);
+fn stored(row: &tokio_postgres::Row) -> StoredEvent {
+    let text = |i: usize| row.try_get::<_, Option<String>>(i).ok().flatten();
     let mut fault = None;
-    let seq = match row.get(0).and_then(|v| v.parse::<u64>().ok()) {
+    let seq = match row
+        .try_get::<_, i64>(0)
+        .ok()
+        .and_then(|v| u64::try_from(v).ok())
+    {
         Some(s) => s,
         None => {
             fault = Some("the seq column is not a non-negative integer".to_owned());
@@ -119,6 +187,10 @@ fn stored(row: &postgres::SimpleQueryRow) -> StoredEvent {
         key_id: text(8),
         sig: text(9),
         file_id: text(10).unwrap_or_default(),
-        file_offset: row.get(11).and_then(|v| v.parse().ok()).unwrap_or(0),
+        file_offset: row
+            .try_get::<_, Option<i64>>(11)
+            .ok()
+            .flatten()
+            .map_or(0, |v| v.max(0) as u64),
     }
 }

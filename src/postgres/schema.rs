@@ -1,35 +1,46 @@
-//! The central schema (contract §6): `events` and `ledgers`, created when
-//! missing and migrated in order like the SQLite mirror's, and the
-//! triggers through which the database itself keeps the chain whoever
-//! writes to it.
+//! The central schema: `events`, `ledgers` and `source_grants`, created
+//! when missing and migrated in order like the SQLite mirror's, and the
+//! functions and triggers through which the database itself keeps each
+//! chain, and each host to its own history, whoever writes to it.
 //!
+//! - `ship_begin_many` (and `ship_begin`, one ledger, for sidecars of the
+//!   previous version): the start of every shipping transaction. The
+//!   session's role must be granted the source (`may_ship`: the schema's
+//!   owner, or a `source_grants` row for the role or a role it is a
+//!   member of); a lease lasts at most a day; each ledger is registered
+//!   on its first batch, fenced against another shipper's live lease,
+//!   and its head must be the one the batch follows. It records the
+//!   transaction that holds the lease (`lease_xact`).
 //! - `events_chain` (after each INSERT statement, over its new rows as a
-//!   transition table, so a batch costs one set-based check, not one per
-//!   row): the rows of each ledger must start right after its head (or at
-//!   its anchor, with the anchor's hash), leave no gap, and each link to
-//!   the one before; it then moves the head to the last row. So the head
-//!   always names the last row, and rows inserted any other way than the
-//!   shipper's are held to the same chain.
+//!   transition table, set-based over every ledger of the statement):
+//!   each ledger must be registered and leased by this very transaction;
+//!   its rows must start right after its head (or at its anchor, with the
+//!   anchor's hash), leave no gap, and each link to the one before; the
+//!   head then moves to the last row. So no row goes in except from a
+//!   transaction that a role granted its source began.
 //! - `events_immutable`: UPDATE, DELETE and TRUNCATE of events are refused.
 //! - `ledgers_guard`: a ledger's anchor never changes, its head only moves
 //!   forward and only to a row that is there, and it is never deleted.
-//! - `ship_begin`: the fence and the expected head, checked at the start
-//!   of every shipping transaction under the ledger row's lock.
 //!
 //! The functions are SECURITY DEFINER (owned by the schema's owner), so
 //! an ingest role needs only USAGE, SELECT and INSERT on `events`, SELECT
-//! on `ledgers` and EXECUTE on `ship_begin` and `ship_end` (the README lists the grants).
-//! A superuser can still bypass triggers; `verify --postgres` recomputes
-//! every hash and link from the columns to catch what such a hand did.
+//! on `ledgers` and EXECUTE on the shipping functions (the README lists
+//! the grants). A superuser can still bypass triggers; `verify --postgres`
+//! recomputes every hash and link from the columns, and looks for rows of
+//! unregistered ledgers, to catch what such a hand did.
 
+use tokio_postgres::types::Type;
+
+use super::session::Session;
 use super::{ident, ErrorKind, PgError};
 
 /// The version this build writes.
-pub const VERSION: i32 = 1;
+pub const VERSION: i32 = 2;
 
 /// Migration `i` takes a schema from version `i` to `i + 1`; `{s}` is the
 /// quoted schema name.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE {s}.ledgers (
     source      text NOT NULL,
     ledger      text NOT NULL,
@@ -232,55 +243,410 @@ $fn$;
 REVOKE ALL ON FUNCTION {s}.ship_begin(text, text, text, integer, bigint, text, bigint, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION {s}.ship_end(text, text, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION {s}.events_chain() FROM PUBLIC;
-"#];
+"#,
+    r#"
+-- Which role may ship which source (NULL: every source), kept by the
+-- owner through `ledgertail setup-postgres --grant ROLE --source NAME`.
+CREATE TABLE {s}.source_grants (
+    role       text NOT NULL,
+    source     text,
+    granted_at timestamptz NOT NULL DEFAULT now(),
+    note       text,
+    UNIQUE (role, source)
+);
+CREATE UNIQUE INDEX source_grants_every ON {s}.source_grants (role) WHERE source IS NULL;
+
+-- The transaction that holds a ledger's lease (the trigger admits rows
+-- from it alone) and the role that took it.
+ALTER TABLE {s}.ledgers ADD COLUMN lease_xact bigint, ADD COLUMN shipper_role text;
+
+-- Whether the session's role may ship `p_source`: the schema's owner
+-- (this function's, as SECURITY DEFINER runs as it) may ship any; another
+-- role through a grant to it or to a role it is a member of.
+CREATE FUNCTION {s}.may_ship(p_source text) RETURNS boolean
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+    SELECT pg_has_role(session_user, current_user, 'MEMBER') OR EXISTS (
+        SELECT 1 FROM {s}.source_grants g JOIN pg_roles r ON r.rolname = g.role
+         WHERE (g.source = p_source OR g.source IS NULL)
+           AND pg_has_role(session_user, r.oid, 'MEMBER'));
+$fn$;
+
+-- The chain, checked set-based over all the ledgers a statement adds
+-- rows to (a group of many ledgers costs a few passes over its rows, not
+-- a pass per ledger; no transition table is joined with itself, which
+-- without statistics can be planned as a quadratic nested loop).
+CREATE OR REPLACE FUNCTION {s}.events_chain() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+    bad record;
+BEGIN
+    SELECT f.source, f.ledger INTO bad FROM fresh f
+     WHERE NOT EXISTS (SELECT 1 FROM {s}.ledgers l WHERE l.source = f.source AND l.ledger = f.ledger)
+     LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'ledger % of source % is not registered: rows come through ship_begin', bad.ledger, bad.source
+            USING ERRCODE = 'LT001';
+    END IF;
+    -- The ledgers' rows locked in one order, then: only the transaction
+    -- that took a ledger's lease (ship_begin, which checks that the role
+    -- may ship its source) adds rows to it.
+    PERFORM 1 FROM {s}.ledgers l
+      WHERE (l.source, l.ledger) IN (SELECT f.source, f.ledger FROM fresh f)
+      ORDER BY l.source, l.ledger FOR UPDATE;
+    SELECT l.source, l.ledger INTO bad FROM {s}.ledgers l
+     WHERE (l.source, l.ledger) IN (SELECT f.source, f.ledger FROM fresh f)
+       AND l.lease_xact IS DISTINCT FROM txid_current()
+     LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'rows of ledger % of source % go in only within a transaction that holds its lease', bad.ledger, bad.source
+            USING ERRCODE = '42501',
+                  HINT = 'rows come through ship_begin, by a role granted that source (ledgertail setup-postgres --grant ROLE --source SOURCE)';
+    END IF;
+    -- Each ledger's rows start at its head (or its anchor) and leave no gap.
+    SELECT g.*, l.head_seq, l.head_hash, l.anchor_seq, l.anchor_hash INTO bad
+      FROM (SELECT f.source, f.ledger, min(f.seq) AS lo, max(f.seq) AS hi, count(*) AS n,
+                   (array_agg(f.hash ORDER BY f.seq))[1] AS first_hash,
+                   (array_agg(f.prev_hash ORDER BY f.seq))[1] AS first_prev
+              FROM fresh f GROUP BY f.source, f.ledger) g
+      JOIN {s}.ledgers l ON l.source = g.source AND l.ledger = g.ledger
+     WHERE (l.head_seq IS NULL AND (g.lo <> l.anchor_seq OR g.first_hash IS DISTINCT FROM l.anchor_hash))
+        OR (l.head_seq IS NOT NULL AND (g.lo <> l.head_seq + 1 OR g.first_prev IS DISTINCT FROM l.head_hash))
+        OR g.n <> g.hi - g.lo + 1
+     ORDER BY g.source, g.ledger LIMIT 1;
+    IF FOUND THEN
+        IF bad.head_seq IS NULL AND bad.lo <> bad.anchor_seq THEN
+            RAISE EXCEPTION 'ledger % of source %: the first rows start at seq %, not at the anchor (seq %)', bad.ledger, bad.source, bad.lo, bad.anchor_seq
+                USING ERRCODE = 'LT001';
+        ELSIF bad.head_seq IS NULL AND bad.first_hash IS DISTINCT FROM bad.anchor_hash THEN
+            RAISE EXCEPTION 'ledger % of source %: the row at the anchor (seq %) does not carry the anchor''s hash', bad.ledger, bad.source, bad.lo
+                USING ERRCODE = 'LT001';
+        ELSIF bad.head_seq IS NOT NULL AND bad.lo <> bad.head_seq + 1 THEN
+            RAISE EXCEPTION 'ledger % of source %: rows start at seq %, but the central head is seq %', bad.ledger, bad.source, bad.lo, bad.head_seq
+                USING ERRCODE = 'LT001', DETAIL = 'a row must follow the head: no gap, no overlap';
+        ELSIF bad.head_seq IS NOT NULL AND bad.first_prev IS DISTINCT FROM bad.head_hash THEN
+            RAISE EXCEPTION 'ledger % of source %: the row at seq % does not link to the central head (seq %)', bad.ledger, bad.source, bad.lo, bad.head_seq
+                USING ERRCODE = 'LT001', DETAIL = 'its prev_hash is not the head''s hash: a fork';
+        ELSE
+            RAISE EXCEPTION 'ledger % of source %: the rows of seq % to % leave a gap', bad.ledger, bad.source, bad.lo, bad.hi
+                USING ERRCODE = 'LT001';
+        END IF;
+    END IF;
+    -- Each row links to the one before it (one sort of the rows).
+    SELECT x.source, x.ledger, x.seq INTO bad FROM (
+        SELECT f.source, f.ledger, f.seq, f.prev_hash IS DISTINCT FROM lag(f.hash) OVER w AS broken,
+               lag(f.seq) OVER w AS before
+          FROM fresh f WINDOW w AS (PARTITION BY f.source, f.ledger ORDER BY f.seq)) x
+     WHERE x.before IS NOT NULL AND x.broken
+     LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'ledger % of source %: the row at seq % does not link to the row before it', bad.ledger, bad.source, bad.seq
+            USING ERRCODE = 'LT001', DETAIL = 'its prev_hash is not the hash of seq - 1';
+    END IF;
+    UPDATE {s}.ledgers l SET head_seq = g.hi, head_hash = g.last_hash, updated_at = now()
+      FROM (SELECT f.source, f.ledger, max(f.seq) AS hi, (array_agg(f.hash ORDER BY f.seq DESC))[1] AS last_hash
+              FROM fresh f GROUP BY f.source, f.ledger) g
+     WHERE l.source = g.source AND l.ledger = g.ledger;
+    RETURN NULL;
+END
+$fn$;
+
+-- The start of every shipping transaction, for any number of one
+-- source's ledgers at once (a group's fences, or all of a sidecar's lease
+-- renewals, in one statement): the role must be granted the source; each
+-- ledger is registered (its anchor) on its first batch, fenced against
+-- any other shipper holding a live lease, and its central head must be
+-- the one the batch follows. Set-based: a few statements whatever the
+-- count. Rows are locked in ledger order, so two never wait in a cycle.
+CREATE FUNCTION {s}.ship_begin_many(
+    p_source text, p_shipper text, p_lease_secs integer, p_ledgers text[],
+    p_head_seqs bigint[], p_head_hashes text[], p_anchor_seqs bigint[], p_anchor_hashes text[])
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+    n   integer := coalesce(cardinality(p_ledgers), 0);
+    bad record;
+BEGIN
+    IF NOT {s}.may_ship(p_source) THEN
+        RAISE EXCEPTION 'role % may not ship source %', session_user, p_source
+            USING ERRCODE = '42501',
+                  HINT = 'the owner of the fleet store grants it: ledgertail setup-postgres --grant ROLE --source SOURCE';
+    END IF;
+    IF p_lease_secs IS NULL OR p_lease_secs < 1 OR p_lease_secs > 86400 THEN
+        RAISE EXCEPTION 'a lease lasts 1 to 86400 seconds, not %', p_lease_secs
+            USING ERRCODE = '22023';
+    END IF;
+    IF coalesce(cardinality(p_head_seqs), 0) <> n OR coalesce(cardinality(p_head_hashes), 0) <> n
+       OR coalesce(cardinality(p_anchor_seqs), 0) <> n OR coalesce(cardinality(p_anchor_hashes), 0) <> n THEN
+        RAISE EXCEPTION 'ship_begin_many: the arrays differ in length' USING ERRCODE = '22023';
+    END IF;
+    -- First batches register their ledgers (one that another shipper
+    -- registered meanwhile is judged below like any other).
+    INSERT INTO {s}.ledgers (source, ledger, anchor_seq, anchor_hash, shipper, lease_until, lease_xact, shipper_role)
+    SELECT p_source, w.ledger, w.anchor_seq, w.anchor_hash, p_shipper,
+           now() + make_interval(secs => p_lease_secs), txid_current(), session_user
+      FROM unnest(p_ledgers, p_head_seqs, p_anchor_seqs, p_anchor_hashes) AS w(ledger, head_seq, anchor_seq, anchor_hash)
+     WHERE w.head_seq IS NULL
+     ORDER BY w.ledger
+    ON CONFLICT (source, ledger) DO NOTHING;
+    PERFORM 1 FROM {s}.ledgers l
+      WHERE l.source = p_source AND l.ledger = ANY (p_ledgers)
+      ORDER BY l.ledger FOR UPDATE;
+    SELECT w.ledger, w.head_seq INTO bad
+      FROM unnest(p_ledgers, p_head_seqs) AS w(ledger, head_seq)
+     WHERE NOT EXISTS (SELECT 1 FROM {s}.ledgers l WHERE l.source = p_source AND l.ledger = w.ledger)
+     ORDER BY w.ledger LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'ledger % of source % has no central rows, but this shipper expected head seq %', bad.ledger, p_source, bad.head_seq
+            USING ERRCODE = 'LT003';
+    END IF;
+    SELECT l.ledger, l.shipper, l.lease_until INTO bad FROM {s}.ledgers l
+     WHERE l.source = p_source AND l.ledger = ANY (p_ledgers)
+       AND l.shipper IS DISTINCT FROM p_shipper AND l.lease_until > now()
+     ORDER BY l.ledger LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'ledger % of source % is being shipped by %, whose lease runs until %', bad.ledger, p_source, bad.shipper, bad.lease_until
+            USING ERRCODE = 'LT002',
+                  HINT = 'two sidecars ship the same (source, ledger): give each its own source under [postgres]';
+    END IF;
+    SELECT w.ledger, l.head_seq AS central, w.head_seq AS expected INTO bad
+      FROM unnest(p_ledgers, p_head_seqs, p_head_hashes) AS w(ledger, head_seq, head_hash)
+      JOIN {s}.ledgers l ON l.source = p_source AND l.ledger = w.ledger
+     WHERE l.head_seq IS DISTINCT FROM w.head_seq OR l.head_hash IS DISTINCT FROM w.head_hash
+     ORDER BY w.ledger LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'ledger % of source %: the central head is seq %, not the seq % this shipper expected', bad.ledger, p_source,
+              coalesce(bad.central::text, 'none'), coalesce(bad.expected::text, 'none')
+            USING ERRCODE = 'LT003';
+    END IF;
+    SELECT w.ledger, l.anchor_seq AS central, w.anchor_seq AS mine INTO bad
+      FROM unnest(p_ledgers, p_anchor_seqs, p_anchor_hashes) AS w(ledger, anchor_seq, anchor_hash)
+      JOIN {s}.ledgers l ON l.source = p_source AND l.ledger = w.ledger
+     WHERE l.head_seq IS NULL AND (l.anchor_seq <> w.anchor_seq OR l.anchor_hash <> w.anchor_hash)
+     ORDER BY w.ledger LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'ledger % of source %: registered with anchor seq %, not this shipper''s seq %', bad.ledger, p_source, bad.central, bad.mine
+            USING ERRCODE = 'LT001';
+    END IF;
+    UPDATE {s}.ledgers l SET shipper = p_shipper, lease_until = now() + make_interval(secs => p_lease_secs),
+           lease_xact = txid_current(), shipper_role = session_user
+     WHERE l.source = p_source AND l.ledger = ANY (p_ledgers);
+END
+$fn$;
+
+-- One ledger: what sidecars of the previous version call.
+CREATE OR REPLACE FUNCTION {s}.ship_begin(
+    p_source text, p_ledger text, p_shipper text, p_lease_secs integer,
+    p_head_seq bigint, p_head_hash text, p_anchor_seq bigint, p_anchor_hash text)
+RETURNS void
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+    SELECT {s}.ship_begin_many(p_source, p_shipper, p_lease_secs, ARRAY[p_ledger], ARRAY[p_head_seq],
+                               ARRAY[p_head_hash], ARRAY[p_anchor_seq], ARRAY[p_anchor_hash]);
+$fn$;
+
+CREATE OR REPLACE FUNCTION {s}.ship_end(p_source text, p_ledger text, p_shipper text)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+BEGIN
+    IF NOT {s}.may_ship(p_source) THEN
+        RAISE EXCEPTION 'role % may not ship source %', session_user, p_source
+            USING ERRCODE = '42501';
+    END IF;
+    UPDATE {s}.ledgers SET lease_until = now()
+     WHERE source = p_source AND ledger = p_ledger AND shipper = p_shipper AND lease_until > now();
+END
+$fn$;
+
+REVOKE ALL ON FUNCTION {s}.ship_begin_many(text, text, integer, text[], bigint[], text[], bigint[], text[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION {s}.may_ship(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION {s}.events_chain() FROM PUBLIC;
+
+-- Roles that could ship under version 1 could ship any source: they keep
+-- that (an upgrade must not stop a fleet), recorded as such, to be
+-- narrowed by the owner.
+DO $do$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN SELECT DISTINCT ro.rolname
+               FROM pg_proc p, aclexplode(p.proacl) a, pg_roles ro
+              WHERE p.oid = '{s}.ship_begin(text, text, text, integer, bigint, text, bigint, text)'::regprocedure
+                AND a.privilege_type = 'EXECUTE' AND a.grantee = ro.oid AND a.grantee <> p.proowner LOOP
+        INSERT INTO {s}.source_grants (role, source, note)
+        VALUES (r.rolname, NULL, 'kept from schema version 1, where every ingest role could ship any source');
+        EXECUTE format('GRANT EXECUTE ON FUNCTION {s}.ship_begin_many(text, text, integer, text[], bigint[], text[], bigint[], text[]) TO %I', r.rolname);
+    END LOOP;
+END
+$do$;
+"#,
+];
 
 /// The grants an ingest role needs, nothing more (`{s}`: the schema,
-/// `{r}`: the role): the README prints the same.
+/// `{r}`: the role): the README prints the same. Which sources the role
+/// may ship is kept apart, in `source_grants` ([`grant_ingest`]).
 pub const INGEST_GRANTS: &str = "GRANT USAGE ON SCHEMA {s} TO {r};
 GRANT SELECT, INSERT ON {s}.events TO {r};
 GRANT SELECT ON {s}.ledgers, {s}.schema_version TO {r};
 GRANT EXECUTE ON FUNCTION {s}.ship_begin(text, text, text, integer, bigint, text, bigint, text) TO {r};
+GRANT EXECUTE ON FUNCTION {s}.ship_begin_many(text, text, integer, text[], bigint[], text[], bigint[], text[]) TO {r};
 GRANT EXECUTE ON FUNCTION {s}.ship_end(text, text, text) TO {r};";
 
-/// The grants for `role` on `schema`, as SQL.
-pub fn ingest_grants(schema: &str, role: &str) -> String {
-    INGEST_GRANTS
-        .replace("{s}", &ident(schema))
-        .replace("{r}", &ident(role))
+/// Which sources a role may ship.
+#[derive(Debug, Clone, Copy)]
+pub enum Sources<'a> {
+    /// Only these (one role per host: the safe default).
+    Only(&'a [String]),
+    /// Every source, present and future (`--all-sources`).
+    All,
 }
 
-/// Grants `role` the ingest privileges on `schema` (as the schema's
-/// owner).
+/// The grants for `role` on `schema`, as SQL an owner can run by hand
+/// (`setup-postgres --print`).
+pub fn ingest_grants(schema: &str, role: &str, sources: Sources<'_>) -> String {
+    let mut sql = INGEST_GRANTS
+        .replace("{s}", &ident(schema))
+        .replace("{r}", &ident(role));
+    let rows: Vec<Option<&str>> = match sources {
+        Sources::Only(names) => names.iter().map(|n| Some(n.as_str())).collect(),
+        Sources::All => vec![None],
+    };
+    for source in rows {
+        sql.push_str(&format!(
+            "\nINSERT INTO {}.source_grants (role, source) VALUES ({}, {}) ON CONFLICT DO NOTHING;",
+            ident(schema),
+            printed_literal(role),
+            source.map_or("NULL".to_owned(), printed_literal),
+        ));
+    }
+    sql
+}
+
+/// A string literal for SQL printed for a person to run, read the same
+/// whatever the server's `standard_conforming_strings` (an `E''` literal
+/// with its backslashes doubled when it has any).
+fn printed_literal(s: &str) -> String {
+    let quoted = s.replace('\'', "''");
+    if s.contains('\\') {
+        format!("E'{}'", quoted.replace('\\', "\\\\"))
+    } else {
+        format!("'{quoted}'")
+    }
+}
+
+/// Grants `role` the ingest privileges on `schema` and the right to ship
+/// `sources` (as the schema's owner), in one transaction.
 pub fn grant_ingest(
-    client: &mut postgres::Client,
+    session: &Session,
     schema: &str,
     role: &str,
+    sources: Sources<'_>,
 ) -> Result<(), PgError> {
-    client
-        .batch_execute(&format!("BEGIN;{}COMMIT;", ingest_grants(schema, role)))
-        .map_err(|e| {
-            let err = PgError::from_query(e);
-            let _ = client.batch_execute("ROLLBACK");
-            err
+    let grants = INGEST_GRANTS
+        .replace("{s}", &ident(schema))
+        .replace("{r}", &ident(role));
+    let record = format!(
+        "INSERT INTO {}.source_grants (role, source) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        ident(schema)
+    );
+    in_transaction(session, || {
+        session.execute_fixed("granting the ingest privileges", &grants)?;
+        let names: Vec<Option<&str>> = match sources {
+            Sources::Only(names) => names.iter().map(|n| Some(n.as_str())).collect(),
+            Sources::All => vec![None],
+        };
+        for source in names {
+            session.query(
+                "recording a source grant",
+                &record,
+                &[(&role, Type::TEXT), (&source, Type::TEXT)],
+            )?;
+        }
+        Ok(())
+    })
+}
+
+/// One row of `source_grants`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceGrant {
+    pub role: String,
+    /// `None`: every source.
+    pub source: Option<String>,
+    pub note: Option<String>,
+}
+
+/// The sources each role may ship, sorted.
+pub fn source_grants(session: &Session, schema: &str) -> Result<Vec<SourceGrant>, PgError> {
+    let sql = format!(
+        "SELECT role, source, note FROM {}.source_grants ORDER BY role, source NULLS FIRST",
+        ident(schema)
+    );
+    Ok(session
+        .query("reading the source grants", &sql, &[])?
+        .iter()
+        .map(|r| SourceGrant {
+            role: r.try_get(0).unwrap_or_default(),
+            source: r.try_get(1).ok().flatten(),
+            note: r.try_get(2).ok().flatten(),
         })
+        .collect())
+}
+
+/// Runs `work` in a transaction: committed when it succeeds, rolled back
+/// when it fails.
+fn in_transaction<T>(
+    session: &Session,
+    work: impl FnOnce() -> Result<T, PgError>,
+) -> Result<T, PgError> {
+    session.execute_fixed("beginning a transaction", "BEGIN")?;
+    match work() {
+        Ok(v) => {
+            session.execute_fixed("committing", "COMMIT")?;
+            Ok(v)
+        }
+        Err(e) => {
+            if !session.is_closed() {
+                let _ = session.execute_fixed("rolling back", "ROLLBACK");
+            }
+            Err(e)
+        }
+    }
 }
 
 /// Makes sure `schema` is at [`VERSION`]: creates or migrates it when it
 /// is older (under a transaction-scoped advisory lock, so that a fleet
 /// starting at once migrates it once), refuses a newer one.
-pub fn ensure(client: &mut postgres::Client, schema: &str) -> Result<(), PgError> {
-    if current(client, schema)? == Some(VERSION) {
+pub fn ensure(session: &Session, schema: &str) -> Result<(), PgError> {
+    ensure_at(session, schema, VERSION)
+}
+
+/// [`ensure`] up to `version` only: for tests that need a schema as an
+/// older build left it.
+#[doc(hidden)]
+pub fn ensure_at(session: &Session, schema: &str, version: i32) -> Result<(), PgError> {
+    if current(session, schema)? == Some(version) {
         return Ok(());
     }
+    let from = in_transaction(session, || migrate(session, schema, version))?;
+    if let Some(from) = from {
+        tracing::info!(schema, version, from, "central schema created or migrated");
+        if from == 1 && version >= 2 {
+            warn_every_source(session, schema);
+        }
+    }
+    Ok(())
+}
+
+/// Inside the migration's transaction: the version it migrated from,
+/// `None` when another sidecar had just done it.
+fn migrate(session: &Session, schema: &str, version: i32) -> Result<Option<i32>, PgError> {
     let s = ident(schema);
-    let mut tx = client.transaction().map_err(PgError::from_query)?;
-    let mut lock = String::from("SELECT pg_advisory_xact_lock(hashtext(");
-    super::literal(&mut lock, &format!("ledgertail schema {schema}"));
-    lock.push_str("))");
-    tx.batch_execute(&lock).map_err(PgError::from_query)?;
-    let found = current_in(&mut tx, schema)?;
-    let from = match found {
-        Some(v) if v == VERSION => return Ok(()),
+    let lock = format!("ledgertail schema {schema}");
+    session.query(
+        "waiting for the schema lock",
+        "SELECT pg_advisory_xact_lock(hashtext($1))",
+        &[(&lock, Type::TEXT)],
+    )?;
+    let from = match current(session, schema)? {
+        Some(v) if v == version => return Ok(None),
         Some(v) if v > VERSION => {
             return Err(PgError::new(
                 ErrorKind::Schema,
@@ -296,63 +662,71 @@ pub fn ensure(client: &mut postgres::Client, schema: &str) -> Result<(), PgError
         }
         Some(v) => v,
         None => {
-            tx.batch_execute(&format!(
-                "SET LOCAL standard_conforming_strings = on;
-                 CREATE SCHEMA IF NOT EXISTS {s};
-                 CREATE TABLE {s}.schema_version (version integer NOT NULL, applied_at timestamptz NOT NULL DEFAULT now());"
-            ))
-            .map_err(PgError::from_query)?;
+            session.execute_fixed(
+                "creating the central schema",
+                &format!(
+                    "SET LOCAL standard_conforming_strings = on;
+                     CREATE SCHEMA IF NOT EXISTS {s};
+                     CREATE TABLE {s}.schema_version (version integer NOT NULL, applied_at timestamptz NOT NULL DEFAULT now());"
+                ),
+            )?;
             0
         }
     };
-    for (i, step) in MIGRATIONS.iter().enumerate().skip(from as usize) {
+    for (i, step) in MIGRATIONS
+        .iter()
+        .enumerate()
+        .take(version as usize)
+        .skip(from as usize)
+    {
         let sql = format!(
             "SET LOCAL standard_conforming_strings = on;\n{}\nINSERT INTO {s}.schema_version (version) VALUES ({});",
             step.replace("{s}", &s),
             i + 1
         );
-        tx.batch_execute(&sql).map_err(PgError::from_query)?;
+        session.execute_fixed("migrating the central schema", &sql)?;
     }
-    tx.commit().map_err(PgError::from_query)?;
-    tracing::info!(
-        schema,
-        version = VERSION,
-        from,
-        "central schema created or migrated"
-    );
-    Ok(())
+    Ok(Some(from))
+}
+
+/// After a migration from version 1: the roles that kept the right to
+/// ship every source, named so that an operator narrows them.
+fn warn_every_source(session: &Session, schema: &str) {
+    let Ok(grants) = source_grants(session, schema) else {
+        return;
+    };
+    for g in grants.iter().filter(|g| g.source.is_none()) {
+        tracing::warn!(
+            schema,
+            role = %g.role,
+            hint = "give each host its own role, then: ledgertail setup-postgres --grant ROLE --source SOURCE, and delete this role's row (source NULL) from source_grants",
+            "fleet: this role may ship every source (kept from the previous schema version): one stolen credential of it can write any host's history"
+        );
+    }
 }
 
 /// The schema's version, `None` when it has no version table.
-fn current(client: &mut postgres::Client, schema: &str) -> Result<Option<i32>, PgError> {
-    let mut tx = client.transaction().map_err(PgError::from_query)?;
-    let v = current_in(&mut tx, schema)?;
-    tx.commit().map_err(PgError::from_query)?;
-    Ok(v)
-}
-
-fn current_in(tx: &mut postgres::Transaction<'_>, schema: &str) -> Result<Option<i32>, PgError> {
-    let mut probe = String::from("SELECT to_regclass(");
-    super::literal(&mut probe, &format!("{}.schema_version", ident(schema)));
-    probe.push_str(") IS NOT NULL");
-    let exists = first_value(tx.simple_query(&probe).map_err(PgError::from_query)?);
-    if exists.as_deref() != Some("t") {
+fn current(session: &Session, schema: &str) -> Result<Option<i32>, PgError> {
+    let table = format!("{}.schema_version", ident(schema));
+    let exists = session.query(
+        "looking for the central schema",
+        "SELECT to_regclass($1) IS NOT NULL",
+        &[(&table, Type::TEXT)],
+    )?;
+    if !exists
+        .first()
+        .is_some_and(|r| r.try_get::<_, bool>(0).unwrap_or(false))
+    {
         return Ok(None);
     }
-    let v = first_value(
-        tx.simple_query(&format!(
-            "SELECT max(version) FROM {}.schema_version",
-            ident(schema)
-        ))
-        .map_err(PgError::from_query)?,
-    );
-    Ok(Some(v.and_then(|v| v.parse().ok()).unwrap_or(0)))
-}
-
-/// The first column of the first row of a simple query's answer.
-pub(super) fn first_value(messages: Vec<postgres::SimpleQueryMessage>) -> Option<String> {
-    messages.into_iter().find_map(|m| match m {
-        postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
-        _ => None,
-    })
+    let v = session.query(
+        "reading the central schema's version",
+        &format!("SELECT max(version) FROM {table}"),
+        &[],
+    )?;
+    Ok(Some(
+        v.first()
+            .and_then(|r| r.try_get::<_, Option<i32>>(0).ok().flatten())
+            .unwrap_or(0),
+    ))
 }

@@ -359,6 +359,9 @@ pub struct LedgerStatus {
     /// (v1.2) `Some(reason)` while shipping to PostgreSQL is stopped (a
     /// central chain that conflicts with the local one).
     pub central_halted: Option<String>,
+    /// The last step read every complete line of the ledger's files into
+    /// the mirror: the mirror's head is all the files hold, for now.
+    pub files_read: bool,
 }
 
 /// Shared between the workers (writers) and the HTTP server (reader).
@@ -388,6 +391,12 @@ impl StatusBoard {
         if let Some(s) = all.iter_mut().find(|s| s.name == name) {
             change(s);
         }
+    }
+
+    /// Reads one ledger's status (`None`: no such ledger).
+    pub fn read<T>(&self, name: &str, look: impl FnOnce(&LedgerStatus) -> T) -> Option<T> {
+        let all = self.ledgers.lock().unwrap_or_else(PoisonError::into_inner);
+        all.iter().find(|s| s.name == name).map(look)
     }
 
     pub fn snapshot(&self) -> Vec<LedgerStatus> {

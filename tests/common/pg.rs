@@ -392,3 +392,53 @@ pub fn assert_central_equals_file(pg: &Pg, source: &str, ledger: &str, file: &Pa
         "{source}/{ledger}: central head"
     );
 }
+
+/// `sql` in a transaction that first takes the lease of `(source,
+/// ledger)` as a hand would (the trigger admits rows from no other), at
+/// whatever head the central store records, and gives it up at the end.
+pub fn in_lease(source: &str, ledger: &str, sql: &str) -> String {
+    format!(
+        "BEGIN; SELECT ledgertail.ship_begin(source, ledger, 'by-hand', 60, head_seq, head_hash, anchor_seq, anchor_hash) \
+         FROM ledgertail.ledgers WHERE source = '{source}' AND ledger = '{ledger}'; {sql}; \
+         SELECT ledgertail.ship_end('{source}', '{ledger}', 'by-hand'); COMMIT"
+    )
+}
+
+/// A server whose every process is stopped (SIGSTOP): connections stay
+/// open and nothing answers. Thawed (SIGCONT) when dropped.
+pub struct Frozen {
+    pids: Vec<String>,
+}
+
+impl Pg {
+    /// Stops the postmaster and all its children.
+    pub fn freeze(&self) -> Frozen {
+        let pid = std::fs::read_to_string(self.data.join("postmaster.pid"))
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap()
+            .trim()
+            .to_owned();
+        let children = Command::new("pgrep").args(["-P", &pid]).output().unwrap();
+        let mut pids = vec![pid];
+        pids.extend(
+            String::from_utf8_lossy(&children.stdout)
+                .split_whitespace()
+                .map(str::to_owned),
+        );
+        let status = Command::new("kill")
+            .arg("-STOP")
+            .args(&pids)
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -STOP {pids:?}");
+        Frozen { pids }
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg("-CONT").args(&self.pids).status();
+    }
+}

@@ -274,7 +274,8 @@ pub fn fleet(
 }
 
 /// One bare COPY of the mirror's rows into the same table (another
-/// source, registered first), in one transaction: seconds.
+/// source, registered and leased first, as the trigger requires), in one
+/// transaction: seconds.
 fn copy_floor(client: &mut postgres::Client, mirror: &Path, source: &str) -> f64 {
     let db =
         rusqlite::Connection::open_with_flags(mirror, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
@@ -316,7 +317,7 @@ fn copy_floor(client: &mut postgres::Client, mirror: &Path, source: &str) -> f64
     let started = Instant::now();
     let mut tx = client.transaction().expect("begin");
     tx.batch_execute(&format!(
-        "INSERT INTO ledgertail.ledgers (source, ledger, anchor_seq, anchor_hash) VALUES ('{source}', 'bench', {anchor_seq}, '{anchor_hash}')"
+        "SELECT ledgertail.ship_begin('{source}', 'bench', 'floor', 60, NULL, NULL, {anchor_seq}, '{anchor_hash}')"
     ))
     .expect("register");
     let mut w = tx
