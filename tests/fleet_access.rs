@@ -62,7 +62,7 @@ fn an_ingest_role_ships_and_can_do_nothing_else() {
             "--postgres",
             &pg.url("lt_owner", ""),
             "--grant",
-            "ledgertail_ingest",
+            "ledgertail_web_1",
             "--source",
             "web-1",
             "--print",
@@ -71,7 +71,7 @@ fn an_ingest_role_ships_and_can_do_nothing_else() {
         .unwrap();
     let sql = String::from_utf8_lossy(&printed.stdout);
     assert!(
-        sql.contains("GRANT SELECT, INSERT ON \"ledgertail\".events TO \"ledgertail_ingest\";"),
+        sql.contains("GRANT SELECT, INSERT ON \"ledgertail\".events TO \"ledgertail_web_1\";"),
         "{sql}"
     );
     let readme =

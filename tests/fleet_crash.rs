@@ -306,3 +306,54 @@ fn a_connection_cut_right_after_commit_is_settled_by_the_central_head() {
     );
     assert!(sidecar.stop().success());
 }
+
+/// The value of `series` in a scrape's `body`.
+fn scraped(body: &str, series: &str) -> Option<i64> {
+    body.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[test]
+fn the_lag_gauge_is_the_mirror_head_minus_the_central_head_at_every_scrape_under_load() {
+    let Some(pg) = Pg::start_or_skip("the lag under load") else {
+        return;
+    };
+    let s = fleet_setup(pg.port, "host-l", 6, "batch_max_events = 25");
+    let stop = Arc::new(AtomicBool::new(false));
+    let producers = produce(&s, 6, stop.clone());
+    let sidecar = start(&s, &pg);
+    let mut seen_backlog = false;
+    for _ in 0..60 {
+        let (_, body) = sidecar.get("/metrics");
+        for l in 0..6 {
+            let label = format!("{{ledger=\"l{l}\"}}");
+            let series = |name: &str| scraped(&body, &format!("{name}{label}"));
+            let (Some(mirror), Some(central), Some(lag)) = (
+                series("ledgertail_mirror_head_seq"),
+                series("ledgertail_postgres_head_seq"),
+                series("ledgertail_postgres_lag_events"),
+            ) else {
+                continue; // the sidecar is still starting
+            };
+            if central >= 0 {
+                assert_eq!(lag, (mirror - central).max(0), "l{l} in:\n{body}");
+            }
+            seen_backlog |= lag > 0;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    stop.store(true, Ordering::Relaxed);
+    producers.into_iter().for_each(|p| p.join().unwrap());
+    assert!(seen_backlog, "no scrape saw rows waiting to ship");
+    assert_all_central(&pg, &s, "host-l", 6, &sidecar);
+    sidecar.eventually("the lag falls to 0", || {
+        (0..6).all(|l| {
+            sidecar.metric(&format!(
+                "ledgertail_postgres_lag_events{{ledger=\"l{l}\"}}"
+            )) == Some(0.0)
+        })
+    });
+    assert!(sidecar.stop().success());
+}

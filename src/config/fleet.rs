@@ -152,11 +152,11 @@ impl PostgresTable {
             ));
         }
         let lease = positive("postgres.lease_secs", self.lease_secs, DEFAULT_LEASE_SECS)?;
-        if lease < 3 {
+        if !(3..=86_400).contains(&lease) {
             return Err(ConfigError::invalid(
                 "postgres.lease_secs",
                 lease,
-                "must be at least 3 (the lease is renewed every third of it)",
+                "must be 3 to 86400 (the lease is renewed every third of it, and the fleet store refuses one past a day)",
             ));
         }
         let ca_file = self.ca_file.as_ref().map(|p| absolute(config_dir, p));
@@ -222,6 +222,7 @@ mod tests {
         assert!(bad(|t| t.schema = Some("Bad-Name".into())).contains("postgres.schema"));
         assert!(bad(|t| t.batch_max_events = Some(0)).contains("batch_max_events"));
         assert!(bad(|t| t.lease_secs = Some(1)).contains("lease_secs"));
+        assert!(bad(|t| t.lease_secs = Some(86_401)).contains("3 to 86400"));
         assert!(bad(|t| t.source = Some(" ".into())).contains("postgres.source"));
         let ca = PostgresTable {
             ca_file: Some("ca.pem".into()),

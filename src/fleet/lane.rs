@@ -5,9 +5,9 @@
 use std::time::{Duration, Instant};
 
 use crate::config::PostgresSettings;
+use crate::mirror::StoredEvent;
 use crate::mirror::{Mirror, MirrorError};
-use crate::postgres::ship::Group;
-use crate::postgres::{self, ErrorKind, PgError, Shipment};
+use crate::postgres::{CentralHead, ErrorKind, PgError, Shipment};
 use crate::telemetry::{FleetMetrics, StatusBoard};
 
 /// Where a lane stands.
@@ -31,9 +31,8 @@ pub(super) enum Pos {
     Halted(String),
 }
 
-/// What a lane needs to do its step.
+/// What a lane needs to plan and to learn from an outcome.
 pub(super) struct Io<'a> {
-    pub client: &'a postgres::Session,
     pub mirror: &'a Mirror,
     pub cfg: &'a PostgresSettings,
     pub shipper: &'a str,
@@ -43,9 +42,25 @@ pub(super) struct Io<'a> {
     pub local_complete: bool,
 }
 
+/// After an outcome: whether the lane has more to ship at once.
 pub(super) enum Step {
     Busy,
+    Idle,
+}
+
+/// What a lane would ship in this round.
+pub(super) enum Plan {
     Idle(Duration),
+    Ship(Batch),
+}
+
+/// One lane's rows for a shipping transaction (none: a lease renewal).
+pub(super) struct Batch {
+    pub rows: Vec<StoredEvent>,
+    pub expected: Option<(u64, String)>,
+    pub anchor: (u64, String),
+    /// More rows wait behind these: plan again at once.
+    pub more: bool,
 }
 
 pub(super) struct Lane {
@@ -54,8 +69,6 @@ pub(super) struct Lane {
     metrics: Option<FleetMetrics>,
     /// New rows may have been committed since the last look.
     pub dirty: bool,
-    /// Rung since the lag was last refreshed while disconnected.
-    pub rung: bool,
     /// Shipped a batch in the current round (the backoff starts afresh
     /// after progress).
     pub progressed: bool,
@@ -65,9 +78,6 @@ pub(super) struct Lane {
     pending_since: Option<Instant>,
     /// When the lease must be renewed (an idle lane keeps its claim).
     renew_at: Option<Instant>,
-    /// The central head seq as last known (kept while disconnected, for
-    /// the lag).
-    last_central: Option<u64>,
     /// The last fence or wait said (said again only when it changes).
     pub said: Option<String>,
 }
@@ -79,12 +89,10 @@ impl Lane {
             pos: Pos::Unknown,
             metrics,
             dirty: true,
-            rung: true,
             progressed: false,
             local_head: None,
             pending_since: None,
             renew_at: None,
-            last_central: None,
             said: None,
         }
     }
@@ -118,13 +126,22 @@ impl Lane {
         }
     }
 
-    /// One step. `Err`: the connection failed (the caller drops it).
-    pub fn step(&mut self, io: &mut Io<'_>, now: Instant) -> Result<Step, PgError> {
+    /// Whether the central head must be read before this lane can plan.
+    pub fn needs_locate(&self, now: Instant) -> bool {
         match &self.pos {
-            Pos::Halted(_) => return Ok(Step::Idle(Duration::MAX)),
-            Pos::Fenced { until } if *until > now => return Ok(Step::Idle(*until - now)),
-            Pos::Fenced { .. } | Pos::Unknown => self.locate(io)?,
-            Pos::WaitLocal { .. } if self.dirty => self.locate(io)?,
+            Pos::Unknown => true,
+            Pos::Fenced { until } => *until <= now,
+            Pos::WaitLocal { .. } => self.dirty,
+            Pos::Ready { .. } | Pos::Halted(_) => false,
+        }
+    }
+
+    /// What this lane ships now, if anything (its rows are read from the
+    /// mirror here; nothing is sent).
+    pub fn plan(&mut self, io: &Io<'_>, now: Instant) -> Plan {
+        match &self.pos {
+            Pos::Halted(_) => return Plan::Idle(Duration::MAX),
+            Pos::Fenced { until } => return Plan::Idle(until.saturating_duration_since(now)),
             _ => {}
         }
         let Pos::Ready {
@@ -133,26 +150,26 @@ impl Lane {
             anchor,
         } = self.pos.clone()
         else {
-            return Ok(Step::Idle(super::IDLE_LOOK));
+            return Plan::Idle(super::IDLE_LOOK);
         };
         if self.dirty {
             self.dirty = false;
             match io.mirror.state(&self.name) {
                 Ok(state) => self.local_head = state.and_then(|s| s.head).map(|h| h.seq),
-                Err(e) => return Ok(self.mirror_trouble(e)),
+                Err(e) => return Plan::Idle(self.mirror_trouble(e)),
             }
         }
-        self.record_lag(expected.as_ref().map(|e| e.0), anchor.0);
+        self.note_central(expected.as_ref().map(|e| e.0));
         let Some(local_head) = self.local_head.filter(|h| *h >= next) else {
             self.pending_since = None;
-            return self.renew_if_due(io, now, expected, anchor);
+            return self.renewal(now, Duration::ZERO, expected, anchor);
         };
         let pending = local_head - next + 1;
         let wait = io.cfg.batch_max_wait;
         if pending < io.cfg.batch_max_events as u64 && !wait.is_zero() {
             let since = *self.pending_since.get_or_insert(now);
             if now < since + wait {
-                return Ok(Step::Idle(since + wait - now));
+                return Plan::Idle(since + wait - now);
             }
         }
         let rows = match io
@@ -160,121 +177,125 @@ impl Lane {
             .events_from(&self.name, next, io.cfg.batch_max_events)
         {
             Ok(rows) => rows,
-            Err(e) => return Ok(self.mirror_trouble(e)),
+            Err(e) => return Plan::Idle(self.mirror_trouble(e)),
         };
         // Rows are read in seq order from `next`; a hole in the mirror
         // (which the mirror's own checks forbid) would show here.
         let Some(last) = rows.last() else {
             self.local_head = None;
-            return Ok(Step::Idle(super::IDLE_LOOK));
+            return Plan::Idle(super::IDLE_LOOK);
         };
         if rows.first().map(|r| r.seq) != Some(next) || last.seq != next + rows.len() as u64 - 1 {
             self.halt(io, format!("the local mirror has a gap after seq {}: rows must ship in seq order without one", next.saturating_sub(1)));
-            return Ok(Step::Idle(Duration::MAX));
+            return Plan::Idle(Duration::MAX);
         }
-        let started = Instant::now();
-        match self.send(
-            io,
-            expected.as_ref().map(|(s, h)| (*s, h.as_str())),
-            &anchor,
-            &rows,
-        ) {
-            Ok(()) => {
-                if let Some(m) = &self.metrics {
-                    m.ship_duration.observe(started.elapsed().as_secs_f64());
-                }
-                let (seq, hash) = (last.seq, last.hash.clone());
-                let full = rows.len() == io.cfg.batch_max_events;
-                self.shipped(io, seq, hash, anchor);
-                if full || seq < local_head {
-                    Ok(Step::Busy)
-                } else {
-                    Ok(Step::Idle(super::IDLE_LOOK))
-                }
-            }
-            Err(e) => self.refused(io, e, next, last.seq),
+        let more = rows.len() == io.cfg.batch_max_events || last.seq < local_head;
+        Plan::Ship(Batch {
+            rows,
+            expected,
+            anchor,
+            more,
+        })
+    }
+
+    /// A lane with nothing to ship renews its lease every third of it, so
+    /// that a second sidecar with the same source stays fenced out while
+    /// this one lives; `early`: renew now if it falls due within this long
+    /// (so that the renewals of many lanes go in one statement).
+    fn renewal(
+        &self,
+        now: Instant,
+        early: Duration,
+        expected: Option<(u64, String)>,
+        anchor: (u64, String),
+    ) -> Plan {
+        let Some(at) = self.renew_at else {
+            return Plan::Idle(super::IDLE_LOOK);
+        };
+        if expected.is_none() {
+            return Plan::Idle(super::IDLE_LOOK);
+        }
+        if at > now + early {
+            return Plan::Idle(at - now);
+        }
+        Plan::Ship(Batch {
+            rows: Vec::new(),
+            expected,
+            anchor,
+            more: false,
+        })
+    }
+
+    /// A renewal of this lane's lease if it falls due within `early`, for a
+    /// round that renews leases anyway.
+    pub fn renew_early(&self, now: Instant, early: Duration) -> Option<Batch> {
+        let Pos::Ready {
+            next,
+            expected,
+            anchor,
+        } = &self.pos
+        else {
+            return None;
+        };
+        if self.local_head.is_some_and(|h| h >= *next) {
+            return None;
+        }
+        match self.renewal(now, early, expected.clone(), anchor.clone()) {
+            Plan::Ship(b) => Some(b),
+            Plan::Idle(_) => None,
         }
     }
 
-    fn shipped(&mut self, io: &Io<'_>, seq: u64, hash: String, anchor: (u64, String)) {
+    /// This lane's part of a shipping transaction.
+    pub fn part<'a>(&'a self, b: &'a Batch) -> Shipment<'a> {
+        Shipment {
+            ledger: &self.name,
+            expected: b.expected.as_ref().map(|(s, h)| (*s, h.as_str())),
+            anchor: (b.anchor.0, b.anchor.1.as_str()),
+            rows: &b.rows,
+        }
+    }
+
+    /// `b` committed (`took`: the transaction's time).
+    pub fn shipped(&mut self, io: &Io<'_>, b: Batch, took: Duration) -> Step {
+        let lease = io.cfg.lease / 3;
+        self.renew_at = Some(Instant::now() + lease);
+        let Some(last) = b.rows.last() else {
+            return Step::Idle;
+        };
+        if let Some(m) = &self.metrics {
+            m.ship_duration.observe(took.as_secs_f64());
+        }
+        let seq = last.seq;
         self.pos = Pos::Ready {
             next: seq + 1,
-            expected: Some((seq, hash)),
-            anchor,
+            expected: Some((seq, last.hash.clone())),
+            anchor: b.anchor,
         };
         self.pending_since = None;
         self.progressed = true;
-        self.renew_at = Some(Instant::now() + io.cfg.lease / 3);
         self.said = None;
-        self.record_lag(Some(seq), 0);
-    }
-
-    /// One shipping transaction of this lane: `rows` after `expected`
-    /// (none: the lease is renewed and nothing else).
-    fn send(
-        &self,
-        io: &mut Io<'_>,
-        expected: Option<(u64, &str)>,
-        anchor: &(u64, String),
-        rows: &[crate::mirror::StoredEvent],
-    ) -> Result<(), PgError> {
-        let part = [Shipment {
-            ledger: &self.name,
-            expected,
-            anchor: (anchor.0, anchor.1.as_str()),
-            rows,
-        }];
-        let group = Group {
-            schema: &io.cfg.schema,
-            source: &io.cfg.source,
-            shipper: io.shipper,
-            lease: io.cfg.lease,
-            statement_timeout: io.cfg.statement_timeout,
-            parts: &part,
-        };
-        postgres::ship::ship(io.client, &group)
-    }
-
-    /// An idle lane renews its lease every third of it, so that a second
-    /// sidecar with the same source stays fenced out while this one lives.
-    fn renew_if_due(
-        &mut self,
-        io: &mut Io<'_>,
-        now: Instant,
-        expected: Option<(u64, String)>,
-        anchor: (u64, String),
-    ) -> Result<Step, PgError> {
-        let Some(at) = self.renew_at else {
-            return Ok(Step::Idle(super::IDLE_LOOK));
-        };
-        if at > now {
-            return Ok(Step::Idle(at - now));
-        }
-        let Some((seq, hash)) = expected.clone() else {
-            return Ok(Step::Idle(super::IDLE_LOOK));
-        };
-        match self.send(io, Some((seq, hash.as_str())), &anchor, &[]) {
-            Ok(()) => {
-                self.renew_at = Some(now + io.cfg.lease / 3);
-                Ok(Step::Idle(io.cfg.lease / 3))
-            }
-            Err(e) => self.refused(io, e, seq + 1, seq),
+        self.note_central(Some(seq));
+        if b.more {
+            Step::Busy
+        } else {
+            Step::Idle
         }
     }
 
-    /// A shipping transaction failed: what it means for this lane.
-    fn refused(
-        &mut self,
-        io: &mut Io<'_>,
-        e: PgError,
-        first: u64,
-        last: u64,
-    ) -> Result<Step, PgError> {
+    /// A shipping transaction of this lane alone failed: what it means for
+    /// it. `Err`: the connection failed (the caller drops it).
+    pub fn refused(&mut self, io: &Io<'_>, e: PgError, b: &Batch) -> Result<Step, PgError> {
+        let after = b.expected.as_ref().map_or(b.anchor.0, |e| e.0 + 1);
+        let (first, last) = match (b.rows.first(), b.rows.last()) {
+            (Some(f), Some(l)) => (f.seq, l.seq),
+            _ => (after, after.saturating_sub(1)),
+        };
         self.count_error();
         match e.kind {
             ErrorKind::Fenced => {
                 self.fenced(io, e.to_string(), e.hint.as_deref());
-                Ok(Step::Idle(io.cfg.lease / 3))
+                Ok(Step::Idle)
             }
             ErrorKind::HeadMoved => {
                 tracing::info!(ledger = %self.name, error = %e, "fleet: the central head moved; reading it again");
@@ -286,7 +307,7 @@ impl Lane {
                     io,
                     format!("PostgreSQL refused seqs {first} to {last}: {e}"),
                 );
-                Ok(Step::Idle(Duration::MAX))
+                Ok(Step::Idle)
             }
             ErrorKind::Unknown => {
                 tracing::warn!(ledger = %self.name, first, last, error = %e,
@@ -297,15 +318,14 @@ impl Lane {
         }
     }
 
-    /// Learns the position from the central head and the local rows.
-    fn locate(&mut self, io: &mut Io<'_>) -> Result<(), PgError> {
-        let central =
-            postgres::ship::read_head(io.client, &io.cfg.schema, &io.cfg.source, &self.name)?;
+    /// Learns the position from `central` (this ledger's central head, read
+    /// with the other lanes') and the local rows.
+    pub fn locate(&mut self, io: &Io<'_>, central: Option<CentralHead>) {
         let state = match io.mirror.state(&self.name) {
             Ok(s) => s,
             Err(e) => {
                 self.mirror_trouble(e);
-                return Ok(());
+                return;
             }
         };
         self.renew_at = None;
@@ -319,13 +339,13 @@ impl Lane {
             self.pos = match central.and_then(|c| c.head) {
                 Some((seq, _)) if self.files_read(io) => {
                     self.halt(io, ahead(seq, None));
-                    return Ok(());
+                    return;
                 }
                 Some((seq, _)) => Pos::WaitLocal { central: seq },
                 None => Pos::Unknown,
             };
             self.dirty = false;
-            return Ok(());
+            return;
         };
         let local_anchor = (anchor.seq, anchor.hash.to_hex());
         let Some(central) = central else {
@@ -334,10 +354,10 @@ impl Lane {
                 expected: None,
                 anchor: local_anchor,
             };
-            return Ok(());
+            return;
         };
         if let Some(m) = &self.metrics {
-            m.head.set(central.head.as_ref().map_or(-1, |h| h.0 as i64));
+            m.set_head(central.head.as_ref().map_or(-1, |h| h.0 as i64));
         }
         // Another live shipper comes first: until its lease runs out this
         // lane ships nothing, whatever its chain (a fork is judged once the
@@ -350,7 +370,7 @@ impl Lane {
                 central.shipper.as_deref().unwrap_or("another sidecar")
             );
             self.fenced(io, text, None);
-            return Ok(());
+            return;
         }
         let Some((seq, hash)) = central.head.clone() else {
             if (central.anchor_seq, central.anchor_hash.as_str())
@@ -367,7 +387,7 @@ impl Lane {
                     central.anchor_seq, central.anchor_hash, local_anchor.0, local_anchor.1
                 ));
             }
-            return Ok(());
+            return;
         };
         if seq + 1 == anchor.seq {
             // The mirror starts right after the central head: its first
@@ -387,14 +407,14 @@ impl Lane {
                 }
                 _ => self.halt(io, format!("the central head (seq {seq}, {hash}) is not the event before this mirror's anchor (seq {}): a fork", anchor.seq)),
             }
-            return Ok(());
+            return;
         }
         if seq < anchor.seq {
             self.halt(io, format!(
                 "the central head is seq {seq}, but this mirror starts at seq {} (its anchor): seqs {} to {} are in neither; replay the ledger into a mirror from an earlier anchor, or see the README's runbook",
                 anchor.seq, seq + 1, anchor.seq - 1
             ));
-            return Ok(());
+            return;
         }
         match io.mirror.hash_at(&self.name, seq) {
             Ok(Some(local)) if local.to_hex() == hash => {
@@ -426,7 +446,6 @@ impl Lane {
                 self.mirror_trouble(e);
             }
         }
-        Ok(())
     }
 
     /// Whether the mirror holds every line the ledger's files have now, so
@@ -471,40 +490,18 @@ impl Lane {
         self.pos = Pos::Halted(why);
     }
 
-    fn mirror_trouble(&mut self, e: MirrorError) -> Step {
+    /// The mirror could not be read: try again after a look's wait.
+    fn mirror_trouble(&mut self, e: MirrorError) -> Duration {
         tracing::warn!(ledger = %self.name, error = %e, "fleet: cannot read the mirror; trying again");
         self.dirty = true;
-        Step::Idle(super::IDLE_LOOK)
+        super::IDLE_LOOK
     }
 
-    /// While PostgreSQL cannot be reached: the lag still follows the
-    /// mirror's head, against the last central head known.
-    pub fn refresh_lag(&mut self, mirror: &Mirror) {
-        if !std::mem::take(&mut self.rung) {
-            return;
-        }
-        if let Ok(state) = mirror.state(&self.name) {
-            let state = state.as_ref();
-            self.local_head = state.and_then(|s| s.head).map(|h| h.seq);
-            let anchor = state.and_then(|s| s.anchor).map_or(0, |a| a.seq);
-            self.record_lag(self.last_central, anchor);
-        }
-    }
-
-    fn record_lag(&mut self, central: Option<u64>, anchor: u64) {
-        if central.is_some() {
-            self.last_central = central;
-        }
-        let lag = match (self.local_head, central) {
-            (Some(l), Some(c)) => l.saturating_sub(c),
-            (Some(l), None) => (l + 1).saturating_sub(anchor),
-            (None, _) => 0,
-        };
-        if let Some(m) = &self.metrics {
-            m.lag.set(i64::try_from(lag).unwrap_or(i64::MAX));
-            if let Some(c) = central {
-                m.head.set(i64::try_from(c).unwrap_or(i64::MAX));
-            }
+    /// The central head as now known, for its gauge (the lag is computed
+    /// from it and the mirror's head at each scrape).
+    fn note_central(&self, central: Option<u64>) {
+        if let (Some(m), Some(c)) = (&self.metrics, central) {
+            m.set_head(i64::try_from(c).unwrap_or(i64::MAX));
         }
     }
 }

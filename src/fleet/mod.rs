@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::PostgresSettings;
 use crate::mirror::{Access, Mirror, MirrorError};
-use crate::postgres::{self, PgError, Target};
+use crate::postgres::{self, ErrorKind, PgError, Target};
 use crate::telemetry::{StatusBoard, Telemetry};
 use lane::{Lane, Pos};
 
@@ -153,15 +153,9 @@ impl Shipper {
         let now = Instant::now();
         for (lane, r) in self.lanes.iter_mut().zip(rung) {
             lane.dirty |= *r;
-            lane.rung |= *r;
         }
         if let Some(at) = self.retry_at {
             if at > now {
-                if let Some(mirror) = &self.mirror {
-                    for lane in &mut self.lanes {
-                        lane.refresh_lag(mirror);
-                    }
-                }
                 return Round::Idle(at - now);
             }
             self.retry_at = None;
@@ -183,31 +177,18 @@ impl Shipper {
         ) else {
             return Round::Idle(IDLE_LOOK);
         };
-        let mut next = IDLE_LOOK;
-        let mut busy = false;
         self.lanes.iter_mut().for_each(|l| l.progressed = false);
-        let mut lost = None;
-        for lane in &mut self.lanes {
-            let mut io = lane::Io {
-                client,
-                mirror,
-                cfg: &self.cfg,
-                shipper,
-                board: self.board.as_ref(),
-                local_complete: self.local_complete,
-            };
-            match lane.step(&mut io, now) {
-                Ok(lane::Step::Busy) => busy = true,
-                Ok(lane::Step::Idle(d)) => next = next.min(d),
-                Err(e) => {
-                    lost = Some(e);
-                    break;
-                }
-            }
-        }
-        if let Some(e) = lost {
-            return self.failed(e);
-        }
+        let io = lane::Io {
+            mirror,
+            cfg: &self.cfg,
+            shipper,
+            board: self.board.as_ref(),
+            local_complete: self.local_complete,
+        };
+        let (busy, next) = match ship_round(&mut self.lanes, client, &io, now) {
+            Ok(done) => done,
+            Err(e) => return self.failed(e),
+        };
         if self.failures > 0 {
             tracing::info!(
                 target = self.target.shown(),
@@ -348,19 +329,19 @@ impl Shipper {
         let (Some(client), Some(shipper)) = (self.client.as_ref(), self.shipper.as_deref()) else {
             return;
         };
-        for lane in &self.lanes {
-            if lane.central_seq().is_some() {
-                if let Err(e) = postgres::ship::release(
-                    client,
-                    &self.cfg.schema,
-                    &self.cfg.source,
-                    &lane.name,
-                    shipper,
-                ) {
-                    tracing::debug!(ledger = %lane.name, error = %e, "fleet: the lease was not given up (it runs out by itself)");
-                    return;
-                }
-            }
+        let held: Vec<&str> = self
+            .lanes
+            .iter()
+            .filter(|l| l.central_seq().is_some())
+            .map(|l| l.name.as_str())
+            .collect();
+        if held.is_empty() {
+            return;
+        }
+        if let Err(e) =
+            postgres::ship::release(client, &self.cfg.schema, &self.cfg.source, &held, shipper)
+        {
+            tracing::debug!(error = %e, "fleet: the leases were not given up (they run out by themselves)");
         }
     }
 
@@ -371,6 +352,152 @@ impl Shipper {
             .map(|l| (l.name.clone(), l.central_seq()))
             .collect()
     }
+}
+
+/// The most ledgers in one shipping transaction.
+const MAX_GROUP_LEDGERS: usize = 1000;
+
+/// One round over the lanes: every central head that must be read, in one
+/// query; every lane's batch (or lease renewal) planned; the batches
+/// shipped in as few transactions as the group limits allow. `Ok`: (a
+/// lane has more now, the longest the next round may wait); `Err`: the
+/// connection failed.
+fn ship_round(
+    lanes: &mut [Lane],
+    client: &postgres::Session,
+    io: &lane::Io<'_>,
+    now: Instant,
+) -> Result<(bool, Duration), PgError> {
+    locate_all(lanes, client, io, now)?;
+    let mut next = IDLE_LOOK;
+    let mut batches = Vec::new();
+    for (i, lane) in lanes.iter_mut().enumerate() {
+        match lane.plan(io, now) {
+            lane::Plan::Idle(d) => next = next.min(d),
+            lane::Plan::Ship(b) => batches.push((i, b)),
+        }
+    }
+    if batches.iter().any(|(_, b)| b.rows.is_empty()) {
+        // A lease falls due: every lease due within a sixth of one is
+        // renewed with it, so that the renewals of many lanes fall due
+        // together and go in one statement.
+        let planned: Vec<usize> = batches.iter().map(|(i, _)| *i).collect();
+        for (i, lane) in lanes.iter().enumerate() {
+            if !planned.contains(&i) {
+                if let Some(b) = lane.renew_early(now, io.cfg.lease / 6) {
+                    batches.push((i, b));
+                }
+            }
+        }
+    }
+    let mut busy = false;
+    let mut rest = batches.into_iter().peekable();
+    while rest.peek().is_some() {
+        let mut group = Vec::new();
+        let mut rows = 0;
+        while let Some((_, b)) = rest.peek() {
+            let fits =
+                rows + b.rows.len() <= io.cfg.batch_max_events && group.len() < MAX_GROUP_LEDGERS;
+            if !group.is_empty() && !fits {
+                break;
+            }
+            rows += b.rows.len();
+            group.extend(rest.next());
+        }
+        busy |= ship_group(lanes, client, io, group)?;
+    }
+    Ok((busy, next))
+}
+
+/// Reads the central heads of the lanes that must learn their place, in
+/// one query, and places them.
+fn locate_all(
+    lanes: &mut [Lane],
+    client: &postgres::Session,
+    io: &lane::Io<'_>,
+    now: Instant,
+) -> Result<(), PgError> {
+    let need: Vec<usize> = (0..lanes.len())
+        .filter(|i| lanes[*i].needs_locate(now))
+        .collect();
+    if need.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<&str> = need.iter().map(|i| lanes[*i].name.as_str()).collect();
+    let mut heads = postgres::ship::read_heads(client, &io.cfg.schema, &io.cfg.source, &names)?;
+    for i in need {
+        let central = heads.remove(&lanes[i].name);
+        lanes[i].locate(io, central);
+    }
+    Ok(())
+}
+
+/// Ships one group in one transaction. A group refused for one ledger's
+/// sake (a fork, a fence, a head that moved) is shipped again ledger by
+/// ledger, so that only that ledger bears it. `Ok(true)`: a lane has more.
+fn ship_group(
+    lanes: &mut [Lane],
+    client: &postgres::Session,
+    io: &lane::Io<'_>,
+    group: Vec<(usize, lane::Batch)>,
+) -> Result<bool, PgError> {
+    let started = Instant::now();
+    let result = send(lanes, client, io, &group);
+    let took = started.elapsed();
+    match result {
+        Ok(()) => {
+            let mut busy = false;
+            for (i, b) in group {
+                busy |= matches!(lanes[i].shipped(io, b, took), lane::Step::Busy);
+            }
+            Ok(busy)
+        }
+        Err(e) if group.len() == 1 => {
+            let (i, b) = group.into_iter().next().expect("one part");
+            Ok(matches!(lanes[i].refused(io, e, &b)?, lane::Step::Busy))
+        }
+        Err(e)
+            if matches!(
+                e.kind,
+                ErrorKind::Chain | ErrorKind::Fenced | ErrorKind::HeadMoved
+            ) =>
+        {
+            tracing::debug!(error = %e, ledgers = group.len(), "fleet: a group was refused; shipping its ledgers one by one");
+            let mut busy = false;
+            for part in group {
+                busy |= ship_group(lanes, client, io, vec![part])?;
+            }
+            Ok(busy)
+        }
+        Err(e) => {
+            if e.kind == ErrorKind::Unknown {
+                tracing::warn!(ledgers = group.len(), error = %e,
+                    "fleet: the connection dropped while a group was sent; the central heads will tell whether it committed");
+            }
+            lanes.iter().for_each(Lane::count_error);
+            Err(e)
+        }
+    }
+}
+
+fn send(
+    lanes: &[Lane],
+    client: &postgres::Session,
+    io: &lane::Io<'_>,
+    group: &[(usize, lane::Batch)],
+) -> Result<(), PgError> {
+    let parts: Vec<postgres::Shipment<'_>> = group.iter().map(|(i, b)| lanes[*i].part(b)).collect();
+    postgres::ship::ship(
+        client,
+        &postgres::ship::Group {
+            schema: &io.cfg.schema,
+            source: &io.cfg.source,
+            shipper: io.shipper,
+            lease: io.cfg.lease,
+            statement_timeout: io.cfg.statement_timeout,
+            parts: &parts,
+        },
+    )
 }
 
 /// Where shipping stands, for `replay`.

@@ -80,6 +80,38 @@ pub fn read_head(
     })
 }
 
+/// The central heads of `ledgers` of one source, in one query; a ledger
+/// never shipped is absent.
+pub fn read_heads(
+    session: &Session,
+    schema: &str,
+    source: &str,
+    ledgers: &[&str],
+) -> Result<std::collections::HashMap<String, CentralHead>, PgError> {
+    let sql = format!(
+        "SELECT ledger, anchor_seq, anchor_hash, head_seq, head_hash, shipper, coalesce(lease_until > now(), false) FROM {}.ledgers WHERE source = $1 AND ledger = ANY ($2)",
+        ident(schema)
+    );
+    let names: Vec<&str> = ledgers.to_vec();
+    let rows = session.query(
+        "reading central heads",
+        &sql,
+        &[(&source, Type::TEXT), (&names, Type::TEXT_ARRAY)],
+    )?;
+    rows.iter()
+        .map(|row| {
+            let ledger: String = row.try_get(0).unwrap_or_default();
+            let head = central_head(row, 1).ok_or_else(|| {
+                PgError::new(
+                    ErrorKind::Schema,
+                    format!("the central ledgers row of {ledger} ({source}) has no anchor"),
+                )
+            })?;
+            Ok((ledger, head))
+        })
+        .collect()
+}
+
 /// A `ledgers` row read from column `at` on (anchor_seq, anchor_hash,
 /// head_seq, head_hash, shipper, leased); `None` without an anchor.
 pub(super) fn central_head(row: &tokio_postgres::Row, at: usize) -> Option<CentralHead> {
@@ -289,25 +321,27 @@ fn column<'a>(v: &'a str, name: &str, seq: u64) -> Result<&'a str, PgError> {
     Ok(v)
 }
 
-/// Gives up this shipper's lease on a ledger (a clean stop).
+/// Gives up this shipper's leases on `ledgers` (a clean stop), in one
+/// statement.
 pub fn release(
     session: &Session,
     schema: &str,
     source: &str,
-    ledger: &str,
+    ledgers: &[&str],
     shipper: &str,
 ) -> Result<(), PgError> {
     let sql = format!(
-        "SELECT {}.ship_end($1::text, $2::text, $3::text)",
+        "SELECT {}.ship_end($1::text, l, $3::text) FROM unnest($2::text[]) AS l",
         ident(schema)
     );
+    let names: Vec<&str> = ledgers.to_vec();
     session
         .query(
-            "giving up a lease",
+            "giving up the leases",
             &sql,
             &[
                 (&source, Type::TEXT),
-                (&ledger, Type::TEXT),
+                (&names, Type::TEXT_ARRAY),
                 (&shipper, Type::TEXT),
             ],
         )

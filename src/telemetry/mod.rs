@@ -34,7 +34,14 @@ pub struct Telemetry {
     families: Arc<Families>,
     fleet: Arc<fleet::Families>,
     tlog: Arc<tlog::Families>,
+    /// Held shared while a head gauge is set, exclusively while a scrape
+    /// renders: a scrape sees every head as of one moment, so that its
+    /// fleet lag is exactly its mirror head minus its central head.
+    heads: Heads,
 }
+
+/// See [`Telemetry::heads`].
+pub(crate) type Heads = Arc<std::sync::RwLock<()>>;
 
 struct Families {
     read: IntCounterVec,
@@ -161,6 +168,7 @@ impl Telemetry {
             tlog: Arc::new(tlog::Families::new(&reg)),
             registry: reg,
             families: Arc::new(families),
+            heads: Heads::default(),
         }
     }
 
@@ -195,6 +203,7 @@ impl Telemetry {
             worker_restarts: f.worker_restarts.with_label_values(&l),
             commit_failures: f.commit_failures.with_label_values(&l),
             mirror_unavailable: f.mirror_unavailable.with_label_values(&l),
+            heads: self.heads.clone(),
         };
         m.ledger_head.set(-1);
         m.mirror_head.set(-1);
@@ -213,7 +222,14 @@ impl Telemetry {
     /// The text exposition format.
     pub fn render(&self) -> String {
         let mut out = Vec::new();
-        let families = self.registry.gather();
+        let families = {
+            let _still = self
+                .heads
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            self.fleet.refresh_lag();
+            self.registry.gather()
+        };
         if let Err(e) = TextEncoder::new().encode(&families, &mut out) {
             tracing::warn!(error = %e, "could not encode the metrics");
         }
@@ -243,6 +259,7 @@ pub struct LedgerMetrics {
     pub worker_restarts: IntCounter,
     pub commit_failures: IntCounter,
     pub mirror_unavailable: IntGauge,
+    heads: Heads,
 }
 
 /// Seconds since the Unix epoch, now.
@@ -293,8 +310,14 @@ impl LedgerMetrics {
     pub fn record_heads(&self, mirror: Option<u64>, anchor: Option<u64>, seen: Option<u64>) {
         let known = u64::try_from(self.ledger_head.get()).ok();
         let ledger = [known, seen, mirror].into_iter().flatten().max();
-        self.mirror_head.set(seq_gauge(mirror));
-        self.anchor.set(seq_gauge(anchor));
+        {
+            let _scrape_waits = self
+                .heads
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            self.mirror_head.set(seq_gauge(mirror));
+            self.anchor.set(seq_gauge(anchor));
+        }
         self.ledger_head.set(seq_gauge(ledger));
         let lag = match (ledger, mirror) {
             (Some(l), Some(m)) => l.saturating_sub(m),
