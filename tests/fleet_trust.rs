@@ -475,3 +475,116 @@ fn a_schema_of_the_previous_version_is_migrated_in_place_and_its_ingest_role_shi
         .unwrap();
     assert_eq!(verify.status.code(), Some(0), "{}", show(&verify));
 }
+
+#[test]
+fn verify_postgres_judges_each_source_under_its_own_keys_and_names_the_signer() {
+    let Some(pg) = Pg::start_or_skip("keys per source") else {
+        return;
+    };
+    use ledgertail::producer::KeyFile;
+    let (key_a, key_b) = (
+        KeyFile::generate("a").unwrap(),
+        KeyFile::generate("b").unwrap(),
+    );
+    let host = |source: &str, key: &KeyFile| {
+        let s = setup(&format!(
+            "{}[keys]\n{}\n",
+            postgres_table(&pg, source, ""),
+            key.trust_line()
+        ));
+        let mut w = Writer::new(&s.ledger).with_key(key.clone());
+        append(&mut w, 0, 5);
+        let out = replay(&s, &pg);
+        assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+        s
+    };
+    let (_a, b) = (host("host-a", &key_a), host("host-b", &key_b));
+    // A row that extends host-b's chain, signed with host-a's key (the
+    // database refuses it from host-a's role: a superuser with the
+    // triggers off plants it, heads and all).
+    let forged = tempfile::tempdir().unwrap();
+    let file = forged.path().join("app.jsonl");
+    std::fs::copy(&b.ledger, &file).unwrap();
+    Writer::new(&file)
+        .with_key(key_a.clone())
+        .append("test", r#"{"forged":true}"#)
+        .unwrap();
+    let db = forged.path().join("m.db");
+    let out = bin()
+        .args(["replay", "--signatures", "off", "--ledger"])
+        .arg(&file)
+        .arg("--db")
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let row: Vec<Option<String>> = {
+        let c = common::db(&db);
+        c.query_row(
+            "SELECT ts, type, payload, prev_hash, hash, key_id, sig FROM events WHERE seq = 5",
+            [],
+            |r| (0..7).map(|i| r.get(i)).collect(),
+        )
+        .unwrap()
+    };
+    let text = |v: &Option<String>| v.clone().unwrap().replace('\'', "''");
+    pg.exec(&format!(
+        "SET session_replication_role = replica;
+         INSERT INTO ledgertail.events (source, ledger, seq, ts, type, payload, prev_hash, hash, key_id, sig)
+         VALUES ('host-b', 'app', 5, '{}', '{}', '{}', '{}', '{}', '{}', '{}');
+         UPDATE ledgertail.ledgers SET head_seq = 5, head_hash = '{}' WHERE source = 'host-b';",
+        text(&row[0]), text(&row[1]), text(&row[2]), text(&row[3]), text(&row[4]), text(&row[5]), text(&row[6]), text(&row[4])
+    ));
+    let auditor = |tables: &str| {
+        let path = forged.path().join("auditor.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[keys]\n{}\n{}\n{tables}",
+                key_a.trust_line(),
+                key_b.trust_line()
+            ),
+        )
+        .unwrap();
+        bin()
+            .args(["verify", "--postgres", &pg.admin_url(), "--config"])
+            .arg(&path)
+            .output()
+            .unwrap()
+    };
+    // Keys chosen by ledger name alone: both trusted, the row passes; the
+    // signers are named, which shows it.
+    let out =
+        auditor("[[ledger]]\nname = \"app\"\npath = \"app.jsonl\"\nsignatures = \"required\"\n");
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert!(
+        show(&out).contains("host-b/app:   signed by key a: 1 row (seqs 5 to 5)"),
+        "{}",
+        show(&out)
+    );
+    // Keys per source: host-b's ledger trusts host-b's key only.
+    let out = auditor(
+        "[[ledger]]\nname = \"app\"\npath = \"app.jsonl\"\nsource = \"host-a\"\nsignatures = \"required\"\nkeys = [\"a\"]\n\
+         [[ledger]]\nname = \"app\"\npath = \"app.jsonl\"\nsource = \"host-b\"\nsignatures = \"required\"\nkeys = [\"b\"]\n",
+    );
+    let text = show(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("host-b/app: seq 5:"), "{text}");
+    assert!(
+        text.contains("host-a/app: 5 rows (anchor seq 0, head seq 4), 0 problems"),
+        "{text}"
+    );
+    // A sidecar's own config may not name another source.
+    std::fs::write(
+        &b.config,
+        std::fs::read_to_string(&b.config).unwrap() + "source = \"host-z\"\n",
+    )
+    .unwrap();
+    let out = replay(&b, &pg);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert!(
+        show(&out).contains("names a source other than this sidecar's (host-b)"),
+        "{}",
+        show(&out)
+    );
+}

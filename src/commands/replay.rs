@@ -20,6 +20,7 @@ use crate::shipper::{BatchStats, Batching, Shipper};
 
 pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let settings = settings(&args.ledgers, args.db.clone())?;
+    settings.only_this_host()?;
     // Everything that can be checked without the database is checked
     // first, so a bad invocation leaves no database behind.
     require_ledger_files(&settings)?;

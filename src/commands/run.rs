@@ -35,6 +35,7 @@ pub fn run(args: RunArgs, log: Option<LogControl>) -> anyhow::Result<ExitCode> {
         .map_err(super::TrustFlagError)?;
     overrides.listen = args.listen.clone();
     let settings = Settings::load(&overrides)?;
+    settings.only_this_host()?;
     crate::mirror::frugal_connections();
 
     // Fail before starting anything: no other process may write the

@@ -260,9 +260,12 @@ fn add_central(pg: &crate::config::PostgresSettings, mirror: &Mirror, out: &mut 
             return;
         }
     };
+    // Every ledger's central head in one query.
+    let names: Vec<&str> = out.iter().map(|s| s.ledger.as_str()).collect();
+    let heads = postgres::ship::read_heads(&client, &pg.schema, &pg.source, &names);
     for s in out.iter_mut() {
         let mut v = view(None);
-        match postgres::ship::read_head(&client, &pg.schema, &pg.source, &s.ledger) {
+        match heads.as_ref().map(|h| h.get(&s.ledger)) {
             Err(e) => v.error = Some(e.to_string()),
             Ok(None) => v.lag_events = Some(s.events),
             Ok(Some(c)) => {

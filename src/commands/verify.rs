@@ -62,6 +62,7 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         return super::verify_postgres::run(&args, url);
     }
     let settings = settings(&args.ledgers, args.db.clone())?;
+    settings.only_this_host()?;
     require_ledger_files(&settings)?;
     // --db (or the config's db, with --config) turns on parity.
     let db = args

@@ -137,7 +137,7 @@ pub fn run(args: &VerifyArgs, url: &str) -> anyhow::Result<ExitCode> {
         }
     }
     for (source, ledger, head) in central {
-        let policy = ledger_policy(&settings, &ledger);
+        let policy = ledger_policy(&settings, &source, &ledger);
         let r = audit_one(&client, &schema, &source, &ledger, &head, &policy)?;
         report.ok &= r.ok;
         report.ledgers.push(r);
@@ -221,15 +221,21 @@ pub fn run(args: &VerifyArgs, url: &str) -> anyhow::Result<ExitCode> {
     Ok(exit(if report.ok { EXIT_OK } else { EXIT_PROBLEMS }))
 }
 
-/// The policy and keys a central ledger is judged under: its `[[ledger]]`
-/// table's (by name) when the configuration has one, else the flags' or
-/// verify-if-present, trusting every key of `[keys]` and `--trust`.
-fn ledger_policy(settings: &Settings, name: &str) -> LedgerSettings {
-    if let Some(l) = settings
-        .ledgers
-        .iter()
-        .find(|l| l.name == name && settings.config_path.is_some())
-    {
+/// The policy and keys a central ledger is judged under: the
+/// `[[ledger]]` table of its name that names its source, else the one of
+/// its name that names no source (when the configuration has one), else
+/// the flags' or verify-if-present, trusting every key of `[keys]` and
+/// `--trust`. Keys are thus chosen per (source, ledger): a row another
+/// host signed with its own key is not authentic in this host's ledger.
+fn ledger_policy(settings: &Settings, source: &str, name: &str) -> LedgerSettings {
+    let tables = || {
+        settings
+            .ledgers
+            .iter()
+            .filter(|l| l.name == name && settings.config_path.is_some())
+    };
+    let own = tables().find(|l| l.source.as_deref() == Some(source));
+    if let Some(l) = own.or_else(|| tables().find(|l| l.source.is_none())) {
         return l.clone();
     }
     let template = settings.ledgers.first();
@@ -242,6 +248,7 @@ fn ledger_policy(settings: &Settings, name: &str) -> LedgerSettings {
         keys: settings.keys.clone(),
         follow_symlink: false,
         origin: String::new(),
+        source: Some(source.to_owned()),
     }
 }
 

@@ -79,6 +79,10 @@ pub struct LedgerTable {
     /// The live path may be a symbolic link.
     pub follow_symlink: Option<bool>,
     pub origin: Option<String>,
+    /// The fleet source this table describes, for `verify --postgres`
+    /// (keys and policy per source and ledger); a sidecar's own tables
+    /// leave it out or name its `[postgres]` source.
+    pub source: Option<String>,
 }
 
 /// A configuration problem: which setting, what is wrong, what to do.
@@ -209,6 +213,9 @@ pub struct LedgerSettings {
     pub follow_symlink: bool,
     /// (v1.2) The origin of the ledger's verifiable log (contract §7).
     pub origin: String,
+    /// The fleet source this table is for (`verify --postgres`); `None`:
+    /// any source with no table of its own.
+    pub source: Option<String>,
 }
 
 /// Settings only `run` uses.
@@ -441,7 +448,9 @@ impl Settings {
         let mut names = HashSet::new();
         let mut paths = HashSet::new();
         for l in &ledgers {
-            if !names.insert(l.name.clone()) {
+            // Tables for other fleet sources (an auditor's `verify
+            // --postgres` config) may repeat a name or a path.
+            if !names.insert((l.source.clone(), l.name.clone())) {
                 return Err(ConfigError::invalid(
                     "ledger.name",
                     &l.name,
@@ -451,7 +460,7 @@ impl Settings {
                     "each [[ledger]] needs its own name: it keys the ledger's rows in the mirror",
                 ));
             }
-            if !paths.insert(l.path.clone()) {
+            if !paths.insert((l.source.clone(), l.path.clone())) {
                 return Err(ConfigError::invalid(
                     "ledger.path",
                     l.path.display(),
@@ -558,11 +567,44 @@ fn ledger_settings(
         keys: chosen.with(flag_keys),
         follow_symlink: table.and_then(|t| t.follow_symlink).unwrap_or(false),
         origin: tlog::origin(table.and_then(|t| t.origin.as_deref()), &name)?,
+        source: match table.and_then(|t| t.source.clone()) {
+            Some(s) if s.trim().is_empty() || s.chars().any(char::is_control) => {
+                return Err(ConfigError::invalid(
+                    "ledger.source",
+                    &s,
+                    "must be a source name (printable, not blank)",
+                ))
+            }
+            other => other,
+        },
         name,
     })
 }
 
 impl Settings {
+    /// For the commands that follow files into this host's mirror (`run`,
+    /// `replay`, `verify`): every `[[ledger]]` is this host's, so one that
+    /// names another fleet source is refused (it belongs in an auditor's
+    /// `verify --postgres` config).
+    pub fn only_this_host(&self) -> Result<(), ConfigError> {
+        let own = self.postgres.as_ref().map(|p| p.source.as_str());
+        for l in &self.ledgers {
+            if let Some(s) = l.source.as_deref().filter(|s| Some(*s) != own) {
+                return Err(ConfigError::invalid(
+                    "ledger.source",
+                    s,
+                    &format!(
+                        "ledger `{}` names a source other than this sidecar's ({})",
+                        l.name,
+                        own.unwrap_or("no [postgres] table")
+                    ),
+                )
+                .with_hint("`source` under [[ledger]] is for verify --postgres configs that judge other hosts' ledgers; in a sidecar's config leave it out"));
+            }
+        }
+        Ok(())
+    }
+
     /// Pairs of ledgers that trust the same public key (under any id): a
     /// line signed for one is authentic in the other, since the hash names
     /// no ledger (contract §4.1). `(ledger, ledger, key id in the first)`.

@@ -294,17 +294,18 @@ impl Daemon {
     /// signature policies and the log level. Anything else needs a restart
     /// (and is said so). A configuration that does not load changes nothing.
     pub fn reload(&mut self) {
-        let next = match Settings::load(&self.overrides) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!(
-                    error = %e,
-                    hint = e.hint().unwrap_or_default(),
-                    "reload refused: the configuration does not load; keeping the current one"
-                );
-                return;
-            }
-        };
+        let next =
+            match Settings::load(&self.overrides).and_then(|s| s.only_this_host().map(|()| s)) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(
+                        error = %e,
+                        hint = e.hint().unwrap_or_default(),
+                        "reload refused: the configuration does not load; keeping the current one"
+                    );
+                    return;
+                }
+            };
         let same_ledgers = next.ledgers.len() == self.settings.ledgers.len()
             && next
                 .ledgers

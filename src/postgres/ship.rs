@@ -4,8 +4,8 @@
 //! batch expects, the rows of all of them go in with one INSERT over
 //! bound arrays (whose trigger checks each chain and moves each head),
 //! and the transaction commits. The central
-//! head is read back with [`read_head`], at every start, after any error,
-//! and to settle a commit whose outcome the connection did not tell.
+//! heads are read back with [`read_heads`], at every start, after any
+//! error, and to settle a commit whose outcome the connection did not tell.
 
 use std::time::Duration;
 
@@ -52,32 +52,6 @@ pub struct Group<'a> {
     /// The server-side limit of each statement (`SET LOCAL`).
     pub statement_timeout: Duration,
     pub parts: &'a [Shipment<'a>],
-}
-
-const HEAD: &str = "SELECT anchor_seq, anchor_hash, head_seq, head_hash, shipper, coalesce(lease_until > now(), false) FROM {s}.ledgers WHERE source = $1 AND ledger = $2";
-
-/// The central head of one ledger, `None` when it was never shipped.
-pub fn read_head(
-    session: &Session,
-    schema: &str,
-    source: &str,
-    ledger: &str,
-) -> Result<Option<CentralHead>, PgError> {
-    let sql = HEAD.replace("{s}", &ident(schema));
-    let rows = session.query(
-        "reading a central head",
-        &sql,
-        &[(&source, Type::TEXT), (&ledger, Type::TEXT)],
-    )?;
-    let Some(row) = rows.first() else {
-        return Ok(None);
-    };
-    central_head(row, 0).map(Some).ok_or_else(|| {
-        PgError::new(
-            ErrorKind::Schema,
-            format!("the central ledgers row of {ledger} ({source}) has no anchor"),
-        )
-    })
 }
 
 /// The central heads of `ledgers` of one source, in one query; a ledger
@@ -134,7 +108,7 @@ pub(super) fn central_head(row: &tokio_postgres::Row, at: usize) -> Option<Centr
 /// Ships `g` in one transaction, its statements pipelined (one round
 /// trip). `Ok` means committed; an error of kind [`ErrorKind::Unknown`]
 /// means the connection was lost after the transaction was sent, and
-/// only [`read_head`] tells whether it committed.
+/// only [`read_heads`] tells whether it committed.
 pub fn ship(session: &Session, g: &Group<'_>) -> Result<(), PgError> {
     let columns = Columns::of(g)?;
     let s = ident(g.schema);
