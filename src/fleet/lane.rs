@@ -23,6 +23,10 @@ pub(super) enum Pos {
     },
     /// The central head is past the mirror's: wait for the mirror.
     WaitLocal { central: u64 },
+    /// Nothing mirrored and nothing central yet: look again only once the
+    /// mirror may have rows (a ring), not every round (a thousand empty
+    /// ledgers would cost a query a second).
+    NothingYet,
     /// Another sidecar holds the lease; look again at `until`.
     Fenced { until: Instant },
     /// The central chain conflicts with the local one: nothing more is
@@ -131,7 +135,7 @@ impl Lane {
         match &self.pos {
             Pos::Unknown => true,
             Pos::Fenced { until } => *until <= now,
-            Pos::WaitLocal { .. } => self.dirty,
+            Pos::WaitLocal { .. } | Pos::NothingYet => self.dirty,
             Pos::Ready { .. } | Pos::Halted(_) => false,
         }
     }
@@ -224,6 +228,22 @@ impl Lane {
             anchor,
             more: false,
         })
+    }
+
+    /// This lane's rows waiting for their batch to fill, for a round that
+    /// sends a transaction anyway (they ride along rather than wait).
+    pub fn ride_along(&mut self, io: &Io<'_>) -> Option<Batch> {
+        let Pos::Ready { next, .. } = &self.pos else {
+            return None;
+        };
+        if self.pending_since.is_none() || self.local_head.is_none_or(|h| h < *next) {
+            return None;
+        }
+        let now = self.pending_since? + io.cfg.batch_max_wait;
+        match self.plan(io, now) {
+            Plan::Ship(b) if !b.rows.is_empty() => Some(b),
+            _ => None,
+        }
     }
 
     /// A renewal of this lane's lease if it falls due within `early`, for a
@@ -321,6 +341,9 @@ impl Lane {
     /// Learns the position from `central` (this ledger's central head, read
     /// with the other lanes') and the local rows.
     pub fn locate(&mut self, io: &Io<'_>, central: Option<CentralHead>) {
+        // Asked before the mirror's head is read: the files were read to
+        // the end, so the head read next holds at least all they had.
+        let complete = self.files_read(io);
         let state = match io.mirror.state(&self.name) {
             Ok(s) => s,
             Err(e) => {
@@ -328,7 +351,10 @@ impl Lane {
                 return;
             }
         };
-        self.renew_at = None;
+        // A lane found ready claims its lease at once (with every other
+        // lane's, in one statement), so that a restarted sidecar fences out
+        // a second one with the same source even while its ledgers idle.
+        self.renew_at = Some(Instant::now());
         let anchor = state.as_ref().and_then(|s| s.anchor);
         let local_head = state.as_ref().and_then(|s| s.head).map(|h| h.seq);
         // The step that follows uses this head rather than reading it again.
@@ -337,12 +363,12 @@ impl Lane {
         let Some(anchor) = anchor else {
             // Nothing mirrored yet.
             self.pos = match central.and_then(|c| c.head) {
-                Some((seq, _)) if self.files_read(io) => {
+                Some((seq, _)) if complete => {
                     self.halt(io, ahead(seq, None));
                     return;
                 }
                 Some((seq, _)) => Pos::WaitLocal { central: seq },
-                None => Pos::Unknown,
+                None => Pos::NothingYet,
             };
             self.dirty = false;
             return;
@@ -429,7 +455,7 @@ impl Lane {
                 "a fork: the central row at seq {seq} has hash {hash}, this mirror's has {}",
                 local.to_hex()
             )),
-            Ok(None) if local_head.is_none_or(|h| h < seq) && self.files_read(io) => {
+            Ok(None) if local_head.is_none_or(|h| h < seq) && complete => {
                 self.halt(io, ahead(seq, local_head));
             }
             Ok(None) if local_head.is_none_or(|h| h < seq) => {

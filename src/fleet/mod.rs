@@ -1,18 +1,21 @@
-//! The fleet shipper (contract §6): the SQLite mirror is the outbox, and
-//! this thread ships each ledger's rows past its central head, in seq
-//! order, in batches, into PostgreSQL. It reads the mirror through a
-//! connection of its own and speaks PostgreSQL only through
-//! [`crate::postgres`]; local mirroring never waits for it.
+//! The fleet shipper: the SQLite mirror is the outbox, and this thread
+//! ships each ledger's rows past its central head, in seq order, in
+//! batches, into PostgreSQL. It reads the mirror through a connection of
+//! its own and speaks PostgreSQL only through [`crate::postgres`]; local
+//! mirroring never waits for it.
 //!
 //! Each ledger is a [`Lane`]. Its position is learnt from the central
-//! head alone ([`Lane::locate`]), at every start, after every error and
-//! after a commit whose outcome the connection did not tell: the central
-//! head is matched against the local row at the same seq (equal: ship
-//! what follows; different: a fork, and the lane halts; beyond the local
-//! head: wait for the mirror). A lane ships when it has a full batch or
-//! when its first unshipped row has waited `batch_max_millis`. A lost
-//! connection is tried again with a backoff that doubles up to
-//! [`MAX_BACKOFF`]; the lag metric shows the backlog meanwhile.
+//! head alone ([`Lane::locate`]; the heads of all lanes that need it are
+//! read in one query), at every start, after every error and after a
+//! commit whose outcome the connection did not tell: the central head is
+//! matched against the local row at the same seq (equal: ship what
+//! follows; different: a fork, and the lane halts; beyond the local head:
+//! wait for the mirror, or halt once the files are read to the end). A
+//! lane ships when it has a full batch or when its first unshipped row
+//! has waited `batch_max_millis`; each round, the batches of every lane
+//! with rows ready go in one transaction ([`ship_round`]), and the leases
+//! of idle lanes are renewed together. A lost connection is tried again
+//! with a backoff that doubles up to [`MAX_BACKOFF`].
 
 mod lane;
 
@@ -377,13 +380,26 @@ fn ship_round(
             lane::Plan::Ship(b) => batches.push((i, b)),
         }
     }
+    if batches.iter().any(|(_, b)| !b.rows.is_empty()) {
+        // A transaction goes anyway: the rows of lanes still waiting for
+        // their batch to fill ride along (at many ledgers, one
+        // transaction per round, not one per lane as its wait runs out).
+        let planned = planned(lanes.len(), &batches);
+        for (i, lane) in lanes.iter_mut().enumerate() {
+            if !planned[i] {
+                if let Some(b) = lane.ride_along(io) {
+                    batches.push((i, b));
+                }
+            }
+        }
+    }
     if batches.iter().any(|(_, b)| b.rows.is_empty()) {
         // A lease falls due: every lease due within a sixth of one is
         // renewed with it, so that the renewals of many lanes fall due
         // together and go in one statement.
-        let planned: Vec<usize> = batches.iter().map(|(i, _)| *i).collect();
+        let planned = planned(lanes.len(), &batches);
         for (i, lane) in lanes.iter().enumerate() {
-            if !planned.contains(&i) {
+            if !planned[i] {
                 if let Some(b) = lane.renew_early(now, io.cfg.lease / 6) {
                     batches.push((i, b));
                 }
@@ -407,6 +423,13 @@ fn ship_round(
         busy |= ship_group(lanes, client, io, group)?;
     }
     Ok((busy, next))
+}
+
+/// Which lanes have a batch already.
+fn planned(lanes: usize, batches: &[(usize, lane::Batch)]) -> Vec<bool> {
+    let mut planned = vec![false; lanes];
+    batches.iter().for_each(|(i, _)| planned[*i] = true);
+    planned
 }
 
 /// Reads the central heads of the lanes that must learn their place, in

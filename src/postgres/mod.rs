@@ -2,11 +2,12 @@
 //!
 //! [`connect`] reaches the server (connection strings, the password from
 //! the environment, TLS as libpq's `sslmode` means it), [`schema`] creates
-//! and migrates the central tables and the triggers through which the
-//! database itself enforces the chain, [`ship`] is the shipping
-//! transaction (fence, expected head, rows, new head, one transaction) and
-//! the reading of a central head, and [`rows`] streams central rows back
-//! for `verify --postgres` and `status`.
+//! and migrates the central tables and the functions and triggers through
+//! which the database itself enforces each chain and each role's sources,
+//! [`ship`] is the shipping transaction (grant, fence, expected heads,
+//! rows, new heads: one transaction for a group of ledgers) and the
+//! reading of central heads, and [`rows`] reads central rows back for
+//! `verify --postgres`.
 //!
 //! [`session`] is the connection: a deadline on every round trip, and
 //! values only ever as bound parameters (unnamed statements of the

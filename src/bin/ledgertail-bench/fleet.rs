@@ -8,6 +8,7 @@
 //!   of the same rows into the same table, in one transaction;
 //! - from a line written to its row visible centrally, at 10k events/s;
 //! - 50 sidecars shipping at once into the one server (the aggregate);
+//! - one sidecar with many ledgers, live and idle ([`super::fleet_scale`]);
 //! - local catch-up (`run` until the mirror holds N) with `[postgres]`
 //!   configured, next to the same without.
 
@@ -116,18 +117,28 @@ impl Server {
     }
 
     pub fn client(&self) -> postgres::Client {
+        self.client_of("postgres")
+    }
+
+    /// A client of database `db`.
+    pub fn client_of(&self, db: &str) -> postgres::Client {
         postgres::Config::new()
             .host("127.0.0.1")
             .port(self.port)
             .user("postgres")
             .password(PASSWORD)
-            .dbname("postgres")
+            .dbname(db)
             .connect(postgres::NoTls)
             .expect("connect to the bench server")
     }
 
-    fn table(&self, source: &str) -> String {
-        format!("[postgres]\nurl = \"postgresql://postgres@127.0.0.1:{}/postgres?sslmode=disable\"\nsource = \"{source}\"\n", self.port)
+    pub fn table(&self, source: &str) -> String {
+        self.table_at(self.port, source)
+    }
+
+    /// A `[postgres]` table reaching the server through `port` (a proxy).
+    pub fn table_at(&self, port: u16, source: &str) -> String {
+        format!("[postgres]\nurl = \"postgresql://postgres@127.0.0.1:{}/postgres?sslmode=disable\"\nsource = \"{source}\"\n", port)
     }
 }
 
@@ -151,7 +162,7 @@ fn config(dir: &Path, db: &str, ledger: &Path, extra: &str) -> PathBuf {
     path
 }
 
-fn ledgertail(binary: &Path, args: &[&str], config: &Path) -> Command {
+pub fn ledgertail(binary: &Path, args: &[&str], config: &Path) -> Command {
     let mut c = Command::new(binary);
     c.args(args)
         .arg("--config")
@@ -172,6 +183,7 @@ pub fn fleet(
     events: u64,
     live_secs: u64,
     sidecars: usize,
+    ledgers: usize,
 ) {
     println!("\n## Fleet store (PostgreSQL)\n");
     let Some(server) = Server::start() else {
@@ -240,26 +252,7 @@ pub fn fleet(
         total as f64 / secs
     );
 
-    let ledgers = if events < 100_000 { 20 } else { 200 };
-    let m = many_ledgers_central(
-        binary,
-        &server,
-        &dir.join("ledgers"),
-        ledgers,
-        10,
-        live_secs,
-    );
-    println!("\nOne sidecar with {ledgers} ledgers, each written at 10 events/s for {live_secs} s (one transaction per ledger batch, the ledgers shipped in turn on one connection); from a line written to its row visible in PostgreSQL (the central heads polled every 5 ms):\n");
-    println!("| ledgers | events | p50 ms | p99 ms | max ms | kept up |");
-    println!("|---|---|---|---|---|---|");
-    println!(
-        "| {ledgers} | {} | {:.1} | {:.1} | {:.1} | {} |",
-        m.0,
-        m.1,
-        m.2,
-        m.3,
-        if m.4 { "yes" } else { "NO" }
-    );
+    super::fleet_scale::fleet_scale(binary, &server, &dir.join("scale"), ledgers, live_secs);
 
     let (without, with) = local_catch_up(binary, &server, &dir.join("local"), ledger, events);
     println!("\nLocal catch-up of `run` (until the mirror holds all {events} events), with and without `[postgres]` (the shipping thread reading the same mirror meanwhile):\n");
@@ -408,11 +401,20 @@ fn live_central(
     )
 }
 
+/// How the sidecar of a case reaches the server (`port`: the server's or
+/// a proxy's) and the source it ships as.
+#[derive(Clone, Copy)]
+pub struct Reach<'a> {
+    pub port: u16,
+    pub source: &'a str,
+}
+
 /// `run` with `ledgers` ledgers and `[postgres]`, each ledger receiving
 /// `rate` events/s: (events, p50, p99, max in ms, kept up).
-fn many_ledgers_central(
+pub fn many_ledgers_central(
     binary: &Path,
     server: &Server,
+    reach: Reach<'_>,
     dir: &Path,
     ledgers: usize,
     rate: u64,
@@ -421,7 +423,7 @@ fn many_ledgers_central(
     std::fs::create_dir_all(dir).expect("ledgers dir");
     let mut cfg = format!(
         "db = \"many.db\"\nlisten = \"127.0.0.1:0\"\nlog_level = \"warn\"\n{}\n",
-        server.table("many")
+        server.table_at(reach.port, reach.source)
     );
     for l in 0..ledgers {
         cfg.push_str(&format!(
@@ -475,8 +477,8 @@ fn many_ledgers_central(
     while seen.iter().any(|s| *s < per) {
         let rows = client
             .query(
-                "SELECT ledger, head_seq FROM ledgertail.ledgers WHERE source = 'many'",
-                &[],
+                "SELECT ledger, head_seq FROM ledgertail.ledgers WHERE source = $1",
+                &[&reach.source],
             )
             .unwrap_or_default();
         let now = origin.elapsed().as_nanos() as u64;

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 
 mod fleet;
+mod fleet_scale;
 mod many;
 mod parity;
 mod tlog;
@@ -55,7 +56,8 @@ struct Args {
     /// Events of the ledger whose parity check `run` keeps up with.
     #[arg(long, default_value_t = 10_000_000)]
     parity_events: u64,
-    /// Ledgers in the "many ledgers in one `run`" case.
+    /// Ledgers in the "many ledgers in one `run`" cases (local, and into
+    /// the fleet store).
     #[arg(long, default_value_t = 1000)]
     ledgers: usize,
     /// A quick run (CI): 20,000 events, one repetition, 2 s phases.
@@ -72,7 +74,8 @@ struct Args {
     #[arg(long, default_value_t = 50)]
     sidecars: usize,
     /// Run only these sections (default: all): catch-up, live, tail,
-    /// verify, parity, ledgers, idle, fleet, tlog.
+    /// verify, parity, ledgers, idle, fleet, tlog; fleet-scale (a part of
+    /// fleet: many ledgers into PostgreSQL) alone.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
 }
@@ -191,6 +194,15 @@ fn main() {
             args.events,
             args.live_secs,
             args.sidecars,
+            args.ledgers,
+        );
+    }
+    if args.only.iter().any(|s| s == "fleet-scale") {
+        fleet_scale::alone(
+            &binary,
+            &dir.join("fleet-scale"),
+            args.ledgers,
+            args.live_secs,
         );
     }
     if wanted("tlog") {

@@ -1,0 +1,204 @@
+//! The fleet store at fleet scale: one sidecar with many ledgers (1,000 by
+//! default), each written at 10 events/s, from a line written to its row
+//! visible centrally, on loopback and through a proxy that delays every
+//! packet by 5 ms each way (a 10 ms round trip); and the same ledgers
+//! idle, with `[postgres]` and `[tlog]` on: the sidecar's CPU and the
+//! server's committed transactions per second.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use ledgertail::producer::Writer;
+
+use super::fleet::{ledgertail, many_ledgers_central, Reach, Server};
+
+/// The section alone (`--only fleet-scale`), with a server of its own.
+pub fn alone(binary: &Path, dir: &Path, ledgers: usize, secs: u64) {
+    println!("\n## Fleet store at fleet scale (PostgreSQL)");
+    let Some(server) = Server::start() else {
+        println!("skipped: no PostgreSQL server could be started (apt-get install postgresql)");
+        return;
+    };
+    std::fs::create_dir_all(dir).expect("fleet-scale dir");
+    fleet_scale(binary, &server, dir, ledgers, secs);
+}
+
+/// Every figure of the section.
+pub fn fleet_scale(binary: &Path, server: &Server, dir: &Path, ledgers: usize, secs: u64) {
+    println!("\nOne sidecar with {ledgers} ledgers, each written at 10 events/s for {secs} s; from a line written to its row visible in PostgreSQL (the central heads polled every 5 ms). Through the proxy, every packet waits 5 ms each way (a 10 ms round trip) and the reader polls the server directly:\n");
+    println!("| ledgers | path | events | p50 ms | p99 ms | max ms | kept up |");
+    println!("|---|---|---|---|---|---|---|");
+    for (path, delay) in [("loopback", None), ("10 ms round trip", Some(5))] {
+        let proxy = delay.map(|ms| DelayProxy::start(server.port, Duration::from_millis(ms)));
+        let port = proxy.as_ref().map_or(server.port, |p| p.port);
+        let source = format!("many-{}", delay.unwrap_or(0));
+        let m = many_ledgers_central(
+            binary,
+            server,
+            Reach {
+                port,
+                source: &source,
+            },
+            &dir.join(format!("ledgers-{}", delay.unwrap_or(0))),
+            ledgers,
+            10,
+            secs,
+        );
+        println!(
+            "| {ledgers} | {path} | {} | {:.1} | {:.1} | {:.1} | {} |",
+            m.0,
+            m.1,
+            m.2,
+            m.3,
+            if m.4 { "yes" } else { "NO" }
+        );
+    }
+    // A minute covers three rounds of lease renewals (smoke runs: a glance).
+    let idle_secs = if secs < 5 { 5 } else { 60 };
+    let (cpu, xacts) = idle_fleet(binary, server, &dir.join("idle"), ledgers, idle_secs);
+    println!("\nThe same {ledgers} ledgers idle for {idle_secs} s after one event each was shipped, `[postgres]` and `[tlog]` on (lease_secs = 60: renewals every 20 s):\n");
+    println!("| ledgers | sidecar CPU-s/min | PostgreSQL transactions/s |");
+    println!("|---|---|---|");
+    println!("| {ledgers} | {cpu:.3} | {xacts:.2} |");
+}
+
+/// `run` over `ledgers` ledgers of one event each, once all are shipped,
+/// left idle for `secs`: (CPU-s per minute of the sidecar, the server's
+/// commits per second, the reader's own two queries taken out).
+fn idle_fleet(binary: &Path, server: &Server, dir: &Path, ledgers: usize, secs: u64) -> (f64, f64) {
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).expect("idle fleet dir");
+    let key = dir.join("tlog.key");
+    let made = std::process::Command::new(binary)
+        .args(["keygen", "--key-id", "bench-log", "--out"])
+        .arg(&key)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("keygen");
+    assert!(made.success(), "keygen failed");
+    // A database of its own: its commits are the sidecar's alone (not the
+    // reader's, nor autovacuum's after the cases before).
+    let mut client = server.client();
+    for sql in [
+        "DROP DATABASE IF EXISTS idle_fleet",
+        "CREATE DATABASE idle_fleet",
+    ] {
+        client.batch_execute(sql).expect("idle database");
+    }
+    let mut cfg = format!(
+        "db = \"idle.db\"\nlisten = \"127.0.0.1:0\"\nlog_level = \"warn\"\n{}\n[tlog]\nkey = \"tlog.key\"\n",
+        server.table("idle").replace("/postgres?", "/idle_fleet?")
+    );
+    for l in 0..ledgers {
+        cfg.push_str(&format!(
+            "[[ledger]]\nname = \"l{l}\"\npath = \"l{l}.jsonl\"\nsignatures = \"off\"\n"
+        ));
+        Writer::new(dir.join(format!("l{l}.jsonl")))
+            .without_fsync()
+            .append("order.created", &super::payload(l as u64, 420))
+            .expect("append");
+    }
+    let cfg_path = dir.join("idle.toml");
+    std::fs::write(&cfg_path, cfg).expect("config");
+    let child = ledgertail(binary, &["run"], &cfg_path)
+        .spawn()
+        .expect("run");
+    let mut idle_db = server.client_of("idle_fleet");
+    let settle = Instant::now();
+    loop {
+        let shipped: i64 = idle_db
+            .query_one(
+                "SELECT count(*) FROM ledgertail.ledgers WHERE source = 'idle' AND head_seq = 0",
+                &[],
+            )
+            .map(|r| r.get(0))
+            .unwrap_or(0);
+        if shipped as usize == ledgers || settle.elapsed() > Duration::from_secs(120) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Past the first checkpoints and parity rounds.
+    std::thread::sleep(Duration::from_secs(15));
+    let commits = |c: &mut postgres::Client| -> i64 {
+        c.query_one(
+            "SELECT xact_commit FROM pg_stat_database WHERE datname = 'idle_fleet'",
+            &[],
+        )
+        .map(|r| r.get::<_, i64>(0))
+        .unwrap_or(0)
+    };
+    let (cpu0, x0) = (super::cpu_seconds(child.id()), commits(&mut client));
+    std::thread::sleep(Duration::from_secs(secs));
+    let (cpu1, x1) = (super::cpu_seconds(child.id()), commits(&mut client));
+    super::stop(child);
+    (
+        (cpu1 - cpu0) * 60.0 / secs as f64,
+        (x1 - x0).max(0) as f64 / secs as f64,
+    )
+}
+
+/// A loopback TCP proxy that holds every chunk for `one_way` before
+/// passing it on, in both directions (order kept).
+pub struct DelayProxy {
+    pub port: u16,
+}
+
+impl DelayProxy {
+    pub fn start(upstream: u16, one_way: Duration) -> DelayProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("proxy bind");
+        let port = listener.local_addr().expect("proxy addr").port();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { break };
+                let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                    continue;
+                };
+                let _ = client.set_nodelay(true);
+                let _ = server.set_nodelay(true);
+                let (c2, s2) = (
+                    client.try_clone().expect("clone"),
+                    server.try_clone().expect("clone"),
+                );
+                delayed_pipe(client, server, one_way);
+                delayed_pipe(s2, c2, one_way);
+            }
+        });
+        DelayProxy { port }
+    }
+}
+
+/// Copies `from` to `to`, each chunk `delay` after it was read.
+fn delayed_pipe(mut from: TcpStream, mut to: TcpStream, delay: Duration) {
+    let (tx, rx) = mpsc::channel::<(Instant, Vec<u8>)>();
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            match from.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if tx
+                        .send((Instant::now() + delay, buf[..n].to_vec()))
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    std::thread::spawn(move || {
+        for (due, chunk) in rx {
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            if to.write_all(&chunk).is_err() {
+                break;
+            }
+        }
+        let _ = to.shutdown(std::net::Shutdown::Both);
+    });
+}
