@@ -255,6 +255,21 @@ fn a_server_that_stops_answering_is_seen_within_the_deadline_and_shipping_resume
             .unwrap()
             >= 1.0
     );
+    // status answers meanwhile, saying why.
+    let status = bin()
+        .args(["status", "--config"])
+        .arg(&s.config)
+        .env("LEDGERTAIL_POSTGRES_PASSWORD", SUPERUSER_PASSWORD)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = finish_within(status, Duration::from_secs(30), "status with a hung server");
+    assert!(
+        show(&status).contains("UNREACHABLE") && show(&status).contains("did not answer"),
+        "{}",
+        show(&status)
+    );
     // The lag follows the mirror meanwhile.
     sidecar.eventually("the lag shows the backlog", || {
         sidecar.metric("ledgertail_postgres_lag_events{ledger=\"app\"}") == Some(30.0)

@@ -249,6 +249,9 @@ fn add_central(pg: &crate::config::PostgresSettings, mirror: &Mirror, out: &mut 
     // status must answer while PostgreSQL is down: a short connect.
     let mut quick = pg.clone();
     quick.connect_timeout = pg.connect_timeout.min(std::time::Duration::from_secs(5));
+    // ... and a short deadline on each answer: a hung server is reported,
+    // not waited for.
+    quick.statement_timeout = pg.statement_timeout.min(std::time::Duration::from_secs(5));
     let connected =
         Target::for_settings(&quick).and_then(|t| t.connect().map_err(|e| e.to_string()));
     let client = match connected {

@@ -403,7 +403,8 @@ impl Follower {
             let lag_bytes = shipper.lag_bytes()?;
             self.metrics.set_lag_bytes(lag_bytes);
             open.halted_lag_for = None;
-            let read = lag_bytes == 0 && !stepped.yielded;
+            // A ledger whose file is not there yet has not been read.
+            let read = lag_bytes == 0 && !stepped.yielded && !open.waiting;
             self.context
                 .board
                 .update(&self.ledger.name, |s| s.files_read = read);
