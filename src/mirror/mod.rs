@@ -663,6 +663,15 @@ impl Mirror {
             .map_err(|e| self.err(e))
     }
 
+    /// SQLite's `data_version`: it changes whenever another connection
+    /// commits to the file, so a reader that sees it unchanged knows
+    /// nothing was written meanwhile (its own writes do not count).
+    pub fn data_version(&self) -> Result<i64> {
+        self.conn
+            .query_row("PRAGMA data_version", [], |r| r.get(0))
+            .map_err(|e| self.err(e))
+    }
+
     /// `Err(Replaced)` once the path no longer names the file this mirror
     /// opened (deleted, moved, or replaced by another file).
     pub fn check_in_place(&self) -> Result<()> {

@@ -5,7 +5,8 @@
 //! cosignatures in the mirror, and hands the latest checkpoint with its
 //! cosignatures to `GET /tlog/<ledger>/checkpoint`. A refusal (the signer's
 //! or a witness's) is logged, counted and written to the mirror's `meta`
-//! for `status`; it never stops the mirroring.
+//! for `status`; it never stops the mirroring. A round in which nothing
+//! was committed and nothing is left to retry is a single pragma.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
@@ -45,6 +46,9 @@ struct Ledger {
     /// The size a witness said it holds (409), by witness name.
     witness_holds: HashMap<String, u64>,
     last_error: Option<String>,
+    /// The tree size at which everything was done: signed, and cosigned
+    /// by every witness (`None`: something is left to do or to retry).
+    done_at: Option<u64>,
 }
 
 struct Work {
@@ -54,6 +58,8 @@ struct Work {
     timeout: Duration,
     ledgers: Vec<Ledger>,
     served: Served,
+    /// The mirror's `data_version` when the last full round began.
+    seen_version: Option<i64>,
 }
 
 fn now_secs() -> u64 {
@@ -69,10 +75,32 @@ fn note_meta(mirror: &Mirror, key: &str, value: &str) {
 }
 
 impl Work {
+    /// One round over the ledgers. When nothing was committed to the
+    /// mirror since the last round and every ledger was done, there is
+    /// nothing to sign or to offer: the round is one pragma, whatever the
+    /// number of ledgers (a thousand idle ledgers cost no query each).
     fn round(&mut self) {
+        let version = self.mirror.data_version().ok();
+        if version.is_some()
+            && version == self.seen_version
+            && self.ledgers.iter().all(|l| l.done_at.is_some())
+        {
+            return;
+        }
         for i in 0..self.ledgers.len() {
             self.publish(i);
         }
+        self.seen_version = version;
+    }
+
+    /// Whether ledger `i` is done at tree size `size`: every witness holds
+    /// a cosignature of it.
+    fn cosigned_by_all(&self, i: usize, size: u64) -> bool {
+        let name = &self.ledgers[i].settings.name;
+        self.ledgers[i].witnesses.iter().all(|(c, _)| {
+            let key = c.witness.vkey.to_string();
+            self.mirror.witness_size(name, &key).ok().flatten() == Some(size)
+        })
     }
 
     fn publish(&mut self, i: usize) {
@@ -109,8 +137,10 @@ impl Work {
                         self.submit(i, w, &parsed);
                     }
                 }
+                let size = signed.checkpoint.size;
+                self.ledgers[i].done_at = self.cosigned_by_all(i, size).then_some(size);
             }
-            Err(TlogError::Empty { .. }) => {}
+            Err(TlogError::Empty { .. }) => self.ledgers[i].done_at = Some(0),
             Err(e) => {
                 let text = e.to_string();
                 let l = &mut self.ledgers[i];
@@ -119,6 +149,7 @@ impl Work {
                     l.last_error = Some(text.clone());
                 }
                 note_meta(&self.mirror, &sign_error_key(&name), &text);
+                l.done_at = None;
             }
         }
         if let Ok(Some((_, text))) = latest_with_cosignatures(&self.mirror, &name) {
@@ -250,6 +281,7 @@ impl Publisher {
                     .collect(),
                 witness_holds: HashMap::new(),
                 last_error: None,
+                done_at: None,
             })
             .collect();
         let (interval, timeout) = (tlog.checkpoint_interval, tlog.witness_timeout);
@@ -279,6 +311,7 @@ impl Publisher {
                     timeout,
                     ledgers,
                     served,
+                    seen_version: None,
                 };
                 loop {
                     let started = Instant::now();
