@@ -7,7 +7,7 @@ use tokio_postgres::types::Type;
 
 use super::session::Session;
 use super::ship::{central_head, CentralHead};
-use super::{ident, ErrorKind, PgError};
+use super::{ident, PgError};
 use crate::mirror::StoredEvent;
 
 /// Rows fetched per page.
@@ -35,12 +35,7 @@ pub fn ledgers(
         .map(|row| {
             let name = |i| row.try_get::<_, String>(i).unwrap_or_default();
             let (source, ledger) = (name(0), name(1));
-            let head = central_head(row, 2).ok_or_else(|| {
-                PgError::new(
-                    ErrorKind::Schema,
-                    format!("the central ledgers row of {ledger} ({source}) has no anchor"),
-                )
-            })?;
+            let head = central_head(row, 2, &source, &ledger)?;
             Ok((source, ledger, head))
         })
         .collect()

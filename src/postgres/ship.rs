@@ -75,20 +75,30 @@ pub fn read_heads(
     rows.iter()
         .map(|row| {
             let ledger: String = row.try_get(0).unwrap_or_default();
-            let head = central_head(row, 1).ok_or_else(|| {
-                PgError::new(
-                    ErrorKind::Schema,
-                    format!("the central ledgers row of {ledger} ({source}) has no anchor"),
-                )
-            })?;
+            let head = central_head(row, 1, source, &ledger)?;
             Ok((ledger, head))
         })
         .collect()
 }
 
-/// A `ledgers` row read from column `at` on (anchor_seq, anchor_hash,
-/// head_seq, head_hash, shipper, leased); `None` without an anchor.
-pub(super) fn central_head(row: &tokio_postgres::Row, at: usize) -> Option<CentralHead> {
+/// The `ledgers` row of `ledger` (`source`) read from column `at` on
+/// (anchor_seq, anchor_hash, head_seq, head_hash, shipper, leased); a row
+/// without an anchor is a damaged schema.
+pub(super) fn central_head(
+    row: &tokio_postgres::Row,
+    at: usize,
+    source: &str,
+    ledger: &str,
+) -> Result<CentralHead, PgError> {
+    anchored(row, at).ok_or_else(|| {
+        PgError::new(
+            ErrorKind::Schema,
+            format!("the central ledgers row of {ledger} ({source}) has no anchor"),
+        )
+    })
+}
+
+fn anchored(row: &tokio_postgres::Row, at: usize) -> Option<CentralHead> {
     let number = |i: usize| {
         row.try_get::<_, Option<i64>>(at + i)
             .ok()
@@ -220,8 +230,8 @@ impl<'a> Columns<'a> {
         let rows: usize = parts.iter().map(|p| p.rows.len()).sum();
         let mut c = Columns::default();
         c.reserve(rows);
+        text(g.source, "the source")?;
         for p in parts {
-            text(g.source, "the source")?;
             c.part_ledger.push(text(p.ledger, "a ledger name")?);
             c.part_head_seq
                 .push(p.expected.map(|e| big(e.0)).transpose()?);
