@@ -69,7 +69,32 @@ fn an_ingest_role_ships_and_can_do_nothing_else() {
         ])
         .output()
         .unwrap();
+    assert_eq!(printed.status.code(), Some(0), "{}", stderr(&printed));
     let sql = String::from_utf8_lossy(&printed.stdout);
+    // The README's command as written (verify-full with --ca-file) prints
+    // the same, with no server and no CA file on this machine.
+    let readme_form = bin()
+        .args([
+            "setup-postgres",
+            "--postgres",
+            "postgresql://ledgertail_owner@db.example/ledgers?sslmode=verify-full",
+            "--ca-file",
+            "/etc/ledgertail/db-ca.pem",
+            "--grant",
+            "ledgertail_web_1",
+            "--source",
+            "web-1",
+            "--print",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        readme_form.status.code(),
+        Some(0),
+        "{}",
+        stderr(&readme_form)
+    );
+    assert_eq!(String::from_utf8_lossy(&readme_form.stdout), sql);
     assert!(
         sql.contains("GRANT SELECT, INSERT ON \"ledgertail\".events TO \"ledgertail_web_1\";"),
         "{sql}"

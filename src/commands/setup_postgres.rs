@@ -20,6 +20,8 @@ pub fn run(args: SetupPostgresArgs) -> anyhow::Result<ExitCode> {
         url: Some(args.postgres.clone()),
         source: Some("setup".into()),
         schema: Some(args.schema.clone()),
+        // verify-ca and verify-full are checked with the CA file given.
+        ca_file: args.ca_file.clone(),
         ..Default::default()
     };
     // The schema name is checked as the config checks it.
