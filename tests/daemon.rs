@@ -416,7 +416,19 @@ fn sighup_with_a_new_key_mirrors_the_unknown_key_lines_and_lifts_the_halt() {
             .metric("ledgertail_events_quarantined_total{ledger=\"app\",reason=\"unknown_key\"}"),
         Some(3.0)
     );
-    assert_eq!(sidecar.get("/readyz").0, 503);
+    let (code, ready) = sidecar.get("/readyz");
+    assert_eq!(code, 503);
+    // The halt names its cause, not only the gap: in /readyz, the log and
+    // `status`.
+    let cause = "seq 3 was quarantined as unknown_key (key_id 'k1' is not trusted): trust the key";
+    assert!(ready.contains(cause), "{ready}");
+    assert!(sidecar.log_text().contains(cause), "{}", sidecar.log_text());
+    let status = bin().args(["status", "--db"]).arg(&s.db).output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&status.stdout).contains(cause),
+        "{}",
+        show(&status)
+    );
 
     let config = std::fs::read_to_string(&s.config).unwrap();
     let with_key = config.replace(
@@ -459,6 +471,63 @@ fn sighup_with_a_new_key_mirrors_the_unknown_key_lines_and_lifts_the_halt() {
         .unwrap();
     assert_eq!(verdict, "seq_gap");
     assert!(how.contains("trusted keys"), "{how}");
+    assert!(sidecar.stop().success());
+}
+
+#[test]
+fn a_halt_after_a_line_quarantined_earlier_names_that_line_and_what_lifts_it() {
+    // The Quick start's path: the sidecar runs, a signed event with an
+    // untrusted key arrives (quarantined, committed), then a plain one.
+    let s = setup("");
+    let key_path = s.dir.join("producer.key");
+    KeyFile::generate("producer")
+        .unwrap()
+        .save_new(&key_path)
+        .unwrap();
+    let mut unsigned = Writer::new(&s.ledger);
+    append(&mut unsigned, 0, 1);
+    let sidecar = Sidecar::start(&s.config);
+    eventually("seq 0 mirrored", || mirrored_seqs(&s.db) == vec![0]);
+    let mut signed = Writer::new(&s.ledger).with_key(KeyFile::load(&key_path).unwrap());
+    append(&mut signed, 1, 1);
+    eventually("seq 1 quarantined", || {
+        count(
+            &s.db,
+            "SELECT count(*) FROM quarantine WHERE verdict = 'unknown_key'",
+        ) == 1
+    });
+    append(&mut unsigned, 2, 1);
+    eventually("halted", || {
+        sidecar.metric("ledgertail_halted{ledger=\"app\"}") == Some(1.0)
+    });
+    let (_, ready) = sidecar.get("/readyz");
+    assert!(
+        ready.contains("seq 2 after head 0; seq 1 was quarantined as unknown_key (key_id 'producer' is not trusted): trust the key"),
+        "{ready}"
+    );
+    assert!(ready.contains("then reload with SIGHUP"), "{ready}");
+    assert!(sidecar.stop().success());
+}
+
+#[test]
+fn a_plain_json_line_is_logged_as_not_a_sealed_event_with_how_to_write_one() {
+    let s = setup("");
+    append(&mut Writer::new(&s.ledger), 0, 1);
+    let sidecar = Sidecar::start(&s.config);
+    eventually("seq 0 mirrored", || mirrored_seqs(&s.db) == vec![0]);
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&s.ledger)
+        .unwrap();
+    std::io::Write::write_all(&mut f, b"{\"order\":5}\n").unwrap();
+    sidecar.eventually("the line is logged", || {
+        sidecar.log_text().contains(r#""verdict":"malformed""#)
+    });
+    let log = sidecar.log_text();
+    assert!(!log.contains(r#""seq":-1"#), "{log}");
+    assert!(log.contains(r#""detail":"missing member seq""#), "{log}");
+    assert!(log.contains("not a sealed event"), "{log}");
+    assert!(log.contains("ledgertail append"), "{log}");
     assert!(sidecar.stop().success());
 }
 
@@ -787,6 +856,28 @@ fn a_truncated_ledger_halts_as_rewritten() {
         )
         .unwrap();
     assert_eq!(verdict, "rewritten");
+}
+
+#[test]
+fn a_live_file_cut_to_zero_bytes_halts_naming_copytruncate() {
+    let s = setup("");
+    append(&mut Writer::new(&s.ledger), 0, 10);
+    let sidecar = Sidecar::start(&s.config);
+    sidecar.eventually("10 events", || mirrored_seqs(&s.db).len() == 10);
+    // What copytruncate does when its copy is compressed or moved away.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&s.ledger)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    sidecar.eventually("halted", || {
+        sidecar.metric("ledgertail_halted{ledger=\"app\"}") == Some(1.0)
+    });
+    let (_, body) = sidecar.get("/readyz");
+    assert!(body.contains("shrank to 0 bytes"), "{body}");
+    assert!(body.contains("copytruncate: put its copy back"), "{body}");
+    assert!(sidecar.stop().success());
 }
 
 #[test]

@@ -40,6 +40,24 @@ impl Mirror {
         Ok(opt_hash(hash))
     }
 
+    /// The verdict and detail of the latest unresolved quarantined line
+    /// that claimed `seq`: what a `seq_gap` halt names as its cause. Only
+    /// read when a ledger halts, so a scan of the ledger's rows is fine.
+    pub fn quarantined_seq(&self, ledger: &str, seq: u64) -> Result<Option<(Verdict, String)>> {
+        let row: Option<(String, String)> = self
+            .conn
+            .query_row(
+                "SELECT verdict, detail FROM quarantine
+                 WHERE ledger = ?1 AND seq = ?2 AND resolved_at IS NULL
+                 ORDER BY qid DESC LIMIT 1",
+                params![ledger, seq_i64(seq)],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        Ok(row.and_then(|(v, d)| Some((Verdict::parse(&v)?, d))))
+    }
+
     /// Where the lines quarantined as `unknown_key` or `unsigned` (and not
     /// resolved) are: the candidates for judging again after a reload.
     pub fn rejudge_candidates(&self, ledger: &str) -> Result<Vec<(FileId, u64)>> {

@@ -506,6 +506,8 @@ impl Shipper {
                     line: bytes[..bytes.len().min(QUARANTINE_PREFIX)].to_vec(),
                 };
                 if verdict == Verdict::SeqGap {
+                    let missing = chain.head.map_or(0, |h| h.seq + 1);
+                    self.name_quarantined_cause(&mut row.detail, missing, &quarantine)?;
                     self.name_copytruncate_race(&mut row.detail, line.file);
                 }
                 self.refusals.log(&self.ledger.name, &row);
@@ -645,6 +647,33 @@ impl Shipper {
         }
         // A broken pool is replaced at the next start; nothing to save here.
         let _ = self.verifiers.discard();
+    }
+
+    /// A `seq_gap` whose first missing seq is on a quarantined line (an
+    /// untrusted key, an altered line) has that line as its cause, not a
+    /// lost file: the halt names it and what lifts it.
+    fn name_quarantined_cause(
+        &self,
+        detail: &mut String,
+        missing: u64,
+        batch: &[QuarantineRow],
+    ) -> Result<(), ShipError> {
+        let in_batch = batch
+            .iter()
+            .rev()
+            .find(|q| q.seq == Some(missing) && !q.verdict.halts())
+            .map(|q| (q.verdict, q.detail.clone()));
+        let cause = match in_batch {
+            Some(c) => Some(c),
+            None => self.mirror.quarantined_seq(&self.ledger.name, missing)?,
+        };
+        if let Some((verdict, why)) = cause {
+            detail.push_str(&format!(
+                "; seq {missing} was quarantined as {verdict} ({why}): {}",
+                crate::hint::lift_quarantine(verdict)
+            ));
+        }
+        Ok(())
     }
 
     /// A `seq_gap` on the first events read after a copy and truncate:

@@ -34,7 +34,9 @@ impl RefusalLog {
     /// Logs a refused line, unless this window has logged enough of its
     /// verdict (then it is counted for the summary).
     pub fn log(&mut self, ledger: &str, q: &QuarantineRow) {
-        let seq = q.seq.map_or(-1, |s| s as i64);
+        // A line that did not parse that far has no seq: the field is left
+        // out (an Option records nothing) rather than shown as -1.
+        let seq = q.seq;
         if q.verdict.halts() {
             tracing::error!(
                 ledger,
@@ -56,6 +58,8 @@ impl RefusalLog {
         });
         if w.logged < LOGGED_PER_WINDOW {
             w.logged += 1;
+            // An Option field records nothing when `None`.
+            let hint = crate::hint::for_refusal(q.verdict, &q.detail);
             tracing::warn!(
                 ledger,
                 file = %q.path,
@@ -63,6 +67,7 @@ impl RefusalLog {
                 seq,
                 verdict = %q.verdict,
                 detail = %q.detail,
+                hint,
                 "line quarantined"
             );
             if w.logged == LOGGED_PER_WINDOW {
