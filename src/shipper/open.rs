@@ -387,8 +387,8 @@ impl Shipper {
             (Some(born), Some(commit)) if born < commit => Ok(Some((
                 f.path.clone(),
                 format!(
-                    "file shrank to {} bytes, below the checkpoint at {}, and no rotated file holds the bytes read (not a copy and truncate)",
-                    f.len, pos.offset
+                    "{}; no rotated file holds the bytes read",
+                    tail::shrank(f.len, pos.offset)
                 ),
             ))),
             _ => Ok(None),

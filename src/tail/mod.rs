@@ -228,10 +228,7 @@ impl Tailer {
                 return Ok(Opened::Rewritten {
                     path,
                     offset: pos.offset,
-                    detail: format!(
-                        "file shrank to {len} bytes, below the checkpoint at {}",
-                        pos.offset
-                    ),
+                    detail: shrank(len, pos.offset),
                 });
             }
             let now = read_tail(&file, pos.offset)?;
@@ -545,10 +542,7 @@ impl Tailer {
         };
         let len = cur.file.metadata()?.len();
         if len < position.offset {
-            return Ok(Some(format!(
-                "file shrank to {len} bytes, below the checkpoint at {}",
-                position.offset
-            )));
+            return Ok(Some(shrank(len, position.offset)));
         }
         if read_tail(&cur.file, position.offset)? != position.tail {
             return Ok(Some(format!(
@@ -576,4 +570,16 @@ impl Tailer {
             .sum();
         here + later
     }
+}
+
+/// Why a file that shrank below the checkpoint halts, and the likely
+/// cause when it is empty: logrotate's `copytruncate` (or `> file`).
+pub fn shrank(len: u64, checkpoint: u64) -> String {
+    let mut detail = format!("file shrank to {len} bytes, below the checkpoint at {checkpoint}");
+    if len == 0 {
+        detail.push_str(
+            "; a live file cut to 0 bytes is almost always logrotate's copytruncate: put its copy back beside the ledger, uncompressed and named <ledger>.<something>, and restart (better: rotate with rename, not copytruncate)",
+        );
+    }
+    detail
 }
