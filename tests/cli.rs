@@ -133,6 +133,11 @@ fn keygen_append_signed_and_verify_required() {
     let trust_line = stdout(&out);
     let (id, b64) = trust_line.trim().split_once(" = ").unwrap();
     assert_eq!(id, "producer");
+    // The advice depends on what the key is for: a log key under [keys]
+    // would be trusted to sign events.
+    let advice = stderr(&out);
+    assert!(advice.contains("a producer's signing key"), "{advice}");
+    assert!(advice.contains("under [tlog] instead"), "{advice}");
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(
         std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,

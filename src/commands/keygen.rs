@@ -28,9 +28,15 @@ pub fn run(args: KeygenArgs) -> anyhow::Result<ExitCode> {
     let key = KeyFile::generate(&key_id)?;
     key.save_new(&args.out)
         .with_context(|| format!("writing key file {}", args.out.display()))?;
+    // The same file serves a producer or the verifiable log; the advice
+    // differs, and a log key under [keys] would let it sign events.
     eprintln!(
-        "wrote {} (mode 0600). Trust it by adding this line under [keys] in the config:",
-        args.out.display()
+        "wrote {out} (mode 0600).\n\
+         - a producer's signing key (`append --key`, the producer libraries): trust it\n  \
+           in the sidecar's config with the line below, under [keys], then SIGHUP;\n\
+         - the verifiable log's key: set key = \"{out}\" under [tlog] instead, and\n  \
+           never list it under [keys].",
+        out = args.out.display()
     );
     println!("{}", key.trust_line());
     Ok(exit(EXIT_OK))
