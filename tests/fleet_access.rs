@@ -186,6 +186,35 @@ fn an_ingest_role_ships_and_can_do_nothing_else() {
     );
     assert!(err.contains("LEDGERTAIL_POSTGRES_PASSWORD"), "{err}");
     assert!(!err.contains("not-the-password"), "{err}");
+    // No password at all, as in an operator's shell without the sidecar's
+    // environment: `status` says so instead of "password missing".
+    let no_password = pg.url("lt_ingest", "x").replace(":x@", "@");
+    let s2 = setup(&url_table(&no_password, "host-i", ""));
+    std::fs::copy(&s.ledger, &s2.ledger).unwrap();
+    let replayed = bin()
+        .args(["replay", "--config"])
+        .arg(&s2.config)
+        .env_remove("LEDGERTAIL_POSTGRES_PASSWORD")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let status = bin()
+        .args(["status", "--config"])
+        .arg(&s2.config)
+        .env_remove("LEDGERTAIL_POSTGRES_PASSWORD")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    for text in [
+        stderr(&replayed),
+        String::from_utf8_lossy(&status.stdout).into_owned(),
+    ] {
+        assert!(
+            text.contains("LEDGERTAIL_POSTGRES_PASSWORD is not set in this environment"),
+            "{text}"
+        );
+    }
+    assert!(stderr(&replayed).contains("hint: export LEDGERTAIL_POSTGRES_PASSWORD"));
     // An unknown host.
     let s3 = setup(&url_table(
         "postgresql://lt_ingest@no-such-host.invalid/postgres?sslmode=disable",

@@ -140,7 +140,7 @@ impl Target {
         let ca_file = ca_file.map(Path::to_path_buf).or(root);
         if matches!(tls, TlsMode::VerifyCa | TlsMode::VerifyFull) && ca_file.is_none() {
             return Err(format!(
-                "sslmode = {} needs the CA that signed the server's certificate: set ca_file under [postgres] (or sslrootcert in the string)",
+                "sslmode = {} needs the CA that signed the server's certificate: set ca_file under [postgres] (--ca-file on the command line, or sslrootcert in the string)",
                 if tls == TlsMode::VerifyCa { "verify-ca" } else { "verify-full" }
             ));
         }
@@ -240,6 +240,11 @@ impl Target {
 
     pub(super) fn tls_mode(&self) -> TlsMode {
         self.tls
+    }
+
+    /// Whether a password was given (in the string or the environment).
+    pub(super) fn has_password(&self) -> bool {
+        self.config.get_password().is_some()
     }
 
     pub(super) fn user(&self) -> &str {

@@ -113,6 +113,23 @@ impl PgError {
             target.shown(),
             err.message
         );
+        // tokio-postgres says only "password missing" when the server asks
+        // for one and none was given: on a healthy host that is a shell
+        // without the sidecar's environment.
+        if !target.has_password() && err.message.contains("password missing") {
+            err.kind = ErrorKind::Authentication;
+            err.message = format!(
+                "could not connect to PostgreSQL at {}: the server asks role {} for a password and none is set: {} is not set in this environment and the connection string has none",
+                target.shown(),
+                target.user(),
+                connect::PASSWORD_ENV
+            );
+            err.hint = Some(format!(
+                "export {} in this shell (the sidecar's service has it from its own environment: an EnvironmentFile, a Kubernetes Secret)",
+                connect::PASSWORD_ENV
+            ));
+            return err;
+        }
         if err.kind == ErrorKind::Authentication && err.hint.is_none() {
             err.hint = Some(format!(
                 "check the password of role {} (LEDGERTAIL_POSTGRES_PASSWORD, or the connection string) and pg_hba.conf",
