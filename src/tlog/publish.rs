@@ -49,6 +49,9 @@ struct Ledger {
     /// The tree size at which everything was done: signed, and cosigned
     /// by every witness (`None`: something is left to do or to retry).
     done_at: Option<u64>,
+    /// Whether a checkpoint signed by this process was logged at info:
+    /// only the first is, the rest at debug (a healthy log is quiet).
+    announced: bool,
 }
 
 struct Work {
@@ -113,7 +116,13 @@ impl Work {
             Ok(signed) => {
                 let l = &mut self.ledgers[i];
                 if signed.new {
-                    tracing::info!(ledger = %name, size = signed.checkpoint.size, "signed a checkpoint");
+                    let size = signed.checkpoint.size;
+                    if l.announced {
+                        tracing::debug!(ledger = %name, size, "signed a checkpoint");
+                    } else {
+                        l.announced = true;
+                        tracing::info!(ledger = %name, size, "signed a checkpoint (the next ones are logged at debug)");
+                    }
                     l.metrics.checkpoint_timestamp.set(now_secs() as i64);
                 } else if l.metrics.checkpoint_timestamp.get() == 0 {
                     let at = self
@@ -282,6 +291,7 @@ impl Publisher {
                 witness_holds: HashMap::new(),
                 last_error: None,
                 done_at: None,
+                announced: false,
             })
             .collect();
         let (interval, timeout) = (tlog.checkpoint_interval, tlog.witness_timeout);
