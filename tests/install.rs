@@ -288,8 +288,14 @@ fn debian_package_installs_works_and_purges_clean() {
         .arg(root().join("packaging/deb/build.sh"))
         .current_dir(root()));
     let arch = stdout(Command::new("dpkg").arg("--print-architecture"));
-    let deb = root().join(format!(
-        "target/debian/ledgertail_{}_{}.deb",
+    // In the target dir cargo uses (./target, or CARGO_TARGET_DIR): the
+    // one that holds this test's own build of the binary.
+    let target_dir = Path::new(env!("CARGO_BIN_EXE_ledgertail"))
+        .ancestors()
+        .nth(2)
+        .unwrap();
+    let deb = target_dir.join(format!(
+        "debian/ledgertail_{}_{}.deb",
         version(),
         arch.trim()
     ));

@@ -6,8 +6,10 @@
 //! by `.ci/run`, which sets `LEDGERTAIL_CI=1`: there, a missing tool fails
 //! the test. Elsewhere the check is skipped with a note.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use ledgertail::config::{FileConfig, Overrides, Settings};
 
@@ -153,4 +155,110 @@ fn the_kubernetes_example_validates_against_the_api_schema() {
             .args(["--strict", "-k", "1.30.0"])
             .arg(root().join("packaging/kubernetes/sidecar.yaml")),
     );
+}
+
+/// The image's entrypoint as `packaging/container/build.sh` sets it; the
+/// Dockerfile's must be the same.
+fn image_entrypoint() -> Vec<String> {
+    let script = std::fs::read_to_string(root().join("packaging/container/build.sh")).unwrap();
+    let json = script
+        .split("--entrypoint '")
+        .nth(1)
+        .and_then(|rest| rest.split('\'').next())
+        .expect("build.sh sets --entrypoint '[...]'");
+    let entrypoint: Vec<String> = serde_json::from_str(json).unwrap();
+    let dockerfile = std::fs::read_to_string(root().join("packaging/Dockerfile")).unwrap();
+    let docker_json = dockerfile
+        .lines()
+        .find_map(|l| l.strip_prefix("ENTRYPOINT "))
+        .expect("the Dockerfile has an ENTRYPOINT");
+    let docker: Vec<String> = serde_json::from_str(docker_json).unwrap();
+    assert_eq!(entrypoint, docker, "build.sh and the Dockerfile disagree");
+    entrypoint
+}
+
+/// `key: value` of the first line under the sidecar's container in the
+/// manifest, or `None` when it has no such key.
+fn sidecar_container_field(yaml: &str, key: &str) -> Option<String> {
+    let block: Vec<&str> = yaml
+        .lines()
+        .skip_while(|l| l.trim() != "- name: ledgertail")
+        .skip(1)
+        .take_while(|l| !l.trim_start().starts_with("- name:") && l.trim() != "containers:")
+        .collect();
+    block.iter().find_map(|l| {
+        l.trim()
+            .strip_prefix(&format!("{key}:"))
+            .map(|v| v.trim().to_owned())
+    })
+}
+
+#[test]
+fn the_kubernetes_sidecar_runs_the_images_command_line_on_the_manifests_config() {
+    let manifest =
+        std::fs::read_to_string(root().join("packaging/kubernetes/sidecar.yaml")).unwrap();
+    // The tag build.sh makes, not one nothing builds.
+    let version = env!("CARGO_PKG_VERSION");
+    assert_eq!(
+        sidecar_container_field(&manifest, "image").as_deref(),
+        Some(format!("ledgertail:{version}").as_str())
+    );
+    // What the kubelet runs: `command` replaces the entrypoint, `args`
+    // are appended to it.
+    let mut argv = match sidecar_container_field(&manifest, "command") {
+        Some(json) => serde_json::from_str::<Vec<String>>(&json).unwrap(),
+        None => image_entrypoint(),
+    };
+    if let Some(json) = sidecar_container_field(&manifest, "args") {
+        argv.extend(serde_json::from_str::<Vec<String>>(&json).unwrap());
+    }
+    assert_eq!(argv[0], "/usr/local/bin/ledgertail");
+
+    // Its paths moved into a scratch folder; the command line unchanged.
+    let dir = tempfile::tempdir().unwrap();
+    let (ledger_dir, mirror_dir) = (dir.path().join("ledger"), dir.path().join("mirror"));
+    std::fs::create_dir(&ledger_dir).unwrap();
+    std::fs::create_dir(&mirror_dir).unwrap();
+    let config = block_scalar(&manifest, "ledgertail.toml")
+        .replace(
+            "/var/lib/ledgertail/",
+            &format!("{}/", mirror_dir.display()),
+        )
+        .replace("/var/lib/ledger/", &format!("{}/", ledger_dir.display()))
+        .replace("0.0.0.0:9898", "127.0.0.1:0");
+    let config_path = dir.path().join("ledgertail.toml");
+    std::fs::write(&config_path, config).unwrap();
+    let args: Vec<String> = argv[1..]
+        .iter()
+        .map(|a| {
+            if a == "/etc/ledgertail/ledgertail.toml" {
+                config_path.display().to_string()
+            } else {
+                a.clone()
+            }
+        })
+        .collect();
+    common::append(
+        &mut ledgertail::producer::Writer::new(ledger_dir.join("app.jsonl")),
+        0,
+        3,
+    );
+    let mut child = Command::new(common::bin_path())
+        .args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let db = mirror_dir.join("ledgertail.db");
+    common::eventually("the sidecar mirrors the ledger (or exits)", || {
+        if let Ok(Some(_)) = child.try_wait() {
+            let mut err = String::new();
+            std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+            panic!("{argv:?} exited: {err}");
+        }
+        db.exists() && common::mirrored_seqs(&db).len() == 3
+    });
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(common::wait_exit(&mut child).success());
 }

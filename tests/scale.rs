@@ -344,7 +344,11 @@ fn status_works_for_a_user_who_cannot_write_beside_the_mirror() {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let mut status = bin();
+    // A copy of the binary that user can run: the build's own may sit in
+    // a folder only its owner enters (a clone under /root).
+    let binary = dir.path().join("ledgertail");
+    std::fs::copy(bin_path(), &binary).unwrap();
+    let mut status = std::process::Command::new(&binary);
     status.args(["status", "--json", "--db"]).arg(&db);
     // SAFETY: setgid/setuid are async-signal-safe.
     unsafe {

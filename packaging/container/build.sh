@@ -3,7 +3,8 @@
 # needed), from scratch: the release binary, the shared libraries `ldd`
 # lists for it, and the container's config. No base image is pulled.
 #
-#   packaging/container/build.sh [IMAGE]     (default: ledgertail:<version>)
+#   packaging/container/build.sh [IMAGE]     (default: ledgertail:<version>,
+#                                             also tagged ledgertail:latest)
 #
 # Run it with podman or docker (after `buildah push` to their store):
 #   podman run --rm -v "$PWD:/data" -p 9898:9898 ledgertail:<version>
@@ -13,12 +14,15 @@ cd "$(dirname "$0")/../.."
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 image="${1:-ledgertail:$version}"
 cargo build --release --locked --bin ledgertail
+# Where cargo put it: ./target, or CARGO_TARGET_DIR (or build.target-dir).
+target_dir=$(cargo metadata --no-deps --format-version 1 \
+  | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
 # The image carries a stripped copy (no symbol tables).
 work=$(mktemp -d)
 ctr=""
 trap '[ -n "$ctr" ] && buildah rm "$ctr" >/dev/null 2>&1; rm -rf "$work"' EXIT
 binary="$work/ledgertail"
-strip -o "$binary" target/release/ledgertail
+strip -o "$binary" "$target_dir/release/ledgertail"
 
 ctr=$(buildah from scratch)
 buildah copy "$ctr" "$binary" /usr/local/bin/ledgertail >/dev/null
@@ -42,4 +46,8 @@ buildah config \
   --entrypoint '["/usr/local/bin/ledgertail", "run", "--config", "/etc/ledgertail/ledgertail.toml"]' \
   "$ctr"
 buildah commit --quiet "$ctr" "$image" >/dev/null
+# The default name is also tagged :latest, for `podman run ledgertail`.
+if [ $# -eq 0 ]; then
+  buildah tag "$image" ledgertail:latest
+fi
 echo "$image"

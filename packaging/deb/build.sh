@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds the Debian package: target/debian/ledgertail_<version>_<arch>.deb.
+# Builds the Debian package: <target dir>/debian/ledgertail_<version>_<arch>.deb
+# (the target dir is ./target, or CARGO_TARGET_DIR when set).
 #
 #   packaging/deb/build.sh
 #
@@ -18,11 +19,17 @@ if ! cargo deb --version >/dev/null 2>&1; then
 fi
 
 cargo build --release --locked --bin ledgertail --bin ledgertail-docs
+# Where cargo put them: ./target, or CARGO_TARGET_DIR (or build.target-dir).
+target_dir=$(cargo metadata --no-deps --format-version 1 \
+  | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
 
+# The staging folder stays in this checkout: Cargo.toml's asset list
+# names it relative to the crate (cargo-deb maps only target/release/ to
+# the real target dir).
 stage=target/deb
 rm -rf "$stage"
 mkdir -p "$stage/man" "$stage/systemd" "$stage/config"
-target/release/ledgertail-docs --out "$stage/generated"
+"$target_dir/release/ledgertail-docs" --out "$stage/generated"
 for page in "$stage"/generated/man/*.1; do
   gzip -9 -n -c "$page" > "$stage/man/$(basename "$page").gz"
 done
@@ -48,5 +55,5 @@ sed -e 's|^db = "ledgertail.db"|db = "/var/lib/ledgertail/ledgertail.db"|' \
     config/ledgertail.toml > "$stage/config/ledgertail.toml"
 grep -q '^db = "/var/lib/ledgertail/ledgertail.db"' "$stage/config/ledgertail.toml"
 
-cargo deb --no-build --output target/debian/
-ls target/debian/ledgertail_*.deb
+cargo deb --no-build --output "$target_dir/debian/"
+ls "$target_dir"/debian/ledgertail_*.deb
