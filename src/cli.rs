@@ -1,4 +1,4 @@
-//! The command line (contract §4): flags only, no logic. Each subcommand's
+//! The command line : flags only, no logic. Each subcommand's
 //! arguments are turned into [`Overrides`] for `config` to resolve.
 
 use std::path::PathBuf;
@@ -62,17 +62,17 @@ pub enum Command {
     Replay(ReplayArgs),
     /// Show each mirrored ledger's head, position, lag, halt and quarantine.
     Status(StatusArgs),
-    /// (v1.2) Create or migrate the fleet store's schema in PostgreSQL, and
+    /// Create or migrate the fleet store's schema in PostgreSQL, and
     /// grant an ingest role the least it needs to ship.
     SetupPostgres(SetupPostgresArgs),
-    /// (v1.2) Sign a checkpoint of each ledger's Merkle tree with the log
+    /// Sign a checkpoint of each ledger's Merkle tree with the log
     /// key ([tlog] key) and print it; the log's verifier key goes to stderr.
     Checkpoint(CheckpointArgs),
-    /// (v1.2) Write an offline proof that an event is in the latest signed
+    /// Write an offline proof that an event is in the latest signed
     /// checkpoint (a .tlog-proof file), or with --consistency that the
     /// latest checkpoint extends the tree of size --from.
     Prove(ProveArgs),
-    /// (v1.2) Check a proof offline, with nothing but the log's verifier
+    /// Check a proof offline, with nothing but the log's verifier
     /// key (and the witnesses' keys a policy asks for).
     VerifyProof(VerifyProofArgs),
 }
@@ -253,7 +253,7 @@ pub struct VerifyArgs {
     /// Also check parity with this mirror.
     #[arg(long, value_name = "FILE", conflicts_with = "postgres")]
     pub db: Option<PathBuf>,
-    /// (v1.2) Verify the fleet store instead: every central row's hash
+    /// Verify the fleet store instead: every central row's hash
     /// from its columns, the links, the signatures (a URL or key=value
     /// string; the password may come from LEDGERTAIL_POSTGRES_PASSWORD).
     /// With it, --ledger names a ledger, not a file.

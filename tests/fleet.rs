@@ -104,13 +104,14 @@ fn one_sidecar_ships_its_ledger_exactly_once_and_the_database_keeps_the_chain() 
     );
     assert!(refused("DELETE FROM ledgertail.ledgers").contains("never removed"));
     assert_central_equals_file(&pg, "host-a", "app", &s.ledger);
-    // The README's fleet-wide queries run as written.
-    let readme =
-        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
-            .unwrap();
+    // The fleet guide's queries run as written.
+    let readme = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/fleet.md"),
+    )
+    .unwrap();
     let start = readme
         .find("Three fleet-wide queries")
-        .expect("the README's queries");
+        .expect("the fleet guide's queries");
     let block = &readme[start..];
     let block = &block[block.find("```sql").unwrap() + 6..];
     let block = &block[..block.find("```").unwrap()];

@@ -100,10 +100,11 @@ fn an_ingest_role_ships_and_can_do_nothing_else() {
         "{sql}"
     );
     let readme =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/fleet.md"))
+            .unwrap();
     assert!(
         readme.contains(sql.trim()),
-        "the README lists other grants than setup-postgres --print:\n{sql}"
+        "docs/fleet.md lists other grants than setup-postgres --print:\n{sql}"
     );
 
     let s = setup(&url_table(&pg.url("lt_ingest", ""), "host-i", ""));

@@ -504,7 +504,7 @@ impl Lane {
             ledger = %self.name,
             source = %io.cfg.source,
             why = %why,
-            hint = "the README's fleet runbook: compare `ledgertail verify --postgres` with the local mirror, then fix the side that is wrong and restart",
+            hint = "the runbook (docs/runbook.md, central shipping halted): compare `ledgertail verify --postgres` with the local mirror, then fix the side that is wrong and restart",
             "fleet: shipping of this ledger halted (the other ledgers go on)"
         );
         if let Some(m) = &self.metrics {

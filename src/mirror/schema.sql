@@ -6,7 +6,7 @@
 
 -- One row per mirrored event. From these columns alone an auditor rebuilds
 -- E′ = {seq, ts, type, payload, prev_hash, id?, key_id?} ∪ extra and
--- recomputes `hash` (see README, "Auditing the mirror").
+-- recomputes `hash` (see docs/mirror.md, "Auditing without the ledger").
 CREATE TABLE events (
     ledger      TEXT    NOT NULL,
     seq         INTEGER NOT NULL,

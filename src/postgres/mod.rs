@@ -170,10 +170,10 @@ impl PgError {
             return match (kind, db.hint()) {
                 (_, Some(h)) => err.with_hint(h.to_owned()),
                 (ErrorKind::Privilege, None) => err.with_hint(
-                    "the ingest role needs the grants the README's fleet section lists (USAGE on the schema, SELECT and INSERT on its tables, EXECUTE on its functions)",
+                    "the ingest role needs the grants the fleet guide (docs/fleet.md) lists (USAGE on the schema, SELECT and INSERT on its tables, EXECUTE on its functions)",
                 ),
                 (ErrorKind::Schema, None) => err.with_hint(
-                    "the central schema is missing or incomplete: run ledgertail once with a role that may create it (the README's fleet section), or check `schema` under [postgres]",
+                    "the central schema is missing or incomplete: run ledgertail once with a role that may create it (the fleet guide, docs/fleet.md), or check `schema` under [postgres]",
                 ),
                 _ => err,
             };
