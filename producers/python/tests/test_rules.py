@@ -6,12 +6,14 @@ files interoperate with ``ledgertail keygen`` both ways."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import stat
 from pathlib import Path
 
 import pytest
+import rfc8785
 from conftest import run, trusting_config, verify_ok
 
 from ledgertail_producer import (
@@ -70,7 +72,7 @@ def test_bad_payloads_are_refused_and_nothing_is_written(tmp_path):
     for bad_type in ["", "x" * 257, 7]:
         with pytest.raises(PayloadError):
             w.append(bad_type, 1)
-    with pytest.raises(PayloadError, match="contract defines"):
+    with pytest.raises(PayloadError, match="member of every event"):
         w.append("t", 1, extensions={"seq": 9})
     with pytest.raises(PayloadError):
         w.append("t", 1, id="")
@@ -207,3 +209,45 @@ def test_a_write_that_fails_midway_leaves_only_whole_lines(tmp_path):
     lines = [l for l in data.split(b"\n") if l]
     assert len(lines) == 1 + reached, "exactly the events reported reached the file"
     assert Writer(ledger).append("t", 1).seq == 1 + reached
+
+
+def test_a_line_with_non_ascii_digits_in_ts_is_not_the_head(tmp_path, ledgertail):
+    # The sidecar reads ts with ASCII digits only; a line whose ts has
+    # Arabic-Indic digits is malformed there, so it must not be the head
+    # here either (the next event would then halt the ledger on seq_gap).
+    ledger = tmp_path / "a.jsonl"
+    Writer(ledger).append_batch("t", [0, 1])
+    last = json.loads(ledger.read_text().splitlines()[-1])
+    forged = {
+        "seq": 2,
+        "ts": "\u0662\u0660\u0662\u0666-01-01T00:00:00Z",
+        "type": "t",
+        "payload": 2,
+        "prev_hash": last["hash"],
+    }
+    forged["hash"] = hashlib.sha256(rfc8785.dumps(forged)).hexdigest()
+    with open(ledger, "a", encoding="utf-8") as f:
+        f.write(json.dumps(forged, ensure_ascii=False) + "\n")
+    assert Writer(ledger).append("t", 3).seq == 2
+    out = run(ledgertail, "verify", "--ledger", str(ledger))
+    assert b"3 events in the chain" in out.stdout + out.stderr, out.stdout
+    assert b"malformed" in out.stdout + out.stderr
+
+
+def test_each_kind_of_bad_value_gets_its_own_hint(tmp_path):
+    import datetime
+
+    w = Writer(tmp_path / "a.jsonl")
+
+    def hint(bad):
+        with pytest.raises(PayloadError) as caught:
+            w.append("t", bad)
+        return caught.value.hint
+
+    assert "NaN" in hint(float("nan"))
+    assert "2^53" in hint(2**60)
+    assert "isoformat" in hint(datetime.datetime(2026, 1, 1))
+    assert "2^53" not in hint(datetime.datetime(2026, 1, 1))
+    with pytest.raises(PayloadError) as caught:
+        w.append_batch("t", [1, float("inf")])
+    assert caught.value.index == 1 and "NaN" in caught.value.hint

@@ -6,13 +6,15 @@
     appended = writer.append("order.created", {"order": 42, "total": "19.90"})
     print(appended.seq, appended.hash)
 
-Each event is sealed as contract §1 says (SHA-256 over its RFC 8785
+Each event is sealed as the ledger format says (SHA-256 over its RFC 8785
 canonical form, chained to the previous event, optionally Ed25519-signed)
-and appended with the rules of ``ledgertail append`` (§4): an exclusive
+and appended with the rules of ``ledgertail append``: an exclusive
 ``flock`` on the live file shared with every other writer, the head found
 from the end of the file, one ``write`` per line, ``fsync`` per call, and
 nothing half-written on any error.
 """
+
+from importlib import metadata as _metadata
 
 from ._errors import (
     HeadCompressedError,
@@ -27,7 +29,11 @@ from ._keyfile import KeyFile, keygen
 from ._seal import DEFAULT_MAX_LINE_BYTES, MAX_SAFE_INTEGER, canonical, strict_loads
 from ._writer import Appended, Writer
 
-__version__ = "0.1.0"
+try:
+    # The installed distribution's version: one source, pyproject.toml.
+    __version__ = _metadata.version("ledgertail-producer")
+except _metadata.PackageNotFoundError:  # run from a source tree
+    __version__ = "0+unknown"
 
 __all__ = [
     "Appended",

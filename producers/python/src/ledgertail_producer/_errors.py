@@ -23,13 +23,23 @@ class PayloadError(LedgerError, ValueError):
     too deep, a line over the sidecar's limit. Nothing was written.
     ``index`` is the event's position in its batch."""
 
-    hint = "write integers beyond 2^53-1 as strings; payloads are JSON values (dict, list, str, int, float, bool, None)"
+    hint = "payloads are JSON values: dict, list, str, int, float, bool, None"
 
-    def __init__(self, message: str, index: Optional[int] = None) -> None:
+    def __init__(self, message: str, index: Optional[int] = None, hint: Optional[str] = None) -> None:
         if index is not None:
             message = f"event {index + 1} of the batch: {message}; nothing of the batch was written"
         super().__init__(message)
         self.index = index
+        if hint is not None:
+            self.hint = hint
+
+
+#: The hints of the payload refusals that have a specific fix.
+HINT_NOT_FINITE = "JSON has no NaN or Infinity: write None, or the value as a string"
+HINT_BIG_INTEGER = "write integers beyond ±(2^53−1) as strings"
+HINT_NOT_JSON = (
+    "convert it to JSON values first: a datetime as d.isoformat(), a set as a list, bytes as base64 text"
+)
 
 
 class UnfinishedLineError(LedgerError):

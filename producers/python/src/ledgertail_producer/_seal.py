@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Tuple
 
 import rfc8785
 
-from ._errors import PayloadError
+from ._errors import HINT_BIG_INTEGER, HINT_NOT_FINITE, HINT_NOT_JSON, PayloadError
 
 #: The largest integer a payload may hold (I-JSON, contract §1.2).
 MAX_SAFE_INTEGER = 2**53 - 1
@@ -52,17 +52,17 @@ def canonical(value: Any, where: str = "payload") -> bytes:
     does not have, nesting deeper than the sidecar accepts)."""
     _check_depth(value, where)
     if isinstance(value, float) and not math.isfinite(value):
-        raise PayloadError(f"{where} is {value!r}: JSON has no NaN or Infinity")
+        raise PayloadError(f"{where} is {value!r}: JSON has no NaN or Infinity", hint=HINT_NOT_FINITE)
     try:
         return rfc8785.dumps(value)
     except rfc8785.IntegerDomainError as e:
         raise PayloadError(
-            f"{where} holds an integer beyond ±(2^53−1) ({e}); write it as a string"
+            f"{where} holds an integer beyond ±(2^53−1) ({e}); write it as a string", hint=HINT_BIG_INTEGER
         ) from None
     except rfc8785.FloatDomainError as e:
-        raise PayloadError(f"{where} holds {e}") from None
+        raise PayloadError(f"{where} holds {e}", hint=HINT_NOT_FINITE) from None
     except rfc8785.CanonicalizationError as e:
-        raise PayloadError(f"{where} is not JSON: {e}") from None
+        raise PayloadError(f"{where} is not JSON: {e}", hint=HINT_NOT_JSON) from None
     except UnicodeError:
         # rfc8785 0.1.4 raises this (not its own error) for a lone
         # surrogate in a member name.
@@ -151,7 +151,7 @@ def kind(event_type: str, extensions: Optional[Mapping[str, Any]] = None) -> Kin
             raise PayloadError(f"extension name {name!r} is not a string")
         if name in RESERVED:
             raise PayloadError(
-                f"extension {name!r} is a member the contract defines; pick another name"
+                f"extension {name!r} is a member of every event; pick another name"
             )
         canonical(name, "an extension's name")
         ext.append((name, canonical(value, f"extension {name!r}")))
@@ -303,14 +303,18 @@ def strict_loads(text: str) -> Any:
         return _loads(text, _parse_plain_int)
     except _NotEvent:
         raise PayloadError(
-            "not acceptable JSON: a repeated member name, NaN or Infinity, a number out of range, or an integer beyond ±(2^53−1) (write those as strings)"
+            "not acceptable JSON: a repeated member name, NaN or Infinity, a number out of range, or an integer beyond ±(2^53−1)",
+            hint="write such numbers as strings, and each member name once",
         ) from None
     except (ValueError, RecursionError) as e:
         raise PayloadError(f"not JSON: {e}") from None
 
 
+# ASCII digits only ([0-9], not \d: in Python's str patterns that also
+# matches other scripts' digits, which the sidecar refuses; a line it
+# calls malformed must never become this writer's head).
 _TS = re.compile(
-    r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d+)?([Zz]|[+-](\d{2}):(\d{2}))\Z"
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt]([0-9]{2}):([0-9]{2}):([0-9]{2})(\.[0-9]+)?([Zz]|[+-]([0-9]{2}):([0-9]{2}))\Z"
 )
 
 

@@ -106,7 +106,7 @@ class Writer:
             except PayloadError as e:
                 if len(payloads) == 1:
                     raise
-                raise PayloadError(str(e.args[0]), index=i) from None
+                raise PayloadError(str(e.args[0]), index=i, hint=e.hint) from None
         appended: List[Appended] = []
         while len(appended) < len(drafts):
             self._append_to_live(drafts[len(appended) :], appended, len(appended))
