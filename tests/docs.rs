@@ -8,6 +8,8 @@
 //! and background jobs carry over), under `set -euo pipefail`. A comment
 //! `<!-- hidden: SESSION` … `-->` adds lines users do not see: waits for
 //! what a person would simply see happen, and checks of the output.
+//! `<!-- runnable: SESSION file=PATH -->` writes its block to PATH (a
+//! program in another language that the next blocks run).
 
 mod common;
 
@@ -207,11 +209,15 @@ fn sessions() -> BTreeMap<String, Vec<Step>> {
                     .iter()
                     .position(|l| l.trim_start().starts_with(closes))
                     .unwrap_or_else(|| panic!("{at}: unclosed block"));
-            let code = lines[first..end].join("\n");
-            sessions
-                .entry(name.trim().to_owned())
-                .or_default()
-                .push(Step { at, code });
+            let mut code = lines[first..end].join("\n");
+            // `runnable: NAME file=PATH`: the block is a file the next
+            // blocks use (a program in another language), written as is.
+            let mut words = name.split_whitespace();
+            let name = words.next().unwrap_or_default().to_owned();
+            if let Some(file) = words.find_map(|w| w.strip_prefix("file=")) {
+                code = format!("cat > {file} <<'LEDGERTAIL_DOC_EOF'\n{code}\nLEDGERTAIL_DOC_EOF");
+            }
+            sessions.entry(name).or_default().push(Step { at, code });
             i = end + 1;
         }
     }
@@ -290,4 +296,19 @@ fn the_readme_quick_start_runs_as_written() {
     let all = sessions();
     let steps = all.get("quickstart").expect("the README has a quickstart");
     run_session("quickstart", steps);
+}
+
+#[test]
+fn the_producer_libraries_install_and_run_as_their_readmes_say() {
+    // They install from the network (PyPI, npm), as a user's would.
+    if !tools_present(&["python3", "node", "npm"]) {
+        return;
+    }
+    let all = sessions();
+    for name in ["python", "node"] {
+        let steps = all
+            .get(name)
+            .unwrap_or_else(|| panic!("producers/{name}/README.md has a runnable session"));
+        run_session(name, steps);
+    }
 }

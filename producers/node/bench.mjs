@@ -28,10 +28,10 @@ const rows = [];
 const time = (fn) => { const t = process.hrtime.bigint(); fn(); return Number(process.hrtime.bigint() - t) / 1e9; };
 try {
   let w = new Writer(join(folder, 'single.jsonl'));
-  rows.push(['node, single appends', singles / time(() => { for (let i = 0; i < singles; i++) w.append('bench', payload(i)); })]);
+  rows.push(['node, single appends', singles / time(() => { for (let i = 0; i < singles; i++) w.appendSync('bench', payload(i)); })]);
   w = new Writer(join(folder, 'batch.jsonl'));
   const batch = Array.from({ length: 1000 }, (_, i) => payload(i));
-  rows.push(['node, batches of 1000', (batches * 1000) / time(() => { for (let b = 0; b < batches; b++) w.appendBatch('bench', batch); })]);
+  rows.push(['node, batches of 1000', (batches * 1000) / time(() => { for (let b = 0; b < batches; b++) w.appendBatchSync('bench', batch); })]);
   if (binary) {
     const one = JSON.stringify(payload(0)) + '\n';
     const cli = (input, ledger) => { const r = spawnSync(binary, ['append', '--ledger', ledger, '--type', 'bench'], { input }); if (r.status !== 0) throw new Error(r.stderr.toString()); };

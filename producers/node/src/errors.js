@@ -11,14 +11,13 @@ export class LedgerError extends Error {
 
 /** An event that cannot be sealed; nothing was written. `index`: its place in the batch. */
 export class PayloadError extends LedgerError {
-  constructor (message, index) {
-    super(
-      index === undefined ? message : `event ${index + 1} of the batch: ${message}; nothing of the batch was written`,
-      'write integers beyond 2^53-1 as strings; payloads are JSON values (plain objects, arrays, strings, finite numbers, booleans, null)'
-    );
+  constructor (message, index, hint = PAYLOAD_HINT) {
+    super(index === undefined ? message : `event ${index + 1} of the batch: ${message}; nothing of the batch was written`, hint);
     this.index = index;
   }
 }
+
+const PAYLOAD_HINT = 'payloads are JSON values: plain objects, arrays, strings, finite numbers, booleans, null';
 
 export class UnfinishedLineError extends LedgerError {
   constructor (path, unfinished) {

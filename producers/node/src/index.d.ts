@@ -19,10 +19,18 @@ export interface WriterOptions {
 export class Writer {
   constructor (path: string, options?: WriterOptions);
   readonly path: string;
-  /** Seals `payload` as the next event of type `type` and appends it (one lock, one write, one fsync). */
-  append (type: string, payload: Json, options?: { id?: string; extensions?: Record<string, Json> }): Appended;
-  /** Several events under one lock and one fsync; every one checked before any is written. */
-  appendBatch (type: string, payloads: Json[], options?: { ids?: Array<string | null | undefined>; extensions?: Record<string, Json> }): Appended[];
+  /**
+   * Seals `payload` as the next event of type `type` and appends it (one
+   * lock, one write, one fsync); resolves once it is on disk. The lock,
+   * write and fsync run on a worker thread: the event loop never waits.
+   */
+  append (type: string, payload: Json, options?: { id?: string; extensions?: Record<string, Json> }): Promise<Appended>;
+  /** Several events under one lock and one fsync, off the event loop; all checked before any is written. */
+  appendBatch (type: string, payloads: Json[], options?: { ids?: Array<string | null | undefined>; extensions?: Record<string, Json> }): Promise<Appended[]>;
+  /** `append`, blocking the calling thread until the event is on disk. */
+  appendSync (type: string, payload: Json, options?: { id?: string; extensions?: Record<string, Json> }): Appended;
+  /** `appendBatch`, blocking the calling thread. */
+  appendBatchSync (type: string, payloads: Json[], options?: { ids?: Array<string | null | undefined>; extensions?: Record<string, Json> }): Appended[];
 }
 
 export class KeyFile {

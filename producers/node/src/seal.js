@@ -34,6 +34,18 @@ function typeName (v) {
  * that are not plain (Date, Map, Set, class instances), lone surrogates,
  * nesting deeper than the sidecar reads. Walked without recursion.
  */
+const HINT_NOT_FINITE = 'JSON has no NaN or Infinity: write null, or the value as a string';
+const HINT_BIG_INTEGER = 'write integers beyond ±(2^53−1) as strings';
+
+/** What to do with a value that is an object but not a JSON one. */
+function hintFor (v) {
+  if (v instanceof Date) return 'write the date as a string: date.toISOString()';
+  if (v instanceof Map) return 'write the map as an object: Object.fromEntries(map)';
+  if (v instanceof Set) return 'write the set as an array: [...set]';
+  if (ArrayBuffer.isView(v)) return "write bytes as a string: Buffer.from(bytes).toString('base64')";
+  return 'convert it to plain objects and arrays first (JSON.parse(JSON.stringify(value)) shows what JSON keeps)';
+}
+
 function check (value, where) {
   const limit = MAX_LINE_DEPTH - 1;
   const stack = [[value, where, 0]];
@@ -49,16 +61,16 @@ function check (value, where) {
         // A Number is a double, written as RFC 8785 writes it, which the
         // sidecar reads back to the same double (2 ** 60 included); only
         // BigInt, JavaScript's exact integers, cannot be kept.
-        if (!Number.isFinite(v)) throw new PayloadError(`${at} is ${v}: JSON has no NaN or Infinity`);
+        if (!Number.isFinite(v)) throw new PayloadError(`${at} is ${v}: JSON has no NaN or Infinity`, undefined, HINT_NOT_FINITE);
         continue;
       case 'bigint':
-        throw new PayloadError(`${at} is a BigInt (${v}n): JSON numbers are doubles; write it as a string`);
+        throw new PayloadError(`${at} is a BigInt (${v}n): JSON numbers are doubles; write it as a string`, undefined, HINT_BIG_INTEGER);
       case 'object': {
         if (v === null) continue;
         const array = Array.isArray(v);
         const proto = Object.getPrototypeOf(v);
         if (!array && proto !== Object.prototype && proto !== null) {
-          throw new PayloadError(`${at} is ${typeName(v)}, not a JSON value (plain objects and arrays only)`);
+          throw new PayloadError(`${at} is ${typeName(v)}, not a JSON value (plain objects and arrays only)`, undefined, hintFor(v));
         }
         if (depth + 1 > limit) {
           throw new PayloadError(`${at} nests objects and arrays deeper than ${limit} levels (the sidecar reads lines up to ${MAX_LINE_DEPTH})`);
@@ -127,7 +139,7 @@ export function kind (type, extensions) {
   validText(type, 'type', 256);
   const ext = [];
   for (const [name, value] of Object.entries(extensions ?? {})) {
-    if (RESERVED.has(name)) throw new PayloadError(`extension "${name}" is a member the contract defines; pick another name`);
+    if (RESERVED.has(name)) throw new PayloadError(`extension "${name}" is a member of every event; pick another name`);
     canonical(name, "an extension's name");
     ext.push([name, canonical(value, `extension "${name}"`)]);
   }
@@ -210,7 +222,9 @@ function strictValue (text) {
     if (depth > MAX_LINE_DEPTH) throw new NotJson(`nesting deeper than ${MAX_LINE_DEPTH} levels`);
     switch (node.type) {
       case 'Object': {
-        const out = {};
+        // No prototype: a member named __proto__ stays an ordinary member
+        // (on a plain object, assigning it would replace the prototype).
+        const out = Object.create(null);
         const seen = new Set();
         for (const m of node.members) {
           const name = m.name.value;
@@ -257,7 +271,9 @@ export function strictParse (text) {
   try {
     return strictValue(text).value;
   } catch (e) {
-    if (e instanceof NotJson) throw new PayloadError(`not acceptable JSON: ${e.message}`);
+    if (e instanceof NotJson) {
+      throw new PayloadError(`not acceptable JSON: ${e.message}`, undefined, e.message.includes('2^53') ? HINT_BIG_INTEGER : undefined);
+    }
     throw e;
   }
 }
@@ -304,7 +320,7 @@ export function judgeLine (bytes) {
   if ('id' in event && !isText(event.id, 256)) return null;
   if ('key_id' in event && !isText(event.key_id, 128)) return null;
   if ('sig' in event && (!('key_id' in event) || !isSignature(event.sig))) return null;
-  const body = {};
+  const body = Object.create(null); // see strictValue: __proto__ is a member
   for (const [k, v] of Object.entries(event)) if (k !== 'hash' && k !== 'sig') body[k] = v;
   let canon;
   try {

@@ -10,6 +10,7 @@ import { createRequire } from 'node:module';
 
 import { LedgerFullError, PayloadError, WriteError } from './errors.js';
 import { findHead } from './head.js';
+import { APPEND_DRAFTS, appendOffThread } from './offthread.js';
 import { DEFAULT_MAX_LINE_BYTES, MAX_SAFE_INTEGER, draft, kind, seal } from './seal.js';
 
 const { flockSync } = createRequire(import.meta.url)('fs-ext');
@@ -33,17 +34,51 @@ export class Writer {
     this.fsync = fsync;
   }
 
-  /** Seals `payload` (a JSON value) as the next event of type `type` and appends it. */
-  append (type, payload, { id, extensions } = {}) {
-    return this.#append(type, [payload], id === undefined ? undefined : [id], extensions, true)[0];
+  /**
+   * Seals `payload` (a JSON value) as the next event of type `type` and
+   * appends it; resolves once it is on disk. The lock, the write and the
+   * fsync run on a worker thread: the event loop is never blocked.
+   */
+  async append (type, payload, { id, extensions } = {}) {
+    const drafts = this.#drafts(type, [payload], id === undefined ? undefined : [id], extensions, true);
+    return (await appendOffThread(this.#settings(), drafts, true))[0];
   }
 
-  /** Several events under one lock and one fsync (each line its own write); all checked before any is written. */
-  appendBatch (type, payloads, { ids, extensions } = {}) {
-    return this.#append(type, payloads, ids, extensions, false);
+  /** Several events under one lock and one fsync, off the event loop; all checked before any is written. */
+  async appendBatch (type, payloads, { ids, extensions } = {}) {
+    const drafts = this.#drafts(type, payloads, ids, extensions, false);
+    return appendOffThread(this.#settings(), drafts, false);
   }
 
-  #append (type, payloads, ids, extensions, single) {
+  /** `append`, blocking the calling thread until the event is on disk. */
+  appendSync (type, payload, { id, extensions } = {}) {
+    const drafts = this.#drafts(type, [payload], id === undefined ? undefined : [id], extensions, true);
+    return this[APPEND_DRAFTS](drafts, true)[0];
+  }
+
+  /** `appendBatch`, blocking the calling thread. */
+  appendBatchSync (type, payloads, { ids, extensions } = {}) {
+    return this[APPEND_DRAFTS](this.#drafts(type, payloads, ids, extensions, false), false);
+  }
+
+  /** What the worker thread needs to make the same writer. */
+  #settings () {
+    return {
+      path: this.path,
+      key: this.key ? { keyId: this.key.keyId, privateKey: this.key.privateKey } : null,
+      maxLineBytes: this.maxLineBytes,
+      fsync: this.fsync
+    };
+  }
+
+  /** Appends checked drafts (see `seal.draft`); used on the worker thread too. */
+  [APPEND_DRAFTS] (drafts, single) {
+    const appended = [];
+    while (appended.length < drafts.length) this.#appendToLive(drafts.slice(appended.length), appended, single);
+    return appended;
+  }
+
+  #drafts (type, payloads, ids, extensions, single) {
     if (!Array.isArray(payloads)) throw new PayloadError('payloads must be an array');
     if (ids !== undefined && ids.length !== payloads.length) {
       throw new PayloadError(`${ids.length} ids for ${payloads.length} payloads: give one id (or null) per payload`);
@@ -54,12 +89,10 @@ export class Writer {
         return draft(shared, p, ids?.[i]);
       } catch (e) {
         if (single || !(e instanceof PayloadError) || e.index !== undefined) throw e;
-        throw new PayloadError(e.message.replace(/ \(hint: .*\)$/s, ''), i);
+        throw new PayloadError(e.message.replace(/ \(hint: .*\)$/s, ''), i, e.hint);
       }
     });
-    const appended = [];
-    while (appended.length < drafts.length) this.#appendToLive(drafts.slice(appended.length), appended, single);
-    return appended;
+    return drafts;
   }
 
   #openLocked () {
@@ -124,7 +157,7 @@ export class Writer {
   }
 
   #sealAll (drafts, head, offset, single) {
-    const signer = this.key ? { keyId: this.key.keyId, privateKey: this.key.privateKey } : null;
+    const signer = this.key ? { keyId: this.key.keyId, privateKey: this.key.privateKey } : null; // a KeyFile or its parts
     const out = [];
     for (let i = 0; i < drafts.length; i++) {
       const seq = head ? head.seq + 1 : 0;

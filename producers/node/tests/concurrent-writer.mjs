@@ -4,4 +4,5 @@ import { Writer } from '../src/index.js';
 
 const [ledger, name, count] = process.argv.slice(2);
 const w = new Writer(ledger);
-for (let i = 0; i < Number(count); i++) w.append('concurrent', { writer: name, n: i });
+// The Promise API: its lock is the same flock as everyone else's.
+for (let i = 0; i < Number(count); i++) await w.append('concurrent', { writer: name, n: i });

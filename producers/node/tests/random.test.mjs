@@ -67,8 +67,8 @@ test('random payloads, signed, verify and replay to the same payloads', () => {
   const w = new Writer(ledger, { key: KeyFile.load(join(dir, 'node.key')) });
   for (let i = 0; i < payloads.length;) {
     const n = pick([1, 1, 7, 50]);
-    if (n === 1) w.append('random', payloads[i], { id: `e${i}` });
-    else w.appendBatch('random', payloads.slice(i, i + n), { ids: payloads.slice(i, i + n).map((_, j) => `e${i + j}`) });
+    if (n === 1) w.appendSync('random', payloads[i], { id: `e${i}` });
+    else w.appendBatchSync('random', payloads.slice(i, i + n), { ids: payloads.slice(i, i + n).map((_, j) => `e${i + j}`) });
     i += n;
   }
   const db = join(dir, 'mirror.db');

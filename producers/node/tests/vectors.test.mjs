@@ -24,7 +24,7 @@ test('every vector payload seals to the manifest\'s canonical form', () => {
   const w = new Writer(ledger, { fsync: false });
   for (const [name, line, event] of cases) {
     assert.equal(canonical(event.payload), line.payload_jcs, `${name} line ${line.line}`);
-    w.append('vector', event.payload);
+    w.appendSync('vector', event.payload);
   }
   const written = readFileSync(ledger, 'utf8').split('\n').filter(Boolean).map(strictParse);
   assert.deepEqual(written.map((e) => canonical(e.payload)), cases.map(([, l]) => l.payload_jcs));
