@@ -62,6 +62,10 @@ pub enum Command {
     Replay(ReplayArgs),
     /// Show each mirrored ledger's head, position, lag, halt and quarantine.
     Status(StatusArgs),
+    /// Check a configuration before (re)starting with it: every path,
+    /// key file, CA file, witness and PostgreSQL login, each problem with
+    /// a hint. Exit 0 no problem, 1 problems, 2 the file cannot be read.
+    Check(CheckArgs),
     /// Create or migrate the fleet store's schema in PostgreSQL, and
     /// grant an ingest role the least it needs to ship.
     SetupPostgres(SetupPostgresArgs),
@@ -294,6 +298,13 @@ pub struct RunArgs {
     /// logged at start).
     #[arg(long, value_name = "ADDR:PORT")]
     pub listen: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The configuration file to check.
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
 }
 
 #[derive(Debug, Args)]

@@ -51,6 +51,7 @@ pub fn init(cli: &Cli) -> Result<Option<LogControl>, String> {
         Command::Verify(a) => a.ledgers.config.clone(),
         Command::Replay(a) => a.ledgers.config.clone(),
         Command::Status(a) => a.config.clone(),
+        Command::Check(a) => Some(a.config.clone()),
         Command::Append(a) => a.config.clone(),
         Command::Checkpoint(a) => a.config.clone(),
         Command::Prove(a) => a.config.clone(),

@@ -25,6 +25,7 @@ fn main() -> ExitCode {
         Command::Verify(args) => commands::verify::run(args),
         Command::Replay(args) => commands::replay::run(args),
         Command::Status(args) => commands::status::run(args),
+        Command::Check(args) => commands::check::run(args),
         Command::SetupPostgres(args) => commands::setup_postgres::run(args),
         Command::Checkpoint(args) => commands::tlog::checkpoint(args),
         Command::Prove(args) => commands::tlog::prove(args),

@@ -102,8 +102,19 @@ judged again.
 .SH ENVIRONMENT
 .TP
 \fBRUST_LOG\fR
-A tracing filter, used when neither the command line nor the configuration
-file sets the log level.
+A tracing filter (error, warn, info, debug, trace, off, or target=level
+pairs); it overrides the configuration file's log_level, and
+\fB\-\-log\-level\fR overrides it.
+.TP
+\fBLEDGERTAIL_POSTGRES_PASSWORD\fR
+The password for the fleet store's connection string ([postgres] url);
+it wins over one written in the string, and never appears in a log line,
+an error or a metric. A shell without it (an operator's, beside a service
+that has it) gets "not set in this environment" from status and check.
+.TP
+\fBSSL_CERT_FILE\fR, \fBSSL_CERT_DIR\fR
+The trust store for an https:// witness that names no ca_file (else
+/etc/ssl/certs).
 .SH FILES
 .TP
 \fI/etc/ledgertail/ledgertail.toml\fR

@@ -4,6 +4,7 @@
 //! Errors carry context; `main` prints them with a hint.
 
 pub mod append;
+pub mod check;
 pub mod keygen;
 pub mod replay;
 pub mod run;

@@ -706,6 +706,48 @@ fn warn_every_source(session: &Session, schema: &str) {
 }
 
 /// The schema's version, `None` when it has no version table.
+/// What `ledgertail check` learns from the fleet store, changing nothing.
+#[derive(Debug)]
+pub struct Probe {
+    /// The central schema's version (`None`: not created yet).
+    pub version: Option<i32>,
+    /// Whether this session's role may ship the source: `None` when the
+    /// schema is not there to ask.
+    pub may_ship: Option<Result<(), PgError>>,
+}
+
+/// The schema's version, and whether this session's role may ship
+/// `source`: `ship_begin_many` on no ledger, which checks the grant and
+/// the privilege first, in a transaction that is rolled back.
+pub fn probe(session: &Session, schema: &str, source: &str) -> Result<Probe, PgError> {
+    let version = current(session, schema)?;
+    if version.is_none_or(|v| v < 2) {
+        return Ok(Probe {
+            version,
+            may_ship: None,
+        });
+    }
+    let sql = format!(
+        "SELECT {}.ship_begin_many($1::text, $2::text, 60, '{{}}'::text[], '{{}}'::int8[], '{{}}'::text[], '{{}}'::int8[], '{{}}'::text[])",
+        ident(schema)
+    );
+    session.execute_fixed("beginning a transaction", "BEGIN")?;
+    let asked = session
+        .query(
+            "asking whether this role may ship the source",
+            &sql,
+            &[(&source, Type::TEXT), (&"ledgertail check", Type::TEXT)],
+        )
+        .map(|_| ());
+    if !session.is_closed() {
+        session.execute_fixed("rolling back", "ROLLBACK")?;
+    }
+    Ok(Probe {
+        version,
+        may_ship: Some(asked),
+    })
+}
+
 fn current(session: &Session, schema: &str) -> Result<Option<i32>, PgError> {
     let table = format!("{}.schema_version", ident(schema));
     let exists = session.query(
