@@ -825,6 +825,40 @@ fn sighup_with_a_new_policy_and_log_level_mirrors_the_unsigned_lines() {
 }
 
 #[test]
+fn a_reload_that_adds_tlog_names_it_as_waiting_for_a_restart() {
+    let s = setup("");
+    append(&mut Writer::new(&s.ledger), 0, 1);
+    let sidecar = Sidecar::start(&s.config);
+    sidecar.eventually("mirrored", || mirrored_seqs(&s.db).len() == 1);
+    let key = s.dir.join("tlog.key");
+    KeyFile::generate("tlog").unwrap().save_new(&key).unwrap();
+    let mut config = std::fs::read_to_string(&s.config).unwrap();
+    config.push_str("\n[tlog]\nkey = \"tlog.key\"\n");
+    std::fs::write(&s.config, config).unwrap();
+    sidecar.signal(libc::SIGHUP);
+    sidecar.eventually("the reload names what waits for a restart", || {
+        let log = sidecar.log_text();
+        log.contains("restart ledgertail for them") && log.contains("[tlog]")
+    });
+    assert!(sidecar.stop().success());
+}
+
+#[test]
+fn a_run_whose_address_is_taken_exits_2_and_creates_no_database() {
+    let s = setup("");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = bin()
+        .args(["run", "--listen", &addr, "--config"])
+        .arg(&s.config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert!(show(&out).contains(&addr), "{}", show(&out));
+    assert!(!s.db.exists(), "a failed start left {}", s.db.display());
+}
+
+#[test]
 fn a_truncated_ledger_halts_as_rewritten() {
     let s = setup("");
     let mut w = Writer::new(&s.ledger);

@@ -156,6 +156,52 @@ fn an_ingest_role_ships_and_can_do_nothing_else() {
     // The local mirror was written all the same.
     assert_eq!(mirrored_seqs(&s2.db), vec![0, 1, 2]);
 
+    // `check` logs in, reads the schema's version and asks whether the
+    // role may ship its source, changing nothing.
+    let checked = |s: &Setup, password: &str| {
+        bin()
+            .args(["check", "--config"])
+            .arg(&s.config)
+            .env("LEDGERTAIL_POSTGRES_PASSWORD", password)
+            .output()
+            .unwrap()
+    };
+    let ok = checked(&s, "ingest-pw");
+    let text = String::from_utf8_lossy(&ok.stdout).into_owned();
+    assert_eq!(ok.status.code(), Some(0), "{text}");
+    assert!(text.contains("logged in"), "{text}");
+    assert!(text.contains("schema ledgertail: version 2"), "{text}");
+    assert!(
+        text.contains("source host-i: this role may ship it"),
+        "{text}"
+    );
+    let refused = checked(&s2, "nobody-pw");
+    let text = String::from_utf8_lossy(&refused.stdout).into_owned();
+    assert_eq!(refused.status.code(), Some(1), "{text}");
+    assert!(text.contains("permission denied for schema"), "{text}");
+    assert!(text.contains("hint: "), "{text}");
+    // The ingest role, for a source it was not granted.
+    let other = setup(&url_table(&pg.url("lt_ingest", ""), "host-z", ""));
+    let refused = checked(&other, "ingest-pw");
+    let text = String::from_utf8_lossy(&refused.stdout).into_owned();
+    assert_eq!(refused.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains(
+            "PROBLEM [postgres] source host-z: role lt_ingest may not ship source host-z"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("hint: the owner of the fleet store grants it"),
+        "{text}"
+    );
+    let wrong = checked(&s, "not-the-password");
+    let text = String::from_utf8_lossy(&wrong.stdout).into_owned();
+    assert_eq!(wrong.status.code(), Some(1), "{text}");
+    assert!(text.contains("password authentication failed"), "{text}");
+    assert!(!text.contains("not-the-password"), "{text}");
+    assert_central_equals_file(&pg, "host-i", "app", &s.ledger);
+
     // Set-up again is a no-op (the schema is at this build's version);
     // a schema a newer build migrated is refused, not written to.
     let again = bin()
@@ -242,6 +288,10 @@ fn run_refuses_to_start_with_a_connection_string_it_cannot_use() {
             "sslmode",
         ),
         ("[postgres]\nsource = \"a\"\n", "postgres.url"),
+        (
+            "[postgres]\nurl = \"postgresql://u@h/db?sslmode=verify-full\"\nsource = \"a\"\nca_file = \"no-such-ca.pem\"\n",
+            "no-such-ca.pem",
+        ),
         (
             "[postgres]\nurl = \"postgresql://u@h/db\"\nschema = \"Bad Name\"\n",
             "postgres.schema",

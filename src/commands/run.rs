@@ -38,9 +38,21 @@ pub fn run(args: RunArgs, log: Option<LogControl>) -> anyhow::Result<ExitCode> {
     settings.only_this_host()?;
     crate::mirror::frugal_connections();
 
-    // Fail before starting anything: no other process may write the
-    // mirror, it must open (it is created if missing), and the address
-    // must be free.
+    // Fail before starting anything, and before creating any file: the
+    // fleet store's CA must load, the address must be free, no other
+    // process may write the mirror, and it must open (it is created if
+    // missing).
+    if let Some(pg) = &settings.postgres {
+        crate::postgres::Target::for_settings(pg)
+            .map_err(anyhow::Error::msg)
+            .and_then(|t| t.preflight().map_err(anyhow::Error::from))
+            .context("[postgres]")?;
+    }
+    let listener = std::net::TcpListener::bind(settings.listen).map_err(|source| ListenError {
+        addr: settings.listen.to_string(),
+        source,
+    })?;
+    let addr = listener.local_addr()?;
     // (The lock is taken once the file is known to be a mirror: a command
     // that fails leaves no file behind.)
     drop(Mirror::open(&settings.db, Access::ReadWrite).context("opening the mirror")?);
@@ -50,11 +62,6 @@ pub fn run(args: RunArgs, log: Option<LogControl>) -> anyhow::Result<ExitCode> {
     // checkpoint of a WAL with nothing new costs next to nothing).
     let checkpoints = Checkpointer::spawn(&settings.db, std::time::Duration::from_millis(100))
         .context("starting WAL checkpoints")?;
-    let listener = std::net::TcpListener::bind(settings.listen).map_err(|source| ListenError {
-        addr: settings.listen.to_string(),
-        source,
-    })?;
-    let addr = listener.local_addr()?;
 
     super::survive_file_size_limit()?;
     settings.warn_about();

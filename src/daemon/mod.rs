@@ -306,21 +306,12 @@ impl Daemon {
                     return;
                 }
             };
-        let same_ledgers = next.ledgers.len() == self.settings.ledgers.len()
-            && next
-                .ledgers
-                .iter()
-                .zip(&self.settings.ledgers)
-                .all(|(a, b)| a.name == b.name && a.path == b.path);
-        if next.db != self.settings.db
-            || next.listen != self.settings.listen
-            || !same_ledgers
-            || next.run != self.settings.run
-            || next.parity_interval != self.settings.parity_interval
-            || next.batch_max_events != self.settings.batch_max_events
-            || next.postgres != self.settings.postgres
-        {
-            tracing::warn!("reload: only keys, signature policies and the log level change without a restart; other changes (including [postgres]) wait for the next start");
+        let later = restart_only_changes(&self.settings, &next);
+        if !later.is_empty() {
+            tracing::warn!(
+                changed = %later.join(", "),
+                "reload: these changes take effect only at the next start: restart ledgertail for them (keys, signature policies and the log level were reloaded)"
+            );
         }
         let previous = self.shared.current();
         // Only keys and policies are taken; a ledger keeps the rest of its
@@ -407,4 +398,40 @@ fn by_name(ledgers: &[LedgerSettings]) -> HashMap<String, LedgerSettings> {
         .iter()
         .map(|l| (l.name.clone(), l.clone()))
         .collect()
+}
+
+/// What changed between two configurations that SIGHUP cannot take:
+/// the names of the settings, for the log.
+fn restart_only_changes(now: &Settings, next: &Settings) -> Vec<&'static str> {
+    let same_ledgers = next.ledgers.len() == now.ledgers.len()
+        && next
+            .ledgers
+            .iter()
+            .zip(&now.ledgers)
+            .all(|(a, b)| a.name == b.name && a.path == b.path);
+    let mut changed = Vec::new();
+    for (differs, name) in [
+        (next.db != now.db, "db"),
+        (next.listen != now.listen, "listen"),
+        (!same_ledgers, "the [[ledger]] tables (names or paths)"),
+        (
+            next.run != now.run,
+            "the run settings (batching, polling, grace, readiness)",
+        ),
+        (
+            next.parity_interval != now.parity_interval,
+            "parity_interval_secs",
+        ),
+        (
+            next.batch_max_events != now.batch_max_events,
+            "batch_max_events",
+        ),
+        (next.postgres != now.postgres, "[postgres]"),
+        (next.tlog != now.tlog, "[tlog]"),
+    ] {
+        if differs {
+            changed.push(name);
+        }
+    }
+    changed
 }

@@ -120,6 +120,10 @@ impl Shipper {
         board: Option<StatusBoard>,
     ) -> Result<Shipper, String> {
         let target = Target::for_settings(cfg)?;
+        target.preflight().map_err(|e| match &e.hint {
+            Some(hint) => format!("{e} ({hint})"),
+            None => e.to_string(),
+        })?;
         Ok(Shipper {
             lanes: names
                 .iter()

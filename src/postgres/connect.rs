@@ -181,6 +181,16 @@ impl Target {
         self.statement_timeout + self.connect_timeout
     }
 
+    /// Checks what can be checked without the server: the CA file loads.
+    /// `run` calls it at start, so a missing or unreadable CA stops the
+    /// start instead of failing every connection for ever.
+    pub fn preflight(&self) -> Result<(), PgError> {
+        match self.tls {
+            TlsMode::Disable => Ok(()),
+            _ => self.tls_connector().map(|_| ()),
+        }
+    }
+
     /// Opens a connection (within the deadline, handshake and TLS
     /// included).
     pub fn connect(&self) -> Result<Session, PgError> {
