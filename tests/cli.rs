@@ -329,11 +329,31 @@ fn append_refuses_bad_payloads_and_unfinished_ledgers() {
         "{\"ok\":1}\n{\"big\":9007199254740993}\n{\"never\":1}\n",
     );
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("stdin line 2"), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("stdin line 2"), "{err}");
+    assert!(
+        err.contains("before it: 1 event (seq 0), nothing after"),
+        "{err}"
+    );
+    assert!(err.contains("hint: write integers beyond"), "{err}");
     assert_eq!(
         std::fs::read_to_string(&ledger).unwrap().lines().count(),
         1,
         "line 1 appended, nothing after"
+    );
+    // A repeated name is placed where it repeats, with its own hint.
+    let out = append(&ledger, "{\"order\":1,\"order\":2}\n");
+    let err = stderr(&out);
+    assert!(
+        err.contains("repeated member name 'order' at byte 11; before it: no event appended"),
+        "{err}"
+    );
+    assert!(err.contains("hint: write each member name once"), "{err}");
+    let out = append(&ledger, "3\n4\n");
+    assert!(
+        stderr(&out).contains("appended 2 events (seqs 1 to 2)"),
+        "{}",
+        stderr(&out)
     );
     std::fs::OpenOptions::new()
         .append(true)

@@ -68,9 +68,12 @@ pub fn run(args: AppendArgs) -> anyhow::Result<ExitCode> {
             }
             if let Err(e) = json::parse(&text) {
                 flush(&mut writer, &args, &batch, &mut appended, &mut first_last)?;
-                anyhow::bail!(
-                    "stdin line {line_no}: payload is not acceptable JSON: {e}; {appended} events appended before it, nothing after"
-                );
+                return Err(PayloadRefused {
+                    line_no,
+                    why: e,
+                    before: done_so_far(appended, first_last),
+                }
+                .into());
             }
             batch.push(text);
             if !input.buffer().contains(&b'\n') {
@@ -83,9 +86,9 @@ pub fn run(args: AppendArgs) -> anyhow::Result<ExitCode> {
         }
     }
     match first_last {
-        Some((first, last)) => eprintln!(
-            "appended {appended} event{} to {} (seq {first}..={last})",
-            if appended == 1 { "" } else { "s" },
+        Some(_) => eprintln!(
+            "appended {} to {}",
+            done_so_far(appended, first_last),
             args.ledger.display()
         ),
         None => eprintln!("nothing to append (stdin had no payload)"),
@@ -114,9 +117,9 @@ fn flush(
         .append_batch(&args.event_type, &payloads)
         .with_context(|| {
             format!(
-                "appending to {} ({} events appended before)",
+                "appending to {} ({} before this batch)",
                 args.ledger.display(),
-                appended
+                done_so_far(*appended, *first_last)
             )
         })?;
     *appended += done.len() as u64;
@@ -125,4 +128,36 @@ fn flush(
         *first_last = Some((start, last.seq));
     }
     Ok(())
+}
+
+/// "1 event (seq 4)", "3 events (seqs 4 to 6)", "no event".
+fn done_so_far(appended: u64, first_last: Option<(u64, u64)>) -> String {
+    match first_last {
+        None => "no event appended".into(),
+        Some((first, last)) if first == last => format!("1 event (seq {first})"),
+        Some((first, last)) => format!("{appended} events (seqs {first} to {last})"),
+    }
+}
+
+/// A stdin line that is not a payload the sidecar would accept.
+#[derive(Debug, thiserror::Error)]
+#[error("stdin line {line_no}: payload is not acceptable JSON: {why}; before it: {before}, nothing after")]
+pub struct PayloadRefused {
+    line_no: u64,
+    why: json::JsonError,
+    before: String,
+}
+
+impl PayloadRefused {
+    /// What to do, by what was refused.
+    pub fn hint(&self) -> &'static str {
+        let m = &self.why.message;
+        if m.starts_with("repeated member name") {
+            "write each member name once (JSON.parse and json.loads keep only the last one, so the producer may not know it repeats one)"
+        } else if m.contains("2^53") {
+            "write integers beyond ±(2^53−1) as strings: JSON numbers are read as doubles"
+        } else {
+            "each stdin line is one JSON value, the event's payload, e.g. {\"order\":1}"
+        }
+    }
 }

@@ -130,6 +130,9 @@ pub fn hint_for(err: &anyhow::Error) -> Option<String> {
         if cause.downcast_ref::<run::ListenError>().is_some() {
             return Some("another process (another ledgertail?) uses this address: set `listen` in the config or --listen, e.g. 127.0.0.1:9899".into());
         }
+        if let Some(refused) = cause.downcast_ref::<append::PayloadRefused>() {
+            return Some(refused.hint().into());
+        }
         if cause.downcast_ref::<TrustFlagError>().is_some() {
             return Some("trust a key as --trust ID=BASE64, for example --trust producer=<the base64 public key `ledgertail keygen` printed>".into());
         }

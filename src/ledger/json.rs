@@ -282,10 +282,41 @@ impl<'a> Parser<'a> {
         if let Some(w) = members.windows(2).find(|w| w[0].0 == w[1].0) {
             return Err(JsonError {
                 message: format!("repeated member name '{}'", w[0].0),
-                at: start,
+                at: self.repeat_at(start, depth),
             });
         }
         Ok(Value::Object(members))
+    }
+
+    /// Where the second occurrence of a repeated member name of the object
+    /// at `start` is. Found again only on that (rare) error path, so a
+    /// parse that succeeds keeps no positions.
+    fn repeat_at(&self, start: usize, depth: usize) -> usize {
+        let mut p = Parser {
+            text: self.text,
+            bytes: self.bytes,
+            pos: start + 1,
+        };
+        let mut seen = std::collections::HashSet::new();
+        loop {
+            p.skip_ws();
+            let at = p.pos;
+            let Ok(name) = p.string() else { return start };
+            if !seen.insert(name) {
+                return at;
+            }
+            p.skip_ws();
+            p.pos += 1; // ':'
+            p.skip_ws();
+            if p.value(depth).is_err() {
+                return start;
+            }
+            p.skip_ws();
+            if p.peek() != Some(b',') {
+                return start;
+            }
+            p.pos += 1;
+        }
     }
 
     fn number(&mut self) -> Result<Number<'a>, JsonError> {
@@ -520,6 +551,10 @@ mod tests {
     #[test]
     fn refuses_repeated_names_at_any_depth_even_with_equal_values() {
         assert!(err(r#"{"a":1,"a":1}"#).contains("repeated member name 'a'"));
+        // The byte of the second occurrence, not of the object.
+        let at = |text| parse(text).unwrap_err().at;
+        assert_eq!(at(r#"{"a":1,"a":1}"#), 7);
+        assert_eq!(at(r#"[0, {"b":{"c":1}, "a":1, "b":2}]"#), 25);
         assert!(err(r#"{"x":[{"k":1,"k":2}]}"#).contains("repeated"));
         // Names are compared after unescaping.
         assert!(err(r#"{"a":1,"\u0061":2}"#).contains("repeated"));
