@@ -17,7 +17,7 @@ use crate::ledger::SignaturePolicy;
     after_help = "Exit status: 0 success; 1 (verify, replay) something quarantined, halted or out of parity; 2 could not run."
 )]
 pub struct Cli {
-    /// Log format on stderr.
+    /// Log format on stderr [default: the config's `log_format`, else text].
     #[arg(long, global = true, value_enum, value_name = "FORMAT")]
     pub log_format: Option<LogFormatArg>,
     /// Log filter (error, warn, info, debug, trace, or a tracing filter).
@@ -212,20 +212,25 @@ pub struct KeygenArgs {
 /// Which ledger(s) and how to judge them: the config file, then flags.
 #[derive(Debug, Args, Clone, Default)]
 pub struct LedgerArgs {
-    /// Configuration file (TOML); flags override it.
+    /// Configuration file (TOML); flags override it. Without one: the
+    /// defaults (./ledger.jsonl into ./ledgertail.db, 127.0.0.1:9898).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Work on this ledger only (its [[ledger]] table applies if the config
-    /// has one for this path).
+    /// has one for this path) [default: the config's ledgers, else
+    /// ./ledger.jsonl].
     #[arg(long, value_name = "FILE")]
     pub ledger: Option<PathBuf>,
-    /// Signature policy.
+    /// Signature policy [default: the ledger's `signatures`, else
+    /// verify-if-present].
     #[arg(long, value_enum, value_name = "POLICY")]
     pub signatures: Option<PolicyArg>,
-    /// Longer lines are `too_long`.
+    /// Longer lines are `too_long` [default: the ledger's
+    /// `max_line_bytes`, else 1048576].
     #[arg(long, value_name = "BYTES")]
     pub max_line_bytes: Option<u64>,
-    /// The mirror must start at seq 0.
+    /// The mirror must start at seq 0 [default: the ledger's
+    /// `require_genesis`, else false].
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub require_genesis: Option<bool>,
     /// Trust a public key: ID=BASE64 (repeatable; adds to [keys]).
@@ -279,7 +284,8 @@ pub struct VerifyArgs {
 pub struct ReplayArgs {
     #[command(flatten)]
     pub ledgers: LedgerArgs,
-    /// The mirror (created if missing).
+    /// The mirror (created if missing) [default: the config's `db`, else
+    /// ./ledgertail.db].
     #[arg(long, value_name = "FILE")]
     pub db: Option<PathBuf>,
     /// Never show a progress bar.
@@ -291,11 +297,13 @@ pub struct ReplayArgs {
 pub struct RunArgs {
     #[command(flatten)]
     pub ledgers: LedgerArgs,
-    /// The mirror (created if missing).
+    /// The mirror (created if missing) [default: the config's `db`, else
+    /// ./ledgertail.db].
     #[arg(long, value_name = "FILE")]
     pub db: Option<PathBuf>,
     /// Address for /metrics, /healthz and /readyz (port 0: any free port,
-    /// logged at start).
+    /// logged at start) [default: the config's `listen`, else
+    /// 127.0.0.1:9898].
     #[arg(long, value_name = "ADDR:PORT")]
     pub listen: Option<String>,
 }
