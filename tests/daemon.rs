@@ -752,7 +752,9 @@ fn a_second_signal_exits_at_once_and_a_spent_grace_period_exits_non_zero() {
         std::thread::sleep(Duration::from_millis(500));
         sidecar.signal(libc::SIGTERM);
         if second_signal {
-            std::thread::sleep(Duration::from_millis(200));
+            // A person insisting: later than the same request delivered
+            // twice (see the next test).
+            std::thread::sleep(Duration::from_millis(1000));
             sidecar.signal(libc::SIGTERM);
         }
         let mut sidecar = sidecar;
@@ -766,6 +768,33 @@ fn a_second_signal_exits_at_once_and_a_spent_grace_period_exits_non_zero() {
         eventually("all 6 after restart", || mirrored_seqs(&s.db).len() == 6);
         assert!(sidecar.stop().success());
     }
+}
+
+#[test]
+fn one_stop_request_delivered_twice_at_once_still_commits_what_is_in_flight() {
+    // As `timeout` does: SIGTERM to the child, then to its process group.
+    let s = setup("");
+    let mut w = Writer::new(&s.ledger);
+    append(&mut w, 0, 3);
+    let sidecar = Sidecar::start(&s.config);
+    eventually("3 events", || mirrored_seqs(&s.db).len() == 3);
+    let blocker = rusqlite::Connection::open(&s.db).unwrap();
+    blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+    append(&mut w, 3, 3);
+    std::thread::sleep(Duration::from_millis(500));
+    sidecar.signal(libc::SIGTERM);
+    std::thread::sleep(Duration::from_millis(20));
+    sidecar.signal(libc::SIGTERM);
+    // The batch in flight waits for the lock; then it commits.
+    std::thread::sleep(Duration::from_millis(1000));
+    blocker.execute_batch("ROLLBACK").unwrap();
+    drop(blocker);
+    let mut sidecar = sidecar;
+    let status = wait_exit(&mut sidecar.child);
+    assert_eq!(status.code(), Some(0), "{}", sidecar.log_text());
+    assert!(sidecar.log_text().contains("stopped cleanly"));
+    // The batch in flight committed (a forced exit rolls it back: 3 rows).
+    assert!(mirrored_seqs(&s.db).len() > 3, "{:?}", mirrored_seqs(&s.db));
 }
 
 #[test]

@@ -28,6 +28,10 @@ pub struct ListenError {
     pub source: std::io::Error,
 }
 
+/// Stop signals within this long of the first are the same request
+/// delivered twice, not a second signal that exits at once.
+const SAME_STOP_REQUEST: std::time::Duration = std::time::Duration::from_millis(500);
+
 pub fn run(args: RunArgs, log: Option<LogControl>) -> anyhow::Result<ExitCode> {
     let mut overrides = args
         .ledgers
@@ -71,20 +75,27 @@ pub fn run(args: RunArgs, log: Option<LogControl>) -> anyhow::Result<ExitCode> {
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
-            let mut stopping = false;
+            let mut stopping: Option<std::time::Instant> = None;
             for signal in signals.forever() {
                 if signal == SIGHUP {
                     tracing::info!("SIGHUP: reloading keys, signature policies and log level");
                     let _ = control_tx.send(Control::Reload);
                     continue;
                 }
-                if stopping {
+                // One stop request is often delivered twice at once:
+                // `timeout` signals the child and then its process group,
+                // a container runtime or a supervisor may do the same. Only
+                // a signal that comes later is an operator insisting.
+                if stopping.is_some_and(|at| at.elapsed() < SAME_STOP_REQUEST) {
+                    continue;
+                }
+                if stopping.is_some() {
                     // Safe: SQLite rolls back an uncommitted transaction,
                     // and the checkpoint never passed what was committed.
                     tracing::warn!(signal, "second signal: exiting now");
                     std::process::exit(128 + signal);
                 }
-                stopping = true;
+                stopping = Some(std::time::Instant::now());
                 tracing::info!(
                     signal,
                     "stopping: committing what is in flight (a second signal exits at once)"
