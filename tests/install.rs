@@ -374,13 +374,20 @@ fn debian_package_installs_works_and_purges_clean() {
 
     // The packaged config fits the package: the service's account mirrors
     // a ledger at the configured path into the configured database.
-    let ledger = "/var/lib/ledgertail/ledger.jsonl";
+    // The ledger is the application's, outside the sidecar's private
+    // folder; the sidecar's account only reads it.
+    let ledger = "/srv/app/ledger.jsonl";
+    let made_folder = !exists("/srv/app");
+    std::fs::create_dir_all("/srv/app").unwrap();
     std::fs::copy(
         root().join("tests/data/vectors/unsigned-100-varied.jsonl"),
         ledger,
     )
     .unwrap();
-    run(Command::new("chown").args(["ledgertail:ledgertail", ledger]));
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(ledger, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
     let out = all_output(Command::new("runuser").args([
         "-u",
         "ledgertail",
@@ -399,6 +406,10 @@ fn debian_package_installs_works_and_purges_clean() {
         .unwrap();
     assert_eq!(events, 100);
     drop(conn);
+    std::fs::remove_file(ledger).unwrap();
+    if made_folder {
+        let _ = std::fs::remove_dir("/srv/app");
+    }
 
     // Removing keeps the mirror and the configuration.
     run(Command::new("dpkg").args(["-r", "ledgertail"]));
@@ -447,6 +458,31 @@ fn debian_package_installs_works_and_purges_clean() {
         leftovers.is_empty(),
         "purge left systemd state: {leftovers:?}"
     );
+
+    // A purge that cannot remove the account (a process still runs as
+    // it) finishes, and says so and how to finish by hand.
+    run(Command::new("dpkg").arg("-i").arg(&deb));
+    let mut holder = Command::new("runuser")
+        .args(["-u", "ledgertail", "--", "sleep", "60"])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let said = all_output(Command::new("dpkg").args(["--purge", "ledgertail"]));
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert!(!installed("ledgertail"), "{said}");
+    assert!(
+        said.contains("the system account ledgertail was not removed")
+            && said.contains("deluser --system ledgertail"),
+        "{said}"
+    );
+    // (Each may find nothing left to remove.)
+    let _ = Command::new("deluser")
+        .args(["--quiet", "--system", "ledgertail"])
+        .output();
+    let _ = Command::new("delgroup")
+        .args(["--quiet", "--system", "ledgertail"])
+        .output();
 }
 
 #[test]

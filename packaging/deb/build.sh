@@ -48,10 +48,12 @@ package_unit packaging/ledgertail.service "$stage/systemd/ledgertail.service"
 package_unit packaging/ledgertail-replay.service "$stage/systemd/ledgertail-replay.service"
 cp packaging/ledgertail-replay.timer "$stage/systemd/ledgertail-replay.timer"
 
-# The configuration: the commented example, with the paths of the package
-# (the unit's one writable place is /var/lib/ledgertail).
+# The configuration: the commented example, with the paths of the package:
+# the mirror in the unit's one writable place, /var/lib/ledgertail (0750,
+# the sidecar's own); the ledger where an application writes it, which
+# the sidecar only reads.
 sed -e 's|^db = "ledgertail.db"|db = "/var/lib/ledgertail/ledgertail.db"|' \
-    -e 's|^path = "ledger.jsonl"|path = "/var/lib/ledgertail/ledger.jsonl"   # point this at your ledger|' \
+    -e 's|^path = "ledger.jsonl"|path = "/srv/app/ledger.jsonl"   # your application'"'"'s ledger: the ledgertail user must be able to read it|' \
     config/ledgertail.toml > "$stage/config/ledgertail.toml"
 grep -q '^db = "/var/lib/ledgertail/ledgertail.db"' "$stage/config/ledgertail.toml"
 
