@@ -1,5 +1,6 @@
 //! The producer libraries' own test suites, run against this build's
-//! binary: `pytest` for producers/python and `node --test` for
+//! binary: `pytest` for producers/python (against its wheel, installed
+//! into a venv, as users get it) and `node --test` for
 //! producers/node (contract vectors, random payloads signed and replayed,
 //! the §4 rules, key files both ways, the packages; the Python suite also
 //! runs Python, Node and `ledgertail append` writers at once). A missing
@@ -67,12 +68,103 @@ fn the_python_library_passes_its_tests() {
     ) {
         return;
     }
+    // The suite runs against the package as users get it: the wheel,
+    // installed into a venv (its dependencies from this interpreter), with
+    // the source tree kept off the import path.
+    let work = tempfile::tempdir().unwrap();
+    let python = installed_wheel(work.path());
+    let imported = suite(
+        &library("python"),
+        python.to_str().unwrap(),
+        &[
+            "-c",
+            "import ledgertail_producer as p; print(p.__file__, p.__version__)",
+        ],
+    );
+    assert!(
+        imported.starts_with(work.path().to_str().unwrap())
+            && imported.trim_end().ends_with(" 0.1.0"),
+        "the suite would not test the installed wheel: {imported}"
+    );
     let text = suite(
         &library("python"),
-        "python3",
-        &["-m", "pytest", "-q", "-p", "no:cacheprovider"],
+        python.to_str().unwrap(),
+        &[
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-o",
+            "pythonpath=tests",
+        ],
     );
     assert!(!text.contains("skipped"), "a Python test skipped:\n{text}");
+}
+
+/// Builds the Python package's wheel from a copy of its folder and
+/// installs it into a venv under `work`: that venv's python.
+fn installed_wheel(work: &Path) -> PathBuf {
+    let source = work.join("source");
+    let copied = Command::new("cp")
+        .arg("-r")
+        .arg(library("python"))
+        .arg(&source)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    for leftover in ["build", "src/ledgertail_producer.egg-info"] {
+        let _ = std::fs::remove_dir_all(source.join(leftover));
+    }
+    let wheels = work.join("wheels");
+    let venv = work.join("venv");
+    let python = venv.join("bin/python");
+    for (program, args) in [
+        (
+            "python3",
+            vec![
+                "-m",
+                "pip",
+                "wheel",
+                "--no-deps",
+                "--no-build-isolation",
+                "-q",
+                "-w",
+                wheels.to_str().unwrap(),
+                source.to_str().unwrap(),
+            ],
+        ),
+        (
+            "python3",
+            vec![
+                "-m",
+                "venv",
+                "--system-site-packages",
+                venv.to_str().unwrap(),
+            ],
+        ),
+    ] {
+        suite(work, program, &args);
+    }
+    let wheel = std::fs::read_dir(&wheels)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "whl"))
+        .expect("a wheel was built");
+    suite(
+        work,
+        python.to_str().unwrap(),
+        &[
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-index",
+            wheel.to_str().unwrap(),
+        ],
+    );
+    python
 }
 
 #[test]

@@ -65,3 +65,12 @@ def mirrored_payloads(db: Path) -> List[str]:
 
     with sqlite3.connect(db) as c:
         return [r[0] for r in c.execute("SELECT payload FROM events ORDER BY seq")]
+
+
+def writer_env() -> Dict[str, str]:
+    """The environment for a child Python that writes with this library:
+    it imports the package from where these tests imported it (the source
+    tree, or the installed wheel when the suite tests that)."""
+    import ledgertail_producer
+
+    return dict(os.environ, PYTHONPATH=str(Path(ledgertail_producer.__file__).resolve().parents[1]))

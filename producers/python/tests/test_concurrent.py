@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import REPO, run
+from conftest import REPO, run, writer_env
 
 from ledgertail_producer import strict_loads
 
@@ -28,7 +28,7 @@ for i in range(n):
 
 def test_python_node_and_ledgertail_append_writing_at_once_make_one_chain(tmp_path, ledgertail):
     ledger = tmp_path / "shared.jsonl"
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1] / "src"))
+    env = writer_env()
     procs = []
     for k in range(4):
         procs.append(

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import rfc8785
-from conftest import run, trusting_config, verify_ok
+from conftest import run, trusting_config, verify_ok, writer_env
 
 from ledgertail_producer import (
     HeadCompressedError,
@@ -196,7 +196,7 @@ def test_a_write_that_fails_midway_leaves_only_whole_lines(tmp_path):
     ledger = tmp_path / "a.jsonl"
     Writer(ledger).append("t", 0)
     size = ledger.stat().st_size
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1] / "src"))
+    env = writer_env()
     out = subprocess.run(
         [sys.executable, "-c", FULL_DISK_WRITER, str(ledger), str(size + 1000)],
         capture_output=True, env=env, timeout=60,
