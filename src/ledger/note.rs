@@ -213,6 +213,16 @@ impl Note {
     /// cosignature made at POSIX time `t`, `Ok(None)` for a plain one.
     /// Signatures of other keys are ignored, as the format requires.
     pub fn verify(&self, key: &VerifierKey) -> Result<Option<u64>, NoteError> {
+        self.verified_by(key).map(|(_, t)| t)
+    }
+
+    /// The signature line of `key` that verifies (a note may carry several
+    /// lines for one key, some of them not valid: only this one may be
+    /// kept or passed on), with its timestamp as [`Note::verify`] gives it.
+    pub fn verified_by(
+        &self,
+        key: &VerifierKey,
+    ) -> Result<(&NoteSignature, Option<u64>), NoteError> {
         let who = || format!("{}+{:08x}", key.name, key.id);
         let mut found = false;
         for s in self
@@ -222,7 +232,7 @@ impl Note {
         {
             found = true;
             match verify_signature(&self.text, key, &s.sig) {
-                Some(t) => return Ok(t),
+                Some(t) => return Ok((s, t)),
                 None => continue,
             }
         }

@@ -195,17 +195,15 @@ fn read_answer(
                     }
                 }
             }
-            match note.verify(&witness.vkey) {
-                Ok(Some(timestamp)) => {
-                    let line = note
-                        .signatures
-                        .iter()
-                        .find(|s| s.name == witness.vkey.name && s.id == witness.vkey.id)
-                        .map(|s| s.line.clone())
-                        .unwrap_or_default();
-                    Answer::Cosigned { line, timestamp }
-                }
-                Ok(None) => Answer::Refused(
+            match note.verified_by(&witness.vkey) {
+                // Exactly the line that verified is kept: a witness that
+                // answers an invalid line before a valid one for its key
+                // must not get the invalid one stored and served.
+                Ok((sig, Some(timestamp))) => Answer::Cosigned {
+                    line: sig.line.clone(),
+                    timestamp,
+                },
+                Ok((_, None)) => Answer::Refused(
                     "200, but the signature is not a timestamped cosignature".into(),
                 ),
                 Err(e) => Answer::Refused(format!("200, but {e}")),
@@ -222,5 +220,65 @@ fn read_answer(
             "{status}: {}",
             text.trim().chars().take(300).collect::<String>()
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use base64::engine::general_purpose::STANDARD as STANDARD_B64;
+    use base64::Engine as _;
+    use ed25519_dalek::SigningKey;
+
+    use super::*;
+    use crate::ledger::note::{cosign, VerifierKey, COSIGNATURE_V1};
+
+    const TEXT: &str = "example.com/log\n3\nAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n";
+
+    fn witness(key: &SigningKey) -> Witness {
+        Witness {
+            url: "http://127.0.0.1:1".into(),
+            vkey: VerifierKey::of("w1", COSIGNATURE_V1, key),
+            ca_file: None,
+        }
+    }
+
+    fn checkpoint() -> Note {
+        Note {
+            text: TEXT.into(),
+            signatures: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn only_the_line_that_verifies_is_kept_when_an_invalid_one_comes_first() {
+        let key = SigningKey::from_bytes(&[3; 32]);
+        let good = cosign(TEXT, "w1", &key, 1_700_000_000);
+        // The same name and key id, a zero signature.
+        let mut raw = [0u8; 76];
+        raw[..4].copy_from_slice(&good.id.to_be_bytes());
+        let bogus = format!("\u{2014} w1 {}\n", STANDARD_B64.encode(raw));
+        let answer = format!("{bogus}{}", good.line);
+        match read_answer(&witness(&key), &checkpoint(), 200, "text/plain", &answer) {
+            Answer::Cosigned { line, timestamp } => {
+                assert_eq!(line, good.line);
+                assert_eq!(timestamp, 1_700_000_000);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_answer_with_no_valid_line_is_a_refusal() {
+        let key = SigningKey::from_bytes(&[3; 32]);
+        let other = SigningKey::from_bytes(&[4; 32]);
+        let wrong_key = cosign(TEXT, "w1", &other, 1_700_000_000);
+        let answer = read_answer(
+            &witness(&key),
+            &checkpoint(),
+            200,
+            "text/plain",
+            &wrong_key.line,
+        );
+        assert!(matches!(answer, Answer::Refused(_)), "{answer:?}");
     }
 }
