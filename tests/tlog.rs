@@ -128,6 +128,49 @@ fn checkpoints_and_proofs_verify_here_and_in_go_for_trees_of_many_sizes() {
 }
 
 #[test]
+fn a_proof_whose_event_is_spelt_other_than_its_canonical_line_is_invalid() {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let s = tlog_setup();
+    append(&mut Writer::new(&s.ledger).without_fsync(), 0, 10);
+    replay(&s);
+    let (_, vkey) = checkpoint(&s);
+    let file = s.dir.join("p.tlog-proof");
+    prove(&s, &["--seq", "7"], &file);
+    let text = std::fs::read_to_string(&file).unwrap();
+    let extra = text.lines().nth(1).unwrap().trim_start_matches("extra ");
+    let event = String::from_utf8(b64.decode(extra).unwrap()).unwrap();
+    // Each spelling hashes to the same event; only the canonical one is
+    // the event's line.
+    let seq_first = {
+        let without = event.replacen(",\"seq\":7", "", 1);
+        format!("{{\"seq\":7,{}", &without[1..])
+    };
+    let respelt = [
+        ("an escape", event.replacen("\"type\"", "\"typ\\u0065\"", 1)),
+        (
+            "a number spelling",
+            event.replacen("\"i\":7", "\"i\":7.0", 1),
+        ),
+        ("spacing", event.replacen(",", ", ", 1)),
+        ("member order", seq_first),
+    ];
+    for (what, line) in respelt {
+        assert_ne!(line, event, "{what}: not re-spelt");
+        let f = s.dir.join("respelt.tlog-proof");
+        std::fs::write(&f, text.replace(extra, &b64.encode(&line))).unwrap();
+        let out = verify_proof(&vkey, &f, &[]);
+        assert_eq!(out.status.code(), Some(1), "{what}: {}", show(&out));
+        assert!(
+            show(&out).contains("canonical line"),
+            "{what}: {}",
+            show(&out)
+        );
+    }
+    assert_eq!(verify_proof(&vkey, &file, &[]).status.code(), Some(0));
+}
+
+#[test]
 fn a_proof_tampered_with_or_for_another_tree_is_invalid() {
     let s = tlog_setup();
     append(&mut Writer::new(&s.ledger).without_fsync(), 0, 40);

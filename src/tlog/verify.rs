@@ -143,6 +143,16 @@ pub fn check(policy: &Policy, text: &str) -> Result<String, Rejected> {
             r.verdict, r.detail
         ))
     })?;
+    // The event must be spelt exactly as its canonical line: another
+    // spelling (escapes, number forms, member order, spacing) hashes the
+    // same, but the proof shows the event, and what it shows must be the
+    // one text a verifier can compare byte for byte.
+    if !is_canonical_line(extra) {
+        return Err(Rejected::Invalid(format!(
+            "the event in the proof (seq {}) is not written as its canonical line (RFC 8785: no spaces, members sorted, numbers and strings in their one form); a proof written by `ledgertail prove` always is",
+            event.seq
+        )));
+    }
     let c = &signed.checkpoint;
     verify_inclusion(
         &leaf_hash(&event.hash.0),
@@ -231,4 +241,17 @@ fn check_consistency(policy: &Policy, text: &str) -> Result<String, Rejected> {
         c.size,
         c.size.max(old_size)
     ))
+}
+
+/// Whether `line` is byte for byte the RFC 8785 form of the JSON it holds.
+fn is_canonical_line(line: &[u8]) -> bool {
+    let Some(value) = std::str::from_utf8(line)
+        .ok()
+        .and_then(|t| crate::ledger::json::parse(t).ok())
+    else {
+        return false;
+    };
+    let mut canonical = Vec::with_capacity(line.len());
+    crate::ledger::jcs::write_value(&mut canonical, &value);
+    canonical == line
 }
