@@ -107,6 +107,37 @@ fn log_key(dir: &Path, origin: &str) -> (std::path::PathBuf, String) {
     (key_path, log_vkey)
 }
 
+/// `prove --seq SEQ` of ledger app, then `verify-proof` with the log's
+/// key and a witness required: verify-proof's output.
+fn prove_and_verify(
+    s: &common::Setup,
+    seq: u64,
+    log_vkey: &str,
+    witness: &str,
+) -> std::process::Output {
+    let proof = s.dir.join("p.tlog-proof");
+    let out = bin()
+        .args([
+            "prove",
+            "--ledger",
+            "app",
+            "--seq",
+            &seq.to_string(),
+            "--config",
+        ])
+        .arg(&s.config)
+        .arg("--out")
+        .arg(&proof)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    bin()
+        .args(["verify-proof", "--vkey", log_vkey, "--witness", witness])
+        .arg(&proof)
+        .output()
+        .unwrap()
+}
+
 fn checkpoint_size(note: &str) -> Option<u64> {
     note.lines().nth(1)?.parse().ok()
 }
@@ -169,20 +200,7 @@ fn run_signs_serves_and_gets_cosignatures_and_reports_a_witness_down_refusing_or
     assert_eq!(sidecar.get("/tlog/nope/checkpoint").0, 404);
 
     // An auditor's proof, with the witness required.
-    let proof = s.dir.join("p.tlog-proof");
-    let out = bin()
-        .args(["prove", "--ledger", "app", "--seq", "60", "--config"])
-        .arg(&s.config)
-        .arg("--out")
-        .arg(&proof)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", show(&out));
-    let out = bin()
-        .args(["verify-proof", "--vkey", &log_vkey, "--witness", &w1.vkey])
-        .arg(&proof)
-        .output()
-        .unwrap();
+    let out = prove_and_verify(&s, 60, &log_vkey, &w1.vkey);
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("cosigned by witness.example/w1"));
     let status = bin()
@@ -224,16 +242,15 @@ fn run_signs_serves_and_gets_cosignatures_and_reports_a_witness_down_refusing_or
     let before = errors();
     let refusing = witness_again(&addr, &log_vkey, true);
     sidecar.eventually("the refusal is counted", || errors() > before);
-    let status = bin()
-        .args(["status", "--config"])
-        .arg(&s.config)
-        .output()
-        .unwrap();
-    assert!(
-        String::from_utf8_lossy(&status.stdout).contains("403"),
-        "{}",
-        show(&status)
-    );
+    // (A round that began while it was down may count first.)
+    sidecar.eventually("status shows the refusal", || {
+        let status = bin()
+            .args(["status", "--config"])
+            .arg(&s.config)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&status.stdout).contains("403")
+    });
     drop(refusing);
 
     // A witness that lost its state answers 409 with size 0: the sidecar
@@ -401,4 +418,152 @@ fn url_in(config: &Path) -> String {
     let text = std::fs::read_to_string(config).unwrap();
     let line = text.lines().find(|l| l.starts_with("url = ")).unwrap();
     line["url = ".len()..].trim_matches('"').to_owned()
+}
+
+/// A witness made by hand on loopback, to misbehave on purpose: `answer`
+/// gets each request's body and returns the status and body to send, or
+/// `None` to hold the connection and never answer.
+fn hand_witness(answer: impl Fn(&str) -> Option<(u16, String)> + Send + Sync + 'static) -> String {
+    use std::io::{Read as _, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let answer = std::sync::Arc::new(answer);
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let answer = answer.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut length = 0;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    if line == "\r\n" {
+                        break;
+                    }
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap_or(0);
+                    }
+                }
+                let mut body = vec![0; length];
+                if reader.read_exact(&mut body).is_err() {
+                    return;
+                }
+                match answer(&String::from_utf8_lossy(&body)) {
+                    // Held open, never answered, until the test ends.
+                    None => std::thread::sleep(std::time::Duration::from_secs(3600)),
+                    Some((status, text)) => {
+                        let _ = write!(
+                            stream,
+                            "HTTP/1.1 {status} X\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
+                            text.len()
+                        );
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// The text a witness cosigns: the checkpoint of an add-checkpoint body.
+fn offered_checkpoint(body: &str) -> String {
+    let add = ledgertail::ledger::tlog::AddCheckpoint::parse(body).unwrap();
+    ledgertail::ledger::tlog::SignedCheckpoint::parse(&add.checkpoint)
+        .unwrap()
+        .note
+        .text
+}
+
+#[test]
+fn a_witness_answering_an_invalid_line_before_a_valid_one_has_only_the_valid_one_kept() {
+    use ledgertail::ledger::note::{cosign, COSIGNATURE_V1};
+    let key = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
+    let vkey = VerifierKey::of("w1", COSIGNATURE_V1, &key);
+    let id = vkey.to_string().split('+').nth(1).unwrap().to_owned();
+    let signer = key.clone();
+    let addr = hand_witness(move |body| {
+        let good = cosign(&offered_checkpoint(body), "w1", &signer, 1_700_000_000);
+        // Same name and key id, a signature of zeros: listed first.
+        use base64::Engine as _;
+        let mut raw = vec![0u8; 76];
+        raw[..4].copy_from_slice(&u32::from_str_radix(&id, 16).unwrap().to_be_bytes());
+        let bogus = format!(
+            "\u{2014} w1 {}\n",
+            base64::engine::general_purpose::STANDARD.encode(raw)
+        );
+        Some((200, format!("{bogus}{}", good.line)))
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let origin = "example.com/ledgertail/app";
+    let (key_path, log_vkey) = log_key(dir.path(), origin);
+    let s = setup_with(
+        &format!(
+            "[tlog]\nkey = \"{}\"\ncheckpoint_interval_secs = 1\n[[tlog.witness]]\nurl = \"http://{addr}\"\nvkey = \"{vkey}\"\n",
+            key_path.display()
+        ),
+        &format!("origin = \"{origin}\"\n"),
+    );
+    append(&mut Writer::new(&s.ledger), 0, 5);
+    let sidecar = Sidecar::start(&s.config);
+    sidecar.eventually("the witness cosigned", || {
+        sidecar.metric("ledgertail_tlog_witness_cosigned_size{ledger=\"app\",witness=\"w1\"}")
+            == Some(5.0)
+    });
+    let (_, served) = sidecar.get("/tlog/app/checkpoint");
+    let w1_lines: Vec<&str> = served
+        .lines()
+        .filter(|l| l.starts_with("\u{2014} w1 "))
+        .collect();
+    assert_eq!(w1_lines.len(), 1, "{served}");
+    let out = prove_and_verify(&s, 3, &log_vkey, &vkey.to_string());
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert!(sidecar.stop().success());
+}
+
+#[test]
+fn a_witness_that_never_answers_holds_up_no_checkpoint_and_no_stop() {
+    use ledgertail::ledger::note::COSIGNATURE_V1;
+    let key = ed25519_dalek::SigningKey::from_bytes(&[10; 32]);
+    let vkey = VerifierKey::of("silent", COSIGNATURE_V1, &key);
+    let addr = hand_witness(|_| None);
+    let dir = tempfile::tempdir().unwrap();
+    let (key_path, _) = log_key(dir.path(), "example.com/ledgertail/a");
+    // An hour's timeout: a publisher that waited for the witness would
+    // serve nothing, and stop not at all, within the test's patience.
+    let mut ledgers = String::new();
+    for name in ["b", "c"] {
+        ledgers.push_str(&format!(
+            "\n[[ledger]]\nname = \"{name}\"\npath = \"{name}.jsonl\"\n"
+        ));
+    }
+    let s = setup_with(
+        &format!(
+            "shutdown_grace_secs = 5\n[tlog]\nkey = \"{}\"\ncheckpoint_interval_secs = 1\nwitness_timeout_secs = 3600\n[[tlog.witness]]\nurl = \"http://{addr}\"\nvkey = \"{vkey}\"\n",
+            key_path.display()
+        ),
+        &ledgers,
+    );
+    let config = std::fs::read_to_string(&s.config)
+        .unwrap()
+        .replace("shutdown_grace_secs = 10\n", "");
+    std::fs::write(&s.config, config).unwrap();
+    for name in ["app", "b", "c"] {
+        append(&mut Writer::new(s.dir.join(format!("{name}.jsonl"))), 0, 3);
+    }
+    let sidecar = Sidecar::start(&s.config);
+    for name in ["app", "b", "c"] {
+        sidecar.eventually(&format!("ledger {name}'s checkpoint served"), || {
+            let (status, body) = sidecar.get(&format!("/tlog/{name}/checkpoint"));
+            status == 200 && checkpoint_size(&body) == Some(3)
+        });
+    }
+    // The tree grows: signed and served again, the witness still silent.
+    append(&mut Writer::new(s.dir.join("b.jsonl")), 3, 2);
+    sidecar.eventually("the grown tree's checkpoint served", || {
+        checkpoint_size(&sidecar.get("/tlog/b/checkpoint").1) == Some(5)
+    });
+    assert!(sidecar.stop().success(), "the stop waited for the witness");
 }

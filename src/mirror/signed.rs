@@ -85,6 +85,30 @@ impl Mirror {
             .map_err(|e| self.err(e))
     }
 
+    /// Keeps several signed checkpoints in one transaction (a round of
+    /// the publisher signs many ledgers; one commit, not one each).
+    /// `(ledger, size, root, note)`; all are kept, or none.
+    pub fn store_checkpoints(&self, rows: &[(&str, u64, String, &str)]) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        self.check_in_place()?;
+        let run = || -> rusqlite::Result<()> {
+            let tx = self.conn.unchecked_transaction()?;
+            {
+                let mut insert = tx.prepare_cached(
+                    "INSERT INTO tlog_checkpoints (ledger, size, root, note, signed_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                )?;
+                let at = now_text();
+                for (ledger, size, root, note) in rows {
+                    insert.execute(params![ledger, seq_i64(*size), root, note, at])?;
+                }
+            }
+            tx.commit()
+        };
+        run().map_err(|e| self.err(e))
+    }
+
     /// Keeps a witness's cosignature (once per witness and size).
     pub fn store_cosignature(&self, ledger: &str, c: &StoredCosignature) -> Result<()> {
         self.check_in_place()?;

@@ -143,16 +143,85 @@ impl Signer {
         Ok(Some(signed))
     }
 
-    fn write_state(&self, origin: &str, note: &str) -> Result<(), TlogError> {
-        let path = self.state_path(origin);
-        write_durably(&self.state_dir, &path, note)
-            .map_err(|source| TlogError::State { path, source })
-    }
-
     /// Signs a checkpoint of the ledger's tree as it stands, unless the
     /// latest one already covers it; refuses one that would contradict a
     /// checkpoint signed before (in the mirror or in the state folder).
     pub fn sign(&self, mirror: &Mirror, ledger: &str, origin: &str) -> Result<Signed, TlogError> {
+        let mut all = self.sign_all(mirror, &[(ledger, origin)]);
+        all.pop().unwrap_or(Err(TlogError::Empty {
+            ledger: ledger.to_owned(),
+        }))
+    }
+
+    /// [`Signer::sign`] for many ledgers `(ledger, origin)` at once, with
+    /// the writes of a round batched: the state files made durable
+    /// together (one sync of the folder's filesystem, one of the folder),
+    /// the mirror's rows in one transaction. One result per ledger.
+    pub fn sign_all(
+        &self,
+        mirror: &Mirror,
+        ledgers: &[(&str, &str)],
+    ) -> Vec<Result<Signed, TlogError>> {
+        let mut results: Vec<Result<Prepared, TlogError>> = ledgers
+            .iter()
+            .map(|(ledger, origin)| self.prepare(mirror, ledger, origin))
+            .collect();
+        // The state first: a crash after it leaves checkpoints the mirror
+        // lacks, which the next signing finds consistent and keeps.
+        let states: Vec<(PathBuf, &str)> = results
+            .iter()
+            .zip(ledgers)
+            .filter_map(|(r, (_, origin))| match r {
+                Ok(Prepared {
+                    new: true, note, ..
+                }) => Some((self.state_path(origin), note.as_str())),
+                _ => None,
+            })
+            .collect();
+        if let Err(e) = write_all_durably(&self.state_dir, &states) {
+            for r in results.iter_mut().filter(|r| matches!(r, Ok(p) if p.new)) {
+                *r = Err(TlogError::State {
+                    path: self.state_dir.clone(),
+                    source: std::io::Error::new(e.kind(), e.to_string()),
+                });
+            }
+        }
+        let rows: Vec<(&str, u64, String, &str)> = results
+            .iter()
+            .zip(ledgers)
+            .filter_map(|(r, (ledger, _))| match r {
+                Ok(p) if p.store => Some((
+                    *ledger,
+                    p.checkpoint.size,
+                    hash_base64(&p.checkpoint.root),
+                    p.note.as_str(),
+                )),
+                _ => None,
+            })
+            .collect();
+        let stored_together = mirror.store_checkpoints(&rows).is_ok();
+        results
+            .into_iter()
+            .zip(ledgers)
+            .map(|(r, (ledger, _))| {
+                let p = r?;
+                if p.store && !stored_together {
+                    // The batch failed: each alone, each with its own error.
+                    let root = hash_base64(&p.checkpoint.root);
+                    mirror.store_checkpoint(ledger, p.checkpoint.size, &root, &p.note)?;
+                }
+                Ok(Signed {
+                    checkpoint: p.checkpoint,
+                    note: p.note,
+                    new: p.new,
+                })
+            })
+            .collect()
+    }
+
+    /// Everything of [`Signer::sign`] but its writes: the checks against
+    /// what was signed before, and the new signature if one is due.
+    fn prepare(&self, mirror: &Mirror, ledger: &str, origin: &str) -> Result<Prepared, TlogError> {
         let tree = match mirror.tree_head(ledger)? {
             Some(t) if t.size > 0 => t,
             _ => {
@@ -206,19 +275,12 @@ impl Signer {
             .iter()
             .find(|(_, s, _)| s.checkpoint.size == tree.size)
         {
-            if !kept && in_mirror.as_ref().is_none_or(|m| m.size < tree.size) {
-                // Signed, then interrupted before the mirror kept it.
-                mirror.store_checkpoint(
-                    ledger,
-                    tree.size,
-                    &hash_base64(&tree.root),
-                    &signed.note.to_text(),
-                )?;
-            }
-            return Ok(Signed {
+            return Ok(Prepared {
                 checkpoint: signed.checkpoint.clone(),
                 note: signed.note.to_text(),
                 new: false,
+                // Signed, then interrupted before the mirror kept it.
+                store: !kept && in_mirror.as_ref().is_none_or(|m| m.size < tree.size),
             });
         }
         let checkpoint = Checkpoint {
@@ -229,21 +291,28 @@ impl Signer {
         };
         let body = checkpoint.body();
         let sig = note::sign(&body, origin, &self.key);
-        let text = Note {
+        let note = Note {
             text: body,
             signatures: vec![sig],
         }
         .to_text();
-        // The state first: a crash after it leaves a checkpoint the mirror
-        // lacks, which the next signing finds consistent and keeps.
-        self.write_state(origin, &text)?;
-        mirror.store_checkpoint(ledger, tree.size, &hash_base64(&tree.root), &text)?;
-        Ok(Signed {
+        Ok(Prepared {
             checkpoint,
-            note: text,
+            note,
             new: true,
+            store: true,
         })
     }
+}
+
+/// A ledger's checkpoint as signing finds it, before anything is written.
+struct Prepared {
+    checkpoint: Checkpoint,
+    note: String,
+    /// Signed now (else: the latest one already covered the tree).
+    new: bool,
+    /// The mirror lacks it and must keep it.
+    store: bool,
 }
 
 /// Where a state folder keeps the latest checkpoint of `origin` (the
@@ -268,6 +337,53 @@ pub fn state_file(dir: &Path, origin: &str) -> PathBuf {
     ))
 }
 
+/// Replaces each `(path, text)` in `dir` durably, together: every file
+/// written beside its place, their data made durable (one sync of the
+/// filesystem for many; an fsync for one), then each renamed into place
+/// and the folder synced once. A crash leaves each file old or new.
+fn write_all_durably(dir: &Path, files: &[(PathBuf, &str)]) -> std::io::Result<()> {
+    match files {
+        [] => Ok(()),
+        [(path, text)] => write_durably(dir, path, text),
+        _ => {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)?;
+            let written = files
+                .iter()
+                .map(|(path, text)| write_beside(path, text))
+                .collect::<std::io::Result<Vec<_>>>()?;
+            sync_data_of(dir, &written)?;
+            for ((tmp, _), (path, _)) in written.iter().zip(files) {
+                std::fs::rename(tmp, path)?;
+            }
+            std::fs::File::open(dir)?.sync_all()
+        }
+    }
+}
+
+/// Makes the data of `files` durable: on Linux one `syncfs` of their
+/// folder's filesystem, elsewhere an fsync each.
+fn sync_data_of(dir: &Path, files: &[(PathBuf, std::fs::File)]) -> std::io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd as _;
+        let _ = files;
+        let folder = std::fs::File::open(dir)?;
+        // SAFETY: a valid open descriptor; syncfs only reads it.
+        if unsafe { libc::syncfs(folder.as_raw_fd()) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = dir;
+        files.iter().try_for_each(|(_, f)| f.sync_all())
+    }
+}
+
 /// Replaces `path` in `dir` durably: write, fsync, rename, fsync the folder
 /// (made with mode 0700 if missing).
 pub fn write_durably(dir: &Path, path: &Path, text: &str) -> std::io::Result<()> {
@@ -275,6 +391,15 @@ pub fn write_durably(dir: &Path, path: &Path, text: &str) -> std::io::Result<()>
         .recursive(true)
         .mode(0o700)
         .create(dir)?;
+    let (tmp, file) = write_beside(path, text)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Writes `text` to a temporary file beside `path` (mode 0600), not yet
+/// synced: the file and its name, to rename into place.
+fn write_beside(path: &Path, text: &str) -> std::io::Result<(PathBuf, std::fs::File)> {
     let tmp = path.with_extension("tmp");
     let mut file = std::fs::OpenOptions::new()
         .write(true)
@@ -283,9 +408,7 @@ pub fn write_durably(dir: &Path, path: &Path, text: &str) -> std::io::Result<()>
         .mode(0o600)
         .open(&tmp)?;
     file.write_all(text.as_bytes())?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    std::fs::File::open(dir)?.sync_all()
+    Ok((tmp, file))
 }
 
 /// The latest checkpoint of a ledger with the cosignatures kept for it.
