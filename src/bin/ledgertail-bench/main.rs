@@ -24,6 +24,7 @@ mod fleet_scale;
 mod many;
 mod parity;
 mod tlog;
+mod tlog_scale;
 use ledgertail::ledger::frame::{Frame, Framer};
 use ledgertail::ledger::{authenticate, examine_each, Examined, KeyRing, SignaturePolicy};
 use ledgertail::mirror::{Access, Mirror};
@@ -216,6 +217,7 @@ fn main() {
         generate(&ledger, &case, &KeyFile::generate("bench").expect("key"));
         let leaves = if args.smoke { 100_000 } else { 10_000_000 };
         tlog::tlog(&binary, &dir.join("tlog"), &ledger, args.events, leaves);
+        tlog_scale::tlog_scale(&binary, &dir.join("tlog-scale"), args.ledgers, args.smoke);
     }
     if wanted("idle") {
         println!("\n## Idle cost (`run` with nothing to do)\n");
