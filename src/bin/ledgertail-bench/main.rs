@@ -76,7 +76,8 @@ struct Args {
     sidecars: usize,
     /// Run only these sections (default: all): catch-up, live, tail,
     /// verify, parity, ledgers, idle, fleet, tlog; fleet-scale (a part of
-    /// fleet: many ledgers into PostgreSQL) alone.
+    /// fleet: many ledgers into PostgreSQL) or tlog-scale (a part of tlog:
+    /// the log at many growing ledgers) alone.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
 }
@@ -205,6 +206,9 @@ fn main() {
             args.ledgers,
             args.live_secs,
         );
+    }
+    if args.only.iter().any(|s| s == "tlog-scale") {
+        tlog_scale::tlog_scale(&binary, &dir.join("tlog-scale"), args.ledgers, args.smoke);
     }
     if wanted("tlog") {
         let ledger = dir.join("tlog.jsonl");
