@@ -21,6 +21,7 @@ use sha2::{Digest, Sha256};
 use crate::config::TlogSettings;
 use crate::ledger::note::{self, Note, VerifierKey, ED25519};
 use crate::ledger::tlog::{hash_base64, Checkpoint, SignedCheckpoint};
+use crate::ledger::Hash;
 use crate::mirror::{Mirror, MirrorError};
 use crate::producer::KeyFile;
 
@@ -250,6 +251,9 @@ impl Signer {
                 false,
             ));
         }
+        // The mirror's and the state's checkpoint are most often the same
+        // one: each root is computed once (it hashes partial tiles).
+        let mut roots: Vec<(u64, Hash)> = Vec::new();
         for (evidence, signed, _) in &known {
             let c = &signed.checkpoint;
             if c.size > tree.size {
@@ -260,7 +264,14 @@ impl Signer {
                     evidence: evidence.clone(),
                 });
             }
-            let root = mirror.tree_root_at(ledger, c.size)?;
+            let root = match roots.iter().find(|(size, _)| *size == c.size) {
+                Some(&(_, root)) => root,
+                None => {
+                    let root = mirror.tree_root_at(ledger, c.size)?;
+                    roots.push((c.size, root));
+                    root
+                }
+            };
             if root != c.root {
                 return Err(TlogError::Fork {
                     ledger: ledger.to_owned(),
@@ -339,28 +350,75 @@ pub fn state_file(dir: &Path, origin: &str) -> PathBuf {
 
 /// Replaces each `(path, text)` in `dir` durably, together: every file
 /// written beside its place, their data made durable (one sync of the
-/// filesystem for many; an fsync for one), then each renamed into place
+/// filesystem for many; an fsync for one), then each swapped into place
 /// and the folder synced once. A crash leaves each file old or new.
+///
+/// The file beside (`<name>.previous`) is rewritten in place and
+/// *exchanged* with the file, so it keeps the previous checkpoint and the
+/// next round rewrites it again: signing 1,000 ledgers a round creates
+/// and deletes no files. Creating a file per ledger per round (write
+/// beside, rename over) spent 60 % of the signer's CPU in the
+/// filesystem's inode allocation.
 fn write_all_durably(dir: &Path, files: &[(PathBuf, &str)]) -> std::io::Result<()> {
-    match files {
-        [] => Ok(()),
-        [(path, text)] => write_durably(dir, path, text),
-        _ => {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)?;
-            let written = files
-                .iter()
-                .map(|(path, text)| write_beside(path, text))
-                .collect::<std::io::Result<Vec<_>>>()?;
-            sync_data_of(dir, &written)?;
-            for ((tmp, _), (path, _)) in written.iter().zip(files) {
-                std::fs::rename(tmp, path)?;
-            }
-            std::fs::File::open(dir)?.sync_all()
-        }
+    if files.is_empty() {
+        return Ok(());
     }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let written = files
+        .iter()
+        .map(|(path, text)| write_beside(&previous_file(path), text))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    match written.as_slice() {
+        [(_, file)] => file.sync_all()?,
+        _ => sync_data_of(dir, &written)?,
+    }
+    for ((beside, _), (path, _)) in written.iter().zip(files) {
+        swap_into_place(beside, path)?;
+    }
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Where the signer writes a state file's next text before swapping it
+/// in; between rounds it holds the previous checkpoint.
+fn previous_file(path: &Path) -> PathBuf {
+    path.with_extension("previous")
+}
+
+/// Puts `beside` in `path`'s place atomically: an exchange of the two
+/// names where the system has one (`beside` then holds the old text),
+/// else a rename.
+fn swap_into_place(beside: &Path, path: &Path) -> std::io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::ffi::OsStrExt as _;
+        let (Ok(from), Ok(to)) = (
+            std::ffi::CString::new(beside.as_os_str().as_bytes()),
+            std::ffi::CString::new(path.as_os_str().as_bytes()),
+        ) else {
+            return std::fs::rename(beside, path);
+        };
+        // SAFETY: two NUL-terminated paths that live across the call;
+        // renameat2 only reads them. The raw syscall works with any libc.
+        let done = unsafe {
+            libc::syscall(
+                libc::SYS_renameat2,
+                libc::AT_FDCWD,
+                from.as_ptr(),
+                libc::AT_FDCWD,
+                to.as_ptr(),
+                libc::RENAME_EXCHANGE,
+            )
+        };
+        if done == 0 {
+            return Ok(());
+        }
+        // The first signing of an origin (nothing to exchange with), or a
+        // filesystem without exchange: a plain rename.
+    }
+    std::fs::rename(beside, path)
 }
 
 /// Makes the data of `files` durable: on Linux one `syncfs` of their
@@ -391,24 +449,23 @@ pub fn write_durably(dir: &Path, path: &Path, text: &str) -> std::io::Result<()>
         .recursive(true)
         .mode(0o700)
         .create(dir)?;
-    let (tmp, file) = write_beside(path, text)?;
+    let (tmp, file) = write_beside(&path.with_extension("tmp"), text)?;
     file.sync_all()?;
     std::fs::rename(&tmp, path)?;
     std::fs::File::open(dir)?.sync_all()
 }
 
-/// Writes `text` to a temporary file beside `path` (mode 0600), not yet
-/// synced: the file and its name, to rename into place.
-fn write_beside(path: &Path, text: &str) -> std::io::Result<(PathBuf, std::fs::File)> {
-    let tmp = path.with_extension("tmp");
+/// Writes `text` to `tmp` (mode 0600, made or emptied), not yet synced:
+/// the file and its name, to put into place.
+fn write_beside(tmp: &Path, text: &str) -> std::io::Result<(PathBuf, std::fs::File)> {
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(0o600)
-        .open(&tmp)?;
+        .open(tmp)?;
     file.write_all(text.as_bytes())?;
-    Ok((tmp, file))
+    Ok((tmp.to_owned(), file))
 }
 
 /// The latest checkpoint of a ledger with the cosignatures kept for it.
@@ -429,4 +486,51 @@ pub fn latest_with_cosignatures(
     }
     let text = signed.note.to_text();
     Ok(Some((signed, text)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt as _;
+
+    fn inodes(paths: &[&Path]) -> Vec<u64> {
+        let mut v: Vec<u64> = paths
+            .iter()
+            .map(|p| std::fs::metadata(p).unwrap().ino())
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    #[test]
+    fn state_files_are_replaced_whole_and_the_previous_text_is_kept_beside() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (
+            dir.path().join("a.checkpoint"),
+            dir.path().join("b.checkpoint"),
+        );
+        for round in 0..3 {
+            let (ta, tb) = (format!("a{round}\n"), format!("b{round}\n"));
+            write_all_durably(dir.path(), &[(a.clone(), &ta), (b.clone(), &tb)]).unwrap();
+            assert_eq!(std::fs::read_to_string(&a).unwrap(), ta);
+            assert_eq!(std::fs::read_to_string(&b).unwrap(), tb);
+        }
+        assert_eq!(std::fs::read_to_string(previous_file(&a)).unwrap(), "a1\n");
+        assert_eq!(std::fs::read_to_string(previous_file(&b)).unwrap(), "b1\n");
+    }
+
+    #[test]
+    fn rounds_of_signing_reuse_the_same_two_files_per_origin() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("o.checkpoint");
+        write_all_durably(dir.path(), &[(path.clone(), "1\n")]).unwrap();
+        write_all_durably(dir.path(), &[(path.clone(), "2\n")]).unwrap();
+        let pair = [path.as_path(), &previous_file(&path)];
+        let before = inodes(&pair);
+        for text in ["3\n", "4\n", "5\n"] {
+            write_all_durably(dir.path(), &[(path.clone(), text)]).unwrap();
+            assert_eq!(inodes(&pair), before, "a file was made or deleted");
+        }
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "5\n");
+    }
 }
