@@ -523,6 +523,32 @@ fn a_witness_answering_an_invalid_line_before_a_valid_one_has_only_the_valid_one
     assert!(sidecar.stop().success());
 }
 
+/// A sidecar with ledgers `app`, `b` and `c`, a log key in `dir`
+/// (`settings` before its `[tlog]`), a checkpoint a second, and the
+/// witness at `addr`.
+fn three_ledgers_and_a_witness(
+    dir: &Path,
+    settings: &str,
+    addr: &str,
+    vkey: &VerifierKey,
+    timeout_secs: u64,
+) -> common::Setup {
+    let (key_path, _) = log_key(dir, "example.com/ledgertail/a");
+    let mut ledgers = String::new();
+    for name in ["b", "c"] {
+        ledgers.push_str(&format!(
+            "\n[[ledger]]\nname = \"{name}\"\npath = \"{name}.jsonl\"\n"
+        ));
+    }
+    setup_with(
+        &format!(
+            "{settings}[tlog]\nkey = \"{}\"\ncheckpoint_interval_secs = 1\nwitness_timeout_secs = {timeout_secs}\n[[tlog.witness]]\nurl = \"http://{addr}\"\nvkey = \"{vkey}\"\n",
+            key_path.display()
+        ),
+        &ledgers,
+    )
+}
+
 #[test]
 fn a_witness_that_never_answers_holds_up_no_checkpoint_and_no_stop() {
     use ledgertail::ledger::note::COSIGNATURE_V1;
@@ -530,22 +556,10 @@ fn a_witness_that_never_answers_holds_up_no_checkpoint_and_no_stop() {
     let vkey = VerifierKey::of("silent", COSIGNATURE_V1, &key);
     let addr = hand_witness(|_| None);
     let dir = tempfile::tempdir().unwrap();
-    let (key_path, _) = log_key(dir.path(), "example.com/ledgertail/a");
     // An hour's timeout: a publisher that waited for the witness would
     // serve nothing, and stop not at all, within the test's patience.
-    let mut ledgers = String::new();
-    for name in ["b", "c"] {
-        ledgers.push_str(&format!(
-            "\n[[ledger]]\nname = \"{name}\"\npath = \"{name}.jsonl\"\n"
-        ));
-    }
-    let s = setup_with(
-        &format!(
-            "shutdown_grace_secs = 5\n[tlog]\nkey = \"{}\"\ncheckpoint_interval_secs = 1\nwitness_timeout_secs = 3600\n[[tlog.witness]]\nurl = \"http://{addr}\"\nvkey = \"{vkey}\"\n",
-            key_path.display()
-        ),
-        &ledgers,
-    );
+    let s =
+        three_ledgers_and_a_witness(dir.path(), "shutdown_grace_secs = 5\n", &addr, &vkey, 3600);
     let config = std::fs::read_to_string(&s.config)
         .unwrap()
         .replace("shutdown_grace_secs = 10\n", "");
@@ -566,4 +580,68 @@ fn a_witness_that_never_answers_holds_up_no_checkpoint_and_no_stop() {
         checkpoint_size(&sidecar.get("/tlog/b/checkpoint").1) == Some(5)
     });
     assert!(sidecar.stop().success(), "the stop waited for the witness");
+}
+
+#[test]
+fn a_slow_witness_is_asked_about_every_ledger_at_once_after_each_checkpoint_is_served() {
+    use ledgertail::ledger::note::{cosign, COSIGNATURE_V1};
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    use std::sync::Arc;
+    let key = ed25519_dalek::SigningKey::from_bytes(&[11; 32]);
+    let vkey = VerifierKey::of("slow", COSIGNATURE_V1, &key);
+    // Each request held 10 s, then cosigned: how many were held at once,
+    // and how many were answered, as the witness saw them.
+    let (held, most_held, answered) = (
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicUsize::new(0)),
+    );
+    let addr = {
+        let (held, most_held, answered) = (held.clone(), most_held.clone(), answered.clone());
+        hand_witness(move |body| {
+            let now = held.fetch_add(1, SeqCst) + 1;
+            most_held.fetch_max(now, SeqCst);
+            std::thread::sleep(std::time::Duration::from_secs(10));
+            held.fetch_sub(1, SeqCst);
+            answered.fetch_add(1, SeqCst);
+            let cosigned = cosign(&offered_checkpoint(body), "slow", &key, 1_700_000_000);
+            Some((200, cosigned.line))
+        })
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let s = three_ledgers_and_a_witness(dir.path(), "", &addr, &vkey, 60);
+    let names = ["app", "b", "c"];
+    for name in names {
+        append(&mut Writer::new(s.dir.join(format!("{name}.jsonl"))), 0, 3);
+    }
+    let sidecar = Sidecar::start(&s.config);
+    for name in names {
+        sidecar.eventually(&format!("ledger {name}'s checkpoint served"), || {
+            checkpoint_size(&sidecar.get(&format!("/tlog/{name}/checkpoint")).1) == Some(3)
+        });
+    }
+    assert_eq!(
+        answered.load(SeqCst),
+        0,
+        "a checkpoint was served only after the witness answered"
+    );
+    for name in names {
+        sidecar.eventually(&format!("the witness cosigned ledger {name}"), || {
+            let metric = format!(
+                "ledgertail_tlog_witness_cosigned_size{{ledger=\"{name}\",witness=\"slow\"}}"
+            );
+            sidecar.metric(&metric) == Some(3.0)
+        });
+    }
+    assert_eq!(
+        most_held.load(SeqCst),
+        3,
+        "the witness was not asked about the three ledgers at once"
+    );
+    let served = sidecar.get("/tlog/b/checkpoint").1;
+    assert!(
+        served.lines().any(|l| l.starts_with("\u{2014} slow ")),
+        "{served}"
+    );
+    assert!(sidecar.stop().success());
 }
