@@ -1,5 +1,26 @@
 //! ledgertail: verify a hash-chained JSONL ledger and mirror it into SQLite
-//! exactly once.
+//! exactly once, then into PostgreSQL and a verifiable log.
+//!
+//! # Layout
+//!
+//! `docs/ARCHITECTURE.md` has the whole map, the journey of one line and
+//! the invariants; in short, by layer (each uses only the ones above it):
+//!
+//! - core: [`ledger`], what a line means; pure, no I/O.
+//! - resources, each the only owner of one: [`tail`] the ledger files,
+//!   [`mirror`] SQLite, [`postgres`] PostgreSQL.
+//! - engines: [`verifier`] the pool that examines lines; [`shipper`] the
+//!   loop tail → judge → commit of one ledger (`replay` and `run`);
+//!   [`parity`] and [`audit`] the files and rows checked against the
+//!   mirror; [`fleet`] the uploader into PostgreSQL; [`tlog`] signed
+//!   checkpoints, witnesses and proofs.
+//! - runtime: [`daemon`] (`run`: scheduling, the runner, reloads, the
+//!   stop), [`serve`] the HTTP endpoints, [`telemetry`] metrics and
+//!   status, [`logging`].
+//! - surface: [`cli`] flags, [`config`] settings, [`commands`] one per
+//!   subcommand, [`producer`] writing ledgers.
+//! - glue: [`hint`] the operator's next step for each error, [`tls`] where
+//!   TLS trust comes from.
 pub mod audit;
 pub mod cli;
 pub mod commands;

@@ -1,6 +1,8 @@
 //! The core stays pure: nothing under `src/ledger/` may touch files,
 //! SQLite, the clock, async runtimes, logs or metrics. This keeps every rule
-//! of the contract testable with byte literals (docs/architecture.md).
+//! of the format testable with byte literals. The other invariants of
+//! docs/ARCHITECTURE.md that a reading of the sources can check are here
+//! too, with one more: the map names every module.
 
 use std::path::Path;
 
@@ -127,4 +129,59 @@ fn only_the_postgres_module_speaks_postgresql() {
         offences.is_empty(),
         "PostgreSQL outside src/postgres/: {offences:?}"
     );
+}
+
+#[test]
+fn nothing_downstream_of_the_mirror_reads_ledger_files() {
+    // The fleet store, the verifiable log, the metrics and the HTTP
+    // server take their events from SQLite: the mirror is their outbox.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let downstream = ["fleet", "tlog", "postgres", "telemetry", "serve.rs"];
+    let reads_ledgers = ["crate::tail", "Tailer", "parity::scan", "producer::Writer"];
+    let mut offences = Vec::new();
+    for path in sources_outside(&["bin"]) {
+        let rel = path.strip_prefix(&root).unwrap();
+        if !downstream.iter().any(|d| rel.starts_with(d)) {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let code = text.split("#[cfg(test)]").next().unwrap_or("");
+        for word in reads_ledgers {
+            if code.contains(word) {
+                offences.push(format!("{}: {word}", rel.display()));
+            }
+        }
+    }
+    assert!(
+        offences.is_empty(),
+        "a reader of ledger files downstream of the mirror: {offences:?}"
+    );
+}
+
+#[test]
+fn the_architecture_map_names_every_module() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let map = std::fs::read_to_string(root.join("docs/ARCHITECTURE.md")).unwrap();
+    let lib = std::fs::read_to_string(root.join("src/lib.rs")).unwrap();
+    let mut missing = Vec::new();
+    for entry in std::fs::read_dir(root.join("src")).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+        let (in_map, module) = if path.is_dir() {
+            (format!("`src/{name}/"), name.clone())
+        } else {
+            (
+                format!("`src/{name}"),
+                name.trim_end_matches(".rs").to_owned(),
+            )
+        };
+        if !map.contains(&in_map) {
+            missing.push(format!("docs/ARCHITECTURE.md lacks {in_map}`"));
+        }
+        let declared = lib.contains(&format!("pub mod {module};"));
+        if declared && !lib.contains(&format!("[`{module}`]")) {
+            missing.push(format!("src/lib.rs's map lacks [`{module}`]"));
+        }
+    }
+    assert!(missing.is_empty(), "{}", missing.join("\n"));
 }
