@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::atomic::AtomicBool;
 
 use ledgertail::config::{FileConfig, Overrides, Settings};
-use ledgertail::mirror::{Access, Mirror};
+use ledgertail::mirror::{Access, CommitWatch, Durability, Group, Mirror, SharedMirror};
 use ledgertail::parity::{recheck, Parity};
 use ledgertail::producer::Writer;
 use ledgertail::shipper::{Batching, Shipper};
@@ -362,23 +362,27 @@ fn a_group_commits_whole_or_not_at_all() {
             .unwrap()
     };
     let stop = AtomicBool::new(false);
+    let staged = |shipper: &mut Shipper, group: &Group| {
+        shipper.catch_up_until(&stop, &|| false, &mut |_| {}, Durability::Staged(group))
+    };
     // Both ledgers caught up inside one group, not yet committed.
     let both_in_a_group = || {
-        let base = Mirror::open(&s.db, Access::ReadWrite).unwrap();
-        let mut sa = Shipper::new(a.clone(), base.share(), Batching::events(2)).unwrap();
-        let mut sb = Shipper::new(b.clone(), base.share(), Batching::events(3)).unwrap();
-        base.begin_group().unwrap();
-        assert_eq!(sa.catch_up(&stop, &mut |_| {}).unwrap().mirrored(), 5);
-        assert_eq!(sb.catch_up(&stop, &mut |_| {}).unwrap().mirrored(), 8);
-        (base, sa, sb)
+        let shared = SharedMirror::new(s.db.clone(), CommitWatch::default());
+        let mut sa = Shipper::new(a.clone(), shared.share().unwrap(), Batching::events(2)).unwrap();
+        let mut sb = Shipper::new(b.clone(), shared.share().unwrap(), Batching::events(3)).unwrap();
+        let group = shared.begin_group().unwrap();
+        assert_eq!(staged(&mut sa, &group).unwrap().mirrored(), 5);
+        assert_eq!(staged(&mut sb, &group).unwrap().mirrored(), 8);
+        (shared, group, sa, sb)
     };
     // A group that is never committed (the process dies): nothing of it.
     drop(both_in_a_group());
     assert_eq!(rows(&s.db), 0, "an uncommitted group leaves nothing");
     // Again, committed: each ledger exactly once, with its checkpoint.
-    let (base, mut sa, mut sb) = both_in_a_group();
-    base.end_group().unwrap();
+    let (shared, group, mut sa, mut sb) = both_in_a_group();
+    group.commit().unwrap();
     assert_eq!(rows(&s.db), 13);
+    let base = shared.share().unwrap();
     for (l, head) in [(&a, 4), (&b, 7)] {
         let state = base.state(&l.name).unwrap().unwrap();
         assert_eq!(state.head.map(|h| h.seq), Some(head));
@@ -392,10 +396,39 @@ fn a_group_commits_whole_or_not_at_all() {
         .without_fsync()
         .append("t", "{\"late\":2}")
         .unwrap();
-    base.begin_group().unwrap();
-    assert_eq!(sa.catch_up(&stop, &mut |_| {}).unwrap().mirrored(), 1);
-    assert!(stale.catch_up(&stop, &mut |_| {}).is_err(), "a conflict");
-    assert_eq!(sb.catch_up(&stop, &mut |_| {}).unwrap().mirrored(), 1);
-    base.end_group().unwrap();
+    let group = shared.begin_group().unwrap();
+    assert_eq!(staged(&mut sa, &group).unwrap().mirrored(), 1);
+    assert!(staged(&mut stale, &group).is_err(), "a conflict");
+    assert_eq!(staged(&mut sb, &group).unwrap().mirrored(), 1);
+    group.commit().unwrap();
     assert_eq!(rows(&s.db), 15);
+}
+
+/// Durability is said, never inferred: a batch written to be durable on
+/// its own is refused inside a group (it would only have been staged),
+/// and a batch staged in another connection's group is refused too.
+#[test]
+fn a_durable_commit_inside_a_group_and_a_batch_staged_in_another_connections_group_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = settings(dir.path());
+    let ledger = s.ledgers[0].clone();
+    let mut w = Writer::new(&ledger.path).without_fsync();
+    for i in 0..3 {
+        w.append("t", &format!("{{\"i\":{i}}}")).unwrap();
+    }
+    let stop = AtomicBool::new(false);
+    let shared = SharedMirror::new(s.db.clone(), CommitWatch::default());
+    let mut shipper =
+        Shipper::new(ledger.clone(), shared.share().unwrap(), Batching::events(2)).unwrap();
+    let group = shared.begin_group().unwrap();
+    let err = shipper.catch_up(&stop, &mut |_| {}).unwrap_err();
+    assert!(err.to_string().contains("transaction"), "{err}");
+    let other = SharedMirror::new(s.db.clone(), CommitWatch::default());
+    let mut elsewhere = Shipper::new(ledger, other.share().unwrap(), Batching::events(2)).unwrap();
+    let err = elsewhere
+        .catch_up_until(&stop, &|| false, &mut |_| {}, Durability::Staged(&group))
+        .unwrap_err();
+    assert!(err.to_string().contains("another connection"), "{err}");
+    drop(group);
+    assert_eq!(shipper.catch_up(&stop, &mut |_| {}).unwrap().mirrored(), 3);
 }

@@ -11,7 +11,6 @@
 //! group commits whole or not at all, and after a failed group every
 //! ledger in it reads its checkpoint again.
 
-use std::cell::RefCell;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,78 +18,15 @@ use std::time::Duration;
 use super::schedule::{Next, Schedule, Taken};
 use super::worker::Follower;
 use crate::fleet::Doorbell;
-use crate::mirror::{Access, CommitWatch, Mirror, MirrorError};
+use crate::mirror::{CommitWatch, Durability, SharedMirror};
 
 /// Ledgers stepped in one transaction, at most.
 const GROUP_MAX: usize = 256;
-
-/// Within a group a ledger with a backlog gives way after this long, so
-/// that the group commits (and its rows become visible) promptly.
-pub(super) const GROUP_SLICE: Duration = Duration::from_millis(20);
-
-/// The shared connection's page cache: the one connection of all the
-/// ledgers can afford what a thousand could not.
-const CACHE_KIB: u32 = 64 * 1024;
 
 /// How often the runner, when it has nothing to do, looks whether the
 /// mirror file was deleted or replaced (idle ledgers commit nothing that
 /// would notice).
 const MIRROR_CHECK: Duration = Duration::from_secs(1);
-
-/// The connection the ledgers share (opened again when the mirror file
-/// is replaced).
-pub(super) struct Base {
-    db: PathBuf,
-    mirror: RefCell<Option<Mirror>>,
-    /// Marks every write of the shared connection (see `stall`).
-    watch: CommitWatch,
-}
-
-impl Base {
-    /// A handle for one ledger on the shared connection.
-    pub(super) fn share(&self) -> Result<Mirror, MirrorError> {
-        let mut base = self.mirror.borrow_mut();
-        // A connection to a file no longer at the path is let go.
-        let mirror = match base.take().filter(|m| m.check_in_place().is_ok()) {
-            Some(m) => m,
-            None => {
-                let mut m = Mirror::open(&self.db, Access::ReadWrite)?;
-                m.set_cache_kib(CACHE_KIB)?;
-                m.set_commit_watch(self.watch.clone());
-                m
-            }
-        };
-        let shared = mirror.share();
-        *base = Some(mirror);
-        Ok(shared)
-    }
-
-    /// The mirror file was deleted or replaced under the connection.
-    fn replaced(&self) -> bool {
-        self.mirror
-            .borrow()
-            .as_ref()
-            .is_some_and(|m| m.check_in_place().is_err())
-    }
-
-    fn begin(&self) -> bool {
-        let base = self.mirror.borrow();
-        base.as_ref().is_some_and(|m| match m.begin_group() {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::debug!(error = %e, "no group: each ledger commits on its own");
-                false
-            }
-        })
-    }
-
-    fn end(&self) -> Result<(), MirrorError> {
-        match self.mirror.borrow().as_ref() {
-            Some(m) => m.end_group(),
-            None => Ok(()),
-        }
-    }
-}
 
 /// Steps ledgers until every one has finished (after a stop).
 ///
@@ -103,11 +39,7 @@ pub(super) fn serve(
     bell: Option<Arc<Doorbell>>,
     watch: CommitWatch,
 ) {
-    let base = Base {
-        db,
-        mirror: RefCell::new(None),
-        watch,
-    };
+    let base = SharedMirror::new(db, watch);
     loop {
         let first = match schedule.take_within(MIRROR_CHECK) {
             Taken::Turn(t) => t,
@@ -128,13 +60,22 @@ pub(super) fn serve(
                 None => break,
             }
         }
-        let grouped = turns.len() > 1 && base.begin();
+        let group = (turns.len() > 1)
+            .then(|| base.begin_group())
+            .and_then(|begun| {
+                begun
+                    .map_err(
+                        |e| tracing::debug!(error = %e, "no group: each ledger commits on its own"),
+                    )
+                    .ok()
+            });
+        let durability = group.as_ref().map_or(Durability::Alone, Durability::Staged);
         let mut nexts: Vec<Next> = turns
             .iter()
-            .map(|t| followers[t.ledger].step(t.wake, &base, grouped))
+            .map(|t| followers[t.ledger].step(t.wake, &base, durability))
             .collect();
-        if grouped {
-            if let Err(e) = base.end() {
+        if let Some(group) = group {
+            if let Err(e) = group.commit() {
                 tracing::error!(
                     ledgers = turns.len(),
                     error = %e,

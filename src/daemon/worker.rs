@@ -8,15 +8,27 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::runner::{Base, GROUP_SLICE};
 use super::schedule::{Next, Schedule};
 use super::watch::Watch;
 use super::{Reloadable, Shared, Wake};
 use crate::config::LedgerSettings;
-use crate::mirror::MirrorError;
+use crate::mirror::{Durability, MirrorError, SharedMirror};
 use crate::shipper::{Batching, ShipError, Shipper};
 use crate::telemetry::{LedgerMetrics, StatusBoard};
 use crate::verifier::{Pool, Verifiers};
+
+/// The mirror's error behind a step's failure, if it was one.
+fn mirror_error(e: &anyhow::Error) -> Option<&MirrorError> {
+    e.downcast_ref::<MirrorError>()
+        .or(match e.downcast_ref::<ShipError>() {
+            Some(ShipError::Mirror(m)) => Some(m),
+            _ => None,
+        })
+}
+
+/// Within a group a ledger with a backlog gives way after this long, so
+/// that the group commits (and its rows become visible) promptly.
+const GROUP_SLICE: Duration = Duration::from_millis(20);
 
 /// Backoff after a failure: doubles from 250 ms up to 5 s (short enough
 /// that mirroring resumes promptly once a disk has space again).
@@ -143,9 +155,14 @@ impl Follower {
 
     /// One turn: catches up (or retries after a failure); says when to run
     /// again.
-    /// `grouped`: inside the runner's group transaction (see
+    /// `durability`: alone, or staged in the runner's group (see
     /// [`super::runner`]), where a backlog gives way sooner.
-    pub(super) fn step(&mut self, wake: Option<Wake>, base: &Base, grouped: bool) -> Next {
+    pub(super) fn step(
+        &mut self,
+        wake: Option<Wake>,
+        base: &SharedMirror,
+        durability: Durability<'_>,
+    ) -> Next {
         if wake == Some(Wake::Stop) || self.context.shared.stopping() {
             if let Some(mut open) = self.open.take() {
                 // A stop is no reason to lose where parity stands.
@@ -158,8 +175,9 @@ impl Follower {
             }
             return Next::Finished;
         }
-        let outcome =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.advance(base, grouped)));
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.advance(base, durability)
+        }));
         let trouble = match outcome {
             Ok(Ok(stepped)) => {
                 if self.context.shared.stopping() {
@@ -170,6 +188,17 @@ impl Follower {
                     return Next::After(Duration::ZERO);
                 }
                 return Next::After(self.poll_after(wake, &stepped));
+            }
+            // An earlier batch's error ended the group's transaction: the
+            // runner has every ledger of the group start again (`lost`).
+            Ok(Err(e))
+                if matches!(
+                    mirror_error(&e),
+                    Some(MirrorError::GroupLost { .. } | MirrorError::ForeignGroup { .. })
+                ) =>
+            {
+                self.open = None;
+                return Next::After(Duration::ZERO);
             }
             Ok(Err(e)) => self.failed(&e),
             Err(_) => {
@@ -212,12 +241,7 @@ impl Follower {
     /// Logs a failure; returns what the status board shows.
     fn failed(&self, e: &anyhow::Error) -> String {
         let name = &self.ledger.name;
-        let mirror_error =
-            e.downcast_ref::<MirrorError>()
-                .or(match e.downcast_ref::<ShipError>() {
-                    Some(ShipError::Mirror(m)) => Some(m),
-                    _ => None,
-                });
+        let mirror_error = mirror_error(e);
         if mirror_error.is_some() {
             self.metrics.commit_failures.inc();
         }
@@ -275,7 +299,7 @@ impl Follower {
     }
 
     /// Opens the mirror and the shipper, from the checkpoint.
-    fn open(&self, base: &Base) -> anyhow::Result<Open> {
+    fn open(&self, base: &SharedMirror) -> anyhow::Result<Open> {
         use anyhow::Context as _;
         let name = &self.ledger.name;
         let mirror = base
@@ -309,7 +333,11 @@ impl Follower {
     }
 
     /// The body of a step: what `follow` did at each wake-up.
-    fn advance(&mut self, base: &Base, grouped: bool) -> anyhow::Result<Stepped> {
+    fn advance(
+        &mut self,
+        base: &SharedMirror,
+        durability: Durability<'_>,
+    ) -> anyhow::Result<Stepped> {
         let opened = self.open.is_none();
         let mut open = match self.open.take() {
             Some(o) => o,
@@ -320,7 +348,7 @@ impl Follower {
             new_lines: false,
             yielded: false,
         };
-        self.advance_open(&mut open, &mut stepped, grouped)?;
+        self.advance_open(&mut open, &mut stepped, durability)?;
         self.open = Some(open);
         Ok(stepped)
     }
@@ -329,7 +357,7 @@ impl Follower {
         &self,
         open: &mut Open,
         stepped: &mut Stepped,
-        grouped: bool,
+        durability: Durability<'_>,
     ) -> anyhow::Result<()> {
         let name = &self.ledger.name;
         let latest = self.context.shared.current();
@@ -347,7 +375,7 @@ impl Follower {
             // The parity check found a mirrored line changed (a halt in
             // force already says why the ledger stopped).
             if shipper.state().halt.is_none() {
-                shipper.halt_on(&rewrite, &mut crate::shipper::Report::default())?;
+                shipper.halt_on(&rewrite, &mut crate::shipper::Report::default(), durability)?;
             }
         }
         if let Some(text) = self.context.shared.take_parity_state(name) {
@@ -374,14 +402,14 @@ impl Follower {
             // In a group the others wait for its commit; alone, only
             // the queued ones do.
             let yield_now = || {
-                if grouped {
+                if durability.grouped() {
                     began.elapsed() >= GROUP_SLICE
                 } else {
                     began.elapsed() >= SLICE && schedule.others_waiting()
                 }
             };
-            let report =
-                shipper.catch_up_until(&self.context.shared.stop, &yield_now, &mut observe)?;
+            let stop = &self.context.shared.stop;
+            let report = shipper.catch_up_until(stop, &yield_now, &mut observe, durability)?;
             stepped.new_lines = report.blank > 0 || report.verdicts.values().any(|n| *n > 0);
             stepped.yielded = report.yielded;
             // Written with a commit: the database changed anyway.

@@ -1,10 +1,19 @@
 //! How `run` holds its connections: one connection shared by every
-//! ledger ([`Mirror::share`]) with a page cache to match, and the other
-//! connections of the process kept small.
+//! ledger ([`SharedMirror`]) with a page cache to match, whose
+//! transaction several ledgers' batches can join ([`Group`]); and the
+//! other connections of the process kept small.
+
+use std::cell::RefCell;
+use std::path::PathBuf;
+use std::rc::Rc;
 
 use rusqlite::Connection;
 
-use super::{Mirror, Result};
+use super::{Access, CommitWatch, Mirror, MirrorError, Result};
+
+/// The shared connection's page cache: the one connection of all the
+/// ledgers can afford what a thousand could not.
+const SHARED_CACHE_KIB: u32 = 64 * 1024;
 
 /// For a process holding many connections (`run` with many ledgers, each
 /// with its own): no up-front page-cache allocation per connection.
@@ -75,6 +84,117 @@ impl Mirror {
             edges: self.edges.clone(),
             version: self.version,
             watch: self.watch.clone(),
+        }
+    }
+}
+
+/// The connection every ledger of a `run` writes through, opened on
+/// first use and again when the mirror file is replaced. Not `Send`: it
+/// lives on the runner's thread.
+pub struct SharedMirror {
+    db: PathBuf,
+    base: RefCell<Option<Mirror>>,
+    /// Marks every write of the shared connection (see [`CommitWatch`]).
+    watch: CommitWatch,
+}
+
+impl SharedMirror {
+    pub fn new(db: PathBuf, watch: CommitWatch) -> SharedMirror {
+        SharedMirror {
+            db,
+            base: RefCell::new(None),
+            watch,
+        }
+    }
+
+    /// A handle for one ledger on the shared connection.
+    pub fn share(&self) -> Result<Mirror> {
+        let mut base = self.base.borrow_mut();
+        // A connection to a file no longer at the path is let go.
+        let mirror = match base.take().filter(|m| m.check_in_place().is_ok()) {
+            Some(m) => m,
+            None => {
+                let mut m = Mirror::open(&self.db, Access::ReadWrite)?;
+                m.set_cache_kib(SHARED_CACHE_KIB)?;
+                m.set_commit_watch(self.watch.clone());
+                m
+            }
+        };
+        let shared = mirror.share();
+        *base = Some(mirror);
+        Ok(shared)
+    }
+
+    /// The mirror file was deleted or replaced under the connection.
+    pub fn replaced(&self) -> bool {
+        self.base
+            .borrow()
+            .as_ref()
+            .is_some_and(|m| m.check_in_place().is_err())
+    }
+
+    /// Starts a transaction that batches of this connection's handles
+    /// join with [`Mirror::stage`], each as a savepoint: one write to disk
+    /// for the batches of many ledgers. Nothing of the group is visible,
+    /// or durable, before [`Group::commit`].
+    pub fn begin_group(&self) -> Result<Group> {
+        let mirror = self.share()?;
+        mirror.check_in_place()?;
+        {
+            let _writing = mirror.watch.writing();
+            mirror
+                .conn
+                .execute_batch("BEGIN IMMEDIATE")
+                .map_err(|e| mirror.err(e))?;
+        }
+        Ok(Group {
+            mirror,
+            ended: false,
+        })
+    }
+}
+
+/// A transaction of the shared connection that several ledgers' batches
+/// join ([`Mirror::stage`]). Rolled back if dropped before
+/// [`Group::commit`].
+pub struct Group {
+    mirror: Mirror,
+    ended: bool,
+}
+
+impl Group {
+    /// Whether batches written through `conn` belong in this group.
+    pub(super) fn holds(&self, conn: &Rc<Connection>) -> bool {
+        Rc::ptr_eq(&self.mirror.conn, conn)
+    }
+
+    /// Commits every batch staged in the group. On an error nothing of the
+    /// group was written (it is rolled back), and every ledger in it must
+    /// read its checkpoint again.
+    pub fn commit(mut self) -> Result<()> {
+        self.ended = true;
+        let m = &self.mirror;
+        if m.conn.is_autocommit() {
+            // An error inside ended it already: nothing of it was written.
+            return Err(MirrorError::GroupLost {
+                path: m.path.clone(),
+            });
+        }
+        let _writing = m.watch.writing();
+        let committed = m
+            .check_in_place()
+            .and_then(|()| m.conn.execute_batch("COMMIT").map_err(|e| m.err(e)));
+        if committed.is_err() && !m.conn.is_autocommit() {
+            let _ = m.conn.execute_batch("ROLLBACK");
+        }
+        committed
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        if !self.ended && !self.mirror.conn.is_autocommit() {
+            let _ = self.mirror.conn.execute_batch("ROLLBACK");
         }
     }
 }

@@ -36,9 +36,10 @@ mod write;
 pub use query::QuarantineCounts;
 pub use signed::{StoredCheckpoint, StoredCosignature};
 pub use tree::{ConnTiles, TreeHead};
+pub use write::Durability;
 
 pub use checkpoint::Checkpointer;
-pub use connection::frugal_connections;
+pub use connection::{frugal_connections, Group, SharedMirror};
 use connection::{small_lookaside, FRUGAL};
 pub(crate) use file::close_in_place;
 use file::{create_private, has_moved, set_aside_orphans, warn_if_world_readable};
@@ -77,6 +78,8 @@ pub enum MirrorError {
     Replaced { path: PathBuf },
     #[error("{}: a group of batches was rolled back by SQLite before its commit; every ledger in it reads its checkpoint again", path.display())]
     GroupLost { path: PathBuf },
+    #[error("{}: a batch was staged in a group of another connection", path.display())]
+    ForeignGroup { path: PathBuf },
     #[error("{}: another process writes this mirror ({holder})", path.display())]
     Locked { path: PathBuf, holder: String },
     #[error("{}: {source}", path.display())]
@@ -100,7 +103,7 @@ impl MirrorError {
                 Some("point --db (or `db` in the config) at a new file or an existing ledgertail mirror".into())
             }
             MirrorError::SchemaTooNew { .. } => Some("use the ledgertail version that wrote this mirror, or a newer one".into()),
-            MirrorError::GroupLost { .. } => None,
+            MirrorError::GroupLost { .. } | MirrorError::ForeignGroup { .. } => None,
             MirrorError::Conflict { .. } => Some("stop the other `ledgertail run`/`replay` on this database first".into()),
             MirrorError::Locked { .. } => Some("one ledgertail writes a mirror at a time: stop the other one first, or give this one another --db (or `db` in the config)".into()),
             MirrorError::Replaced { .. } => Some("ledgertail opens whatever the path names now: a new mirror is created there and rebuilt from the ledger's files (rows that only the old file held are gone unless it was moved aside, not deleted)".into()),
@@ -277,7 +280,7 @@ pub enum Access {
 pub struct Mirror {
     /// Shared by [`Mirror::share`]: the ledgers of one `run` write through
     /// one connection, several of them in one transaction
-    /// ([`Mirror::begin_group`]).
+    /// ([`SharedMirror::begin_group`]).
     conn: std::rc::Rc<Connection>,
     path: PathBuf,
     /// Each ledger's tree edge as the last commit through this connection

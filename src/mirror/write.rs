@@ -1,10 +1,11 @@
-//! The write path: [`Mirror::commit`] (a batch's rows, quarantine rows and
-//! checkpoint in one transaction, or one savepoint of a group's
-//! transaction: [`Mirror::begin_group`]).
+//! The write path: a batch's rows, quarantine rows and checkpoint in one
+//! transaction ([`Mirror::commit`], durable when it returns), or in one
+//! savepoint of a group's transaction ([`Mirror::stage`], durable when
+//! the [`Group`] commits).
 
 use rusqlite::{params, Connection, ErrorCode};
 
-use super::{now_text, seq_i64, Batch, LedgerState, Mirror, MirrorError, Result};
+use super::{now_text, seq_i64, Batch, Group, LedgerState, Mirror, MirrorError, Result};
 use crate::tail::FileId;
 
 /// Writes down the path a file was read under (once per file and batch).
@@ -224,54 +225,87 @@ fn note_halt(
     Ok(())
 }
 
+/// Where a batch's write ends, said by whoever steps the ledger.
+#[derive(Clone, Copy)]
+pub enum Durability<'g> {
+    /// A transaction of its own: durable when the write returns.
+    Alone,
+    /// A savepoint of the group's transaction: durable only when the
+    /// group commits; if it does not, the ledger reads its checkpoint
+    /// again.
+    Staged(&'g Group),
+}
+
+impl Durability<'_> {
+    /// Whether writes wait for a group's commit.
+    pub fn grouped(&self) -> bool {
+        matches!(self, Durability::Staged(_))
+    }
+}
+
 impl Mirror {
-    /// Starts a transaction that every commit through this connection (and
-    /// its shares) joins, each as a savepoint, until [`Mirror::end_group`]:
-    /// one write to disk for the batches of many ledgers. Nothing of the
-    /// group is visible, or durable, before then.
-    pub fn begin_group(&self) -> Result<()> {
-        self.check_in_place()?;
-        let _writing = self.watch.writing();
-        self.conn
-            .execute_batch("BEGIN IMMEDIATE")
-            .map_err(|e| self.err(e))
-    }
-
-    /// Commits the group's transaction. On an error nothing of the group
-    /// was written (it is rolled back), and every ledger in it must read
-    /// its checkpoint again.
-    pub fn end_group(&self) -> Result<()> {
-        if self.conn.is_autocommit() {
-            // An error inside ended it already: nothing of it was written.
-            return Err(MirrorError::GroupLost {
-                path: self.path.clone(),
-            });
-        }
-        let _writing = self.watch.writing();
-        let committed = self
-            .check_in_place()
-            .and_then(|()| self.conn.execute_batch("COMMIT").map_err(|e| self.err(e)));
-        if committed.is_err() && !self.conn.is_autocommit() {
-            let _ = self.conn.execute_batch("ROLLBACK");
-        }
-        committed
-    }
-
-    /// Writes a batch and the checkpoint that covers it in one transaction.
-    /// `state.generation` must be the generation read with the state; on
-    /// success it is bumped in place. Refused when the file was moved away
-    /// (rows committed to a deleted file would be lost unseen).
+    /// Writes a batch and the checkpoint that covers it in one transaction,
+    /// durable when this returns. `state.generation` must be the
+    /// generation read with the state; on success it is bumped in place.
+    /// Refused when the file was moved away (rows committed to a deleted
+    /// file would be lost unseen), and inside a group (use [`Mirror::stage`]).
     pub fn commit(
         &mut self,
         ledger: &str,
         batch: &Batch<'_>,
         state: &mut LedgerState,
     ) -> Result<()> {
+        self.write_batch_in(ledger, batch, state, false)
+    }
+
+    /// As [`Mirror::commit`], but as a savepoint of `group`'s transaction:
+    /// nothing of it is durable, or visible to other connections, before
+    /// [`Group::commit`]. `state` moves on at once; if the group does not
+    /// commit, the ledger must read its state again.
+    pub fn stage(
+        &mut self,
+        group: &Group,
+        ledger: &str,
+        batch: &Batch<'_>,
+        state: &mut LedgerState,
+    ) -> Result<()> {
+        if !group.holds(&self.conn) {
+            return Err(MirrorError::ForeignGroup {
+                path: self.path.clone(),
+            });
+        }
+        if self.conn.is_autocommit() {
+            // An error earlier in the group ended its transaction.
+            return Err(MirrorError::GroupLost {
+                path: self.path.clone(),
+            });
+        }
+        self.write_batch_in(ledger, batch, state, true)
+    }
+
+    /// [`Mirror::commit`] or [`Mirror::stage`], as `durability` says.
+    pub fn write(
+        &mut self,
+        durability: Durability<'_>,
+        ledger: &str,
+        batch: &Batch<'_>,
+        state: &mut LedgerState,
+    ) -> Result<()> {
+        match durability {
+            Durability::Alone => self.commit(ledger, batch, state),
+            Durability::Staged(group) => self.stage(group, ledger, batch, state),
+        }
+    }
+
+    fn write_batch_in(
+        &mut self,
+        ledger: &str,
+        batch: &Batch<'_>,
+        state: &mut LedgerState,
+        nested: bool,
+    ) -> Result<()> {
         self.check_in_place()?;
         let _writing = self.watch.writing();
-        // Inside a group (see `begin_group`) the batch is a savepoint of
-        // the group's transaction; otherwise a transaction of its own.
-        let nested = !self.conn.is_autocommit();
         self.conn
             .execute_batch(if nested {
                 "SAVEPOINT batch"

@@ -5,9 +5,13 @@
 //! mirror `run` would have built.
 //!
 //! Exactly-once rests on one rule: the in-memory head and position only
-//! move when [`Mirror::commit`] has written the rows *and* the checkpoint
-//! covering them. If a commit fails, the shipper's state is reloaded from
-//! the database and the same lines are read again.
+//! move when [`Mirror::write`] has written the rows *and* the checkpoint
+//! covering them. If a write fails, the shipper's state is reloaded from
+//! the database and the same lines are read again. The caller says how
+//! durable a write is ([`Durability`]): alone, it is durable when it
+//! returns; staged in `run`'s group, it is durable when the group
+//! commits, and when a group fails the runner has every ledger in it
+//! reload its state.
 //!
 //! Between calls the shipper keeps its [`Tailer`] open, so that following a
 //! live ledger costs a read and a stat per wake-up, and a rotation is
@@ -28,7 +32,9 @@ use std::time::{Duration, Instant};
 use crate::config::LedgerSettings;
 use crate::ledger::frame::QUARANTINE_PREFIX;
 use crate::ledger::{Chain, Examined, Hash, Head, LineJudgement, Verdict};
-use crate::mirror::{Batch, EventRow, Halt, LedgerState, Mirror, MirrorError, QuarantineRow};
+use crate::mirror::{
+    Batch, Durability, EventRow, Halt, LedgerState, Mirror, MirrorError, QuarantineRow,
+};
 use crate::tail::{self, TailConfig, Tailer};
 use crate::verifier::{Chunk, PoolBroken, Rules, Verifiers};
 
@@ -318,28 +324,40 @@ impl Shipper {
         stop: &AtomicBool,
         observe: &mut dyn FnMut(&BatchStats<'_>),
     ) -> Result<Report, ShipError> {
-        self.catch_up_until(stop, &|| false, observe)
+        self.catch_up_until(stop, &|| false, observe, Durability::Alone)
     }
 
     /// As [`Shipper::catch_up`], but also stops after any committed batch
     /// when `yield_now` says so (`run` lets other ledgers have a turn),
-    /// with [`Report::yielded`] set.
+    /// with [`Report::yielded`] set. `durability` says where each batch's
+    /// write ends: [`Durability::Alone`], durable batch by batch, as
+    /// [`Shipper::catch_up`] does; or staged in the runner's group, where
+    /// nothing is durable before the group commits, and the runner has
+    /// every ledger of a group that failed read its checkpoint again.
     pub fn catch_up_until(
         &mut self,
         stop: &AtomicBool,
         yield_now: &dyn Fn() -> bool,
         observe: &mut dyn FnMut(&BatchStats<'_>),
+        durability: Durability<'_>,
     ) -> Result<Report, ShipError> {
         let mut report = Report::default();
         let tailer = match self.tailer.take() {
-            Some(t) => self.check_behind(t, &mut report)?,
-            None => self.discover_and_open(&mut report)?,
+            Some(t) => self.check_behind(t, &mut report, durability)?,
+            None => self.discover_and_open(&mut report, durability)?,
         };
         let Some(mut tailer) = tailer else {
             return Ok(report);
         };
         tailer.hold_finished_files();
-        let result = self.drain(&mut tailer, stop, yield_now, observe, &mut report);
+        let result = self.drain(
+            &mut tailer,
+            stop,
+            yield_now,
+            observe,
+            &mut report,
+            durability,
+        );
         match &result {
             // Followed again next time, unless halted (a restart or reload
             // judges again from the checkpoint) or the file went away.
@@ -370,6 +388,7 @@ impl Shipper {
         yield_now: &dyn Fn() -> bool,
         observe: &mut dyn FnMut(&BatchStats<'_>),
         report: &mut Report,
+        durability: Durability<'_>,
     ) -> Result<bool, ShipError> {
         let tail_config = self.tail_config();
         let total_bytes = tailer.remaining_bytes();
@@ -583,9 +602,9 @@ impl Shipper {
                     files: &files,
                     lifted: lifted.as_deref(),
                 };
-                if let Err(e) = self
-                    .mirror
-                    .commit(&self.ledger.name, &batch, &mut next_state)
+                if let Err(e) =
+                    self.mirror
+                        .write(durability, &self.ledger.name, &batch, &mut next_state)
                 {
                     // Nothing of this batch is in the database: forget it
                     // (the caller builds a new chain from the reloaded state).

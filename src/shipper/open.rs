@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use super::{Report, ShipError, Shipper};
 use crate::ledger::{authenticate, Head, SignaturePolicy, Verdict};
-use crate::mirror::{Batch, Halt};
+use crate::mirror::{Batch, Durability, Halt};
 use crate::parity::{RecheckError, Rewrite};
 use crate::tail::{self, LedgerFile, Opened, Position, Standing, Tailer};
 
@@ -24,12 +24,13 @@ impl Shipper {
     pub(super) fn discover_and_open(
         &mut self,
         report: &mut Report,
+        durability: Durability<'_>,
     ) -> Result<Option<Tailer>, ShipError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
             let files = self.tail_config().discover().map_err(|e| self.io_err(e))?;
-            match self.open_tailer(files, report) {
+            match self.open_tailer(files, report, durability) {
                 Err(ShipError::Io { source, .. })
                     if source.kind() == std::io::ErrorKind::Interrupted && attempt < 5 => {}
                 other => return other,
@@ -43,6 +44,7 @@ impl Shipper {
         &mut self,
         tailer: Tailer,
         report: &mut Report,
+        durability: Durability<'_>,
     ) -> Result<Option<Tailer>, ShipError> {
         let Some(position) = self.state.position.clone() else {
             return Ok(Some(tailer));
@@ -58,7 +60,7 @@ impl Shipper {
             // halts there as `rewritten`.
             Some(_) => {
                 drop(tailer);
-                self.discover_and_open(report)
+                self.discover_and_open(report, durability)
             }
         }
     }
@@ -70,6 +72,7 @@ impl Shipper {
         &mut self,
         files: Vec<LedgerFile>,
         report: &mut Report,
+        durability: Durability<'_>,
     ) -> Result<Option<Tailer>, ShipError> {
         if files.is_empty() {
             return Ok(None);
@@ -83,7 +86,7 @@ impl Shipper {
         let opened = Tailer::open(files.clone(), self.state.position.as_ref(), max)
             .map_err(|e| self.io_err(e))?;
         let opened = match opened {
-            Opened::FileMissing => self.relocate(all_files, report)?,
+            Opened::FileMissing => self.relocate(all_files, report, durability)?,
             // The bytes behind the checkpoint are as they were: after a
             // seq_gap, read again from the head instead (see below).
             Opened::Ready(t) if self.halted_by(Verdict::SeqGap) => {
@@ -99,7 +102,7 @@ impl Shipper {
                     .and_then(|p| p.rewrite);
                 match found {
                     Some(rewrite) => {
-                        self.halt_on(&rewrite, report)?;
+                        self.halt_on(&rewrite, report, durability)?;
                         return Ok(None);
                     }
                     None => {
@@ -118,7 +121,7 @@ impl Shipper {
                 offset,
                 detail,
             } => {
-                self.halt_rewritten(path, offset, None, detail, report)?;
+                self.halt_rewritten(path, offset, None, detail, report, durability)?;
                 Ok(None)
             }
         }
@@ -196,14 +199,20 @@ impl Shipper {
     }
 
     /// Halts the ledger as `rewritten` on a mirrored event whose line
-    /// changed, and commits the halt.
-    pub fn halt_on(&mut self, rewrite: &Rewrite, report: &mut Report) -> Result<(), ShipError> {
+    /// changed, and writes the halt as `durability` says.
+    pub fn halt_on(
+        &mut self,
+        rewrite: &Rewrite,
+        report: &mut Report,
+        durability: Durability<'_>,
+    ) -> Result<(), ShipError> {
         let detail = format!("mirrored, then changed: {}", rewrite.detail);
         let path = PathBuf::from(&rewrite.file);
-        self.halt_rewritten(path, rewrite.offset, Some(rewrite.seq), detail, report)
+        let seq = Some(rewrite.seq);
+        self.halt_rewritten(path, rewrite.offset, seq, detail, report, durability)
     }
 
-    /// Halts the ledger as `rewritten` and commits the halt.
+    /// Halts the ledger as `rewritten` and writes the halt.
     pub(super) fn halt_rewritten(
         &mut self,
         path: PathBuf,
@@ -211,6 +220,7 @@ impl Shipper {
         seq: Option<u64>,
         detail: String,
         report: &mut Report,
+        durability: Durability<'_>,
     ) -> Result<(), ShipError> {
         let halt = Halt {
             verdict: Verdict::Rewritten,
@@ -234,7 +244,7 @@ impl Shipper {
             let mut next = self.state.clone();
             next.halt = Some(halt);
             self.mirror
-                .commit(&self.ledger.name, &Batch::default(), &mut next)?;
+                .write(durability, &self.ledger.name, &Batch::default(), &mut next)?;
             self.state = next;
         }
         report.halt = self.state.halt.clone();
@@ -253,6 +263,7 @@ impl Shipper {
         &mut self,
         files: Vec<LedgerFile>,
         report: &mut Report,
+        durability: Durability<'_>,
     ) -> Result<Opened, ShipError> {
         let max = self.ledger.max_line_bytes;
         let Some(head) = self.state.head else {
@@ -262,7 +273,7 @@ impl Shipper {
         let changed = crate::parity::reconcile(&self.ledger, &self.mirror)
             .map_err(|e| self.recheck_err(e))?;
         if let Some(rewrite) = changed {
-            self.halt_on(&rewrite, report)?;
+            self.halt_on(&rewrite, report, durability)?;
             return Ok(Opened::FileMissing);
         }
         if let Some(pos) = self.state.position.clone() {
@@ -270,7 +281,7 @@ impl Shipper {
                 return Ok(opened);
             }
             if let Some((path, detail)) = self.truncated_in_place(&files, &pos)? {
-                self.halt_rewritten(path, pos.offset, None, detail, report)?;
+                self.halt_rewritten(path, pos.offset, None, detail, report, durability)?;
                 return Ok(Opened::FileMissing);
             }
         }

@@ -6,6 +6,7 @@
 //! held rows before it and kept no check makes a full one, once.
 
 use super::{Report, ShipError, Shipper};
+use crate::mirror::Durability;
 use crate::parity::{self, Checked};
 
 impl Shipper {
@@ -36,7 +37,8 @@ impl Shipper {
         let text = next.as_ref().map(Checked::to_text).unwrap_or_default();
         self.mirror.set_meta(&key, &text)?;
         if let Some(rewrite) = &found.rewrite {
-            self.halt_on(rewrite, report)?;
+            // `replay`'s own connection: never in a group.
+            self.halt_on(rewrite, report, Durability::Alone)?;
         }
         Ok(())
     }
