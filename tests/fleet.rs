@@ -230,10 +230,25 @@ fn a_forged_central_row_halts_that_ledger_only_and_verify_catches_a_superusers_e
         "ee".repeat(32)
     )));
     let sidecar = start(&s, &pg);
+    // Before app writes its own seq 50, the central head is past
+    // everything its files hold: halted, and said so.
+    sidecar.eventually("app halted: the central head past its files", || {
+        sidecar.get("/readyz").1.contains(
+            "the central head is seq 50, past everything this ledger's files hold (seq 49)",
+        )
+    });
+    assert_eq!(
+        sidecar.metric("ledgertail_postgres_halted{ledger=\"app\"}"),
+        Some(1.0)
+    );
+    // Then app's own seq 50 shows what the central one is: a fork.
     append(&mut app, 50, 10);
     append(&mut other, 50, 10);
-    sidecar.eventually("the fork halts app's shipping", || {
-        sidecar.metric("ledgertail_postgres_halted{ledger=\"app\"}") == Some(1.0)
+    sidecar.eventually("the fork named in /readyz", || {
+        sidecar
+            .get("/readyz")
+            .1
+            .contains("a fork: the central row at seq 50")
     });
     sidecar.eventually("other ships on", || {
         central_count(&pg, "host-a", "other") == 60
@@ -314,6 +329,54 @@ fn a_forged_central_row_halts_that_ledger_only_and_verify_catches_a_superusers_e
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("password authentication failed"), "{err}");
     assert!(err.contains("hint"), "{err}");
+}
+
+#[test]
+fn a_central_head_past_the_files_halts_until_the_mirror_reaches_it_with_the_same_hash() {
+    let Some(pg) = Pg::start_or_skip("fleet ahead") else {
+        return;
+    };
+    let s = setup(&postgres_table(&pg, "host-a", ""));
+    append(&mut Writer::new(&s.ledger), 0, 60);
+    // The whole ledger shipped from a copy (a mirror elsewhere), then the
+    // host's own file loses its last ten lines, to be written again as
+    // they were.
+    let out = replay(&s, &pg);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let full = std::fs::read(&s.ledger).unwrap();
+    let cut = full
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| **b == b'\n')
+        .nth(49)
+        .map(|(i, _)| i + 1)
+        .unwrap();
+    std::fs::write(&s.ledger, &full[..cut]).unwrap();
+    std::fs::remove_file(&s.db).unwrap();
+    let sidecar = start(&s, &pg);
+    sidecar.eventually("halted: the central head past the files", || {
+        sidecar.metric("ledgertail_postgres_halted{ledger=\"app\"}") == Some(1.0)
+    });
+    let (code, body) = sidecar.get("/readyz");
+    assert_eq!(code, 503, "{body}");
+    assert!(
+        body.contains("the central head is seq 59, past everything"),
+        "{body}"
+    );
+    use std::io::Write as _;
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&s.ledger)
+        .unwrap()
+        .write_all(&full[cut..])
+        .unwrap();
+    sidecar.eventually("the halt lifted once the chains agree", || {
+        sidecar.metric("ledgertail_postgres_halted{ledger=\"app\"}") == Some(0.0)
+    });
+    sidecar.eventually("ready again", || sidecar.get("/readyz").0 == 200);
+    assert!(sidecar.log_text().contains("shipping resumed"));
+    assert_eq!(central_count(&pg, "host-a", "app"), 60);
+    assert!(sidecar.stop().success());
 }
 
 #[test]

@@ -33,6 +33,12 @@ pub(super) enum Pos {
     /// shipped for this ledger until an operator acts (the README's
     /// runbook) and the sidecar restarts.
     Halted(String),
+    /// The central head is past everything the files held when last
+    /// looked: halted as [`Pos::Halted`], but looked at again whenever
+    /// the mirror grows, because the ledger's own next events then show
+    /// what it is: a fork (halted for good), or the same chain (shipping
+    /// resumes).
+    Ahead(String),
 }
 
 /// What a lane needs to plan and to learn from an outcome.
@@ -84,6 +90,8 @@ pub(super) struct Lane {
     renew_at: Option<Instant>,
     /// The last fence or wait said (said again only when it changes).
     pub said: Option<String>,
+    /// The central head of the [`Pos::Ahead`] halt in force, if any.
+    ahead: Option<u64>,
 }
 
 impl Lane {
@@ -98,6 +106,7 @@ impl Lane {
             pending_since: None,
             renew_at: None,
             said: None,
+            ahead: None,
         }
     }
 
@@ -135,7 +144,7 @@ impl Lane {
         match &self.pos {
             Pos::Unknown => true,
             Pos::Fenced { until } => *until <= now,
-            Pos::WaitLocal { .. } | Pos::NothingYet => self.dirty,
+            Pos::WaitLocal { .. } | Pos::NothingYet | Pos::Ahead(_) => self.dirty,
             Pos::Ready { .. } | Pos::Halted(_) => false,
         }
     }
@@ -144,7 +153,7 @@ impl Lane {
     /// mirror here; nothing is sent).
     pub fn plan(&mut self, io: &Io<'_>, now: Instant) -> Plan {
         match &self.pos {
-            Pos::Halted(_) => return Plan::Idle(Duration::MAX),
+            Pos::Halted(_) | Pos::Ahead(_) => return Plan::Idle(Duration::MAX),
             Pos::Fenced { until } => return Plan::Idle(until.saturating_duration_since(now)),
             _ => {}
         }
@@ -364,7 +373,7 @@ impl Lane {
             // Nothing mirrored yet.
             self.pos = match central.and_then(|c| c.head) {
                 Some((seq, _)) if complete => {
-                    self.halt(io, ahead(seq, None));
+                    self.halt_ahead(io, seq, None);
                     return;
                 }
                 Some((seq, _)) => Pos::WaitLocal { central: seq },
@@ -450,13 +459,14 @@ impl Lane {
                     anchor: local_anchor,
                 };
                 self.said = None;
+                self.no_longer_behind(io, seq);
             }
             Ok(Some(local)) => self.halt(io, format!(
                 "a fork: the central row at seq {seq} has hash {hash}, this mirror's has {}",
                 local.to_hex()
             )),
             Ok(None) if local_head.is_none_or(|h| h < seq) && complete => {
-                self.halt(io, ahead(seq, local_head));
+                self.halt_ahead(io, seq, local_head);
             }
             Ok(None) if local_head.is_none_or(|h| h < seq) => {
                 let text = format!("the central head (seq {seq}) is past this mirror's head ({}); waiting for the mirror to catch up", local_head.map_or("none".into(), |h| h.to_string()));
@@ -514,6 +524,38 @@ impl Lane {
             board.update(&self.name, |s| s.central_halted = Some(why.clone()));
         }
         self.pos = Pos::Halted(why);
+    }
+
+    /// Halts as [`Pos::Ahead`]: said once per central head, however many
+    /// times the mirror grows short of it.
+    fn halt_ahead(&mut self, io: &Io<'_>, central: u64, local: Option<u64>) {
+        let why = ahead(central, local);
+        if self.ahead == Some(central) {
+            if let Some(board) = io.board {
+                board.update(&self.name, |s| s.central_halted = Some(why.clone()));
+            }
+        } else {
+            self.halt(io, why.clone());
+            self.ahead = Some(central);
+        }
+        self.pos = Pos::Ahead(why);
+        self.dirty = false;
+    }
+
+    /// The mirror reached the central head of an [`Pos::Ahead`] halt with
+    /// the same hash: the chains agree, and the halt is lifted.
+    fn no_longer_behind(&mut self, io: &Io<'_>, seq: u64) {
+        if self.ahead.take().is_none() {
+            return;
+        }
+        tracing::info!(ledger = %self.name, source = %io.cfg.source, seq,
+            "fleet: the mirror reached the central head with the same hash; shipping resumed");
+        if let Some(m) = &self.metrics {
+            m.halted.set(0);
+        }
+        if let Some(board) = io.board {
+            board.update(&self.name, |s| s.central_halted = None);
+        }
     }
 
     /// The mirror could not be read: try again after a look's wait.

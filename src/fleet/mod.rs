@@ -304,7 +304,7 @@ impl Shipper {
         let mut halted = Vec::new();
         for lane in &mut self.lanes {
             match &lane.pos {
-                Pos::Halted(why) => halted.push((lane.name.clone(), why.clone())),
+                Pos::Halted(why) | Pos::Ahead(why) => halted.push((lane.name.clone(), why.clone())),
                 Pos::Fenced { .. } => {
                     return Ok(Settled::Fenced(
                         lane.name.clone(),
