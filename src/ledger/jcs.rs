@@ -8,7 +8,7 @@
 //! RFC 8785 §3.2.2.2 says must be escaped.
 //!
 //! Tested against the published RFC 8785 data and 200k ECMAScript number
-//! cases in `tests/rfc8785.rs`, and against an independent crate in
+//! cases in `tests/it/rfc8785.rs`, and against an independent crate in
 //! property tests.
 
 use super::json::Value;

@@ -1,7 +1,7 @@
 //! The pure core: what a ledger line *means* (contract §1–§2).
 //!
 //! Bytes in, values out. Nothing here touches files, SQLite, clocks, logs or
-//! metrics (`tests/architecture.rs` enforces it), so every rule of the
+//! metrics (`tests/it/architecture.rs` enforces it), so every rule of the
 //! contract is unit-testable with byte literals.
 //!
 //! A line's journey through the core:

@@ -4,7 +4,7 @@
 //! Every test starts its own daemon on `127.0.0.1:0` and learns the port
 //! from the JSON start-up log line.
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::net::TcpStream;
@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::lines::*;
 use common::*;
 use ledgertail::producer::{KeyFile, Writer};
 
@@ -1026,6 +1027,29 @@ fn after_a_restart_parity_goes_on_where_it_was_instead_of_reading_everything() {
     assert!(
         first * 10 < full,
         "the first check after a restart read {first} bytes, a full one {full}"
+    );
+    assert!(sidecar.stop().success());
+}
+
+#[test]
+fn a_halted_ledger_still_shows_what_waits_behind_the_halt() {
+    let s = setup("");
+    let lines = chain(10);
+    write_lines(&s.ledger, &lines[..5]);
+    // 5 and 6 missing: 7 halts the ledger; 7–9 wait behind the halt.
+    append_lines(&s.ledger, &lines[7..]);
+    let waiting: u64 = lines[7..].iter().map(|l| l.len() as u64 + 1).sum();
+    let sidecar = Sidecar::start(&s.config);
+    sidecar.eventually("halted", || {
+        sidecar.metric("ledgertail_halted{ledger=\"app\"}") == Some(1.0)
+    });
+    sidecar.eventually("the lag behind the halt", || {
+        sidecar.metric("ledgertail_lag_events{ledger=\"app\"}") == Some(5.0)
+            && sidecar.metric("ledgertail_lag_bytes{ledger=\"app\"}") == Some(waiting as f64)
+    });
+    assert_eq!(
+        sidecar.metric("ledgertail_ledger_head_seq{ledger=\"app\"}"),
+        Some(9.0)
     );
     assert!(sidecar.stop().success());
 }

@@ -4,11 +4,14 @@
 
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use crate::common::*;
 
 use ledgertail::config::{FileConfig, Overrides, Settings};
 use ledgertail::mirror::{Access, CommitWatch, Durability, Group, Mirror, SharedMirror};
 use ledgertail::parity::{recheck, Parity};
-use ledgertail::producer::Writer;
+use ledgertail::producer::{KeyFile, Writer};
 use ledgertail::shipper::{Batching, Shipper};
 
 fn settings(dir: &Path) -> Settings {
@@ -431,4 +434,100 @@ fn a_durable_commit_inside_a_group_and_a_batch_staged_in_another_connections_gro
     assert!(err.to_string().contains("another connection"), "{err}");
     drop(group);
     assert_eq!(shipper.catch_up(&stop, &mut |_| {}).unwrap().mirrored(), 3);
+}
+
+/// Samples the three parity gauges for `how_long`; every sample must be 0.
+fn parity_stays_clean(sidecar: &Sidecar, how_long: Duration) {
+    let deadline = Instant::now() + how_long;
+    while Instant::now() < deadline {
+        for g in [
+            "ledgertail_parity_missing_in_sqlite{ledger=\"app\"}",
+            "ledgertail_parity_missing_in_jsonl{ledger=\"app\"}",
+            "ledgertail_parity_mismatched{ledger=\"app\"}",
+        ] {
+            let v = sidecar.metric(g);
+            // NaN: no check has finished yet, so none reported anything.
+            assert!(
+                v == Some(0.0) || v.is_some_and(f64::is_nan),
+                "{g} = {v:?}\n{}",
+                sidecar.log_text()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn parity_checked_at(sidecar: &Sidecar) -> f64 {
+    sidecar
+        .metric("ledgertail_parity_last_check_timestamp_seconds{ledger=\"app\"}")
+        .filter(|t| !t.is_nan())
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn parity_after_a_reload_uses_the_new_signature_policy() {
+    let key = KeyFile::generate("k1").unwrap();
+    let keys = format!("[keys]\n{}", key.trust_line());
+    let s = setup_with(
+        &format!("parity_interval_secs = 1\n{keys}"),
+        "signatures = \"required\"",
+    );
+    // 0–2 signed in a rotated file, 3–5 unsigned in the live file.
+    let mut w = Writer::new(&s.ledger).with_key(key.clone());
+    append(&mut w, 0, 3);
+    std::fs::rename(&s.ledger, s.dir.join("app.jsonl.1")).unwrap();
+    append(&mut Writer::new(&s.ledger), 3, 3);
+    let sidecar = Sidecar::start(&s.config);
+    sidecar.eventually("0-2 mirrored, 3-5 unsigned", || {
+        mirrored_seqs(&s.db).len() == 3
+            && sidecar
+                .metric("ledgertail_events_quarantined_total{ledger=\"app\",reason=\"unsigned\"}")
+                == Some(3.0)
+    });
+    let config = std::fs::read_to_string(&s.config).unwrap().replace(
+        "signatures = \"required\"",
+        "signatures = \"verify-if-present\"",
+    );
+    std::fs::write(&s.config, config).unwrap();
+    sidecar.signal(libc::SIGHUP);
+    sidecar.eventually("3-5 mirrored after the reload", || {
+        mirrored_seqs(&s.db).len() == 6
+    });
+    // Two full checks after the rows arrived, and none may report them.
+    let after = parity_checked_at(&sidecar);
+    sidecar.eventually("a parity check after the reload", || {
+        parity_checked_at(&sidecar) > after + 1.5
+    });
+    parity_stays_clean(&sidecar, Duration::from_millis(500));
+    assert!(sidecar.stop().success());
+}
+
+#[test]
+fn a_rotation_during_a_slow_parity_check_is_not_a_difference() {
+    let s = setup("parity_interval_secs = 1\nparity_max_bytes_per_sec = 4096");
+    let mut w = Writer::new(&s.ledger);
+    append(&mut w, 0, 30);
+    std::fs::rename(&s.ledger, s.dir.join("app.jsonl.1")).unwrap();
+    append(&mut w, 30, 30);
+    let sidecar = Sidecar::start(&s.config);
+    sidecar.eventually("60 events", || mirrored_seqs(&s.db).len() == 60);
+    // The first check begins a second after the start and reads about
+    // 4 KiB a second: well within it, rotate (logrotate's renumbering)
+    // and append more.
+    std::thread::sleep(Duration::from_millis(1800));
+    rotate(&s.ledger, 1);
+    append(&mut w, 60, 10);
+    sidecar.eventually("70 events", || mirrored_seqs(&s.db).len() == 70);
+    let start = Instant::now();
+    let first = parity_checked_at(&sidecar);
+    while start.elapsed() < Duration::from_secs(40) {
+        parity_stays_clean(&sidecar, Duration::from_millis(200));
+        if parity_checked_at(&sidecar) > first + 0.5 {
+            break;
+        }
+    }
+    assert!(parity_checked_at(&sidecar) > first, "no check finished");
+    parity_stays_clean(&sidecar, Duration::from_millis(300));
+    assert!(sidecar.stop().success());
+    verify_exact(&s);
 }

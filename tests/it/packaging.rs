@@ -6,7 +6,7 @@
 //! by `.ci/run`, which sets `LEDGERTAIL_CI=1`: there, a missing tool fails
 //! the test. Elsewhere the check is skipped with a note.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

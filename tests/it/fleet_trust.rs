@@ -6,7 +6,7 @@
 //! ends `replay` and halts `run`'s shipping; rows of a ledger the
 //! `ledgers` table does not know are reported by `verify --postgres`.
 
-mod common;
+use crate::common;
 
 use std::process::{Output, Stdio};
 use std::time::Duration;

@@ -4,7 +4,7 @@
 //! before its fix (`LEDGERTAIL_BIN` points the binary tests at another
 //! build).
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::path::Path;

@@ -1,8 +1,8 @@
 //! `ledgertail check --config FILE`: a clean config checks clean, and each
 //! problem a start would meet is found now, with a hint, changing nothing.
-//! (Its PostgreSQL checks are in tests/fleet_access.rs, beside a server.)
+//! (Its PostgreSQL checks are in tests/it/fleet_access.rs, beside a server.)
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Output;

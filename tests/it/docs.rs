@@ -11,7 +11,7 @@
 //! `<!-- runnable: SESSION file=PATH -->` writes its block to PATH (a
 //! program in another language that the next blocks run).
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -7,7 +7,7 @@
 //! failed on the build before the fix (run with `LEDGERTAIL_BIN` pointing
 //! at an older binary to see it).
 
-mod common;
+use crate::common;
 
 use std::os::unix::process::CommandExt;
 use std::path::Path;

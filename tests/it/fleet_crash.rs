@@ -4,7 +4,7 @@
 //! after COMMIT is sent, PostgreSQL down for a while under a steady
 //! producer. Each ends with every central ledger equal to its file.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

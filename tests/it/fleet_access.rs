@@ -3,7 +3,7 @@
 //! certificate from another CA, a server without TLS), and a pgbouncer
 //! in transaction pooling mode between the sidecars and PostgreSQL.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};

@@ -6,7 +6,7 @@
 //! refuses, or lost its state. Then `verify --db` recomputes the tree, and
 //! catches a tile edited in SQLite.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;

@@ -3,7 +3,7 @@
 //! server crashes and cut connections; the database keeps the chain
 //! itself; fencing, forks and `verify --postgres`.
 
-mod common;
+use crate::common;
 
 use common::pg::Pg;
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! What the integration tests share: the real `ledgertail run` on a free
 //! port (learnt from its JSON start-up line), HTTP and metric reads, a
 //! ledger folder with a config, and reads of the mirror.
-#![allow(dead_code)] // each test binary uses its own part of this
+#![allow(dead_code)] // helpers kept for the tests that come and go
 
 pub mod certs;
 pub mod freeze;
@@ -353,14 +353,33 @@ pub fn promtool_check_metrics(body: &str) {
 
 /// `ledgertail CMD --ledger LEDGER --db DB`
 pub fn on_db(cmd: &str, ledger: &Path, db: &Path) -> std::process::Output {
-    bin()
+    on_db_with(cmd, ledger, db, &[])
+}
+
+/// `ledgertail CMD --ledger LEDGER --db DB [extra...]`
+pub fn on_db_with(cmd: &str, ledger: &Path, db: &Path, extra: &[&str]) -> std::process::Output {
+    run(bin()
         .arg(cmd)
         .arg("--ledger")
         .arg(ledger)
         .arg("--db")
         .arg(db)
-        .output()
-        .unwrap()
+        .args(extra))
+}
+
+/// `ledgertail CMD --config CONFIG [extra...]`
+pub fn with_config(cmd: &str, config: &Path, extra: &[&str]) -> std::process::Output {
+    run(bin().arg(cmd).arg("--config").arg(config).args(extra))
+}
+
+/// Runs a command to its end.
+pub fn run(cmd: &mut Command) -> std::process::Output {
+    cmd.output().unwrap()
+}
+
+/// Output bytes as text, for assertions.
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
 }
 
 /// A command's exit status and output, for assertion messages.
@@ -467,4 +486,36 @@ pub fn finish_within(
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Runs with `stdin`, under a file size limit (`ulimit -f`) when given.
+pub fn run_stdin(
+    cmd: &mut Command,
+    stdin: &str,
+    file_size_limit: Option<u64>,
+) -> std::process::Output {
+    use std::os::unix::process::CommandExt as _;
+    if let Some(limit) = file_size_limit {
+        // SAFETY: setrlimit is async-signal-safe, as pre_exec requires.
+        unsafe {
+            cmd.pre_exec(move || {
+                let l = libc::rlimit {
+                    rlim_cur: limit,
+                    rlim_max: limit,
+                };
+                if libc::setrlimit(libc::RLIMIT_FSIZE, &l) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
+    child.wait_with_output().unwrap()
 }

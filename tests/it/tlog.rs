@@ -4,7 +4,7 @@
 //! faults an auditor must see: a rebuilt mirror of a rewritten ledger, a
 //! restored old mirror, a tampered checkpoint, a proof for another tree.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

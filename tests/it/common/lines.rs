@@ -4,6 +4,8 @@
 use std::io::Write;
 use std::path::Path;
 
+use ledgertail::ledger::event::{seal_line, Draft};
+use ledgertail::ledger::{json, Hash};
 use ledgertail::producer::Writer;
 
 /// A valid chain of `n` events (unsigned), as lines, made in a folder of
@@ -44,4 +46,37 @@ pub fn append_lines(path: &Path, lines: &[String]) {
         .unwrap()
         .write_all(text.as_bytes())
         .unwrap();
+}
+
+/// A sealed line with any seq, prev_hash, id, payload and signer.
+pub fn sealed(
+    seq: u64,
+    prev: Option<Hash>,
+    id: Option<&str>,
+    payload: &str,
+    signer: Option<(&str, &ed25519_dalek::SigningKey)>,
+) -> (String, Hash) {
+    let payload = json::parse(payload).unwrap();
+    seal_line(
+        &Draft {
+            seq,
+            prev_hash: prev,
+            ts: "2026-12-01T00:00:00Z",
+            event_type: "test",
+            id,
+            payload: &payload,
+        },
+        signer,
+    )
+    .unwrap()
+}
+
+pub fn hash_of(line: &str) -> Hash {
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    Hash::from_hex(v["hash"].as_str().unwrap()).unwrap()
+}
+
+pub fn seq_of(line: &str) -> u64 {
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    v["seq"].as_u64().unwrap()
 }
