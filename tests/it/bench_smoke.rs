@@ -32,7 +32,7 @@ fn the_benchmark_runs_in_smoke_mode_and_reports_every_section() {
         "## Fleet store (PostgreSQL)",
         "| 10 ms round trip |",
         "PostgreSQL transactions/s",
-        "## The verifiable log (issue 13)",
+        "## The verifiable log",
         "| inclusion |",
         "### The verifiable log at 50 ledgers",
         "| [tlog], a witness that never answers |",

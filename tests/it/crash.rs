@@ -201,7 +201,7 @@ fn check_exactly_once(db: &Path, hashes: &[Hash], ledger_len: u64) {
     );
 }
 
-/// Issue 11: one `run` following 1,000 ledgers (each woken by its own file
+/// One `run` following 1,000 ledgers (each woken by its own file
 /// events, stepped by a few runner threads) is killed with SIGKILL while
 /// every ledger is being written, three times, and restarted; in the end
 /// every ledger holds each of its events exactly once, in order.

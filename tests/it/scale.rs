@@ -1,4 +1,4 @@
-//! Operator-grade at scale (issue 10): memory bounded per batch whatever
+//! Operator-grade at scale: memory bounded per batch whatever
 //! the line size, costs that do not grow with what cannot have changed,
 //! and behaviour an operator relies on. Each test failed on the build
 //! before its fix (`LEDGERTAIL_BIN` points the binary tests at another
@@ -755,7 +755,7 @@ fn events_with_ids(ledger: &Path, n: u64) {
 
 #[test]
 fn verify_memory_does_not_grow_with_the_ledger() {
-    // Issue 11: verify held every hash and id in memory (~166 bytes per
+    // Once, verify held every hash and id in memory (~166 bytes per
     // event). Now the chain and the ids spill to temporary files.
     let dir = tempfile::tempdir().unwrap();
     let mut peaks = Vec::new();

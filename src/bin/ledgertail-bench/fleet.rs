@@ -1,4 +1,4 @@
-//! The fleet store's figures (issue 12), against a PostgreSQL server this
+//! The fleet store's figures, against a PostgreSQL server this
 //! benchmark starts for itself (Debian's `postgresql`: initdb into its
 //! folder, pg_ctl on a free loopback port, as the postgres user when run
 //! as root):

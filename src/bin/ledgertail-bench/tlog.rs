@@ -1,4 +1,4 @@
-//! The verifiable log's figures (issue 13), next to floors of the same run:
+//! The verifiable log's figures, next to floors of the same run:
 //!
 //! - catch-up of N events (`replay`, which keeps the tree in the rows'
 //!   transactions) and the same mirror's tree built alone on open (the
@@ -43,7 +43,7 @@ fn strip_tree(db: &Path) {
 
 pub fn tlog(binary: &Path, dir: &Path, ledger: &Path, events: u64, proof_leaves: u64) {
     std::fs::create_dir_all(dir).expect("bench folder");
-    println!("\n## The verifiable log (issue 13)\n");
+    println!("\n## The verifiable log\n");
     let db = dir.join("tlog.db");
     let _ = std::fs::remove_file(&db);
     let (catch_up, _) = replay(binary, ledger, &db, None);
