@@ -327,10 +327,9 @@ fn a_wrong_password_in_run_is_reported_and_mirroring_goes_on() {
             .contains("password authentication failed")
     });
     sidecar.eventually("mirrored locally", || mirrored_seqs(&s.db).len() == 10);
-    assert_eq!(
-        sidecar.metric("ledgertail_postgres_up{ledger=\"app\"}"),
-        Some(0.0)
-    );
+    sidecar.eventually("ledgertail_postgres_up at 0", || {
+        sidecar.metric("ledgertail_postgres_up{ledger=\"app\"}") == Some(0.0)
+    });
     sidecar.eventually("the lag shows", || {
         sidecar.metric("ledgertail_postgres_lag_events{ledger=\"app\"}") == Some(10.0)
     });
