@@ -116,17 +116,17 @@ fn ship(
     names: &[String],
     db: &std::path::Path,
 ) -> anyhow::Result<bool> {
-    use crate::fleet::{Round, Settled, Shipper};
-    let mut shipper = Shipper::new(pg, names, db.to_path_buf(), None, None)
+    use crate::fleet::{Round, Settled, Uploader};
+    let mut uploader = Uploader::new(pg, names, db.to_path_buf(), None, None)
         .map_err(anyhow::Error::msg)
         .context("[postgres]")?;
     // Every file has been read: the mirror's heads are final.
-    shipper.mirror_is_complete();
+    uploader.mirror_is_complete();
     let all = vec![true; names.len()];
     let mut failing_since = None;
     loop {
-        let round = shipper.round(&all);
-        if let Some(e) = shipper.last_error.clone() {
+        let round = uploader.round(&all);
+        if let Some(e) = uploader.last_error.clone() {
             let since = *failing_since.get_or_insert_with(std::time::Instant::now);
             if !e.is_transient() || since.elapsed() > pg.connect_timeout * 3 {
                 return Err(anyhow::Error::new(e).context("shipping to PostgreSQL"));
@@ -134,7 +134,7 @@ fn ship(
         } else {
             failing_since = None;
         }
-        match shipper.settled().context("reading the mirror")? {
+        match uploader.settled().context("reading the mirror")? {
             Settled::CaughtUp => break,
             Settled::Halted(lanes) => {
                 for (name, why) in lanes {
@@ -151,11 +151,11 @@ fn ship(
             std::thread::sleep(d.min(Duration::from_millis(20)));
         }
     }
-    shipper.release();
-    for (name, head) in shipper.heads() {
+    uploader.release();
+    for (name, head) in uploader.heads() {
         eprintln!(
             "{name}: shipped to PostgreSQL ({}, source {}), central head {}",
-            shipper.target().shown(),
+            uploader.target().shown(),
             pg.source,
             head.map_or_else(|| "none".to_owned(), |s| format!("seq {s}"))
         );

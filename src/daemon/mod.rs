@@ -164,7 +164,7 @@ pub struct Daemon {
     schedule: Arc<Schedule>,
     runner: Option<JoinHandle<()>>,
     parity: Option<(Sender<()>, JoinHandle<()>)>,
-    /// (v1.2) The fleet shipper, with `[postgres]`.
+    /// The fleet uploader, with `[postgres]`.
     fleet: Option<crate::fleet::Running>,
     log: Option<LogControl>,
 }
@@ -374,7 +374,7 @@ impl Daemon {
         if !busy.is_empty() {
             return Ended::GraceExpired(busy);
         }
-        // The rows are committed locally; the fleet shipper finishes its
+        // The rows are committed locally; the fleet uploader finishes its
         // transaction in flight (what it has not shipped, it ships after
         // the next start: the central head says where it was).
         if let Some(fleet) = self.fleet.take() {

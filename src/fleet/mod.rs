@@ -1,4 +1,4 @@
-//! The fleet shipper: the SQLite mirror is the outbox, and this thread
+//! The fleet uploader: the SQLite mirror is the outbox, and this thread
 //! ships each ledger's rows past its central head, in seq order, in
 //! batches, into PostgreSQL. It reads the mirror through a connection of
 //! its own and speaks PostgreSQL only through [`crate::postgres`]; local
@@ -89,9 +89,10 @@ pub enum Round {
     Idle(Duration),
 }
 
-/// The shipper of one sidecar: its lanes, one PostgreSQL connection and
+/// The uploader of one sidecar (not [`crate::shipper::Shipper`], which
+/// mirrors the files into SQLite): its lanes, one PostgreSQL connection and
 /// one read connection to the mirror.
-pub struct Shipper {
+pub struct Uploader {
     pub(crate) cfg: PostgresSettings,
     target: Target,
     db: PathBuf,
@@ -110,21 +111,21 @@ pub struct Shipper {
     local_complete: bool,
 }
 
-impl Shipper {
-    /// A shipper for the ledgers `names` of the mirror `db`.
+impl Uploader {
+    /// An uploader for the ledgers `names` of the mirror `db`.
     pub fn new(
         cfg: &PostgresSettings,
         names: &[String],
         db: PathBuf,
         telemetry: Option<&Telemetry>,
         board: Option<StatusBoard>,
-    ) -> Result<Shipper, String> {
+    ) -> Result<Uploader, String> {
         let target = Target::for_settings(cfg)?;
         target.preflight().map_err(|e| match &e.hint {
             Some(hint) => format!("{e} ({hint})"),
             None => e.to_string(),
         })?;
-        Ok(Shipper {
+        Ok(Uploader {
             lanes: names
                 .iter()
                 .map(|n| Lane::new(n, telemetry.map(|t| t.fleet(n))))
@@ -544,7 +545,7 @@ fn backoff(failures: u32) -> Duration {
     Duration::from_millis(ms).min(MAX_BACKOFF)
 }
 
-/// The running shipper thread of `run`.
+/// The running uploader thread of `run`.
 pub struct Running {
     stop: Arc<AtomicBool>,
     pub doorbell: Arc<Doorbell>,
@@ -552,7 +553,7 @@ pub struct Running {
 }
 
 impl Running {
-    /// Starts the shipper thread for `names` of the mirror `db`.
+    /// Starts the uploader thread for `names` of the mirror `db`.
     pub fn start(
         cfg: &PostgresSettings,
         names: Vec<String>,
@@ -569,22 +570,22 @@ impl Running {
             .spawn(move || {
                 // The configuration checked the connection string when it
                 // loaded, so this fails only on a programming error.
-                let mut shipper = match Shipper::new(&cfg, &names, db, Some(&telemetry), Some(board)) {
+                let mut uploader = match Uploader::new(&cfg, &names, db, Some(&telemetry), Some(board)) {
                     Ok(s) => s,
                     Err(e) => {
                         tracing::error!(error = %e, "fleet: not shipping: [postgres] url");
                         return;
                     }
                 };
-                tracing::info!(target = shipper.target().shown(), source = %cfg.source, schema = %cfg.schema, "fleet: shipping to PostgreSQL");
+                tracing::info!(target = uploader.target().shown(), source = %cfg.source, schema = %cfg.schema, "fleet: shipping to PostgreSQL");
                 let mut rung = vec![true; names.len()];
                 while !stop2.load(Ordering::Relaxed) {
-                    match shipper.round(&rung) {
+                    match uploader.round(&rung) {
                         Round::Busy => rung = bell.wait(Duration::ZERO),
                         Round::Idle(d) => rung = bell.wait(d),
                     }
                 }
-                shipper.release();
+                uploader.release();
             })
             .map_err(|e| format!("cannot start the fleet thread: {e}"))?;
         Ok(Running {

@@ -1,6 +1,6 @@
 //! The fleet store's series, each with the `ledger` label: registered with
 //! the other families, created per ledger only when `[postgres]` is
-//! configured, written by the fleet shipper, except the lag, which every
+//! configured, written by the fleet uploader, except the lag, which every
 //! scrape computes from the two heads as they stand
 //! ([`Families::refresh_lag`]): a shipper busy elsewhere never leaves it
 //! stale.
