@@ -42,6 +42,17 @@ impl Folder {
 
 type Folders = HashMap<PathBuf, Folder>;
 
+/// Whether a ledger's file events are heard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Watched {
+    /// Since an earlier step.
+    Already,
+    /// From now on: what changed before was not announced.
+    Now,
+    /// Not (yet): the ledger is polled.
+    No,
+}
+
 pub(super) struct Watch {
     watcher: Mutex<Option<notify::RecommendedWatcher>>,
     folders: Arc<RwLock<Folders>>,
@@ -91,12 +102,15 @@ impl Watch {
         }
     }
 
-    /// Makes sure `ledger`'s folder is watched; `false` when it cannot be
-    /// (yet): the ledger is polled, and this is tried again.
-    pub(super) fn ledger(&self, ledger: usize, live: &Path) -> bool {
+    /// Makes sure `ledger`'s folder is watched. [`Watched::Now`] when its
+    /// events are heard from this call on: a change made since the
+    /// ledger's last read was not announced, so it must look once more.
+    /// [`Watched::No`] when it cannot be (yet): the ledger is polled, and
+    /// this is tried again.
+    pub(super) fn ledger(&self, ledger: usize, live: &Path) -> Watched {
         let (Some(dir), Some(name)) = (live.parent(), live.file_name().and_then(|n| n.to_str()))
         else {
-            return false;
+            return Watched::No;
         };
         // Asked after every step: the common answer takes no write lock.
         {
@@ -111,15 +125,20 @@ impl Watch {
                 .and_then(|f| f.ledgers.get(name))
                 .is_some_and(|l| l.contains(&ledger))
             {
-                return true;
+                return Watched::Already;
             }
         }
-        self.listen(dir, |folder| {
+        let heard = self.listen(dir, |folder| {
             let ledgers = folder.ledgers.entry(name.to_owned()).or_default();
             if !ledgers.contains(&ledger) {
                 ledgers.push(ledger);
             }
-        })
+        });
+        if heard {
+            Watched::Now
+        } else {
+            Watched::No
+        }
     }
 
     /// Watches `dir` (once) and adds a listener with `add`.
@@ -231,6 +250,23 @@ fn remote_kind(f_type: i64) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_ledger_is_told_once_that_its_events_are_heard_from_now_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let watch = Watch::start(Arc::new(Schedule::new(3)));
+        let live = dir.path().join("app.jsonl");
+        // The first answer asks for one more look: a line appended before
+        // the watch was announced to no one.
+        assert_eq!(watch.ledger(0, &live), Watched::Now);
+        assert_eq!(watch.ledger(0, &live), Watched::Already);
+        // Another ledger in the same folder is told so too.
+        assert_eq!(watch.ledger(1, &dir.path().join("b.jsonl")), Watched::Now);
+        assert_eq!(
+            watch.ledger(2, &dir.path().join("missing/c.jsonl")),
+            Watched::No
+        );
+    }
 
     #[test]
     fn remote_filesystems_are_known_by_their_magic() {

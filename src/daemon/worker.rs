@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::schedule::{Next, Schedule};
-use super::watch::Watch;
+use super::watch::{Watch, Watched};
 use super::{Reloadable, Shared, Wake};
 use crate::config::LedgerSettings;
 use crate::mirror::{Durability, MirrorError, SharedMirror};
@@ -72,6 +72,9 @@ pub(super) struct Follower {
     backoff: Duration,
     /// Timer steps in a row that found unannounced lines.
     misses: u32,
+    /// This step is the look taken when the watch began: what it finds
+    /// was not announced, and is no miss of the file events.
+    relook: bool,
     /// File events are trusted to announce every change.
     notify_trusted: bool,
 }
@@ -149,6 +152,7 @@ impl Follower {
             open: None,
             backoff: BACKOFF_FIRST,
             misses: 0,
+            relook: false,
             notify_trusted,
         }
     }
@@ -273,11 +277,20 @@ impl Follower {
     /// every change, every `poll_interval` otherwise.
     fn poll_after(&mut self, wake: Option<Wake>, stepped: &Stepped) -> Duration {
         let poll = self.context.poll;
-        let watched = self.context.watch.ledger(self.index, &self.ledger.path);
-        if !watched || !self.notify_trusted {
-            return poll;
+        let relook = std::mem::take(&mut self.relook);
+        match self.context.watch.ledger(self.index, &self.ledger.path) {
+            // A line appended between this step's read and the watch was
+            // announced to no one: without another look it would wait for
+            // the safety-net poll (a minute).
+            Watched::Now => {
+                self.relook = true;
+                return Duration::ZERO;
+            }
+            Watched::No => return poll,
+            Watched::Already if !self.notify_trusted => return poll,
+            Watched::Already => {}
         }
-        if stepped.new_lines && !stepped.opened {
+        if stepped.new_lines && !stepped.opened && !relook {
             if wake.is_none() {
                 self.misses += 1;
                 if self.misses >= MISSES_BEFORE_POLLING {
