@@ -120,7 +120,7 @@ fn survey(tree: &Tree, depth: usize, found: &mut Refusable) {
             let integer = !text.contains(['.', 'e', 'E']);
             if integer
                 && value.abs() > json::MAX_SAFE_INTEGER
-                && ledgertail::ledger::jcs::format_number(value) != *text
+                && ledgertail::ledger::number::format_number(value) != *text
             {
                 found.big_integer_respelled = true;
             }

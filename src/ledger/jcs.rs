@@ -4,7 +4,7 @@
 //! units and refused everything that is not I-JSON, so canonicalization is a
 //! single walk that appends bytes to a caller-owned buffer (reused per line,
 //! so the hot path does not allocate). Numbers are written as ECMAScript's
-//! `Number.prototype.toString` does, by `ryu-js`; strings escape only what
+//! `Number.prototype.toString` does ([`super::number`]); strings escape only what
 //! RFC 8785 §3.2.2.2 says must be escaped.
 //!
 //! Tested against the published RFC 8785 data and 200k ECMAScript number
@@ -12,6 +12,7 @@
 //! property tests.
 
 use super::json::Value;
+use super::number::write_number;
 
 /// Appends the canonical form of `value` to `out`.
 pub fn write_value(out: &mut Vec<u8>, value: &Value<'_>) {
@@ -52,17 +53,6 @@ pub fn write_members<'v, 'a: 'v>(
         write_value(out, value);
     }
     out.push(b'}');
-}
-
-/// ECMAScript's shortest round-trip text of a finite double (`-0` is `0`).
-pub fn format_number(value: f64) -> String {
-    let mut buf = ryu_js::Buffer::new();
-    buf.format_finite(value).to_owned()
-}
-
-fn write_number(out: &mut Vec<u8>, value: f64) {
-    let mut buf = ryu_js::Buffer::new();
-    out.extend_from_slice(buf.format_finite(value).as_bytes());
 }
 
 /// Writes a JSON string with RFC 8785 escaping: `"` and `\`, and the C0

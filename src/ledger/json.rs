@@ -367,12 +367,12 @@ impl<'a> Parser<'a> {
         }
         if value.abs() > MAX_SAFE_INTEGER
             && number.is_integer_literal()
-            && crate::ledger::jcs::format_number(value) != literal
+            && super::number::format_number(value) != literal
         {
             return Err(JsonError {
                 message: format!(
                     "integer {literal} is beyond ±(2^53−1) and not spelled as its double {} (write large integers as strings)",
-                    crate::ledger::jcs::format_number(value)
+                    super::number::format_number(value)
                 ),
                 at: start,
             });

@@ -23,6 +23,7 @@ pub mod jcs;
 pub mod json;
 pub mod judge;
 pub mod note;
+pub mod number;
 pub mod seal;
 pub mod tiles;
 pub mod timestamp;

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use ledgertail::ledger::jcs;
+use ledgertail::ledger::{jcs, number};
 
 fn data_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/rfc8785")
@@ -39,7 +39,7 @@ fn es6_number_formatting_200k() {
     for line in text.lines() {
         let (hex, want) = line.split_once(',').expect("hex,expected");
         let value = f64::from_bits(u64::from_str_radix(hex, 16).unwrap());
-        let got = jcs::format_number(value);
+        let got = number::format_number(value);
         if got != want {
             failures.push(format!("{hex}: got {got}, want {want}"));
         }
