@@ -484,7 +484,7 @@ impl Shipper {
         if let Some((verdict, why)) = cause {
             detail.push_str(&format!(
                 "; seq {missing} was quarantined as {verdict} ({why}): {}",
-                crate::hint::lift_quarantine(verdict)
+                super::refusals::lift_quarantine(verdict)
             ));
         }
         Ok(())

@@ -59,7 +59,7 @@ impl RefusalLog {
         if w.logged < LOGGED_PER_WINDOW {
             w.logged += 1;
             // An Option field records nothing when `None`.
-            let hint = crate::hint::for_refusal(q.verdict, &q.detail);
+            let hint = for_refusal(q.verdict, &q.detail);
             tracing::warn!(
                 ledger,
                 file = %q.path,
@@ -109,5 +109,48 @@ impl RefusalLog {
             }
             false
         });
+    }
+}
+
+/// What lifts a `seq_gap` halt whose first missing seq is on a line
+/// quarantined as `verdict`.
+pub fn lift_quarantine(verdict: Verdict) -> &'static str {
+    match verdict {
+        Verdict::UnknownKey => {
+            "trust the key (its public key under [keys] in the config), then reload with SIGHUP: the line is judged again and the halt lifts"
+        }
+        Verdict::Unsigned => {
+            "sign the producer's events with a trusted key, or relax signatures in the config, then reload with SIGHUP"
+        }
+        Verdict::Malformed | Verdict::TooLong => {
+            "that line is not a sealed event; only its producer can write it again (ledgertail append or a producer library), see the runbook for seq_gap"
+        }
+        Verdict::HashMismatch | Verdict::BadSignature => {
+            "that line was changed after it was sealed, or forged: put back the line as its producer wrote it, then restart"
+        }
+        _ => "see the runbook for seq_gap",
+    }
+}
+
+/// The next step for a line quarantined (not halting) as `verdict` with
+/// `detail`, when one is more useful than the detail alone.
+pub fn for_refusal(verdict: Verdict, detail: &str) -> Option<&'static str> {
+    match verdict {
+        Verdict::Malformed
+            if detail == "missing member seq"
+                || detail == "missing member hash"
+                || detail.starts_with("not JSON") =>
+        {
+            Some(
+            "not a sealed event: events are written with `ledgertail append` or a producer library (Python, Node, Rust), which add seq, ts, prev_hash and hash",
+        )
+        }
+        Verdict::UnknownKey => {
+            Some("trust the key under [keys] in the config and reload with SIGHUP: quarantined lines are judged again")
+        }
+        Verdict::Unsigned => Some(
+            "signatures are required: sign with a trusted key, or relax signatures in the config and reload with SIGHUP",
+        ),
+        _ => None,
     }
 }
