@@ -11,9 +11,9 @@
 //!   [`mirror`] SQLite, [`postgres`] PostgreSQL.
 //! - engines: [`verifier`] the pool that examines lines; [`shipper`] the
 //!   loop tail → judge → commit of one ledger (`replay` and `run`);
-//!   [`parity`] and [`audit`] the files and rows checked against the
-//!   mirror; [`fleet`] the uploader into PostgreSQL; [`tlog`] signed
-//!   checkpoints, witnesses and proofs.
+//!   [`parity`] the files and rows checked against the mirror;
+//!   [`fleet`] the uploader into PostgreSQL; [`tlog`] signed checkpoints,
+//!   witnesses and proofs.
 //! - runtime: [`daemon`] (`run`: scheduling, the runner, reloads, the
 //!   stop), [`serve`] the HTTP endpoints, [`telemetry`] metrics and
 //!   status, [`logging`].
@@ -21,7 +21,6 @@
 //!   subcommand, [`producer`] writing ledgers.
 //! - glue: [`hint`] the operator's next step for each error, [`tls`] where
 //!   TLS trust comes from.
-pub mod audit;
 pub mod cli;
 pub mod commands;
 pub mod config;

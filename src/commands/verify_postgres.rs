@@ -1,7 +1,7 @@
 //! `ledgertail verify --postgres URL [--source S] [--ledger L] [--json]`
 //! (contract §6): the fleet store audited from its columns alone. Every
 //! central row is rebuilt into its event and judged as the mirror's rows
-//! are ([`crate::audit::ChainWalk`]): its columns canonical, its hash
+//! are ([`crate::parity::ChainWalk`]): its columns canonical, its hash
 //! recomputed, its signature checked under the ledger's policy, its
 //! `prev_hash` the hash of the row before, no seq missing from the anchor
 //! to the head the `ledgers` table records. Nothing is trusted that the
@@ -14,11 +14,11 @@ use anyhow::Context as _;
 use serde::Serialize;
 
 use super::{exit, settings, EXIT_OK, EXIT_PROBLEMS};
-use crate::audit::{ChainWalk, RowCheck};
 use crate::cli::VerifyArgs;
 use crate::config::{default_ledger_name, LedgerSettings, Settings};
 use crate::ledger::{ChainRules, Hash, Head, SignaturePolicy};
 use crate::mirror::LedgerState;
+use crate::parity::{ChainWalk, RowCheck};
 use crate::parity::{HeadView, Parity, MAX_PROBLEMS};
 use crate::postgres::{self, Target, Timeouts};
 
@@ -301,7 +301,11 @@ fn audit_one(
     postgres::rows::for_each_row(client, schema, source, ledger, |row| {
         rows += 1;
         count_signer(&mut signed_by, &row);
-        match walk.row(&row, true, &mut parity) {
+        let check = walk.row(&row, true);
+        if let Some(gap) = walk.take_gap() {
+            parity.missing(gap);
+        }
+        match check {
             RowCheck::Sound => {}
             RowCheck::Unsound(why) => note(row.seq, why),
             RowCheck::Later => note(
@@ -318,7 +322,9 @@ fn audit_one(
             "rows, but the ledgers table records no head".into(),
         );
     }
-    walk.finish(&mut parity);
+    if let Some(gap) = walk.finish() {
+        parity.missing(gap);
+    }
     for e in &parity.examples {
         if e.kind == "missing_in_sqlite" {
             note(

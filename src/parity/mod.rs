@@ -23,9 +23,11 @@ use serde::Serialize;
 
 mod recheck;
 mod spill;
+mod walk;
 
 pub use recheck::{recheck, recheck_since, reconcile, Checked, RecheckError, FULL_EVERY};
 pub use spill::HashColumn;
+pub use walk::{ChainWalk, RowCheck};
 
 /// The `meta` key under which `run` keeps where a ledger's periodic
 /// parity check stands ([`Checked::to_text`]).
@@ -38,7 +40,6 @@ pub const MAX_PROBLEMS: usize = 1000;
 /// Reused ids the report lists (all are counted).
 pub const MAX_REUSES: usize = 100;
 
-use crate::audit::{ChainWalk, RowCheck};
 use crate::config::LedgerSettings;
 use crate::ledger::frame::Frame;
 use crate::ledger::{Chain, Hash, Head, LineJudgement, Verdict};
@@ -426,7 +427,11 @@ pub fn compare(
     lines.discover()?;
     let mut failed = None;
     mirror.for_each_event(&ledger.name, |row| {
-        let problem = match walk.row(&row, true, &mut p) {
+        let check = walk.row(&row, true);
+        if let Some(gap) = walk.take_gap() {
+            p.missing(gap);
+        }
+        let problem = match check {
             RowCheck::Later => return ControlFlow::Continue(()),
             RowCheck::Unsound(why) => Some(why),
             RowCheck::Sound => None,
@@ -460,7 +465,9 @@ pub fn compare(
     if let Some(e) = failed {
         return Err(e);
     }
-    walk.finish(&mut p);
+    if let Some(gap) = walk.finish() {
+        p.missing(gap);
+    }
     if let Some((anchor, head)) = file_range {
         // Events of the files beyond the mirror's head: not mirrored yet.
         let from = mirror_head.map_or(anchor, |m| (m + 1).max(anchor));

@@ -4,8 +4,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use super::walk::{ChainWalk, RowCheck};
 use super::Parity;
-use crate::audit::{ChainWalk, RowCheck};
 use crate::config::LedgerSettings;
 use crate::ledger::{authenticate, Head, SealedEvent};
 use crate::mirror::{Mirror, MirrorError, StoredEvent};
@@ -415,7 +415,9 @@ pub fn recheck_since(
     ) else {
         let mut p = Parity::default();
         // Rows with no recorded chain are wrong whatever they hold.
-        ChainWalk::new(ledger, state.as_ref()).finish(&mut p);
+        if let Some(gap) = ChainWalk::new(ledger, state.as_ref()).finish() {
+            p.missing(gap);
+        }
         return Ok(Some((p, None)));
     };
     let mut source = LineSource::new(ledger, mirror, head.seq);
@@ -535,9 +537,12 @@ pub fn recheck_since(
                 // here, its signature is the line's. Any other row has
                 // only its columns.
                 let checked = match &vouched {
-                    Some(line) => walk.row_vouched(&row, line, &mut p),
-                    None => walk.row(&row, true, &mut p),
+                    Some(line) => walk.row_vouched(&row, line),
+                    None => walk.row(&row, true),
                 };
+                if let Some(gap) = walk.take_gap() {
+                    p.missing(gap);
+                }
                 let problem = match checked {
                     RowCheck::Later => continue,
                     RowCheck::Unsound(why) => Some(why),
@@ -553,7 +558,9 @@ pub fn recheck_since(
                 }
             }
         }
-        walk.finish_at(end, &mut p);
+        if let Some(gap) = walk.finish_at(end) {
+            p.missing(gap);
+        }
     }
     // Files gone since: their rows were just read once more (archived or
     // missing); from now on the full checks see to them.

@@ -1,7 +1,9 @@
-//! The mirror audited from its rows alone (contract §3, v1.2): the walk
-//! that `verify --db` and `run`'s periodic parity check make over a
+//! The mirror audited from its rows alone: the walk that `verify --db`,
+//! `run`'s periodic parity check and `verify --postgres` make over a
 //! ledger's rows, in seq order, from the recorded anchor to the recorded
-//! head.
+//! head. Seqs that no row holds are returned as values
+//! ([`ChainWalk::take_gap`], [`ChainWalk::finish`]); the caller counts
+//! them.
 //!
 //! Every row's columns are audited ([`columns::audit`]: each column the
 //! canonical text of what it names, the hash recomputed, the signature
@@ -12,11 +14,12 @@
 //! columns vouch for them, and a history rewritten in SQLite shows as a
 //! link that no longer holds.
 
+use std::ops::Range;
+
 use crate::config::LedgerSettings;
 use crate::ledger::columns;
 use crate::ledger::{Head, SealedEvent, SignaturePolicy};
 use crate::mirror::{LedgerState, StoredEvent};
-use crate::parity::Parity;
 
 /// The walk over one ledger's rows.
 pub struct ChainWalk<'a> {
@@ -27,6 +30,8 @@ pub struct ChainWalk<'a> {
     expected: Option<u64>,
     /// The `hash` column of the row at `expected - 1`, when that row was read.
     previous: Option<String>,
+    /// The seqs missing before the row last checked, until taken.
+    gap: Option<Range<u64>>,
 }
 
 /// What the walk makes of one row.
@@ -50,6 +55,7 @@ impl<'a> ChainWalk<'a> {
             head: state.and_then(|s| s.head),
             expected: anchor.map(|a| a.seq),
             previous: None,
+            gap: None,
         }
     }
 
@@ -74,25 +80,18 @@ impl<'a> ChainWalk<'a> {
         self.head
     }
 
-    /// Checks the next row (rows come in seq order). Gaps before it are
-    /// counted in `parity` as missing in SQLite. `check_signature`: audit
-    /// its signature under the ledger's policy (else only its shape),
-    /// for rows that no line on disk vouches for.
-    pub fn row(
-        &mut self,
-        row: &StoredEvent,
-        check_signature: bool,
-        parity: &mut Parity,
-    ) -> RowCheck {
+    /// Checks the next row (rows come in seq order); seqs missing before
+    /// it are then [`ChainWalk::take_gap`]'s. `check_signature`: audit its
+    /// signature under the ledger's policy (else only its shape), for
+    /// rows that no line on disk vouches for.
+    pub fn row(&mut self, row: &StoredEvent, check_signature: bool) -> RowCheck {
         let policy = if check_signature {
             self.ledger.signatures
         } else {
             SignaturePolicy::Off
         };
         let keys = &self.ledger.keys;
-        self.row_with(row, parity, |cols| {
-            columns::audit(cols, policy, keys).map(|_| ())
-        })
+        self.row_with(row, |cols| columns::audit(cols, policy, keys).map(|_| ()))
     }
 
     /// As [`ChainWalk::row`], for a row whose line on disk was just
@@ -102,14 +101,9 @@ impl<'a> ChainWalk<'a> {
     /// line proves, and recomputing its hash from its columns is spared
     /// (half of what a parity check costs per row). Otherwise the columns
     /// are audited as usual.
-    pub fn row_vouched(
-        &mut self,
-        row: &StoredEvent,
-        line: &SealedEvent,
-        parity: &mut Parity,
-    ) -> RowCheck {
+    pub fn row_vouched(&mut self, row: &StoredEvent, line: &SealedEvent) -> RowCheck {
         let keys = &self.ledger.keys;
-        self.row_with(row, parity, |cols| {
+        self.row_with(row, |cols| {
             if holds_exactly(cols, line) {
                 Ok(())
             } else {
@@ -118,12 +112,18 @@ impl<'a> ChainWalk<'a> {
         })
     }
 
+    /// The seqs that no row held just before the row last checked (taken:
+    /// asked again, `None`).
+    pub fn take_gap(&mut self) -> Option<Range<u64>> {
+        self.gap.take()
+    }
+
     fn row_with(
         &mut self,
         row: &StoredEvent,
-        parity: &mut Parity,
         audit: impl FnOnce(&columns::Columns<'_>) -> Result<(), String>,
     ) -> RowCheck {
+        self.gap = None;
         if let Some(fault) = &row.fault {
             return RowCheck::Unsound(fault.clone());
         }
@@ -141,7 +141,7 @@ impl<'a> ChainWalk<'a> {
         }
         let expected = self.expected.unwrap_or(anchor.seq);
         if row.seq > expected {
-            parity.missing(expected..row.seq);
+            self.gap = Some(expected..row.seq);
             self.previous = None;
         }
         self.expected = Some(row.seq + 1);
@@ -173,20 +173,16 @@ impl<'a> ChainWalk<'a> {
     }
 
     /// After the last row: seqs up to the recorded head that no row held.
-    pub fn finish(self, parity: &mut Parity) {
-        if let Some(head) = self.head {
-            self.finish_at(head.seq, parity);
-        }
+    pub fn finish(self) -> Option<Range<u64>> {
+        let head = self.head?;
+        self.finish_at(head.seq)
     }
 
     /// After the last row of a walk over part of the chain that ends at
     /// `end`: seqs up to it that no row held.
-    pub fn finish_at(self, end: u64, parity: &mut Parity) {
-        if let Some(expected) = self.expected {
-            if expected <= end {
-                parity.missing(expected..end + 1);
-            }
-        }
+    pub fn finish_at(self, end: u64) -> Option<Range<u64>> {
+        let expected = self.expected?;
+        (expected <= end).then(|| expected..end + 1)
     }
 }
 
