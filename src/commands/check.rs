@@ -364,17 +364,8 @@ fn reach(url: &str) -> Result<String, String> {
 }
 
 fn check_postgres(pg: &PostgresSettings, report: &mut Report) {
-    let target = match crate::postgres::Target::for_settings(pg) {
-        Ok(t) => t,
-        Err(e) => {
-            report.problem(
-                "[postgres] url",
-                e,
-                "postgresql://USER@HOST:PORT/DB?sslmode=verify-full",
-            );
-            return;
-        }
-    };
+    // The connection string itself was checked when the config loaded.
+    let target = pg.target();
     let subject = format!("[postgres] {}", target.shown());
     if let Err(e) = target.preflight() {
         report.problem(subject, e.to_string(), e.hint.clone().unwrap_or_default());

@@ -47,10 +47,7 @@ pub fn run(args: RunArgs, log: Option<LogControl>) -> anyhow::Result<ExitCode> {
     // process may write the mirror, and it must open (it is created if
     // missing).
     if let Some(pg) = &settings.postgres {
-        crate::postgres::Target::for_settings(pg)
-            .map_err(anyhow::Error::msg)
-            .and_then(|t| t.preflight().map_err(anyhow::Error::from))
-            .context("[postgres]")?;
+        pg.target().preflight().context("[postgres]")?;
     }
     let listener = std::net::TcpListener::bind(settings.listen).map_err(|source| ListenError {
         addr: settings.listen.to_string(),

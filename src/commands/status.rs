@@ -236,7 +236,7 @@ fn mirrored_status(
 /// Asks the fleet store for each ledger's central head (a short connect
 /// timeout: status must answer while PostgreSQL is down, and says so).
 fn add_central(pg: &crate::config::PostgresSettings, mirror: &Mirror, out: &mut [LedgerStatus]) {
-    use crate::postgres::{self, Target};
+    use crate::postgres;
     let view = |error: Option<String>| CentralView {
         source: pg.source.clone(),
         head: None,
@@ -246,14 +246,18 @@ fn add_central(pg: &crate::config::PostgresSettings, mirror: &Mirror, out: &mut 
         conflict: None,
         error,
     };
-    // status must answer while PostgreSQL is down: a short connect.
-    let mut quick = pg.clone();
-    quick.connect_timeout = pg.connect_timeout.min(std::time::Duration::from_secs(5));
-    // ... and a short deadline on each answer: a hung server is reported,
-    // not waited for.
-    quick.statement_timeout = pg.statement_timeout.min(std::time::Duration::from_secs(5));
-    let connected =
-        Target::for_settings(&quick).and_then(|t| t.connect().map_err(|e| e.to_string()));
+    // status must answer while PostgreSQL is down: a short connect, and
+    // a short deadline on each answer (a hung server is reported, not
+    // waited for).
+    let quick = crate::postgres::Timeouts {
+        connect: pg.connect_timeout.min(std::time::Duration::from_secs(5)),
+        statement: pg.statement_timeout.min(std::time::Duration::from_secs(5)),
+    };
+    let connected = pg
+        .target()
+        .with_timeouts(quick)
+        .connect()
+        .map_err(|e| e.to_string());
     let client = match connected {
         Ok(c) => c,
         Err(e) => {

@@ -52,6 +52,18 @@ pub struct PostgresSettings {
     /// transaction: another sidecar with the same source is refused
     /// until then.
     pub lease: Duration,
+    /// `url` parsed, with `ca_file` and the timeouts (not the password:
+    /// [`PostgresSettings::target`] adds it).
+    target: crate::postgres::Target,
+}
+
+impl PostgresSettings {
+    /// Where to connect, with the password from the environment
+    /// (`LEDGERTAIL_POSTGRES_PASSWORD`) when it is set.
+    pub fn target(&self) -> crate::postgres::Target {
+        let password = std::env::var(crate::postgres::PASSWORD_ENV).ok();
+        self.target.clone().with_password(password)
+    }
 }
 
 impl std::fmt::Debug for PostgresSettings {
@@ -160,17 +172,23 @@ impl PostgresTable {
             ));
         }
         let ca_file = self.ca_file.as_ref().map(|p| absolute(config_dir, p));
-        // The connection string is checked here, so that a bad one stops
-        // any command at once, with the field named.
-        crate::postgres::Target::parse(
-            &url,
-            ca_file.as_deref(),
-            crate::postgres::Timeouts {
-                connect: Duration::from_secs(1),
-                statement: Duration::from_secs(1),
-            },
-            None,
-        )
+        let connect_timeout = Duration::from_secs(positive(
+            "postgres.connect_timeout_secs",
+            self.connect_timeout_secs,
+            DEFAULT_CONNECT_TIMEOUT_SECS,
+        )?);
+        let statement_timeout = Duration::from_secs(positive(
+            "postgres.statement_timeout_secs",
+            self.statement_timeout_secs,
+            DEFAULT_STATEMENT_TIMEOUT_SECS,
+        )?);
+        // The connection string is parsed here, once, so that a bad one
+        // stops any command at once, with the field named.
+        let timeouts = crate::postgres::Timeouts {
+            connect: connect_timeout,
+            statement: statement_timeout,
+        };
+        let target = crate::postgres::Target::parse(&url, ca_file.as_deref(), timeouts, None)
         .map_err(|why| {
             ConfigError::invalid("postgres.url", "the connection string", &why).with_hint(
                 "a URL (postgresql://USER@HOST:PORT/DB?sslmode=verify-full) or key=value pairs (host=HOST user=USER dbname=DB sslmode=verify-full); the password goes in LEDGERTAIL_POSTGRES_PASSWORD",
@@ -183,17 +201,10 @@ impl PostgresTable {
             ca_file,
             batch_max_events,
             batch_max_wait: Duration::from_millis(batch_max_millis),
-            connect_timeout: Duration::from_secs(positive(
-                "postgres.connect_timeout_secs",
-                self.connect_timeout_secs,
-                DEFAULT_CONNECT_TIMEOUT_SECS,
-            )?),
-            statement_timeout: Duration::from_secs(positive(
-                "postgres.statement_timeout_secs",
-                self.statement_timeout_secs,
-                DEFAULT_STATEMENT_TIMEOUT_SECS,
-            )?),
+            connect_timeout,
+            statement_timeout,
             lease: Duration::from_secs(lease),
+            target,
         })
     }
 }

@@ -120,7 +120,7 @@ impl Uploader {
         telemetry: Option<&Telemetry>,
         board: Option<StatusBoard>,
     ) -> Result<Uploader, String> {
-        let target = Target::for_settings(cfg)?;
+        let target = cfg.target();
         target.preflight().map_err(|e| match &e.hint {
             Some(hint) => format!("{e} ({hint})"),
             None => e.to_string(),

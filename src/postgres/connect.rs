@@ -51,6 +51,8 @@ impl TlsMode {
 }
 
 /// Where and how to connect, parsed once from the configuration.
+/// Two targets are equal when they show the same and wait the same (the
+/// password is not compared: it is never shown).
 #[derive(Clone)]
 pub struct Target {
     config: tokio_postgres::Config,
@@ -64,6 +66,26 @@ pub struct Target {
     pub statement_timeout: Duration,
     connect_timeout: Duration,
 }
+
+impl PartialEq for Target {
+    fn eq(&self, other: &Target) -> bool {
+        (
+            &self.shown,
+            self.tls,
+            &self.ca_file,
+            self.statement_timeout,
+            self.connect_timeout,
+        ) == (
+            &other.shown,
+            other.tls,
+            &other.ca_file,
+            other.statement_timeout,
+            other.connect_timeout,
+        )
+    }
+}
+
+impl Eq for Target {}
 
 impl std::fmt::Debug for Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -154,18 +176,23 @@ impl Target {
         })
     }
 
-    /// The target `[postgres]` names, with the password from
-    /// [`PASSWORD_ENV`] when it is set.
-    pub fn for_settings(cfg: &crate::config::PostgresSettings) -> Result<Target, String> {
-        Target::parse(
-            &cfg.url,
-            cfg.ca_file.as_deref(),
-            Timeouts {
-                connect: cfg.connect_timeout,
-                statement: cfg.statement_timeout,
-            },
-            std::env::var(PASSWORD_ENV).ok(),
-        )
+    /// The same target with `password` (none or empty: as it was).
+    pub fn with_password(mut self, password: Option<String>) -> Target {
+        if let Some(password) = password.filter(|p| !p.is_empty()) {
+            self.config.password(password);
+        }
+        self
+    }
+
+    /// The same target with other waits (`status` answers while a server
+    /// is down: it waits less).
+    pub fn with_timeouts(mut self, timeouts: Timeouts) -> Target {
+        self.config.connect_timeout(timeouts.connect);
+        self.config
+            .tcp_user_timeout(timeouts.statement + timeouts.connect);
+        self.connect_timeout = timeouts.connect;
+        self.statement_timeout = timeouts.statement;
+        self
     }
 
     /// The target as logs show it: user, hosts, ports, database, TLS mode;
