@@ -34,6 +34,29 @@ pub enum LogFormatArg {
     Json,
 }
 
+impl Cli {
+    /// What the flags chose for logging, and the config file the command
+    /// reads (whose `log_level` and `log_format` apply otherwise).
+    pub fn log_choice(&self) -> crate::logging::LogChoice<'_> {
+        let config = match &self.command {
+            Command::Run(a) => a.ledgers.config.as_deref(),
+            Command::Verify(a) => a.ledgers.config.as_deref(),
+            Command::Replay(a) => a.ledgers.config.as_deref(),
+            Command::Status(a) => a.config.as_deref(),
+            Command::Check(a) => Some(a.config.as_path()),
+            Command::Append(a) => a.config.as_deref(),
+            Command::Checkpoint(a) => a.config.as_deref(),
+            Command::Prove(a) => a.config.as_deref(),
+            Command::Keygen(_) | Command::SetupPostgres(_) | Command::VerifyProof(_) => None,
+        };
+        crate::logging::LogChoice {
+            level: self.log_level.as_deref(),
+            format: self.log_format.map(LogFormat::from),
+            config,
+        }
+    }
+}
+
 impl From<LogFormatArg> for LogFormat {
     fn from(a: LogFormatArg) -> LogFormat {
         match a {

@@ -15,8 +15,21 @@ use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{fmt, reload, EnvFilter, Registry};
 
-use crate::cli::{Cli, Command};
+use std::path::Path;
+
 use crate::config::{log_filter, FileConfig, LogFormat};
+
+/// What the command line chose for logging (flags outrank the rest), and
+/// the config file whose `log_level` and `log_format` apply otherwise.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LogChoice<'a> {
+    /// `--log-level`.
+    pub level: Option<&'a str>,
+    /// `--log-format`.
+    pub format: Option<LogFormat>,
+    /// The command's config file, if it reads one.
+    pub config: Option<&'a Path>,
+}
 
 /// Changes the log filter of a running process (SIGHUP).
 pub struct LogControl {
@@ -45,30 +58,20 @@ impl LogControl {
 /// Installs the subscriber. `Err` when `--log-level` or `RUST_LOG` is not a
 /// filter ledgertail accepts ([`log_filter`]); the config file's
 /// `log_level` is checked where the configuration is loaded.
-pub fn init(cli: &Cli) -> Result<Option<LogControl>, String> {
-    let config_path = match &cli.command {
-        Command::Run(a) => a.ledgers.config.clone(),
-        Command::Verify(a) => a.ledgers.config.clone(),
-        Command::Replay(a) => a.ledgers.config.clone(),
-        Command::Status(a) => a.config.clone(),
-        Command::Check(a) => Some(a.config.clone()),
-        Command::Append(a) => a.config.clone(),
-        Command::Checkpoint(a) => a.config.clone(),
-        Command::Prove(a) => a.config.clone(),
-        Command::Keygen(_) | Command::SetupPostgres(_) | Command::VerifyProof(_) => None,
-    };
-    let file = config_path
-        .and_then(|p| FileConfig::load(&p).ok())
+pub fn init(choice: LogChoice<'_>) -> Result<Option<LogControl>, String> {
+    let file = choice
+        .config
+        .and_then(|p| FileConfig::load(p).ok())
         .unwrap_or_default();
     let env = std::env::var("RUST_LOG").ok().filter(|s| !s.is_empty());
-    let fixed_by = if cli.log_level.is_some() {
+    let fixed_by = if choice.level.is_some() {
         Some("--log-level")
     } else if env.is_some() {
         Some("RUST_LOG")
     } else {
         None
     };
-    let filter = match (&cli.log_level, &env) {
+    let filter = match (choice.level, &env) {
         (Some(flag), _) => log_filter(flag).map_err(|e| format!("--log-level {flag:?}: {e}"))?,
         (None, Some(var)) => log_filter(var).map_err(|e| format!("RUST_LOG={var:?}: {e}"))?,
         // Checked, with its field named, when the command loads the file.
@@ -79,9 +82,8 @@ pub fn init(cli: &Cli) -> Result<Option<LogControl>, String> {
             .unwrap_or_else(|| "info".to_owned()),
     };
     let filter = EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("info"));
-    let format = cli
-        .log_format
-        .map(LogFormat::from)
+    let format = choice
+        .format
         .or_else(|| file.log_format.as_deref().and_then(LogFormat::parse))
         .unwrap_or_default();
     let (filter, handle) = reload::Layer::new(filter);

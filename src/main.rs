@@ -10,7 +10,7 @@ use ledgertail::commands::{self, hint_for, render_error, EXIT_FAILED};
 fn main() -> ExitCode {
     commands::raise_open_files_limit();
     let cli = Cli::parse();
-    let log_control = match ledgertail::logging::init(&cli) {
+    let log_control = match ledgertail::logging::init(cli.log_choice()) {
         Ok(control) => control,
         Err(e) => {
             eprintln!("error: {e}");
