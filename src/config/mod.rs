@@ -27,7 +27,7 @@ pub const DEFAULT_DB: &str = "ledgertail.db";
 pub const DEFAULT_LEDGER: &str = "ledger.jsonl";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9898";
 pub const DEFAULT_PARITY_INTERVAL_SECS: u64 = 60;
-pub const DEFAULT_MAX_LINE_BYTES: u64 = 1024 * 1024;
+pub use crate::ledger::frame::DEFAULT_MAX_LINE_BYTES;
 pub const DEFAULT_BATCH_MAX_EVENTS: usize = 1000;
 pub const DEFAULT_BATCH_MAX_MILLIS: u64 = 100;
 /// A batch holds at most this many bytes of lines (and always one line):

@@ -18,6 +18,11 @@ use memchr::memchr;
 /// How many bytes of a refused line the quarantine keeps (contract §2.1).
 pub const QUARANTINE_PREFIX: usize = 4096;
 
+/// The longest line a ledger holds unless configured otherwise (1 MiB):
+/// the producer refuses to write a longer one, the reader quarantines it
+/// as `too_long`.
+pub const DEFAULT_MAX_LINE_BYTES: u64 = 1024 * 1024;
+
 /// One complete line (without its LF).
 #[derive(Debug, PartialEq, Eq)]
 pub enum Frame<'a> {

@@ -27,8 +27,8 @@ use std::time::SystemTime;
 
 pub use keyfile::KeyFile;
 
-use crate::config::DEFAULT_MAX_LINE_BYTES;
 use crate::ledger::event::{seal_line, Draft, DraftError};
+use crate::ledger::frame::DEFAULT_MAX_LINE_BYTES;
 use crate::ledger::{authenticate, json, Hash, Head, KeyRing, SignaturePolicy};
 use crate::tail::{self, Authenticity};
 
