@@ -8,12 +8,13 @@
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use ledgertail::producer::Writer;
 
-use super::fleet::{ledgertail, many_ledgers_central, Reach, Server};
+use super::pg::{ledgertail, Server};
 
 /// The section alone (`--only fleet-scale`), with a server of its own.
 pub fn alone(binary: &Path, dir: &Path, ledgers: usize, secs: u64) {
@@ -28,7 +29,7 @@ pub fn alone(binary: &Path, dir: &Path, ledgers: usize, secs: u64) {
 
 /// Every figure of the section.
 pub fn fleet_scale(binary: &Path, server: &Server, dir: &Path, ledgers: usize, secs: u64) {
-    println!("\nOne sidecar with {ledgers} ledgers, each written at 10 events/s for {secs} s; from a line written to its row visible in PostgreSQL (the central heads polled every {} ms). Through the proxy, every packet waits 5 ms each way (a 10 ms round trip) and the reader polls the server directly:\n", super::fleet::POLL.as_millis());
+    println!("\nOne sidecar with {ledgers} ledgers, each written at 10 events/s for {secs} s; from a line written to its row visible in PostgreSQL (the central heads polled every {} ms). Through the proxy, every packet waits 5 ms each way (a 10 ms round trip) and the reader polls the server directly:\n", POLL.as_millis());
     println!("| ledgers | path | events | p50 ms | p99 ms | max ms | kept up | floor: in the mirror, p50 / p99 ms |");
     println!("|---|---|---|---|---|---|---|---|");
     for (path, delay) in [("loopback", None), ("10 ms round trip", Some(5))] {
@@ -209,4 +210,178 @@ fn delayed_pipe(mut from: TcpStream, mut to: TcpStream, delay: Duration) {
         }
         let _ = to.shutdown(std::net::Shutdown::Both);
     });
+}
+
+/// How often the many-ledger cases read the central heads.
+pub const POLL: Duration = Duration::from_millis(25);
+
+/// How the sidecar of a case reaches the server (`port`: the server's or
+/// a proxy's) and the source it ships as.
+#[derive(Clone, Copy)]
+pub struct Reach<'a> {
+    pub port: u16,
+    pub source: &'a str,
+}
+
+/// `run` with `ledgers` ledgers and `[postgres]`, each ledger receiving
+/// `rate` events/s: the latency to the central rows, and to the mirror's
+/// (the floor, in the same run).
+pub fn many_ledgers_central(
+    binary: &Path,
+    server: &Server,
+    reach: Reach<'_>,
+    dir: &Path,
+    ledgers: usize,
+    rate: u64,
+    secs: u64,
+) -> (Latency, Latency) {
+    std::fs::create_dir_all(dir).expect("ledgers dir");
+    let mut cfg = format!(
+        "db = \"many.db\"\nlisten = \"127.0.0.1:0\"\nlog_level = \"warn\"\n{}\n",
+        server.table_at(reach.port, reach.source)
+    );
+    for l in 0..ledgers {
+        cfg.push_str(&format!(
+            "[[ledger]]\nname = \"l{l}\"\npath = \"l{l}.jsonl\"\nsignatures = \"off\"\n"
+        ));
+    }
+    let cfg_path = dir.join("many.toml");
+    std::fs::write(&cfg_path, cfg).expect("config");
+    let mut writers: Vec<Writer> = (0..ledgers)
+        .map(|l| Writer::new(dir.join(format!("l{l}.jsonl"))).without_fsync())
+        .collect();
+    let child = ledgertail(binary, &["run"], &cfg_path)
+        .spawn()
+        .expect("run");
+    std::thread::sleep(Duration::from_millis(500));
+    let per = rate * secs;
+    let origin = Instant::now();
+    let written: Arc<Vec<Vec<AtomicU64>>> = Arc::new(
+        (0..ledgers)
+            .map(|_| (0..per).map(|_| AtomicU64::new(0)).collect())
+            .collect(),
+    );
+    let done = Arc::new(AtomicBool::new(false));
+    let producer = {
+        let (written, done) = (written.clone(), done.clone());
+        std::thread::spawn(move || {
+            // One event per ledger every 1/rate s, the ledgers spread over it.
+            let step = Duration::from_secs_f64(1.0 / rate as f64 / ledgers as f64);
+            let start = Instant::now();
+            let mut k = 0u64;
+            for n in 0..per {
+                for (l, w) in writers.iter_mut().enumerate() {
+                    let due = start + step * k as u32;
+                    if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                        std::thread::sleep(wait);
+                    }
+                    written[l][n as usize]
+                        .store(origin.elapsed().as_nanos() as u64, Ordering::Release);
+                    w.append_batch("order.created", &[super::payload(n, 420).as_str()])
+                        .expect("append");
+                    k += 1;
+                }
+            }
+            done.store(true, Ordering::Relaxed);
+        })
+    };
+    let mut client = server.client();
+    let mirror = dir.join("many.db");
+    let (mut central, mut local) = (Seen::new(ledgers), Seen::new(ledgers));
+    let mut done_at = None;
+    while central.seen.iter().any(|s| *s < per) {
+        let rows = client
+            .query(
+                "SELECT ledger, head_seq FROM ledgertail.ledgers WHERE source = $1",
+                &[&reach.source],
+            )
+            .unwrap_or_default();
+        let now = origin.elapsed().as_nanos() as u64;
+        for r in rows {
+            central.observe(&r.get::<_, String>(0), r.get(1), per, now, &written);
+        }
+        // The floor in the same run: the same rows visible in the mirror.
+        let heads: Vec<(String, Option<i64>)> = rusqlite::Connection::open(&mirror)
+            .and_then(|c| {
+                c.prepare("SELECT ledger, head_seq FROM checkpoints")?
+                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect()
+            })
+            .unwrap_or_default();
+        let now = origin.elapsed().as_nanos() as u64;
+        for (name, head) in heads {
+            local.observe(&name, head, per, now, &written);
+        }
+        if done.load(Ordering::Relaxed) && done_at.is_none() {
+            done_at = Some(Instant::now());
+        }
+        if done_at.is_some_and(|d| d.elapsed() > Duration::from_secs(10)) {
+            break;
+        }
+        // Every 25 ms: reading a thousand heads every 5 ms took a good part
+        // of the server's CPU from the sidecar being measured.
+        std::thread::sleep(POLL);
+    }
+    let _ = producer.join();
+    super::stop(child);
+    let all = per * ledgers as u64;
+    (central.latency(all), local.latency(all))
+}
+
+/// Latency from a line written to its row visible: events seen, p50, p99,
+/// max (ms), and whether every event was seen.
+pub struct Latency {
+    pub events: u64,
+    pub p50: f64,
+    pub p99: f64,
+    pub max: f64,
+    pub kept_up: bool,
+}
+
+/// What a reader of many ledgers' heads has seen so far.
+struct Seen {
+    seen: Vec<u64>,
+    latencies: Vec<f64>,
+}
+
+impl Seen {
+    fn new(ledgers: usize) -> Seen {
+        Seen {
+            seen: vec![0; ledgers],
+            latencies: Vec::new(),
+        }
+    }
+
+    /// Ledger `name` (`l<N>`) has its head at `head` at `now` (ns since
+    /// the origin); `written[l][seq]`: when each line was written.
+    fn observe(
+        &mut self,
+        name: &str,
+        head: Option<i64>,
+        per: u64,
+        now: u64,
+        written: &[Vec<AtomicU64>],
+    ) {
+        let Some(l) = name.strip_prefix('l').and_then(|n| n.parse::<usize>().ok()) else {
+            return;
+        };
+        let upto = head.map_or(0, |h| h as u64 + 1).min(per);
+        for seq in self.seen[l]..upto {
+            let at = written[l][seq as usize].load(Ordering::Acquire);
+            self.latencies.push(now.saturating_sub(at) as f64 / 1e6);
+        }
+        self.seen[l] = self.seen[l].max(upto);
+    }
+
+    fn latency(mut self, all: u64) -> Latency {
+        self.latencies.sort_by(f64::total_cmp);
+        let events: u64 = self.seen.iter().sum();
+        Latency {
+            events,
+            p50: super::percentile(&self.latencies, 0.5),
+            p99: super::percentile(&self.latencies, 0.99),
+            max: self.latencies.last().copied().unwrap_or(f64::NAN),
+            kept_up: events >= all,
+        }
+    }
 }

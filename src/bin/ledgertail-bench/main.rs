@@ -23,6 +23,7 @@ mod fleet;
 mod fleet_scale;
 mod many;
 mod parity;
+mod pg;
 mod tlog;
 mod tlog_scale;
 use ledgertail::ledger::frame::{Frame, Framer};
