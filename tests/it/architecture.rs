@@ -185,3 +185,80 @@ fn the_architecture_map_names_every_module() {
     }
     assert!(missing.is_empty(), "{}", missing.join("\n"));
 }
+
+/// The modules under src/ each file of `module` names with `crate::X`.
+fn uses_of(module: &Path) -> std::collections::BTreeSet<String> {
+    let files = if module.is_dir() {
+        let mut stack = vec![module.to_path_buf()];
+        let mut found = Vec::new();
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else if p.extension().is_some_and(|x| x == "rs") {
+                    found.push(p);
+                }
+            }
+        }
+        found
+    } else {
+        vec![module.to_path_buf()]
+    };
+    let mut uses = std::collections::BTreeSet::new();
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap();
+        let code = text.split("#[cfg(test)]").next().unwrap_or("");
+        for (at, _) in code.match_indices("crate::") {
+            let name: String = code[at + "crate::".len()..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            uses.insert(name);
+        }
+    }
+    uses
+}
+
+#[test]
+fn no_two_modules_use_each_other_even_through_others() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut graph = std::collections::BTreeMap::new();
+    for entry in std::fs::read_dir(&src).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_stem().unwrap().to_str().unwrap().to_owned();
+        if ["bin", "main", "lib"].contains(&name.as_str()) {
+            continue;
+        }
+        graph.insert(name, uses_of(&path));
+    }
+    let names: Vec<String> = graph.keys().cloned().collect();
+    for name in &names {
+        graph
+            .get_mut(name)
+            .unwrap()
+            .retain(|u| u != name && names.contains(u));
+    }
+    // A walk from each module: reaching itself again is a cycle.
+    let mut cycles = Vec::new();
+    for start in &names {
+        let mut seen = std::collections::BTreeSet::new();
+        let mut stack: Vec<(String, Vec<String>)> = vec![(start.clone(), vec![start.clone()])];
+        while let Some((at, path)) = stack.pop() {
+            for next in &graph[&at] {
+                if next == start {
+                    cycles.push(format!("{} -> {start}", path.join(" -> ")));
+                } else if seen.insert(next.clone()) {
+                    let mut longer = path.clone();
+                    longer.push(next.clone());
+                    stack.push((next.clone(), longer));
+                }
+            }
+        }
+    }
+    assert!(
+        cycles.is_empty(),
+        "modules that use each other:\n{}",
+        cycles.join("\n")
+    );
+}
