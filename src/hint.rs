@@ -28,6 +28,14 @@ pub fn recognized(cause: &(dyn std::error::Error + 'static)) -> Option<Option<St
     if let Some(e) = cause.downcast_ref::<crate::tlog::TlogError>() {
         return Some(e.hint());
     }
+    if let Some(e) = cause.downcast_ref::<crate::tlog::prove::ProveError>() {
+        use crate::tlog::prove::ProveError;
+        return Some(match e {
+            ProveError::Mirror(m) => m.hint(),
+            ProveError::Tlog(t) => t.hint(),
+            _ => None,
+        });
+    }
     if let Some(ShipError::Mirror(e)) = cause.downcast_ref::<ShipError>() {
         return Some(e.hint());
     }

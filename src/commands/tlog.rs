@@ -11,12 +11,10 @@ use anyhow::Context as _;
 use super::{exit, EXIT_FAILED, EXIT_OK, EXIT_PROBLEMS};
 use crate::cli::{CheckpointArgs, ProveArgs, VerifyProofArgs};
 use crate::config::{Overrides, Settings};
-use crate::ledger::columns::event_line;
 use crate::ledger::note::VerifierKey;
-use crate::ledger::tlog::{AddCheckpoint, InclusionProof};
-use crate::ledger::{jcs, json};
 use crate::mirror::{Access, Mirror};
-use crate::tlog::{latest_with_cosignatures, Signer};
+use crate::tlog::prove::{prove_consistency, prove_event};
+use crate::tlog::Signer;
 
 fn load(
     config: &Option<std::path::PathBuf>,
@@ -105,72 +103,20 @@ fn write_out(out: Option<&Path>, default: &str, text: &str) -> anyhow::Result<()
 
 pub fn prove(args: ProveArgs) -> anyhow::Result<ExitCode> {
     let settings = load(&args.config, &args.db)?;
-    let ledger = chosen(&settings, Some(&args.ledger))?[0];
+    let ledger = &chosen(&settings, Some(&args.ledger))?[0].name;
     let mirror = Mirror::open(&settings.db, Access::ReadOnly)?;
-    let Some((signed, note)) = latest_with_cosignatures(&mirror, &ledger.name)? else {
-        anyhow::bail!(
-            "ledger `{}` has no signed checkpoint yet; sign one with `ledgertail checkpoint --ledger {}`",
-            ledger.name,
-            ledger.name
-        );
-    };
-    let size = signed.checkpoint.size;
-    let anchor = mirror
-        .state(&ledger.name)?
-        .and_then(|s| s.anchor)
-        .map_or(0, |a| a.seq);
     if args.consistency {
         let from = args.from.unwrap_or(0);
-        let hashes = match mirror.consistency_proof(&ledger.name, from, size)? {
-            Ok(h) => h,
-            Err(e) => anyhow::bail!(
-                "ledger `{}`: {e} (the latest checkpoint has size {size})",
-                ledger.name
-            ),
-        };
-        let body = AddCheckpoint {
-            old: from,
-            hashes,
-            checkpoint: note,
-        };
-        let default = format!("{}-{from}-{size}.tlog-consistency", ledger.name);
+        let (body, size) = prove_consistency(&mirror, ledger, from)?;
+        let default = format!("{ledger}-{from}-{size}.tlog-consistency");
         write_out(args.out.as_deref(), &default, &body.to_text())?;
         return Ok(exit(EXIT_OK));
     }
     let Some(seq) = args.seq else {
         anyhow::bail!("give --seq N (the event to prove), or --consistency --from M");
     };
-    let index = match seq.checked_sub(anchor) {
-        Some(i) if i < size => i,
-        _ => anyhow::bail!(
-            "ledger `{}`: seq {seq} is not in the latest signed checkpoint (seqs {anchor} to {}); sign a newer one with `ledgertail checkpoint --ledger {}`",
-            ledger.name,
-            anchor + size - 1,
-            ledger.name
-        ),
-    };
-    let rows = mirror.events_from(&ledger.name, seq, 1)?;
-    let Some(row) = rows.into_iter().find(|r| r.seq == seq) else {
-        anyhow::bail!("ledger `{}`: no mirrored event at seq {seq}", ledger.name);
-    };
-    let line = event_line(&row.columns());
-    let value = std::str::from_utf8(&line)
-        .ok()
-        .and_then(|t| json::parse(t).ok())
-        .with_context(|| format!("ledger `{}`: the row at seq {seq} does not form an event; run `ledgertail verify --db`", ledger.name))?;
-    let mut canonical = Vec::with_capacity(line.len());
-    jcs::write_value(&mut canonical, &value);
-    let hashes = match mirror.inclusion_proof(&ledger.name, index, size)? {
-        Ok(h) => h,
-        Err(e) => anyhow::bail!("ledger `{}`: {e}", ledger.name),
-    };
-    let proof = InclusionProof {
-        extra: Some(canonical),
-        index,
-        hashes,
-        checkpoint: note,
-    };
-    let default = format!("{}-{seq}.tlog-proof", ledger.name);
+    let proof = prove_event(&mirror, ledger, seq)?;
+    let default = format!("{ledger}-{seq}.tlog-proof");
     write_out(args.out.as_deref(), &default, &proof.to_text())?;
     Ok(exit(EXIT_OK))
 }

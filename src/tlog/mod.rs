@@ -11,6 +11,7 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 pub mod audit;
+pub mod prove;
 pub mod publish;
 pub mod verify;
 pub mod witness;
