@@ -21,6 +21,63 @@ use super::{jcs, json};
 /// the contract names); `extra` must not repeat them.
 use super::event::KNOWN as RESERVED;
 
+/// The names of an event row's columns, in the order every reader and
+/// writer of event rows uses (the mirror's `events` table and the fleet
+/// store's hold each of them; a test checks both schemas against it).
+pub const EVENT_COLUMNS: [&str; 12] = [
+    "seq",
+    "id",
+    "ts",
+    "type",
+    "payload",
+    "extra",
+    "prev_hash",
+    "hash",
+    "key_id",
+    "sig",
+    "file_id",
+    "file_offset",
+];
+
+/// An event row as read back, for parity and audits. A column that does
+/// not hold the type the schema gives it (an integer where text belongs,
+/// a blob) reads as empty text and is named in `fault`: a tampered row is
+/// reported, it does not stop the audit.
+#[derive(Debug, Clone, Default)]
+pub struct StoredEvent {
+    pub fault: Option<String>,
+    pub seq: u64,
+    pub id: Option<String>,
+    pub ts: String,
+    pub event_type: String,
+    pub payload: String,
+    pub extra: Option<String>,
+    pub prev_hash: Option<String>,
+    pub hash: String,
+    pub key_id: Option<String>,
+    pub sig: Option<String>,
+    pub file_id: String,
+    pub file_offset: u64,
+}
+
+impl StoredEvent {
+    /// The row's columns, for the audit and for rebuilding its line.
+    pub fn columns(&self) -> Columns<'_> {
+        Columns {
+            seq: self.seq,
+            ts: &self.ts,
+            event_type: &self.event_type,
+            payload: &self.payload,
+            extra: self.extra.as_deref(),
+            prev_hash: self.prev_hash.as_deref(),
+            hash: &self.hash,
+            id: self.id.as_deref(),
+            key_id: self.key_id.as_deref(),
+            sig: self.sig.as_deref(),
+        }
+    }
+}
+
 /// The columns of a mirrored event, as an auditor reads them from SQLite.
 #[derive(Debug, Clone, Copy)]
 pub struct Columns<'a> {
@@ -152,35 +209,8 @@ mod tests {
     use crate::ledger::Hash;
     use ed25519_dalek::SigningKey;
 
-    struct Row {
-        seq: u64,
-        ts: String,
-        event_type: String,
-        payload: String,
-        extra: Option<String>,
-        prev_hash: Option<String>,
-        hash: String,
-        id: Option<String>,
-        key_id: Option<String>,
-        sig: Option<String>,
-    }
-
-    impl Row {
-        fn columns(&self) -> Columns<'_> {
-            Columns {
-                seq: self.seq,
-                ts: &self.ts,
-                event_type: &self.event_type,
-                payload: &self.payload,
-                extra: self.extra.as_deref(),
-                prev_hash: self.prev_hash.as_deref(),
-                hash: &self.hash,
-                id: self.id.as_deref(),
-                key_id: self.key_id.as_deref(),
-                sig: self.sig.as_deref(),
-            }
-        }
-    }
+    /// A row as the mirror holds it.
+    type Row = StoredEvent;
 
     fn row_of(line: &str) -> Row {
         let ev = authenticate(
@@ -201,6 +231,7 @@ mod tests {
             id: ev.id,
             key_id: ev.key_id,
             sig: ev.sig,
+            ..Row::default()
         }
     }
 
@@ -313,17 +344,6 @@ mod tests {
     }
 
     fn row_clone(r: &Row) -> Row {
-        Row {
-            seq: r.seq,
-            ts: r.ts.clone(),
-            event_type: r.event_type.clone(),
-            payload: r.payload.clone(),
-            extra: r.extra.clone(),
-            prev_hash: r.prev_hash.clone(),
-            hash: r.hash.clone(),
-            id: r.id.clone(),
-            key_id: r.key_id.clone(),
-            sig: r.sig.clone(),
-        }
+        r.clone()
     }
 }

@@ -204,44 +204,7 @@ pub struct QuarantineRow {
     pub line: Vec<u8>,
 }
 
-/// An event row as read back, for parity and audits. A column that does
-/// not hold the type the schema gives it (an integer where text belongs,
-/// a blob) reads as empty text and is named in `fault`: a tampered row is
-/// reported, it does not stop the audit.
-#[derive(Debug, Clone, Default)]
-pub struct StoredEvent {
-    pub fault: Option<String>,
-    pub seq: u64,
-    pub id: Option<String>,
-    pub ts: String,
-    pub event_type: String,
-    pub payload: String,
-    pub extra: Option<String>,
-    pub prev_hash: Option<String>,
-    pub hash: String,
-    pub key_id: Option<String>,
-    pub sig: Option<String>,
-    pub file_id: String,
-    pub file_offset: u64,
-}
-
-impl StoredEvent {
-    /// The row's columns, for the audit and for rebuilding its line.
-    pub fn columns(&self) -> crate::ledger::columns::Columns<'_> {
-        crate::ledger::columns::Columns {
-            seq: self.seq,
-            ts: &self.ts,
-            event_type: &self.event_type,
-            payload: &self.payload,
-            extra: self.extra.as_deref(),
-            prev_hash: self.prev_hash.as_deref(),
-            hash: &self.hash,
-            id: self.id.as_deref(),
-            key_id: self.key_id.as_deref(),
-            sig: self.sig.as_deref(),
-        }
-    }
-}
+pub use crate::ledger::columns::StoredEvent;
 
 /// One transaction's worth of writes.
 #[derive(Debug, Default, Clone, Copy)]

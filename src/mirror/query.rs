@@ -282,20 +282,7 @@ impl Mirror {
 /// column types hold (see [`StoredEvent::fault`]).
 fn stored_event(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredEvent> {
     use rusqlite::types::ValueRef;
-    const NAMES: [&str; 12] = [
-        "seq",
-        "id",
-        "ts",
-        "type",
-        "payload",
-        "extra",
-        "prev_hash",
-        "hash",
-        "key_id",
-        "sig",
-        "file_id",
-        "file_offset",
-    ];
+    const NAMES: [&str; 12] = crate::ledger::columns::EVENT_COLUMNS;
     let mut fault = None;
     let mut text = |i: usize, nullable: bool| -> rusqlite::Result<Option<String>> {
         Ok(match r.get_ref(i)? {

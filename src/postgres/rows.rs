@@ -8,7 +8,7 @@ use tokio_postgres::types::Type;
 use super::session::Session;
 use super::ship::{central_head, CentralHead};
 use super::{ident, PgError};
-use crate::mirror::StoredEvent;
+use crate::ledger::columns::StoredEvent;
 
 /// Rows fetched per page.
 const PAGE: i64 = 5000;

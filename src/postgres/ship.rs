@@ -13,7 +13,7 @@ use tokio_postgres::types::Type;
 
 use super::session::{Param, Session};
 use super::{ident, ErrorKind, PgError};
-use crate::mirror::StoredEvent;
+use crate::ledger::columns::StoredEvent;
 
 /// A ledger's row in the central `ledgers` table.
 #[derive(Debug, Clone, PartialEq, Eq)]

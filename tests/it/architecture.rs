@@ -262,3 +262,44 @@ fn no_two_modules_use_each_other_even_through_others() {
         cycles.join("\n")
     );
 }
+
+/// The column names declared by the `CREATE TABLE …events (` block of
+/// `text`.
+fn events_table_columns(text: &str) -> Vec<String> {
+    let start = text.find("events (").expect("an events table");
+    let body = &text[start + "events (".len()..];
+    let body = &body[..body.find("\n)").expect("the table's end")];
+    body.lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|w| !w.starts_with("--") && w.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn one_column_list_names_the_event_row_in_both_schemas_and_every_reader() {
+    use ledgertail::ledger::columns::EVENT_COLUMNS;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let read = |p: &str| std::fs::read_to_string(root.join(p)).unwrap();
+    for (schema, text) in [
+        ("the mirror's", read("mirror/schema.sql")),
+        ("the fleet store's", read("postgres/schema.rs")),
+    ] {
+        let declared = events_table_columns(&text);
+        for column in EVENT_COLUMNS {
+            assert!(
+                declared.iter().any(|d| d == column),
+                "{schema} events table has no column {column}: {declared:?}"
+            );
+        }
+    }
+    // The readers take the columns by position, in this order.
+    let list = EVENT_COLUMNS.join(", ");
+    for reader in ["mirror/query.rs", "postgres/rows.rs"] {
+        assert!(
+            read(reader).contains(&format!("SELECT {list}")),
+            "{reader} does not select the event columns as EVENT_COLUMNS lists them"
+        );
+    }
+    assert!(read("mirror/write.rs").contains(&format!("INSERT INTO events (ledger, {list})")));
+}
