@@ -18,7 +18,8 @@
 //!   stop), [`serve`] the HTTP endpoints, [`telemetry`] metrics and
 //!   status, [`logging`].
 //! - surface: [`cli`] flags, [`config`] settings, [`commands`] one per
-//!   subcommand, [`producer`] writing ledgers.
+//!   subcommand, [`producer`] writing ledgers, [`keyfile`] the signing
+//!   keys of producers and of the log.
 //! - glue: [`hint`] the operator's next step for each error, [`tls`] where
 //!   TLS trust comes from.
 pub mod cli;
@@ -27,6 +28,7 @@ pub mod config;
 pub mod daemon;
 pub mod fleet;
 pub mod hint;
+pub mod keyfile;
 pub mod ledger;
 pub mod logging;
 pub mod mirror;

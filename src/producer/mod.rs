@@ -17,15 +17,13 @@
 //! success. Several writers, in one process or many, therefore produce one
 //! valid chain.
 
-mod keyfile;
-
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::PathBuf;
 use std::time::SystemTime;
 
-pub use keyfile::KeyFile;
+pub use crate::keyfile::{KeyFile, KeyFileError};
 
 use crate::ledger::event::{seal_line, Draft, DraftError};
 use crate::ledger::frame::DEFAULT_MAX_LINE_BYTES;
@@ -46,8 +44,6 @@ pub enum ProduceError {
     Payload(String),
     #[error("{0}")]
     Draft(#[from] DraftError),
-    #[error("key file {}: {reason}", path.display())]
-    KeyFile { path: PathBuf, reason: String },
     #[error("{}: the head is at seq {seq}, the largest a ledger can hold", path.display())]
     Full { path: PathBuf, seq: u64 },
     /// A write failed midway (a full disk, a file size limit): the partial
@@ -92,9 +88,6 @@ impl ProduceError {
             ProduceError::UnfinishedLine { .. } => Some(
                 "a writer died mid-line or is still writing; if no writer is running, the line will never complete: investigate before removing it".into(),
             ),
-            ProduceError::KeyFile { .. } => {
-                Some("a key file is {\"key_id\": \"ID\", \"seed\": \"base64 of 32 bytes\"}, as `ledgertail keygen` writes it".into())
-            }
             ProduceError::Payload(_) => Some(
                 "one JSON value per line; write integers beyond 2^53-1 as strings".into(),
             ),
@@ -487,6 +480,22 @@ fn bytes_after_last_lf(file: &File, len: u64) -> io::Result<u64> {
         end = start;
     }
     Ok(len)
+}
+
+/// `n` lines of one chain (newline included), made with the library's
+/// own writer: for the unit tests of the modules that read ledgers.
+#[cfg(test)]
+pub(crate) fn chain_lines(n: usize) -> Vec<Vec<u8>> {
+    let scratch = tempfile::tempdir().unwrap();
+    let path = scratch.path().join("chain.jsonl");
+    let mut w = Writer::new(&path).without_fsync();
+    for i in 0..n {
+        w.append("t", &format!("{{\"i\":{i}}}")).unwrap();
+    }
+    let text = std::fs::read(&path).unwrap();
+    text.split_inclusive(|b| *b == b'\n')
+        .map(<[u8]>::to_vec)
+        .collect()
 }
 
 #[cfg(test)]

@@ -20,11 +20,11 @@ use ed25519_dalek::SigningKey;
 use sha2::{Digest, Sha256};
 
 use crate::config::TlogSettings;
+use crate::keyfile::KeyFile;
 use crate::ledger::note::{self, Note, VerifierKey, ED25519};
 use crate::ledger::tlog::{hash_base64, Checkpoint, SignedCheckpoint};
 use crate::ledger::Hash;
 use crate::mirror::{Mirror, MirrorError};
-use crate::producer::KeyFile;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlogError {

@@ -1,5 +1,7 @@
-//! Key files (contract §4 `keygen`): a producer's Ed25519 seed and its
-//! key id, as JSON in a file of mode 0600.
+//! Key files: an Ed25519 seed and its key id, as JSON in a file of mode
+//! 0600 (`ledgertail keygen` writes them). A producer signs events with
+//! one (`producer`), the verifiable log signs checkpoints with one
+//! (`tlog`): this module owns the file, neither of them the other.
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -10,8 +12,43 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use ed25519_dalek::SigningKey;
 
-use super::ProduceError;
 use crate::ledger::seal;
+
+/// A key file that cannot be read, written or made.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyFileError {
+    #[error("key file {}: {reason}", path.display())]
+    Bad { path: PathBuf, reason: String },
+    #[error("key file {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("key id {0:?} must be 1 to 128 bytes with no control character")]
+    BadId(String),
+    #[error("no randomness available for a new key: {0}")]
+    NoRandomness(String),
+}
+
+impl KeyFileError {
+    /// What the file is, for a key file that cannot be used.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            KeyFileError::Bad { .. } => Some(
+                "a key file is {\"key_id\": \"ID\", \"seed\": \"base64 of 32 bytes\"}, as `ledgertail keygen` writes it".into(),
+            ),
+            KeyFileError::Io { source, .. } if source.kind() == std::io::ErrorKind::AlreadyExists => {
+                Some("a key file is never overwritten: choose another path, or remove the old key once nothing needs it".into())
+            }
+            KeyFileError::Io { source, .. } if source.kind() == std::io::ErrorKind::PermissionDenied => {
+                Some("check the file's permissions and the user this runs as".into())
+            }
+            KeyFileError::BadId(_) => Some("a key id is printed in logs and [keys] lines: use letters, digits, '-', '_' or '.'".into()),
+            _ => None,
+        }
+    }
+}
 
 /// A producer's signing key, as stored in a key file.
 #[derive(Clone)]
@@ -37,12 +74,15 @@ struct KeyFileJson {
 
 impl KeyFile {
     /// Reads a key file (`{"key_id": ..., "seed": base64 of 32 bytes}`).
-    pub fn load(path: &Path) -> Result<KeyFile, ProduceError> {
-        let bad = |reason: String| ProduceError::KeyFile {
+    pub fn load(path: &Path) -> Result<KeyFile, KeyFileError> {
+        let bad = |reason: String| KeyFileError::Bad {
             path: path.to_path_buf(),
             reason,
         };
-        let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+        let text = std::fs::read_to_string(path).map_err(|source| KeyFileError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
         let parsed: KeyFileJson =
             serde_json::from_str(&text).map_err(|e| bad(format!("not a key file: {e}")))?;
         if !seal::is_valid_key_id(&parsed.key_id) {
@@ -72,20 +112,12 @@ impl KeyFile {
 
     /// A new random key. The id must pass [`seal::is_valid_key_id`]: it
     /// is printed in logs and in the `[keys]` line of [`KeyFile::trust_line`].
-    pub fn generate(key_id: &str) -> Result<KeyFile, ProduceError> {
+    pub fn generate(key_id: &str) -> Result<KeyFile, KeyFileError> {
         if !seal::is_valid_key_id(key_id) {
-            return Err(ProduceError::KeyFile {
-                path: PathBuf::new(),
-                reason: format!(
-                    "key id {key_id:?} must be 1 to 128 bytes with no control character"
-                ),
-            });
+            return Err(KeyFileError::BadId(key_id.to_owned()));
         }
         let mut seed = [0u8; 32];
-        getrandom::fill(&mut seed).map_err(|e| ProduceError::KeyFile {
-            path: PathBuf::new(),
-            reason: format!("no randomness available: {e}"),
-        })?;
+        getrandom::fill(&mut seed).map_err(|e| KeyFileError::NoRandomness(e.to_string()))?;
         Ok(KeyFile {
             key_id: key_id.to_owned(),
             key: SigningKey::from_bytes(&seed),
@@ -93,16 +125,16 @@ impl KeyFile {
     }
 
     /// Writes the key file with mode 0600; never overwrites a file.
-    pub fn save_new(&self, path: &Path) -> Result<(), ProduceError> {
+    pub fn save_new(&self, path: &Path) -> Result<(), KeyFileError> {
         let json = serde_json::to_string(&KeyFileJson {
             key_id: self.key_id.clone(),
             seed: STANDARD.encode(self.key.to_bytes()),
         })
-        .map_err(|e| ProduceError::KeyFile {
+        .map_err(|e| KeyFileError::Bad {
             path: path.to_path_buf(),
             reason: e.to_string(),
         })?;
-        let io_err = |source| ProduceError::Io {
+        let io_err = |source| KeyFileError::Io {
             path: path.to_path_buf(),
             source,
         };
