@@ -117,9 +117,8 @@ fn ship(
     db: &std::path::Path,
 ) -> anyhow::Result<bool> {
     use crate::fleet::{Round, Settled, Uploader};
-    let mut uploader = Uploader::new(pg, names, db.to_path_buf(), None, None)
-        .map_err(anyhow::Error::msg)
-        .context("[postgres]")?;
+    let mut uploader =
+        Uploader::new(pg, names, db.to_path_buf(), None, None).context("[postgres]")?;
     // Every file has been read: the mirror's heads are final.
     uploader.mirror_is_complete();
     let all = vec![true; names.len()];
@@ -155,7 +154,7 @@ fn ship(
     for (name, head) in uploader.heads() {
         eprintln!(
             "{name}: shipped to PostgreSQL ({}, source {}), central head {}",
-            uploader.target().shown(),
+            uploader.shown(),
             pg.source,
             head.map_or_else(|| "none".to_owned(), |s| format!("seq {s}"))
         );

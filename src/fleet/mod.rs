@@ -18,6 +18,11 @@
 //! with a backoff that doubles up to [`MAX_BACKOFF`].
 
 mod lane;
+#[cfg(test)]
+mod memory;
+mod store;
+#[cfg(test)]
+mod tests;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,9 +32,10 @@ use std::time::{Duration, Instant};
 
 use crate::config::PostgresSettings;
 use crate::mirror::{Access, Mirror, MirrorError};
-use crate::postgres::{self, ErrorKind, PgError, Target};
+use crate::postgres::{ErrorKind, PgError};
 use crate::telemetry::{StatusBoard, Telemetry};
 use lane::{Lane, Pos};
+pub use store::{CentralSession, CentralStore, PostgresStore};
 
 /// The longest wait between two attempts to reach PostgreSQL.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -90,14 +96,14 @@ pub enum Round {
 }
 
 /// The uploader of one sidecar (not [`crate::shipper::Shipper`], which
-/// mirrors the files into SQLite): its lanes, one PostgreSQL connection and
-/// one read connection to the mirror.
+/// mirrors the files into SQLite): its lanes, one session to the central
+/// store and one read connection to the mirror.
 pub struct Uploader {
     pub(crate) cfg: PostgresSettings,
-    target: Target,
+    store: Box<dyn CentralStore>,
     db: PathBuf,
     lanes: Vec<Lane>,
-    client: Option<postgres::Session>,
+    client: Option<Box<dyn CentralSession>>,
     mirror: Option<Mirror>,
     shipper: Option<String>,
     failures: u32,
@@ -112,26 +118,43 @@ pub struct Uploader {
 }
 
 impl Uploader {
-    /// An uploader for the ledgers `names` of the mirror `db`.
+    /// An uploader for the ledgers `names` of the mirror `db`, shipping
+    /// to the PostgreSQL store `cfg` names.
     pub fn new(
         cfg: &PostgresSettings,
         names: &[String],
         db: PathBuf,
         telemetry: Option<&Telemetry>,
         board: Option<StatusBoard>,
-    ) -> Result<Uploader, String> {
-        let target = cfg.target();
-        target.preflight().map_err(|e| match &e.hint {
-            Some(hint) => format!("{e} ({hint})"),
-            None => e.to_string(),
-        })?;
-        Ok(Uploader {
+    ) -> Result<Uploader, PgError> {
+        let store = PostgresStore::new(cfg)?;
+        Ok(Uploader::with_store(
+            Box::new(store),
+            cfg,
+            names,
+            db,
+            telemetry,
+            board,
+        ))
+    }
+
+    /// An uploader shipping to `store`, with the batching, lease and
+    /// source of `cfg`.
+    pub fn with_store(
+        store: Box<dyn CentralStore>,
+        cfg: &PostgresSettings,
+        names: &[String],
+        db: PathBuf,
+        telemetry: Option<&Telemetry>,
+        board: Option<StatusBoard>,
+    ) -> Uploader {
+        Uploader {
             lanes: names
                 .iter()
                 .map(|n| Lane::new(n, telemetry.map(|t| t.fleet(n))))
                 .collect(),
             cfg: cfg.clone(),
-            target,
+            store,
             db,
             client: None,
             mirror: None,
@@ -142,7 +165,7 @@ impl Uploader {
             last_error: None,
             board,
             local_complete: false,
-        })
+        }
     }
 
     /// Says that the mirror holds everything it will (`replay`, after
@@ -152,8 +175,9 @@ impl Uploader {
         self.local_complete = true;
     }
 
-    pub fn target(&self) -> &Target {
-        &self.target
+    /// Where it ships, for logs.
+    pub fn shown(&self) -> &str {
+        self.store.shown()
     }
 
     /// One pass over the lanes; `rung`: the lanes that may have new rows.
@@ -179,7 +203,7 @@ impl Uploader {
             }
         }
         let (Some(client), Some(mirror), Some(shipper)) = (
-            self.client.as_ref(),
+            self.client.as_deref(),
             self.mirror.as_ref(),
             self.shipper.as_deref(),
         ) else {
@@ -199,7 +223,7 @@ impl Uploader {
         };
         if self.failures > 0 {
             tracing::info!(
-                target = self.target.shown(),
+                target = self.store.shown(),
                 "fleet: PostgreSQL reachable again; shipping resumed"
             );
         }
@@ -257,8 +281,7 @@ impl Uploader {
     }
 
     fn connect(&mut self) -> Result<(), PgError> {
-        let client = self.target.connect()?;
-        postgres::schema::ensure(&client, &self.cfg.schema)?;
+        let client = self.store.open()?;
         // Every lane reads its central head again on a new connection.
         self.lanes.iter_mut().for_each(|l| l.relocate());
         self.client = Some(client);
@@ -283,7 +306,7 @@ impl Uploader {
         let text = e.to_string();
         if self.said.as_deref() != Some(text.as_str()) {
             tracing::error!(
-                target = self.target.shown(),
+                target = self.store.shown(),
                 error = %text,
                 hint = e.hint.as_deref().unwrap_or(""),
                 retry_in_ms = wait.as_millis() as u64,
@@ -334,7 +357,8 @@ impl Uploader {
     /// successor (a rebuilt mirror, a rescheduled pod) need not wait for
     /// them to run out. Best effort: a lease not given up just runs out.
     pub fn release(&mut self) {
-        let (Some(client), Some(shipper)) = (self.client.as_ref(), self.shipper.as_deref()) else {
+        let (Some(client), Some(shipper)) = (self.client.as_deref(), self.shipper.as_deref())
+        else {
             return;
         };
         let held: Vec<&str> = self
@@ -346,9 +370,7 @@ impl Uploader {
         if held.is_empty() {
             return;
         }
-        if let Err(e) =
-            postgres::ship::release(client, &self.cfg.schema, &self.cfg.source, &held, shipper)
-        {
+        if let Err(e) = client.release(&held, shipper) {
             tracing::debug!(error = %e, "fleet: the leases were not given up (they run out by themselves)");
         }
     }
@@ -372,7 +394,7 @@ const MAX_GROUP_LEDGERS: usize = 1000;
 /// connection failed.
 fn ship_round(
     lanes: &mut [Lane],
-    client: &postgres::Session,
+    client: &dyn CentralSession,
     io: &lane::Io<'_>,
     now: Instant,
 ) -> Result<(bool, Duration), PgError> {
@@ -441,7 +463,7 @@ fn planned(lanes: usize, batches: &[(usize, lane::Batch)]) -> Vec<bool> {
 /// one query, and places them.
 fn locate_all(
     lanes: &mut [Lane],
-    client: &postgres::Session,
+    client: &dyn CentralSession,
     io: &lane::Io<'_>,
     now: Instant,
 ) -> Result<(), PgError> {
@@ -452,7 +474,7 @@ fn locate_all(
         return Ok(());
     }
     let names: Vec<&str> = need.iter().map(|i| lanes[*i].name.as_str()).collect();
-    let mut heads = postgres::ship::read_heads(client, &io.cfg.schema, &io.cfg.source, &names)?;
+    let mut heads = client.read_heads(&names)?;
     for i in need {
         let central = heads.remove(&lanes[i].name);
         lanes[i].locate(io, central);
@@ -465,7 +487,7 @@ fn locate_all(
 /// ledger, so that only that ledger bears it. `Ok(true)`: a lane has more.
 fn ship_group(
     lanes: &mut [Lane],
-    client: &postgres::Session,
+    client: &dyn CentralSession,
     io: &lane::Io<'_>,
     group: Vec<(usize, lane::Batch)>,
 ) -> Result<bool, PgError> {
@@ -510,22 +532,13 @@ fn ship_group(
 
 fn send(
     lanes: &[Lane],
-    client: &postgres::Session,
+    client: &dyn CentralSession,
     io: &lane::Io<'_>,
     group: &[(usize, lane::Batch)],
 ) -> Result<(), PgError> {
-    let parts: Vec<postgres::Shipment<'_>> = group.iter().map(|(i, b)| lanes[*i].part(b)).collect();
-    postgres::ship::ship(
-        client,
-        &postgres::ship::Group {
-            schema: &io.cfg.schema,
-            source: &io.cfg.source,
-            shipper: io.shipper,
-            lease: io.cfg.lease,
-            statement_timeout: io.cfg.statement_timeout,
-            parts: &parts,
-        },
-    )
+    let parts: Vec<crate::postgres::Shipment<'_>> =
+        group.iter().map(|(i, b)| lanes[*i].part(b)).collect();
+    client.ship(io.shipper, io.cfg.lease, &parts)
 }
 
 /// Where shipping stands, for `replay`.
@@ -577,7 +590,7 @@ impl Running {
                         return;
                     }
                 };
-                tracing::info!(target = uploader.target().shown(), source = %cfg.source, schema = %cfg.schema, "fleet: shipping to PostgreSQL");
+                tracing::info!(target = uploader.shown(), source = %cfg.source, schema = %cfg.schema, "fleet: shipping to PostgreSQL");
                 let mut rung = vec![true; names.len()];
                 while !stop2.load(Ordering::Relaxed) {
                     match uploader.round(&rung) {
@@ -611,28 +624,5 @@ impl Running {
             Some(_) => false,
             None => true,
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_to_a_ceiling() {
-        assert_eq!(backoff(1), Duration::from_millis(250));
-        assert_eq!(backoff(2), Duration::from_millis(500));
-        assert_eq!(backoff(5), Duration::from_secs(4));
-        assert_eq!(backoff(40), MAX_BACKOFF);
-    }
-
-    #[test]
-    fn a_ring_wakes_and_is_taken_once() {
-        let bell = Doorbell::new(3);
-        bell.ring(1);
-        assert_eq!(bell.wait(Duration::from_secs(5)), vec![false, true, false]);
-        let start = Instant::now();
-        assert_eq!(bell.wait(Duration::from_millis(30)), vec![false; 3]);
-        assert!(start.elapsed() >= Duration::from_millis(30));
     }
 }

@@ -549,7 +549,6 @@ mod tests {
     use super::*;
     use crate::config::{FileConfig, LedgerSettings, Overrides, Settings};
     use crate::mirror::{Access, Mirror};
-    use crate::producer::Writer;
     use crate::shipper::Batching;
 
     fn ledger(dir: &Path) -> LedgerSettings {
@@ -564,16 +563,7 @@ mod tests {
 
     /// A chain of `n` events as lines (newline included), made elsewhere.
     fn lines(n: usize) -> Vec<Vec<u8>> {
-        let scratch = tempfile::tempdir().unwrap();
-        let path = scratch.path().join("chain.jsonl");
-        let mut w = Writer::new(&path).without_fsync();
-        for i in 0..n {
-            w.append("t", &format!("{{\"i\":{i}}}")).unwrap();
-        }
-        let text = std::fs::read(&path).unwrap();
-        text.split_inclusive(|b| *b == b'\n')
-            .map(<[u8]>::to_vec)
-            .collect()
+        crate::producer::chain_lines(n)
     }
 
     fn write(path: &Path, parts: &[&[u8]]) {
