@@ -25,6 +25,9 @@ pub fn recognized(cause: &(dyn std::error::Error + 'static)) -> Option<Option<St
     if let Some(e) = cause.downcast_ref::<ProduceError>() {
         return Some(e.hint());
     }
+    if let Some(e) = cause.downcast_ref::<crate::postgres::TargetError>() {
+        return Some(e.hint());
+    }
     if let Some(e) = cause.downcast_ref::<crate::keyfile::KeyFileError>() {
         return Some(e.hint());
     }

@@ -317,7 +317,7 @@ fn check_witness(w: &Witness, report: &mut Report) {
     if let Err(e) = crate::tlog::witness::WitnessClient::new(w) {
         report.problem(
             subject,
-            e,
+            e.to_string(),
             "ca_file names the PEM file of the CA the witness's certificate chains to",
         );
         return;

@@ -51,7 +51,6 @@ pub fn run(args: SetupPostgresArgs) -> anyhow::Result<ExitCode> {
         },
         std::env::var(postgres::PASSWORD_ENV).ok(),
     )
-    .map_err(anyhow::Error::msg)
     .context("--postgres")?;
     let client = target.connect()?;
     schema::ensure(&client, &args.schema)

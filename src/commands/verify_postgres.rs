@@ -100,7 +100,6 @@ pub fn run(args: &VerifyArgs, url: &str) -> anyhow::Result<ExitCode> {
         timeouts,
         std::env::var(postgres::PASSWORD_ENV).ok(),
     )
-    .map_err(anyhow::Error::msg)
     .context("--postgres")?;
     let client = target.connect()?;
     let central =

@@ -6,17 +6,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{absolute, ConfigError};
+use super::{absolute, bounds, ConfigError};
 
 pub const DEFAULT_SCHEMA: &str = "ledgertail";
-pub const DEFAULT_BATCH_MAX_EVENTS: usize = 5000;
-pub const DEFAULT_BATCH_MAX_MILLIS: u64 = 10;
-pub const DEFAULT_CONNECT_TIMEOUT_SECS: u64 = 10;
-pub const DEFAULT_STATEMENT_TIMEOUT_SECS: u64 = 30;
-pub const DEFAULT_LEASE_SECS: u64 = 60;
-/// Rows of one transaction, at most: a batch is one SQL message in
-/// memory on both ends.
-pub const MAX_BATCH_MAX_EVENTS: usize = 100_000;
 
 /// `[postgres]` as written.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
@@ -138,50 +130,20 @@ impl PostgresTable {
                 "must be a lower-case SQL name (a-z, 0-9, _; at most 63 characters)",
             ));
         }
-        let batch_max_events = self.batch_max_events.unwrap_or(DEFAULT_BATCH_MAX_EVENTS);
-        if batch_max_events == 0 || batch_max_events > MAX_BATCH_MAX_EVENTS {
-            return Err(ConfigError::invalid(
-                "postgres.batch_max_events",
-                batch_max_events,
-                &format!("must be 1 to {MAX_BATCH_MAX_EVENTS}"),
-            ));
-        }
-        let positive = |field: &str, v: Option<u64>, default: u64| -> Result<u64, ConfigError> {
-            match v.unwrap_or(default) {
-                0 => Err(ConfigError::invalid(field, 0, "must be at least 1")),
-                n if n > 86_400 * 7 => {
-                    Err(ConfigError::invalid(field, n, "must be at most a week"))
-                }
-                n => Ok(n),
-            }
-        };
-        let batch_max_millis = self.batch_max_millis.unwrap_or(DEFAULT_BATCH_MAX_MILLIS);
-        if batch_max_millis > 60_000 {
-            return Err(ConfigError::invalid(
-                "postgres.batch_max_millis",
-                batch_max_millis,
-                "must be at most 60000",
-            ));
-        }
-        let lease = positive("postgres.lease_secs", self.lease_secs, DEFAULT_LEASE_SECS)?;
-        if !(3..=86_400).contains(&lease) {
-            return Err(ConfigError::invalid(
-                "postgres.lease_secs",
-                lease,
-                "must be 3 to 86400 (the lease is renewed every third of it, and the fleet store refuses one past a day)",
-            ));
-        }
+        let batch_max_events =
+            bounds::POSTGRES_BATCH_MAX_EVENTS.check_usize(self.batch_max_events)?;
+        let batch_max_millis = bounds::POSTGRES_BATCH_MAX_MILLIS.check(self.batch_max_millis)?;
+        let lease = bounds::POSTGRES_LEASE_SECS.check(self.lease_secs)?;
         let ca_file = self.ca_file.as_ref().map(|p| absolute(config_dir, p));
-        let connect_timeout = Duration::from_secs(positive(
-            "postgres.connect_timeout_secs",
+        let secs = |b: bounds::Bound, v| b.check(v).map(Duration::from_secs);
+        let connect_timeout = secs(
+            bounds::POSTGRES_CONNECT_TIMEOUT_SECS,
             self.connect_timeout_secs,
-            DEFAULT_CONNECT_TIMEOUT_SECS,
-        )?);
-        let statement_timeout = Duration::from_secs(positive(
-            "postgres.statement_timeout_secs",
+        )?;
+        let statement_timeout = secs(
+            bounds::POSTGRES_STATEMENT_TIMEOUT_SECS,
             self.statement_timeout_secs,
-            DEFAULT_STATEMENT_TIMEOUT_SECS,
-        )?);
+        )?;
         // The connection string is parsed here, once, so that a bad one
         // stops any command at once, with the field named.
         let timeouts = crate::postgres::Timeouts {
@@ -189,11 +151,14 @@ impl PostgresTable {
             statement: statement_timeout,
         };
         let target = crate::postgres::Target::parse(&url, ca_file.as_deref(), timeouts, None)
-        .map_err(|why| {
-            ConfigError::invalid("postgres.url", "the connection string", &why).with_hint(
-                "a URL (postgresql://USER@HOST:PORT/DB?sslmode=verify-full) or key=value pairs (host=HOST user=USER dbname=DB sslmode=verify-full); the password goes in LEDGERTAIL_POSTGRES_PASSWORD",
-            )
-        })?;
+            .map_err(|why| {
+                let e =
+                    ConfigError::invalid("postgres.url", "the connection string", &why.to_string());
+                match why.hint() {
+                    Some(hint) => e.with_hint(&hint),
+                    None => e,
+                }
+            })?;
         Ok(PostgresSettings {
             url,
             source,
@@ -222,7 +187,7 @@ mod tests {
         };
         let s = t.resolve(Path::new("/etc/ledgertail")).unwrap();
         assert_eq!(s.schema, "ledgertail");
-        assert_eq!(s.batch_max_events, DEFAULT_BATCH_MAX_EVENTS);
+        assert_eq!(s.batch_max_events, 5000);
         assert_eq!(s.lease, Duration::from_secs(60));
         let bad = |change: fn(&mut PostgresTable)| {
             let mut t = t.clone();
@@ -233,7 +198,7 @@ mod tests {
         assert!(bad(|t| t.schema = Some("Bad-Name".into())).contains("postgres.schema"));
         assert!(bad(|t| t.batch_max_events = Some(0)).contains("batch_max_events"));
         assert!(bad(|t| t.lease_secs = Some(1)).contains("lease_secs"));
-        assert!(bad(|t| t.lease_secs = Some(86_401)).contains("3 to 86400"));
+        assert!(bad(|t| t.lease_secs = Some(86_401)).contains("between 3 and 86400"));
         assert!(bad(|t| t.source = Some(" ".into())).contains("postgres.source"));
         let ca = PostgresTable {
             ca_file: Some("ca.pem".into()),
@@ -289,21 +254,9 @@ mod sample {
                 "the sample lacks {key}"
             );
         }
+        // The numbers' defaults are checked against the bounds table by
+        // the sample test of config/tests.rs.
         let s = table.resolve(Path::new("/")).unwrap();
         assert_eq!(s.schema, DEFAULT_SCHEMA);
-        assert_eq!(s.batch_max_events, DEFAULT_BATCH_MAX_EVENTS);
-        assert_eq!(
-            s.batch_max_wait,
-            Duration::from_millis(DEFAULT_BATCH_MAX_MILLIS)
-        );
-        assert_eq!(
-            s.connect_timeout,
-            Duration::from_secs(DEFAULT_CONNECT_TIMEOUT_SECS)
-        );
-        assert_eq!(
-            s.statement_timeout,
-            Duration::from_secs(DEFAULT_STATEMENT_TIMEOUT_SECS)
-        );
-        assert_eq!(s.lease, Duration::from_secs(DEFAULT_LEASE_SECS));
     }
 }

@@ -7,11 +7,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{absolute, ConfigError};
+use super::{absolute, bounds, ConfigError};
 use crate::ledger::note::{is_valid_key_name, VerifierKey, COSIGNATURE_V1};
-
-pub const DEFAULT_CHECKPOINT_INTERVAL_SECS: u64 = 10;
-pub const DEFAULT_WITNESS_TIMEOUT_SECS: u64 = 10;
 
 /// `[tlog]` as written.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
@@ -73,11 +70,7 @@ impl TlogTable {
                 "make one with `ledgertail keygen --out tlog.key` and set key = \"tlog.key\" under [tlog]",
             )
         })?;
-        let secs = |field: &str, v: Option<u64>, default: u64| match v.unwrap_or(default) {
-            0 => Err(ConfigError::invalid(field, 0, "must be at least 1")),
-            n if n > 86_400 => Err(ConfigError::invalid(field, n, "must be at most 86400")),
-            n => Ok(Duration::from_secs(n)),
-        };
+        let secs = |b: bounds::Bound, v| b.check(v).map(Duration::from_secs);
         let state_dir = match &self.state_dir {
             Some(d) => absolute(config_dir, d),
             None => {
@@ -128,16 +121,11 @@ impl TlogTable {
         Ok(TlogSettings {
             key: absolute(config_dir, key),
             checkpoint_interval: secs(
-                "tlog.checkpoint_interval_secs",
+                bounds::TLOG_CHECKPOINT_INTERVAL_SECS,
                 self.checkpoint_interval_secs,
-                DEFAULT_CHECKPOINT_INTERVAL_SECS,
             )?,
             state_dir,
-            witness_timeout: secs(
-                "tlog.witness_timeout_secs",
-                self.witness_timeout_secs,
-                DEFAULT_WITNESS_TIMEOUT_SECS,
-            )?,
+            witness_timeout: secs(bounds::TLOG_WITNESS_TIMEOUT_SECS, self.witness_timeout_secs)?,
             witnesses,
         })
     }

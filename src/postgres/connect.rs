@@ -103,6 +103,33 @@ pub struct Timeouts {
     pub statement: Duration,
 }
 
+/// Why a connection string cannot be used (said before any connection).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TargetError {
+    #[error(
+        "sslmode = {0:?} is not one of disable, allow, prefer, require, verify-ca, verify-full"
+    )]
+    SslMode(String),
+    #[error("the connection string is not valid: {0}")]
+    Invalid(String),
+    #[error("the connection string names no host")]
+    NoHost,
+    #[error("the connection string names no user (postgresql://USER@HOST/DB)")]
+    NoUser,
+    #[error("sslmode = {0} needs the CA that signed the server's certificate: set ca_file under [postgres] (--ca-file on the command line, or sslrootcert in the string)")]
+    NoCaFile(&'static str),
+}
+
+impl TargetError {
+    /// How a connection string is written.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            TargetError::NoCaFile(_) => None,
+            _ => Some("a URL (postgresql://USER@HOST:PORT/DB?sslmode=verify-full) or key=value pairs (host=HOST user=USER dbname=DB sslmode=verify-full); the password goes in LEDGERTAIL_POSTGRES_PASSWORD".into()),
+        }
+    }
+}
+
 impl Target {
     /// Parses `text` (`postgresql://…` or `host=… user=…`). `ca_file`
     /// (from the configuration) wins over `sslrootcert` in the string; the
@@ -112,7 +139,7 @@ impl Target {
         ca_file: Option<&Path>,
         timeouts: Timeouts,
         password_env: Option<String>,
-    ) -> Result<Target, String> {
+    ) -> Result<Target, TargetError> {
         let text = text.trim();
         let (rest, params) = if text.starts_with("postgres://") || text.starts_with("postgresql://")
         {
@@ -125,21 +152,22 @@ impl Target {
         for (key, value) in params {
             match key.as_str() {
                 "sslmode" => {
-                    tls = Some(TlsMode::parse(&value).ok_or_else(|| {
-                        format!("sslmode = {value:?} is not one of disable, allow, prefer, require, verify-ca, verify-full")
-                    })?)
+                    tls = Some(
+                        TlsMode::parse(&value)
+                            .ok_or_else(|| TargetError::SslMode(value.clone()))?,
+                    )
                 }
                 _ => root = Some(PathBuf::from(value)),
             }
         }
         let mut config: tokio_postgres::Config = rest
             .parse()
-            .map_err(|e| format!("the connection string is not valid: {e}"))?;
+            .map_err(|e: tokio_postgres::Error| TargetError::Invalid(e.to_string()))?;
         if config.get_hosts().is_empty() {
-            return Err("the connection string names no host".into());
+            return Err(TargetError::NoHost);
         }
         if config.get_user().is_none() {
-            return Err("the connection string names no user (postgresql://USER@HOST/DB)".into());
+            return Err(TargetError::NoUser);
         }
         if let Some(password) = password_env.filter(|p| !p.is_empty()) {
             config.password(password);
@@ -161,10 +189,11 @@ impl Target {
         config.tcp_user_timeout(timeouts.statement + timeouts.connect);
         let ca_file = ca_file.map(Path::to_path_buf).or(root);
         if matches!(tls, TlsMode::VerifyCa | TlsMode::VerifyFull) && ca_file.is_none() {
-            return Err(format!(
-                "sslmode = {} needs the CA that signed the server's certificate: set ca_file under [postgres] (--ca-file on the command line, or sslrootcert in the string)",
-                if tls == TlsMode::VerifyCa { "verify-ca" } else { "verify-full" }
-            ));
+            return Err(TargetError::NoCaFile(if tls == TlsMode::VerifyCa {
+                "verify-ca"
+            } else {
+                "verify-full"
+            }));
         }
         Ok(Target {
             shown: shown(&config, tls),
@@ -299,8 +328,7 @@ fn webpki(
 }
 
 fn load_roots(path: &Path) -> Result<rustls::RootCertStore, PgError> {
-    crate::tls::load_roots(path)
-        .map_err(|why| PgError::tls_setup(format!("CA file {}: {why}", path.display())))
+    crate::tls::load_roots(path).map_err(|e| PgError::tls_setup(e.to_string()))
 }
 
 /// `verify-ca`: the chain must lead to the CA; any host name is accepted.
@@ -485,7 +513,7 @@ fn percent_decode(s: &str) -> String {
 
 /// Takes `sslmode` and `sslrootcert` out of a `key=value` string (values
 /// may be single-quoted, with `\'` and `\\` inside, as libpq reads them).
-fn take_keyword_params(text: &str) -> Result<(String, Params), String> {
+fn take_keyword_params(text: &str) -> Result<(String, Params), TargetError> {
     let mut kept = String::new();
     let mut taken = Vec::new();
     let mut chars = text.chars().peekable();
@@ -508,9 +536,7 @@ fn take_keyword_params(text: &str) -> Result<(String, Params), String> {
             chars.next();
         }
         if chars.next() != Some('=') {
-            return Err(format!(
-                "the connection string is not valid: `{key}` has no `=value`"
-            ));
+            return Err(TargetError::Invalid(format!("`{key}` has no `=value`")));
         }
         while chars.peek().is_some_and(|c| c.is_whitespace()) {
             chars.next();
@@ -523,9 +549,9 @@ fn take_keyword_params(text: &str) -> Result<(String, Params), String> {
             loop {
                 match chars.next() {
                     Some('\\') => {
-                        let c = chars
-                            .next()
-                            .ok_or("the connection string ends inside a quoted value")?;
+                        let c = chars.next().ok_or_else(|| {
+                            TargetError::Invalid("it ends inside a quoted value".into())
+                        })?;
                         raw.push('\\');
                         raw.push(c);
                         value.push(c);
@@ -538,7 +564,9 @@ fn take_keyword_params(text: &str) -> Result<(String, Params), String> {
                         raw.push(c);
                         value.push(c);
                     }
-                    None => return Err("the connection string ends inside a quoted value".into()),
+                    None => {
+                        return Err(TargetError::Invalid("it ends inside a quoted value".into()))
+                    }
                 }
             }
         } else {
@@ -622,11 +650,11 @@ mod tests {
     fn verification_needs_a_ca_and_modes_are_checked() {
         let e =
             Target::parse("postgresql://u@h/db?sslmode=verify-full", None, T, None).unwrap_err();
-        assert!(e.contains("ca_file"), "{e}");
+        assert!(e.to_string().contains("ca_file"), "{e}");
         let e = Target::parse("postgresql://u@h/db?sslmode=verify", None, T, None).unwrap_err();
-        assert!(e.contains("verify-full"), "{e}");
+        assert!(e.to_string().contains("verify-full"), "{e}");
         let e = Target::parse("postgresql://h/db", None, T, None).unwrap_err();
-        assert!(e.contains("no user"), "{e}");
+        assert_eq!(e, TargetError::NoUser);
         let t = Target::parse(
             "postgresql://u@h/db?sslmode=verify-ca",
             Some(Path::new("/ca.pem")),

@@ -21,7 +21,7 @@ pub mod schema;
 pub mod session;
 pub mod ship;
 
-pub use connect::{Target, Timeouts, TlsMode, PASSWORD_ENV};
+pub use connect::{Target, TargetError, Timeouts, TlsMode, PASSWORD_ENV};
 pub use session::Session;
 pub use ship::{CentralHead, Shipment};
 

@@ -470,7 +470,7 @@ impl Publisher {
             clients.push(WitnessClient::new(w).map_err(|reason| TlogError::Witness {
                 witness: w.name().to_owned(),
                 url: w.url.clone(),
-                reason,
+                reason: reason.to_string(),
             })?);
         }
         drop(Mirror::open(db, Access::ReadWrite)?);

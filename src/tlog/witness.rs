@@ -50,11 +50,10 @@ pub struct WitnessClient {
 impl WitnessClient {
     /// Loads an https witness's trust roots. `Err`: why its CA file or the
     /// system's trust store cannot be used.
-    pub fn new(witness: &Witness) -> Result<WitnessClient, String> {
+    pub fn new(witness: &Witness) -> Result<WitnessClient, crate::tls::TlsError> {
         let tls = if witness.url.starts_with("https://") {
             let roots = match &witness.ca_file {
-                Some(path) => crate::tls::load_roots(path)
-                    .map_err(|why| format!("CA file {}: {why}", path.display()))?,
+                Some(path) => crate::tls::load_roots(path)?,
                 None => crate::tls::system_roots()?,
             };
             Some(TlsConnector::from(Arc::new(crate::tls::http_client(

@@ -371,3 +371,13 @@ fn the_producer_libraries_install_and_run_as_their_readmes_say() {
         run_session(name, steps);
     }
 }
+
+#[test]
+fn the_bounds_table_of_the_configuration_guide_is_the_one_the_code_checks() {
+    let doc = std::fs::read_to_string(root().join("docs/configuration.md")).unwrap();
+    let table = ledgertail::config::bounds::markdown();
+    assert!(
+        doc.contains(&table),
+        "docs/configuration.md must hold the bounds table as the code has it; paste this:\n\n{table}"
+    );
+}
