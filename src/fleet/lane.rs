@@ -73,6 +73,27 @@ pub(super) struct Batch {
     pub more: bool,
 }
 
+/// The mirror's side of a ledger, as [`Lane::locate`] read it.
+struct Local {
+    /// The anchor (seq, hash hex).
+    anchor: (u64, String),
+    /// The head's seq, if any row is mirrored.
+    head: Option<u64>,
+    /// The files were read to the end before the head was read.
+    complete: bool,
+}
+
+impl Local {
+    /// Ready to ship from the anchor, following `expected`.
+    fn ready_from_anchor(self, expected: Option<(u64, String)>) -> Pos {
+        Pos::Ready {
+            next: self.anchor.0,
+            expected,
+            anchor: self.anchor,
+        }
+    }
+}
+
 pub(super) struct Lane {
     pub name: String,
     pub pos: Pos,
@@ -370,25 +391,16 @@ impl Lane {
         self.local_head = local_head;
         self.dirty = false;
         let Some(anchor) = anchor else {
-            // Nothing mirrored yet.
-            self.pos = match central.and_then(|c| c.head) {
-                Some((seq, _)) if complete => {
-                    self.halt_ahead(io, seq, None);
-                    return;
-                }
-                Some((seq, _)) => Pos::WaitLocal { central: seq },
-                None => Pos::NothingYet,
-            };
-            self.dirty = false;
+            self.locate_unmirrored(io, central, complete);
             return;
         };
-        let local_anchor = (anchor.seq, anchor.hash.to_hex());
+        let local = Local {
+            anchor: (anchor.seq, anchor.hash.to_hex()),
+            head: local_head,
+            complete,
+        };
         let Some(central) = central else {
-            self.pos = Pos::Ready {
-                next: anchor.seq,
-                expected: None,
-                anchor: local_anchor,
-            };
+            self.pos = local.ready_from_anchor(None);
             return;
         };
         if let Some(m) = &self.metrics {
@@ -407,81 +419,105 @@ impl Lane {
             self.fenced(io, text, None);
             return;
         }
-        let Some((seq, hash)) = central.head.clone() else {
-            if (central.anchor_seq, central.anchor_hash.as_str())
-                == (local_anchor.0, local_anchor.1.as_str())
-            {
-                self.pos = Pos::Ready {
-                    next: anchor.seq,
-                    expected: None,
-                    anchor: local_anchor,
-                };
-            } else {
-                self.halt(io, format!(
-                    "the central ledger was registered with anchor seq {} ({}), this mirror's anchor is seq {} ({})",
-                    central.anchor_seq, central.anchor_hash, local_anchor.0, local_anchor.1
-                ));
+        match central.head.clone() {
+            None => self.locate_registered(io, &central, local),
+            Some((seq, hash)) => self.locate_head(io, seq, hash, local),
+        }
+    }
+
+    /// Nothing mirrored yet: wait for the mirror, unless the central chain
+    /// has rows the files will never give.
+    fn locate_unmirrored(&mut self, io: &Io<'_>, central: Option<CentralHead>, complete: bool) {
+        self.pos = match central.and_then(|c| c.head) {
+            Some((seq, _)) if complete => {
+                self.halt_ahead(io, seq, None);
+                return;
             }
-            return;
+            Some((seq, _)) => Pos::WaitLocal { central: seq },
+            None => Pos::NothingYet,
         };
-        if seq + 1 == anchor.seq {
-            // The mirror starts right after the central head: its first
-            // row must link to it.
-            let first = io
-                .mirror
-                .events_from(&self.name, anchor.seq, 1)
-                .ok()
-                .and_then(|rows| rows.into_iter().next());
-            match first {
-                Some(row) if row.prev_hash.as_deref() == Some(hash.as_str()) => {
-                    self.pos = Pos::Ready {
-                        next: anchor.seq,
-                        expected: Some((seq, hash)),
-                        anchor: local_anchor,
-                    };
-                }
-                _ => self.halt(io, format!("the central head (seq {seq}, {hash}) is not the event before this mirror's anchor (seq {}): a fork", anchor.seq)),
-            }
+    }
+
+    /// The ledger is registered centrally with no row yet: its anchor must
+    /// be the mirror's.
+    fn locate_registered(&mut self, io: &Io<'_>, central: &CentralHead, local: Local) {
+        if (central.anchor_seq, central.anchor_hash.as_str())
+            == (local.anchor.0, local.anchor.1.as_str())
+        {
+            self.pos = local.ready_from_anchor(None);
+        } else {
+            self.halt(io, format!(
+                "the central ledger was registered with anchor seq {} ({}), this mirror's anchor is seq {} ({})",
+                central.anchor_seq, central.anchor_hash, local.anchor.0, local.anchor.1
+            ));
+        }
+    }
+
+    /// The central head is (`seq`, `hash`): where it stands against the
+    /// mirror's rows.
+    fn locate_head(&mut self, io: &Io<'_>, seq: u64, hash: String, local: Local) {
+        let anchor = local.anchor.0;
+        if seq + 1 == anchor {
+            self.locate_before_anchor(io, seq, hash, local);
             return;
         }
-        if seq < anchor.seq {
+        if seq < anchor {
             self.halt(io, format!(
-                "the central head is seq {seq}, but this mirror starts at seq {} (its anchor): seqs {} to {} are in neither; replay the ledger into a mirror from an earlier anchor, or see the README's runbook",
-                anchor.seq, seq + 1, anchor.seq - 1
+                "the central head is seq {seq}, but this mirror starts at seq {anchor} (its anchor): seqs {} to {} are in neither; replay the ledger into a mirror from an earlier anchor, or see the README's runbook",
+                seq + 1, anchor - 1
             ));
             return;
         }
+        let behind = local.head.is_none_or(|h| h < seq);
         match io.mirror.hash_at(&self.name, seq) {
-            Ok(Some(local)) if local.to_hex() == hash => {
+            Ok(Some(mine)) if mine.to_hex() == hash => {
                 self.pos = Pos::Ready {
                     next: seq + 1,
                     expected: Some((seq, hash)),
-                    anchor: local_anchor,
+                    anchor: local.anchor,
                 };
                 self.said = None;
                 self.no_longer_behind(io, seq);
             }
-            Ok(Some(local)) => self.halt(io, format!(
+            Ok(Some(mine)) => self.halt(io, format!(
                 "a fork: the central row at seq {seq} has hash {hash}, this mirror's has {}",
-                local.to_hex()
+                mine.to_hex()
             )),
-            Ok(None) if local_head.is_none_or(|h| h < seq) && complete => {
-                self.halt_ahead(io, seq, local_head);
-            }
-            Ok(None) if local_head.is_none_or(|h| h < seq) => {
-                let text = format!("the central head (seq {seq}) is past this mirror's head ({}); waiting for the mirror to catch up", local_head.map_or("none".into(), |h| h.to_string()));
-                if self.said.as_deref() != Some(text.as_str()) {
-                    tracing::info!(ledger = %self.name, "fleet: {text}");
-                    self.said = Some(text);
-                }
-                self.pos = Pos::WaitLocal { central: seq };
-                self.dirty = false;
-            }
+            Ok(None) if behind && local.complete => self.halt_ahead(io, seq, local.head),
+            Ok(None) if behind => self.wait_for_mirror(seq, local.head),
             Ok(None) => self.halt(io, format!("this mirror has no row at seq {seq}, the central head, though its head is past it")),
             Err(e) => {
                 self.mirror_trouble(e);
             }
         }
+    }
+
+    /// The mirror starts right after the central head: its first row must
+    /// link to it.
+    fn locate_before_anchor(&mut self, io: &Io<'_>, seq: u64, hash: String, local: Local) {
+        let first = io
+            .mirror
+            .events_from(&self.name, local.anchor.0, 1)
+            .ok()
+            .and_then(|rows| rows.into_iter().next());
+        match first {
+            Some(row) if row.prev_hash.as_deref() == Some(hash.as_str()) => {
+                self.pos = local.ready_from_anchor(Some((seq, hash)));
+            }
+            _ => self.halt(io, format!("the central head (seq {seq}, {hash}) is not the event before this mirror's anchor (seq {}): a fork", local.anchor.0)),
+        }
+    }
+
+    /// The central head is past the mirror's, and the files are still
+    /// being read: wait, saying so once.
+    fn wait_for_mirror(&mut self, seq: u64, local_head: Option<u64>) {
+        let text = format!("the central head (seq {seq}) is past this mirror's head ({}); waiting for the mirror to catch up", local_head.map_or("none".into(), |h| h.to_string()));
+        if self.said.as_deref() != Some(text.as_str()) {
+            tracing::info!(ledger = %self.name, "fleet: {text}");
+            self.said = Some(text);
+        }
+        self.pos = Pos::WaitLocal { central: seq };
+        self.dirty = false;
     }
 
     /// Whether the mirror holds every line the ledger's files have now, so
