@@ -8,7 +8,7 @@ use super::walk::{ChainWalk, RowCheck};
 use super::Parity;
 use crate::config::LedgerSettings;
 use crate::ledger::{authenticate, Head, SealedEvent};
-use crate::mirror::{Mirror, MirrorError, StoredEvent};
+use crate::mirror::{LedgerState, Mirror, MirrorError, StoredEvent};
 use crate::tail::{self, FileId, LedgerFile, Standing};
 
 /// Why a live parity check could not finish.
@@ -441,127 +441,37 @@ pub fn recheck_since(
             && c.through <= head.seq
             && (c.resumed || !(c.through == head.seq && c.stamps == stamps))
     });
-    // The seq ranges to read (sorted and merged below), and where the
-    // rolling pass goes on next time (a full check is a whole pass).
-    let (mut ranges, cursor) = match previous {
+    // The seq ranges to read, and where the rolling pass goes on next
+    // time (a full check is a whole pass).
+    let (ranges, cursor) = match previous {
         None => (vec![(anchor.seq, head.seq)], anchor.seq),
         Some(c) => c.plan(&stamps, head.seq),
     };
-    ranges.sort_unstable();
-    let mut merged: Vec<(u64, u64)> = Vec::new();
-    for (a, b) in ranges {
-        match merged.last_mut() {
-            Some((_, end)) if a <= end.saturating_add(1) => *end = (*end).max(b),
-            _ => merged.push((a, b.min(head.seq))),
+    let mut pass = Pass {
+        ledger,
+        mirror,
+        state: state.as_ref(),
+        source,
+        stamps: &stamps,
+        pace,
+        p: Parity::default(),
+        marks: previous.map(|c| c.files.clone()).unwrap_or_default(),
+        unmarked: false,
+        line: Vec::new(),
+        scratch: Vec::new(),
+    };
+    for (start, end) in merged(ranges, head.seq) {
+        if !pass.range(anchor.seq, start, end)? {
+            return Ok(None);
         }
     }
-
-    let mut p = Parity::default();
-    let mut marks: BTreeMap<String, Mark> = previous.map(|c| c.files.clone()).unwrap_or_default();
-    // A file whose rows were compared but that could not be marked (its
-    // name moved during the check): the next check must be full.
-    let mut unmarked = false;
-    let mut line = Vec::new();
-    let mut scratch = Vec::new();
-    for &(start, end) in &merged {
-        let before = if start > anchor.seq {
-            mirror.hash_at(&ledger.name, start - 1)?.map(|h| h.to_hex())
-        } else {
-            None
-        };
-        let mut walk = ChainWalk::starting_at(ledger, state.as_ref(), start, before);
-        let mut from = start;
-        while from <= end {
-            let rows = mirror.events_from(&ledger.name, from, 2048)?;
-            let Some(last) = rows.last() else { break };
-            from = last.seq.saturating_add(1);
-            for row in rows {
-                if row.fault.is_none() && row.seq > end {
-                    continue; // beyond this range (or committed since the start)
-                }
-                let (found, _) = if row.fault.is_some() {
-                    (Found::FileGone, None)
-                } else {
-                    source.settled_line_of(&row, &mut line)?
-                };
-                let read = match &found {
-                    Found::Line(..) => line.len() as u64 + 1,
-                    _ => 0,
-                };
-                if !pace(read + row_bytes(&row)) {
-                    return Ok(None);
-                }
-                let at = match &found {
-                    Found::Line(path, _) | Found::NoLine(path) => Some(path.clone()),
-                    Found::FileGone => None,
-                };
-                let (line_problem, vouched) = match found {
-                    Found::Line(path, id) => {
-                        match stamps.get(&id) {
-                            Some(stamp) => {
-                                let m = marks.entry(id).or_insert(Mark {
-                                    stamp: stamp.clone(),
-                                    first: row.seq,
-                                    last: row.seq,
-                                });
-                                m.stamp = stamp.clone();
-                                m.first = m.first.min(row.seq);
-                                m.last = m.last.max(row.seq);
-                            }
-                            None => unmarked = true,
-                        }
-                        compare_line(&line, &path, &row, ledger, &mut scratch)
-                    }
-                    // Its file is there, cut short: bytes already read
-                    // were changed.
-                    Found::NoLine(path) => (Some(cut_short(&path, row.file_offset)), None),
-                    Found::FileGone => {
-                        if row.fault.is_none()
-                            && source.oldest_on_disk().is_none_or(|o| row.seq < o)
-                        {
-                            p.archived += 1;
-                        } else if row.fault.is_none() {
-                            p.gone(
-                                row.seq,
-                                format!(
-                                    "its file {} is no longer among the ledger's files",
-                                    row.file_id
-                                ),
-                            );
-                        }
-                        (None, None)
-                    }
-                };
-                // A row its line vouches for was judged authentic when it
-                // was mirrored: its shape, hash and links are audited
-                // here, its signature is the line's. Any other row has
-                // only its columns.
-                let checked = match &vouched {
-                    Some(line) => walk.row_vouched(&row, line),
-                    None => walk.row(&row, true),
-                };
-                if let Some(gap) = walk.take_gap() {
-                    p.missing(gap);
-                }
-                let problem = match checked {
-                    RowCheck::Later => continue,
-                    RowCheck::Unsound(why) => Some(why),
-                    RowCheck::Sound => None,
-                };
-                // A sound row whose line changed: the ledger's bytes were
-                // rewritten (an unsound row is the mirror's own fault).
-                if let (None, Some(why), Some(path)) = (&problem, &line_problem, at) {
-                    p.rewritten(row.seq, &path, row.file_offset, why);
-                }
-                if let Some(why) = problem.or(line_problem) {
-                    p.mismatch(row.seq, why);
-                }
-            }
-        }
-        if let Some(gap) = walk.finish_at(end) {
-            p.missing(gap);
-        }
-    }
+    let Pass {
+        p,
+        mut marks,
+        unmarked,
+        source,
+        ..
+    } = pass;
     // Files gone since: their rows were just read once more (archived or
     // missing); from now on the full checks see to them.
     marks.retain(|id, _| stamps.contains_key(id));
@@ -575,6 +485,159 @@ pub fn recheck_since(
         resumed: false,
     });
     Ok(Some((p, next)))
+}
+
+/// `ranges` sorted and merged where they touch, none past `head`.
+fn merged(mut ranges: Vec<(u64, u64)>, head: u64) -> Vec<(u64, u64)> {
+    ranges.sort_unstable();
+    let mut merged: Vec<(u64, u64)> = Vec::new();
+    for (a, b) in ranges {
+        match merged.last_mut() {
+            Some((_, end)) if a <= end.saturating_add(1) => *end = (*end).max(b),
+            _ => merged.push((a, b.min(head))),
+        }
+    }
+    merged
+}
+
+/// One check's reading: the rows of its ranges against their lines.
+struct Pass<'a, 'p> {
+    ledger: &'a LedgerSettings,
+    mirror: &'a Mirror,
+    state: Option<&'a LedgerState>,
+    source: LineSource<'a>,
+    stamps: &'a BTreeMap<String, Stamp>,
+    pace: &'p mut dyn FnMut(u64) -> bool,
+    p: Parity,
+    /// Per file: the rows compared, with the stamp they were compared at.
+    marks: BTreeMap<String, Mark>,
+    /// A file whose rows were compared but that could not be marked (its
+    /// name moved during the check): the next check must be full.
+    unmarked: bool,
+    line: Vec<u8>,
+    scratch: Vec<u8>,
+}
+
+impl Pass<'_, '_> {
+    /// Reads the rows `start..=end`. False: the pace said stop.
+    fn range(&mut self, anchor: u64, start: u64, end: u64) -> Result<bool, RecheckError> {
+        let before = if start > anchor {
+            let at = self.mirror.hash_at(&self.ledger.name, start - 1)?;
+            at.map(|h| h.to_hex())
+        } else {
+            None
+        };
+        let mut walk = ChainWalk::starting_at(self.ledger, self.state, start, before);
+        let mut from = start;
+        while from <= end {
+            let rows = self.mirror.events_from(&self.ledger.name, from, 2048)?;
+            let Some(last) = rows.last() else { break };
+            from = last.seq.saturating_add(1);
+            for row in rows {
+                if row.fault.is_none() && row.seq > end {
+                    continue; // beyond this range (or committed since the start)
+                }
+                if !self.row(&row, &mut walk)? {
+                    return Ok(false);
+                }
+            }
+        }
+        if let Some(gap) = walk.finish_at(end) {
+            self.p.missing(gap);
+        }
+        Ok(true)
+    }
+
+    /// One row against its line and the chain. False: the pace said stop.
+    fn row(&mut self, row: &StoredEvent, walk: &mut ChainWalk<'_>) -> Result<bool, RecheckError> {
+        let found = if row.fault.is_some() {
+            Found::FileGone
+        } else {
+            self.source.settled_line_of(row, &mut self.line)?.0
+        };
+        let read = match &found {
+            Found::Line(..) => self.line.len() as u64 + 1,
+            _ => 0,
+        };
+        if !(self.pace)(read + row_bytes(row)) {
+            return Ok(false);
+        }
+        let at = match &found {
+            Found::Line(path, _) | Found::NoLine(path) => Some(path.clone()),
+            Found::FileGone => None,
+        };
+        let (line_problem, vouched) = self.judge_line(found, row);
+        // A row its line vouches for was judged authentic when it was
+        // mirrored: its shape, hash and links are audited here, its
+        // signature is the line's. Any other row has only its columns.
+        let checked = match &vouched {
+            Some(line) => walk.row_vouched(row, line),
+            None => walk.row(row, true),
+        };
+        if let Some(gap) = walk.take_gap() {
+            self.p.missing(gap);
+        }
+        let problem = match checked {
+            RowCheck::Later => return Ok(true),
+            RowCheck::Unsound(why) => Some(why),
+            RowCheck::Sound => None,
+        };
+        // A sound row whose line changed: the ledger's bytes were
+        // rewritten (an unsound row is the mirror's own fault).
+        if let (None, Some(why), Some(path)) = (&problem, &line_problem, at) {
+            self.p.rewritten(row.seq, &path, row.file_offset, why);
+        }
+        if let Some(why) = problem.or(line_problem) {
+            self.p.mismatch(row.seq, why);
+        }
+        Ok(true)
+    }
+
+    /// What the line found says of `row`: (what is wrong with the line,
+    /// the sealed event the line vouches for).
+    fn judge_line(
+        &mut self,
+        found: Found,
+        row: &StoredEvent,
+    ) -> (Option<String>, Option<SealedEvent>) {
+        match found {
+            Found::Line(path, id) => {
+                self.mark(id, row.seq);
+                compare_line(&self.line, &path, row, self.ledger, &mut self.scratch)
+            }
+            // Its file is there, cut short: bytes already read were
+            // changed.
+            Found::NoLine(path) => (Some(cut_short(&path, row.file_offset)), None),
+            Found::FileGone => {
+                if row.fault.is_none() && self.source.oldest_on_disk().is_none_or(|o| row.seq < o) {
+                    self.p.archived += 1;
+                } else if row.fault.is_none() {
+                    let why = format!(
+                        "its file {} is no longer among the ledger's files",
+                        row.file_id
+                    );
+                    self.p.gone(row.seq, why);
+                }
+                (None, None)
+            }
+        }
+    }
+
+    /// Notes that a row of the file `id` was compared at its stamp.
+    fn mark(&mut self, id: String, seq: u64) {
+        let Some(stamp) = self.stamps.get(&id) else {
+            self.unmarked = true;
+            return;
+        };
+        let m = self.marks.entry(id).or_insert(Mark {
+            stamp: stamp.clone(),
+            first: seq,
+            last: seq,
+        });
+        m.stamp = stamp.clone();
+        m.first = m.first.min(seq);
+        m.last = m.last.max(seq);
+    }
 }
 
 /// The check made when the checkpoint's file is no longer found by its
