@@ -5,7 +5,10 @@
 
 use rusqlite::{params, Connection, ErrorCode};
 
-use super::{now_text, seq_i64, Batch, Group, LedgerState, Mirror, MirrorError, Result};
+use super::{
+    now_text, seq_i64, Batch, EventRow, Group, LedgerState, Mirror, MirrorError, QuarantineRow,
+    Result,
+};
 use crate::tail::FileId;
 
 /// Writes down the path a file was read under (once per file and batch).
@@ -34,97 +37,141 @@ fn write_batch(
     now: &str,
     edges: &super::tree::EdgeCache,
 ) -> rusqlite::Result<bool> {
-    let (events, quarantine) = (batch.events, batch.quarantine);
-    {
-        let mut insert = tx.prepare_cached(
-            "INSERT INTO events (ledger, seq, id, ts, type, payload, extra, prev_hash, hash, key_id, sig, file_id, file_offset)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-        )?;
-        // Per-row allocations avoided: the hashes' hex digits on the stack,
-        // the file id's text once per file.
-        let mut file_text = (None, String::new());
-        for row in events {
-            let e = &row.event;
-            if file_text.0 != Some(row.file) {
-                file_text = (Some(row.file), row.file.to_string());
-            }
-            let hash = e.hash.hex_digits();
-            let prev = e.prev_hash.map(|h| h.hex_digits());
-            insert.execute(params![
-                ledger,
-                seq_i64(e.seq),
-                e.id,
-                e.ts,
-                e.event_type,
-                e.payload,
-                e.extra,
-                prev.as_ref().map(hex_str),
-                hex_str(&hash),
-                e.key_id,
-                e.sig,
-                file_text.1,
-                seq_i64(row.offset),
-            ])?;
-        }
-    }
-    if batch.resolve && !events.is_empty() {
-        // A row written before file ids carried a fingerprint names the
-        // file by `dev:ino` alone.
-        let mut resolve = tx.prepare_cached(
-            "UPDATE quarantine SET resolved_at = ?4
-             WHERE ledger = ?1 AND file_id IN (?2, ?5) AND file_offset = ?3 AND resolved_at IS NULL",
-        )?;
-        for row in events {
-            let inode_only = FileId {
-                fingerprint: None,
-                ..row.file
-            };
-            resolve.execute(params![
-                ledger,
-                row.file.to_string(),
-                seq_i64(row.offset),
-                now,
-                inode_only.to_string()
-            ])?;
-        }
-    }
-    if !quarantine.is_empty() {
-        // A line found again at the same place (after a checkpoint was
-        // relocated) is the same evidence, kept once; judged again after a
-        // reload, its row takes the new verdict.
-        let mut insert = tx.prepare_cached(if batch.resolve {
-            "INSERT INTO quarantine (ledger, file_id, file_offset, line_length, seq, hash, verdict, detail, line, quarantined_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
-             ON CONFLICT (ledger, file_id, file_offset) DO UPDATE SET verdict = excluded.verdict,
-                detail = excluded.detail, seq = excluded.seq, hash = excluded.hash
-             WHERE resolved_at IS NULL"
-        } else {
-            "INSERT OR IGNORE INTO quarantine (ledger, file_id, file_offset, line_length, seq, hash, verdict, detail, line, quarantined_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
-        })?;
-        let mut last_file = None;
-        for q in quarantine {
-            if last_file != Some(q.file) {
-                note_file(tx, &q.file, &q.path, now)?;
-                last_file = Some(q.file);
-            }
-            insert.execute(params![
-                ledger,
-                q.file.to_string(),
-                seq_i64(q.offset),
-                seq_i64(q.length),
-                q.seq.map(seq_i64),
-                q.hash.map(|h| h.to_hex()),
-                q.verdict.as_str(),
-                q.detail,
-                q.line,
-                now,
-            ])?;
-        }
-    }
+    insert_events(tx, ledger, batch.events)?;
+    resolve_quarantine(tx, ledger, batch.events, batch.resolve, now)?;
+    insert_quarantine(tx, ledger, batch.quarantine, batch.resolve, now)?;
     for (file, path) in batch.files {
         note_file(tx, file, path, now)?;
     }
+    let changed = write_checkpoint(tx, ledger, state, now)?;
+    if changed {
+        super::tree::append(tx, ledger, state, batch.events, edges)?;
+        note_halt(tx, ledger, state, batch.lifted, now)?;
+    }
+    Ok(changed)
+}
+
+fn insert_events(tx: &Connection, ledger: &str, events: &[EventRow]) -> rusqlite::Result<()> {
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO events (ledger, seq, id, ts, type, payload, extra, prev_hash, hash, key_id, sig, file_id, file_offset)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+    )?;
+    // Per-row allocations avoided: the hashes' hex digits on the stack,
+    // the file id's text once per file.
+    let mut file_text = (None, String::new());
+    for row in events {
+        let e = &row.event;
+        if file_text.0 != Some(row.file) {
+            file_text = (Some(row.file), row.file.to_string());
+        }
+        let hash = e.hash.hex_digits();
+        let prev = e.prev_hash.map(|h| h.hex_digits());
+        insert.execute(params![
+            ledger,
+            seq_i64(e.seq),
+            e.id,
+            e.ts,
+            e.event_type,
+            e.payload,
+            e.extra,
+            prev.as_ref().map(hex_str),
+            hex_str(&hash),
+            e.key_id,
+            e.sig,
+            file_text.1,
+            seq_i64(row.offset),
+        ])?;
+    }
+    Ok(())
+}
+
+/// Quarantined lines now mirrored as events (judged again after a
+/// reload) are marked resolved.
+fn resolve_quarantine(
+    tx: &Connection,
+    ledger: &str,
+    events: &[EventRow],
+    resolve: bool,
+    now: &str,
+) -> rusqlite::Result<()> {
+    if !resolve || events.is_empty() {
+        return Ok(());
+    }
+    // A row written before file ids carried a fingerprint names the
+    // file by `dev:ino` alone.
+    let mut resolve = tx.prepare_cached(
+        "UPDATE quarantine SET resolved_at = ?4
+         WHERE ledger = ?1 AND file_id IN (?2, ?5) AND file_offset = ?3 AND resolved_at IS NULL",
+    )?;
+    for row in events {
+        let inode_only = FileId {
+            fingerprint: None,
+            ..row.file
+        };
+        resolve.execute(params![
+            ledger,
+            row.file.to_string(),
+            seq_i64(row.offset),
+            now,
+            inode_only.to_string()
+        ])?;
+    }
+    Ok(())
+}
+
+fn insert_quarantine(
+    tx: &Connection,
+    ledger: &str,
+    quarantine: &[QuarantineRow],
+    resolve: bool,
+    now: &str,
+) -> rusqlite::Result<()> {
+    if quarantine.is_empty() {
+        return Ok(());
+    }
+    // A line found again at the same place (after a checkpoint was
+    // relocated) is the same evidence, kept once; judged again after a
+    // reload, its row takes the new verdict.
+    let mut insert = tx.prepare_cached(if resolve {
+        "INSERT INTO quarantine (ledger, file_id, file_offset, line_length, seq, hash, verdict, detail, line, quarantined_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+         ON CONFLICT (ledger, file_id, file_offset) DO UPDATE SET verdict = excluded.verdict,
+            detail = excluded.detail, seq = excluded.seq, hash = excluded.hash
+         WHERE resolved_at IS NULL"
+    } else {
+        "INSERT OR IGNORE INTO quarantine (ledger, file_id, file_offset, line_length, seq, hash, verdict, detail, line, quarantined_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+    })?;
+    let mut last_file = None;
+    for q in quarantine {
+        if last_file != Some(q.file) {
+            note_file(tx, &q.file, &q.path, now)?;
+            last_file = Some(q.file);
+        }
+        insert.execute(params![
+            ledger,
+            q.file.to_string(),
+            seq_i64(q.offset),
+            seq_i64(q.length),
+            q.seq.map(seq_i64),
+            q.hash.map(|h| h.to_hex()),
+            q.verdict.as_str(),
+            q.detail,
+            q.line,
+            now,
+        ])?;
+    }
+    Ok(())
+}
+
+/// Writes the ledger's checkpoint if its generation is still the one
+/// `state` was read at. False: another writer moved it.
+fn write_checkpoint(
+    tx: &Connection,
+    ledger: &str,
+    state: &LedgerState,
+    now: &str,
+) -> rusqlite::Result<bool> {
     let pos = state.position.as_ref();
     let halt = state.halt.as_ref();
     let values = params![
@@ -174,10 +221,6 @@ fn write_batch(
         )?
         .execute(values)?
     };
-    if changed == 1 {
-        super::tree::append(tx, ledger, state, events, edges)?;
-        note_halt(tx, ledger, state, batch.lifted, now)?;
-    }
     Ok(changed == 1)
 }
 
