@@ -7,7 +7,7 @@ use std::time::SystemTime;
 
 use rusqlite::{Connection, FileControl};
 
-use super::Mirror;
+use super::{Access, Mirror, MirrorError, Result};
 
 /// Mode of a new mirror (its WAL and shared-memory files take the same):
 /// it holds payloads and the raw bytes of quarantined lines, so the owner
@@ -173,4 +173,38 @@ pub fn lock_writer(db: &Path, role: &str) -> super::Result<WriterLock> {
         .and_then(|()| file.write_all(me.as_bytes()))
         .map_err(failed)?;
     Ok(WriterLock { _file: file })
+}
+
+/// Before a connection: a folder is refused, a reader needs the file, and
+/// a writer's new file is created private (orphaned -wal/-shm files of an
+/// earlier mirror set aside first).
+pub(super) fn prepare(path: &Path, access: Access) -> Result<()> {
+    if path.is_dir() {
+        return Err(MirrorError::NotALedgertailDb {
+            path: path.to_path_buf(),
+            reason: "it is a directory".into(),
+        });
+    }
+    let exists = path.exists();
+    match access {
+        Access::ReadOnly if !exists => Err(MirrorError::Missing {
+            path: path.to_path_buf(),
+        }),
+        Access::ReadOnly => Ok(()),
+        Access::ReadWrite => {
+            let prepared = if exists {
+                warn_if_world_readable(path);
+                Ok(())
+            } else {
+                set_aside_orphans(path).and_then(|()| create_private(path))
+            };
+            prepared.map_err(|e| MirrorError::Sqlite {
+                path: path.to_path_buf(),
+                source: rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
+                    Some(format!("preparing a new mirror: {e}")),
+                ),
+            })
+        }
+    }
 }

@@ -42,7 +42,7 @@ pub use checkpoint::Checkpointer;
 pub use connection::{frugal_connections, Group, SharedMirror};
 use connection::{small_lookaside, FRUGAL};
 pub(crate) use file::close_in_place;
-use file::{create_private, has_moved, set_aside_orphans, warn_if_world_readable};
+use file::has_moved;
 pub use file::{lock_writer, WriterLock, NEW_FILE_MODE};
 
 /// `PRAGMA application_id` of a ledgertail mirror ("LTL1").
@@ -340,33 +340,7 @@ impl Mirror {
             path: path.to_path_buf(),
             source,
         };
-        if path.is_dir() {
-            return Err(MirrorError::NotALedgertailDb {
-                path: path.to_path_buf(),
-                reason: "it is a directory".into(),
-            });
-        }
-        let exists = path.exists();
-        if access == Access::ReadOnly && !exists {
-            return Err(MirrorError::Missing {
-                path: path.to_path_buf(),
-            });
-        }
-        if access == Access::ReadWrite {
-            let prepared = if exists {
-                warn_if_world_readable(path);
-                Ok(())
-            } else {
-                set_aside_orphans(path).and_then(|()| create_private(path))
-            };
-            prepared.map_err(|e| MirrorError::Sqlite {
-                path: path.to_path_buf(),
-                source: rusqlite::Error::SqliteFailure(
-                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
-                    Some(format!("preparing a new mirror: {e}")),
-                ),
-            })?;
-        }
+        file::prepare(path, access)?;
         let flags = match access {
             Access::ReadOnly => OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
             Access::ReadWrite => {
@@ -387,7 +361,19 @@ impl Mirror {
             version: SCHEMA_VERSION,
             watch: CommitWatch::default(),
         };
-        let identified = match mirror.identify() {
+        let app_id = mirror.identify_as(access)?;
+        if access == Access::ReadWrite {
+            mirror.make_ready(app_id)?;
+        }
+        Ok(mirror)
+    }
+
+    /// Reads what the file is (falling back to an immutable read where a
+    /// reader cannot create the -shm file) and refuses what is not a
+    /// mirror this build can use. The application id found.
+    fn identify_as(&mut self, access: Access) -> Result<i32> {
+        let path = self.path.clone();
+        let identified = match self.identify() {
             // A reader that may not write beside the mirror cannot create
             // its -shm file. When no writer is there (no WAL left), the file
             // is all there is: read it as it stands.
@@ -397,19 +383,23 @@ impl Mirror {
                         source.sqlite_error_code(),
                         Some(ErrorCode::ReadOnly | ErrorCode::CannotOpen)
                     )
-                    && !wal_has_frames(path) =>
+                    && !wal_has_frames(&path) =>
             {
-                mirror.conn = std::rc::Rc::new(open_immutable(path).map_err(err)?);
-                mirror.identify()
+                let conn = open_immutable(&path).map_err(|source| MirrorError::Sqlite {
+                    path: path.clone(),
+                    source,
+                })?;
+                self.conn = std::rc::Rc::new(conn);
+                self.identify()
             }
             other => other,
         };
         let (app_id, version, tables) = identified?;
-        mirror.version = version;
+        self.version = version;
         if app_id != APPLICATION_ID {
             if app_id != 0 || tables > 0 {
                 return Err(MirrorError::NotALedgertailDb {
-                    path: path.to_path_buf(),
+                    path,
                     reason: if tables > 0 {
                         format!("it holds {tables} tables of another application")
                     } else {
@@ -419,47 +409,52 @@ impl Mirror {
             }
             if access == Access::ReadOnly {
                 return Err(MirrorError::NotALedgertailDb {
-                    path: path.to_path_buf(),
+                    path,
                     reason: "it is empty".into(),
                 });
             }
         }
         if version > SCHEMA_VERSION {
             return Err(MirrorError::SchemaTooNew {
-                path: path.to_path_buf(),
+                path,
                 found: version,
             });
         }
-        if access == Access::ReadWrite && app_id == 0 {
+        Ok(app_id)
+    }
+
+    /// A writer's connection: WAL, the schema created (a new file) or
+    /// migrated, the trees built.
+    fn make_ready(&mut self, app_id: i32) -> Result<()> {
+        let err = |source| MirrorError::Sqlite {
+            path: self.path.clone(),
+            source,
+        };
+        if app_id == 0 {
             // Chosen by measurement (docs/performance.md): rows of ~550
             // bytes in a WITHOUT ROWID table insert about twice as fast on
             // 16 KiB pages as on the default 4 KiB. Only possible before
             // the first table and before WAL.
-            mirror
-                .conn
+            self.conn
                 .execute_batch(&format!("PRAGMA page_size = {PAGE_SIZE};"))
                 .map_err(err)?;
         }
-        if access == Access::ReadWrite {
-            // WAL lets readers (sqlite3, Datasette) query while we write.
-            // synchronous=NORMAL: a power loss may roll back the last
-            // commits, rows and checkpoint together, and those lines are
-            // simply read again; a process crash loses nothing.
-            mirror
-                .conn
-                .execute_batch(&format!(
-                    "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA wal_autocheckpoint={WRITER_AUTOCHECKPOINT_PAGES};"
-                ))
-                .map_err(err)?;
-            if app_id == 0 {
-                mirror.create()?;
-            } else if version < SCHEMA_VERSION {
-                mirror.migrate(version)?;
-            }
-            mirror.version = SCHEMA_VERSION;
-            mirror.build_trees()?;
+        // WAL lets readers (sqlite3, Datasette) query while we write.
+        // synchronous=NORMAL: a power loss may roll back the last
+        // commits, rows and checkpoint together, and those lines are
+        // simply read again; a process crash loses nothing.
+        self.conn
+            .execute_batch(&format!(
+                "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA wal_autocheckpoint={WRITER_AUTOCHECKPOINT_PAGES};"
+            ))
+            .map_err(err)?;
+        if app_id == 0 {
+            self.create()?;
+        } else if self.version < SCHEMA_VERSION {
+            self.migrate(self.version)?;
         }
-        Ok(mirror)
+        self.version = SCHEMA_VERSION;
+        self.build_trees()
     }
 
     pub fn path(&self) -> &Path {
