@@ -169,48 +169,8 @@ pub fn scan(ledger: &LedgerSettings) -> std::io::Result<Scan> {
         let line_no = summary.lines;
         let path = summary.path.clone();
         let (offset, length) = (frame.offset(), frame.length());
-        let refusal = match frame {
-            Frame::TooLong { length, .. } => Some((
-                Verdict::TooLong,
-                format!("{length} bytes > {}", ledger.max_line_bytes),
-                None,
-            )),
-            Frame::Line { bytes, .. } => {
-                let mut lookup_failed = None;
-                let judgement = chain.judge(bytes, length, |seq| {
-                    out.chain.get(seq).unwrap_or_else(|e| {
-                        lookup_failed = Some(e);
-                        None
-                    })
-                });
-                if let Some(e) = lookup_failed {
-                    return Err(e);
-                }
-                match judgement {
-                    LineJudgement::Blank => {
-                        out.blank += 1;
-                        None
-                    }
-                    LineJudgement::Mirrored(ev) => {
-                        *out.counts.entry(Verdict::Mirrored).or_default() += 1;
-                        out.anchor.get_or_insert(Head {
-                            seq: ev.seq,
-                            hash: ev.hash,
-                        });
-                        out.chain.push(ev.seq, ev.hash)?;
-                        if let Some(id) = &ev.id {
-                            ids.push(id, ev.seq)?;
-                        }
-                        None
-                    }
-                    LineJudgement::Refused { refusal, .. } => {
-                        Some((refusal.verdict, refusal.detail, refusal.seq))
-                    }
-                }
-            }
-        };
+        let refusal = judge_frame(frame, ledger, &mut chain, &mut out, &mut ids)?;
         if let Some((verdict, detail, seq)) = refusal {
-            *out.counts.entry(verdict).or_default() += 1;
             let problem = Problem {
                 file: path,
                 line: line_no,
@@ -220,13 +180,7 @@ pub fn scan(ledger: &LedgerSettings) -> std::io::Result<Scan> {
                 verdict: verdict.as_str().to_owned(),
                 detail,
             };
-            out.problems_total += 1;
-            // The halting line is always listed (it is the last one).
-            if out.problems.len() < MAX_PROBLEMS || verdict.halts() {
-                out.problems.push(problem.clone());
-            }
-            if verdict.halts() {
-                out.halt = Some(problem);
+            if out.note_problem(verdict, problem) {
                 break;
             }
         }
@@ -256,6 +210,75 @@ pub fn scan(ledger: &LedgerSettings) -> std::io::Result<Scan> {
         })
         .collect();
     Ok(out)
+}
+
+/// A refused line: (verdict, detail, seq).
+type Refused = (Verdict, String, Option<u64>);
+
+/// One frame judged in order; a mirrored event is added to the scan's
+/// chain and ids, a refusal returned.
+fn judge_frame(
+    frame: Frame<'_>,
+    ledger: &LedgerSettings,
+    chain: &mut Chain,
+    out: &mut Scan,
+    ids: &mut spill::IdReuseFinder,
+) -> std::io::Result<Option<Refused>> {
+    let length = frame.length();
+    let bytes = match frame {
+        Frame::TooLong { length, .. } => {
+            let detail = format!("{length} bytes > {}", ledger.max_line_bytes);
+            return Ok(Some((Verdict::TooLong, detail, None)));
+        }
+        Frame::Line { bytes, .. } => bytes,
+    };
+    let mut lookup_failed = None;
+    let judgement = chain.judge(bytes, length, |seq| {
+        out.chain.get(seq).unwrap_or_else(|e| {
+            lookup_failed = Some(e);
+            None
+        })
+    });
+    if let Some(e) = lookup_failed {
+        return Err(e);
+    }
+    Ok(match judgement {
+        LineJudgement::Blank => {
+            out.blank += 1;
+            None
+        }
+        LineJudgement::Mirrored(ev) => {
+            *out.counts.entry(Verdict::Mirrored).or_default() += 1;
+            out.anchor.get_or_insert(Head {
+                seq: ev.seq,
+                hash: ev.hash,
+            });
+            out.chain.push(ev.seq, ev.hash)?;
+            if let Some(id) = &ev.id {
+                ids.push(id, ev.seq)?;
+            }
+            None
+        }
+        LineJudgement::Refused { refusal, .. } => {
+            Some((refusal.verdict, refusal.detail, refusal.seq))
+        }
+    })
+}
+
+impl Scan {
+    /// Counts a refused line and keeps it among the listed problems (the
+    /// halting line always: it is the last). True: it halts the scan.
+    fn note_problem(&mut self, verdict: Verdict, problem: Problem) -> bool {
+        *self.counts.entry(verdict).or_default() += 1;
+        self.problems_total += 1;
+        if self.problems.len() < MAX_PROBLEMS || verdict.halts() {
+            self.problems.push(problem.clone());
+        }
+        if verdict.halts() {
+            self.halt = Some(problem);
+        }
+        verdict.halts()
+    }
 }
 
 /// The files' chain holds `file_hash` at a row's seq: how it differs.
