@@ -66,40 +66,7 @@ pub fn run(args: RunArgs, log: Option<LogControl>) -> anyhow::Result<ExitCode> {
 
     super::survive_file_size_limit()?;
     settings.warn_about();
-    let (control_tx, control_rx) = mpsc::channel();
-    let mut signals =
-        Signals::new([SIGTERM, SIGINT, SIGHUP]).context("installing signal handlers")?;
-    std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            let mut stopping: Option<std::time::Instant> = None;
-            for signal in signals.forever() {
-                if signal == SIGHUP {
-                    tracing::info!("SIGHUP: reloading keys, signature policies and log level");
-                    let _ = control_tx.send(Control::Reload);
-                    continue;
-                }
-                // One stop request is often delivered twice at once:
-                // `timeout` signals the child and then its process group,
-                // a container runtime or a supervisor may do the same. Only
-                // a signal that comes later is an operator insisting.
-                if stopping.is_some_and(|at| at.elapsed() < SAME_STOP_REQUEST) {
-                    continue;
-                }
-                if stopping.is_some() {
-                    // Safe: SQLite rolls back an uncommitted transaction,
-                    // and the checkpoint never passed what was committed.
-                    tracing::warn!(signal, "second signal: exiting now");
-                    std::process::exit(128 + signal);
-                }
-                stopping = Some(std::time::Instant::now());
-                tracing::info!(
-                    signal,
-                    "stopping: committing what is in flight (a second signal exits at once)"
-                );
-                let _ = control_tx.send(Control::Stop);
-            }
-        })?;
+    let control_rx = spawn_signal_thread()?;
 
     let telemetry = Telemetry::new();
     let names: Vec<String> = settings.ledgers.iter().map(|l| l.name.clone()).collect();
@@ -149,17 +116,62 @@ pub fn run(args: RunArgs, log: Option<LogControl>) -> anyhow::Result<ExitCode> {
         Err(_) => tracing::warn!("metrics server panicked"),
         Ok(Ok(())) => {}
     }
+    Ok(exit(exit_code(ended)))
+}
+
+/// How `run` ended, said in the log, as an exit code.
+fn exit_code(ended: Ended) -> u8 {
     match ended {
         Ended::Clean => {
             tracing::info!("stopped cleanly: every batch in flight was committed");
-            Ok(exit(EXIT_OK))
+            EXIT_OK
         }
         Ended::GraceExpired(busy) => {
             tracing::error!(
                 ledgers = busy.join(","),
                 "grace period over with batches still in flight; exiting (they roll back and are read again at the next start)"
             );
-            Ok(exit(EXIT_PROBLEMS))
+            EXIT_PROBLEMS
         }
     }
+}
+
+/// The thread that turns SIGHUP into a reload and SIGTERM / SIGINT into a
+/// stop (a second, later one exits at once).
+fn spawn_signal_thread() -> anyhow::Result<mpsc::Receiver<Control>> {
+    let (control_tx, control_rx) = mpsc::channel();
+    let mut signals =
+        Signals::new([SIGTERM, SIGINT, SIGHUP]).context("installing signal handlers")?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let mut stopping: Option<std::time::Instant> = None;
+            for signal in signals.forever() {
+                if signal == SIGHUP {
+                    tracing::info!("SIGHUP: reloading keys, signature policies and log level");
+                    let _ = control_tx.send(Control::Reload);
+                    continue;
+                }
+                // One stop request is often delivered twice at once:
+                // `timeout` signals the child and then its process group,
+                // a container runtime or a supervisor may do the same. Only
+                // a signal that comes later is an operator insisting.
+                if stopping.is_some_and(|at| at.elapsed() < SAME_STOP_REQUEST) {
+                    continue;
+                }
+                if stopping.is_some() {
+                    // Safe: SQLite rolls back an uncommitted transaction,
+                    // and the checkpoint never passed what was committed.
+                    tracing::warn!(signal, "second signal: exiting now");
+                    std::process::exit(128 + signal);
+                }
+                stopping = Some(std::time::Instant::now());
+                tracing::info!(
+                    signal,
+                    "stopping: committing what is in flight (a second signal exits at once)"
+                );
+                let _ = control_tx.send(Control::Stop);
+            }
+        })?;
+    Ok(control_rx)
 }

@@ -144,80 +144,91 @@ pub fn run(args: &VerifyArgs, url: &str) -> anyhow::Result<ExitCode> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        for l in &report.ledgers {
-            for p in &l.problems {
-                println!("{}/{}: seq {}: {}", l.source, l.ledger, p.seq, p.detail);
-            }
-            if l.problems_total > l.problems.len() as u64 {
-                println!(
-                    "{}/{}: ... and {} more problems",
-                    l.source,
-                    l.ledger,
-                    l.problems_total - l.problems.len() as u64
-                );
-            }
-            println!(
-                "{}/{}: {} row{} (anchor {}, head {}), {} problem{}",
-                l.source,
-                l.ledger,
-                l.rows,
-                if l.rows == 1 { "" } else { "s" },
-                l.anchor
-                    .as_ref()
-                    .map_or("none".into(), |h| format!("seq {}", h.seq)),
-                l.head
-                    .as_ref()
-                    .map_or("none".into(), |h| format!("seq {}", h.seq)),
-                l.problems_total,
-                if l.problems_total == 1 { "" } else { "s" },
-            );
-            for k in &l.signed_by {
-                println!(
-                    "{}/{}:   {} {} row{} (seqs {} to {})",
-                    l.source,
-                    l.ledger,
-                    k.key_id
-                        .as_ref()
-                        .map_or("unsigned:".to_owned(), |k| format!("signed by key {k}:")),
-                    k.rows,
-                    if k.rows == 1 { "" } else { "s" },
-                    k.first_seq,
-                    k.last_seq
-                );
-            }
-        }
-        for u in &report.unregistered {
-            println!(
-                "{}/{}: {} row{} (seqs {} to {}) in events, but no row in {schema}.ledgers: written past the triggers (a superuser's hand); not part of any chain",
-                u.source,
-                u.ledger,
-                u.rows,
-                if u.rows == 1 { "" } else { "s" },
-                u.first_seq,
-                u.last_seq
-            );
-        }
-        if report.ledgers.is_empty() && report.unregistered.is_empty() {
-            println!(
-                "{}: no ledger{} in {schema}.ledgers",
-                report.postgres,
-                match (&args.source, &wanted) {
-                    (None, None) => String::new(),
-                    (s, l) => format!(
-                        " matching{}{}",
-                        s.as_ref()
-                            .map(|s| format!(" source {s}"))
-                            .unwrap_or_default(),
-                        l.as_ref()
-                            .map(|l| format!(" ledger {l}"))
-                            .unwrap_or_default()
-                    ),
-                }
-            );
-        }
-        println!("{}", if report.ok { "OK" } else { "PROBLEMS FOUND" });
+        print_text(&report, args.source.as_deref(), wanted.as_deref());
     }
     Ok(exit(if report.ok { EXIT_OK } else { EXIT_PROBLEMS }))
+}
+
+/// The report for people: each ledger's problems and rows, the rows of
+/// no ledger, and the verdict.
+fn print_text(report: &Report, source: Option<&str>, wanted: Option<&str>) {
+    let schema = &report.schema;
+    for l in &report.ledgers {
+        print_ledger(l);
+    }
+    for u in &report.unregistered {
+        println!(
+            "{}/{}: {} row{} (seqs {} to {}) in events, but no row in {schema}.ledgers: written past the triggers (a superuser's hand); not part of any chain",
+            u.source,
+            u.ledger,
+            u.rows,
+            if u.rows == 1 { "" } else { "s" },
+            u.first_seq,
+            u.last_seq
+        );
+    }
+    if report.ledgers.is_empty() && report.unregistered.is_empty() {
+        println!(
+            "{}: no ledger{} in {schema}.ledgers",
+            report.postgres,
+            match (source, wanted) {
+                (None, None) => String::new(),
+                (s, l) => format!(
+                    " matching{}{}",
+                    s.as_ref()
+                        .map(|s| format!(" source {s}"))
+                        .unwrap_or_default(),
+                    l.as_ref()
+                        .map(|l| format!(" ledger {l}"))
+                        .unwrap_or_default()
+                ),
+            }
+        );
+    }
+    println!("{}", if report.ok { "OK" } else { "PROBLEMS FOUND" });
+}
+
+fn print_ledger(l: &CentralReport) {
+    for p in &l.problems {
+        println!("{}/{}: seq {}: {}", l.source, l.ledger, p.seq, p.detail);
+    }
+    if l.problems_total > l.problems.len() as u64 {
+        println!(
+            "{}/{}: ... and {} more problems",
+            l.source,
+            l.ledger,
+            l.problems_total - l.problems.len() as u64
+        );
+    }
+    println!(
+        "{}/{}: {} row{} (anchor {}, head {}), {} problem{}",
+        l.source,
+        l.ledger,
+        l.rows,
+        if l.rows == 1 { "" } else { "s" },
+        l.anchor
+            .as_ref()
+            .map_or("none".into(), |h| format!("seq {}", h.seq)),
+        l.head
+            .as_ref()
+            .map_or("none".into(), |h| format!("seq {}", h.seq)),
+        l.problems_total,
+        if l.problems_total == 1 { "" } else { "s" },
+    );
+    for k in &l.signed_by {
+        println!(
+            "{}/{}:   {} {} row{} (seqs {} to {})",
+            l.source,
+            l.ledger,
+            k.key_id
+                .as_ref()
+                .map_or("unsigned:".to_owned(), |k| format!("signed by key {k}:")),
+            k.rows,
+            if k.rows == 1 { "" } else { "s" },
+            k.first_seq,
+            k.last_seq
+        );
+    }
 }
 
 /// The policy and keys a central ledger is judged under: the
