@@ -38,6 +38,15 @@ impl KeyFileError {
             KeyFileError::Bad { .. } => Some(
                 "a key file is {\"key_id\": \"ID\", \"seed\": \"base64 of 32 bytes\"}, as `ledgertail keygen` writes it".into(),
             ),
+            KeyFileError::Io { path, source } if source.kind() == std::io::ErrorKind::NotFound => {
+                match path.parent() {
+                    Some(dir) if !dir.as_os_str().is_empty() && !dir.exists() => Some(format!(
+                        "the folder {} does not exist: create it, or check the path",
+                        dir.display()
+                    )),
+                    _ => Some("check the path of the key file".into()),
+                }
+            }
             KeyFileError::Io { source, .. } if source.kind() == std::io::ErrorKind::AlreadyExists => {
                 Some("a key file is never overwritten: choose another path, or remove the old key once nothing needs it".into())
             }
