@@ -60,6 +60,97 @@ pub struct StoredEvent {
     pub file_offset: u64,
 }
 
+/// One cell of an event row as a reader found it (the mirror's SQLite and
+/// the fleet store's PostgreSQL each map their own values to these).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cell {
+    Text(String),
+    Integer(i64),
+    Null,
+    /// Bytes that are not UTF-8 where text belongs.
+    NotUtf8,
+    /// Any other type, by name (`Real`, `Blob`).
+    Other(&'static str),
+}
+
+impl Cell {
+    fn kind(&self) -> &'static str {
+        match self {
+            Cell::Text(_) | Cell::NotUtf8 => "Text",
+            Cell::Integer(_) => "Integer",
+            Cell::Null => "Null",
+            Cell::Other(kind) => kind,
+        }
+    }
+}
+
+/// The columns (by index in [`EVENT_COLUMNS`]) that may be NULL.
+const NULLABLE: [usize; 5] = [1, 5, 6, 8, 9];
+
+impl StoredEvent {
+    /// The row whose cells `cell(i)` reads, `i` indexing [`EVENT_COLUMNS`].
+    /// A cell of the wrong type reads as empty text (or `u64::MAX` for a
+    /// number), and the first one is named in `fault`.
+    pub fn from_cells<E>(mut cell: impl FnMut(usize) -> Result<Cell, E>) -> Result<StoredEvent, E> {
+        let mut fault: Option<String> = None;
+        let mut text = |i: usize| -> Result<Option<String>, E> {
+            let name = EVENT_COLUMNS[i];
+            Ok(match cell(i)? {
+                Cell::Text(t) => Some(t),
+                Cell::Null if NULLABLE.contains(&i) => None,
+                Cell::NotUtf8 => {
+                    fault.get_or_insert(format!("the {name} column is not UTF-8 text"));
+                    Some(String::new())
+                }
+                other => {
+                    let kind = other.kind();
+                    fault.get_or_insert(format!("the {name} column holds {kind}, not text"));
+                    Some(String::new())
+                }
+            })
+        };
+        let id = text(1)?;
+        let ts = text(2)?.unwrap_or_default();
+        let event_type = text(3)?.unwrap_or_default();
+        let payload = text(4)?.unwrap_or_default();
+        let extra = text(5)?;
+        let prev_hash = text(6)?;
+        let hash = text(7)?.unwrap_or_default();
+        let key_id = text(8)?;
+        let sig = text(9)?;
+        let file_id = text(10)?.unwrap_or_default();
+        let mut number = |i: usize| -> Result<u64, E> {
+            Ok(match cell(i)? {
+                Cell::Integer(n) if n >= 0 => n as u64,
+                other => {
+                    let (name, kind) = (EVENT_COLUMNS[i], other.kind());
+                    fault.get_or_insert(format!(
+                        "the {name} column holds {kind}, not a non-negative integer"
+                    ));
+                    u64::MAX
+                }
+            })
+        };
+        let seq = number(0)?;
+        let file_offset = number(11)?;
+        Ok(StoredEvent {
+            fault,
+            seq,
+            id,
+            ts,
+            event_type,
+            payload,
+            extra,
+            prev_hash,
+            hash,
+            key_id,
+            sig,
+            file_id,
+            file_offset,
+        })
+    }
+}
+
 impl StoredEvent {
     /// The row's columns, for the audit and for rebuilding its line.
     pub fn columns(&self) -> Columns<'_> {
@@ -208,6 +299,55 @@ mod tests {
     use crate::ledger::seal;
     use crate::ledger::Hash;
     use ed25519_dalek::SigningKey;
+
+    fn cells(overrides: &[(usize, Cell)]) -> StoredEvent {
+        let read = |i: usize| -> Result<Cell, ()> {
+            if let Some((_, c)) = overrides.iter().find(|(at, _)| *at == i) {
+                return Ok(c.clone());
+            }
+            Ok(match i {
+                0 | 11 => Cell::Integer(7),
+                1 | 5 | 6 | 8 | 9 => Cell::Null,
+                _ => Cell::Text(format!("c{i}")),
+            })
+        };
+        StoredEvent::from_cells(read).unwrap()
+    }
+
+    #[test]
+    fn a_row_is_read_from_its_cells_in_column_order() {
+        let row = cells(&[]);
+        assert_eq!((row.seq, row.file_offset), (7, 7));
+        assert_eq!((row.ts.as_str(), row.payload.as_str()), ("c2", "c4"));
+        assert_eq!((row.id, row.extra, row.sig), (None, None, None));
+        assert!(row.fault.is_none());
+    }
+
+    #[test]
+    fn a_cell_of_the_wrong_type_reads_as_empty_and_the_first_is_named() {
+        let row = cells(&[(4, Cell::Other("Blob")), (0, Cell::Integer(-1))]);
+        assert_eq!(row.payload, "");
+        assert_eq!(row.seq, u64::MAX);
+        assert_eq!(
+            row.fault.as_deref(),
+            Some("the payload column holds Blob, not text")
+        );
+        let row = cells(&[(7, Cell::Null)]);
+        assert_eq!(
+            row.fault.as_deref(),
+            Some("the hash column holds Null, not text")
+        );
+        let row = cells(&[(11, Cell::Text("9".into()))]);
+        assert_eq!(
+            row.fault.as_deref(),
+            Some("the file_offset column holds Text, not a non-negative integer")
+        );
+        let row = cells(&[(2, Cell::NotUtf8)]);
+        assert_eq!(
+            row.fault.as_deref(),
+            Some("the ts column is not UTF-8 text")
+        );
+    }
 
     /// A row as the mirror holds it.
     type Row = StoredEvent;

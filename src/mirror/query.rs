@@ -281,67 +281,18 @@ impl Mirror {
 /// key_id, sig, file_id, file_offset FROM events`, read whatever the
 /// column types hold (see [`StoredEvent::fault`]).
 fn stored_event(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredEvent> {
+    use crate::ledger::columns::Cell;
     use rusqlite::types::ValueRef;
-    const NAMES: [&str; 12] = crate::ledger::columns::EVENT_COLUMNS;
-    let mut fault = None;
-    let mut text = |i: usize, nullable: bool| -> rusqlite::Result<Option<String>> {
+    StoredEvent::from_cells(|i| {
         Ok(match r.get_ref(i)? {
             ValueRef::Text(t) => match std::str::from_utf8(t) {
-                Ok(t) => Some(t.to_owned()),
-                Err(_) => {
-                    fault.get_or_insert(format!("the {} column is not UTF-8 text", NAMES[i]));
-                    Some(String::new())
-                }
+                Ok(t) => Cell::Text(t.to_owned()),
+                Err(_) => Cell::NotUtf8,
             },
-            ValueRef::Null if nullable => None,
-            other => {
-                fault.get_or_insert(format!(
-                    "the {} column holds {:?}, not text",
-                    NAMES[i],
-                    other.data_type()
-                ));
-                Some(String::new())
-            }
+            ValueRef::Integer(n) => Cell::Integer(n),
+            ValueRef::Null => Cell::Null,
+            ValueRef::Real(_) => Cell::Other("Real"),
+            ValueRef::Blob(_) => Cell::Other("Blob"),
         })
-    };
-    let id = text(1, true)?;
-    let ts = text(2, false)?.unwrap_or_default();
-    let event_type = text(3, false)?.unwrap_or_default();
-    let payload = text(4, false)?.unwrap_or_default();
-    let extra = text(5, true)?;
-    let prev_hash = text(6, true)?;
-    let hash = text(7, false)?.unwrap_or_default();
-    let key_id = text(8, true)?;
-    let sig = text(9, true)?;
-    let file_id = text(10, false)?.unwrap_or_default();
-    let number = |i: usize, fault: &mut Option<String>| -> rusqlite::Result<u64> {
-        match r.get_ref(i)? {
-            ValueRef::Integer(n) if n >= 0 => Ok(n as u64),
-            other => {
-                fault.get_or_insert(format!(
-                    "the {} column holds {:?}, not a non-negative integer",
-                    NAMES[i],
-                    other.data_type()
-                ));
-                Ok(u64::MAX)
-            }
-        }
-    };
-    let seq = number(0, &mut fault)?;
-    let file_offset = number(11, &mut fault)?;
-    Ok(StoredEvent {
-        fault,
-        seq,
-        id,
-        ts,
-        event_type,
-        payload,
-        extra,
-        prev_hash,
-        hash,
-        key_id,
-        sig,
-        file_id,
-        file_offset,
     })
 }

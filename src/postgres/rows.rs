@@ -156,36 +156,29 @@ pub fn for_each_row(
 }
 
 fn stored(row: &tokio_postgres::Row) -> StoredEvent {
-    let text = |i: usize| row.try_get::<_, Option<String>>(i).ok().flatten();
-    let mut fault = None;
-    let seq = match row
-        .try_get::<_, i64>(0)
-        .ok()
-        .and_then(|v| u64::try_from(v).ok())
-    {
-        Some(s) => s,
-        None => {
-            fault = Some("the seq column is not a non-negative integer".to_owned());
-            u64::MAX
-        }
-    };
-    StoredEvent {
-        fault,
-        seq,
-        id: text(1),
-        ts: text(2).unwrap_or_default(),
-        event_type: text(3).unwrap_or_default(),
-        payload: text(4).unwrap_or_default(),
-        extra: text(5),
-        prev_hash: text(6),
-        hash: text(7).unwrap_or_default(),
-        key_id: text(8),
-        sig: text(9),
-        file_id: text(10).unwrap_or_default(),
-        file_offset: row
-            .try_get::<_, Option<i64>>(11)
-            .ok()
-            .flatten()
-            .map_or(0, |v| v.max(0) as u64),
+    use crate::ledger::columns::Cell;
+    let found = StoredEvent::from_cells(|i| -> Result<Cell, std::convert::Infallible> {
+        Ok(match i {
+            // seq and file_offset are bigint; file_id and file_offset are
+            // a host's own bookkeeping, which the central table may leave
+            // NULL.
+            0 => row.try_get::<_, i64>(i).map_or(Cell::Null, Cell::Integer),
+            11 => Cell::Integer(
+                row.try_get::<_, Option<i64>>(i)
+                    .ok()
+                    .flatten()
+                    .map_or(0, |v| v.max(0)),
+            ),
+            _ => match row.try_get::<_, Option<String>>(i) {
+                Ok(Some(t)) => Cell::Text(t),
+                Ok(None) if i == 10 => Cell::Text(String::new()),
+                Ok(None) => Cell::Null,
+                Err(_) => Cell::Other("a non-text value"),
+            },
+        })
+    });
+    match found {
+        Ok(event) => event,
+        Err(never) => match never {},
     }
 }
