@@ -2,8 +2,6 @@
 
 use std::process::ExitCode;
 
-use anyhow::Context as _;
-
 use super::{exit, EXIT_OK};
 use crate::cli::KeygenArgs;
 use crate::config::default_ledger_name;
@@ -26,8 +24,8 @@ pub fn run(args: KeygenArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let key = KeyFile::generate(&key_id)?;
-    key.save_new(&args.out)
-        .with_context(|| format!("writing key file {}", args.out.display()))?;
+    // The error names the key file already.
+    key.save_new(&args.out)?;
     // The same file serves a producer or the verifiable log; the advice
     // differs, and a log key under [keys] would let it sign events.
     eprintln!(

@@ -4,51 +4,16 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 
-fn bin() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ledgertail"));
-    cmd.env("RUST_LOG", "warn");
-    cmd
-}
-
-fn run(cmd: &mut Command) -> Output {
-    cmd.output().unwrap()
-}
-
-fn run_with_stdin(cmd: &mut Command, stdin: &str) -> Output {
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // A command that fails early may exit before reading: a broken pipe
-    // here is not the test's business.
-    let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
-    child.wait_with_output().unwrap()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-/// `ledgertail CMD --ledger LEDGER --db DB`
-fn on_db(cmd: &str, ledger: &Path, db: &Path) -> Output {
-    run(bin()
-        .arg(cmd)
-        .arg("--ledger")
-        .arg(ledger)
-        .arg("--db")
-        .arg(db))
-}
+use crate::common::{bin, on_db, run, run_stdin, text};
 
 fn append(ledger: &Path, payloads: &str) -> Output {
-    run_with_stdin(bin().arg("append").arg("--ledger").arg(ledger), payloads)
+    run_stdin(
+        bin().arg("append").arg("--ledger").arg(ledger),
+        payloads,
+        None,
+    )
 }
 
 /// A snapshot of every file in a folder (name → bytes), to prove that a
@@ -98,15 +63,15 @@ fn four_concurrent_appenders_make_one_valid_chain() {
         .collect();
     for child in children {
         let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(out.status.success(), "{}", text(&out.stderr));
     }
     let out = run(bin().args(["verify", "--json", "--ledger"]).arg(&ledger));
     assert_eq!(
         out.status.code(),
         Some(0),
         "{}{}",
-        stdout(&out),
-        stderr(&out)
+        text(&out.stdout),
+        text(&out.stderr)
     );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["ledgers"][0]["counts"]["mirrored"], 2000);
@@ -129,13 +94,13 @@ fn keygen_append_signed_and_verify_required() {
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("producer.key");
     let out = run(bin().arg("keygen").arg("--out").arg(&key));
-    assert!(out.status.success(), "{}", stderr(&out));
-    let trust_line = stdout(&out);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let trust_line = text(&out.stdout);
     let (id, b64) = trust_line.trim().split_once(" = ").unwrap();
     assert_eq!(id, "producer");
     // The advice depends on what the key is for: a log key under [keys]
     // would be trusted to sign events.
-    let advice = stderr(&out);
+    let advice = text(&out.stderr);
     assert!(advice.contains("a producer's signing key"), "{advice}");
     assert!(advice.contains("under [tlog] instead"), "{advice}");
     use std::os::unix::fs::PermissionsExt;
@@ -149,14 +114,14 @@ fn keygen_append_signed_and_verify_required() {
     let again = run(bin().arg("keygen").arg("--out").arg(&key));
     assert_eq!(again.status.code(), Some(2));
     assert!(
-        stderr(&again).contains("already exists"),
+        text(&again.stderr).contains("already exists"),
         "{}",
-        stderr(&again)
+        text(&again.stderr)
     );
     assert_eq!(std::fs::read(&key).unwrap(), before);
 
     let ledger = dir.path().join("signed.jsonl");
-    let out = run_with_stdin(
+    let out = run_stdin(
         bin()
             .arg("append")
             .arg("--ledger")
@@ -165,8 +130,9 @@ fn keygen_append_signed_and_verify_required() {
             .arg(&key)
             .args(["--type", "order.created"]),
         "{\"order\":1}\n{\"order\":2}\n",
+        None,
     );
-    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(out.status.success(), "{}", text(&out.stderr));
     let trust = format!("{id}={}", b64.trim_matches('"'));
     let out = run(bin()
         .args([
@@ -178,7 +144,7 @@ fn keygen_append_signed_and_verify_required() {
             "--ledger",
         ])
         .arg(&ledger));
-    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
     // Without the key, required signatures are unknown_key: exit 1.
     let out = run(bin()
         .args([
@@ -191,7 +157,11 @@ fn keygen_append_signed_and_verify_required() {
         ])
         .arg(&ledger));
     assert_eq!(out.status.code(), Some(1));
-    assert!(stdout(&out).contains("unknown_key"), "{}", stdout(&out));
+    assert!(
+        text(&out.stdout).contains("unknown_key"),
+        "{}",
+        text(&out.stdout)
+    );
 }
 
 #[test]
@@ -231,9 +201,9 @@ fn replay_rebuilds_a_deleted_database_and_status_reports() {
     assert!(append(&ledger, "{\"i\":50}\n").status.success());
     let out = replay();
     assert!(
-        stderr(&out).contains("mirrored 1 event"),
+        text(&out.stderr).contains("mirrored 1 event"),
         "{}",
-        stderr(&out)
+        text(&out.stderr)
     );
     let conn = rusqlite::Connection::open(&db).unwrap();
     let by_type: i64 = conn
@@ -263,7 +233,7 @@ fn replay_rebuilds_a_deleted_database_and_status_reports() {
 
     // verify --db: parity holds; then a row altered in the mirror is caught.
     let out = on_db("verify", &ledger, &db);
-    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
     rusqlite::Connection::open(&db)
         .unwrap()
         .execute(
@@ -299,8 +269,12 @@ fn a_rewritten_ledger_halts_replay() {
         .write_all(&bytes)
         .unwrap();
     let out = on_db("replay", &ledger, &db);
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    assert!(stderr(&out).contains("rewritten"), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("rewritten"),
+        "{}",
+        text(&out.stderr)
+    );
     // A shrunk file too.
     let db2 = dir.path().join("m2.db");
     let ledger2 = dir.path().join("b.jsonl");
@@ -329,7 +303,7 @@ fn append_refuses_bad_payloads_and_unfinished_ledgers() {
         "{\"ok\":1}\n{\"big\":9007199254740993}\n{\"never\":1}\n",
     );
     assert_eq!(out.status.code(), Some(2));
-    let err = stderr(&out);
+    let err = text(&out.stderr);
     assert!(err.contains("stdin line 2"), "{err}");
     assert!(
         err.contains("before it: 1 event (seq 0), nothing after"),
@@ -343,7 +317,7 @@ fn append_refuses_bad_payloads_and_unfinished_ledgers() {
     );
     // A repeated name is placed where it repeats, with its own hint.
     let out = append(&ledger, "{\"order\":1,\"order\":2}\n");
-    let err = stderr(&out);
+    let err = text(&out.stderr);
     assert!(
         err.contains("repeated member name 'order' at byte 11; before it: no event appended"),
         "{err}"
@@ -351,9 +325,9 @@ fn append_refuses_bad_payloads_and_unfinished_ledgers() {
     assert!(err.contains("hint: write each member name once"), "{err}");
     let out = append(&ledger, "3\n4\n");
     assert!(
-        stderr(&out).contains("appended 2 events (seqs 1 to 2)"),
+        text(&out.stderr).contains("appended 2 events (seqs 1 to 2)"),
         "{}",
-        stderr(&out)
+        text(&out.stderr)
     );
     std::fs::OpenOptions::new()
         .append(true)
@@ -364,8 +338,12 @@ fn append_refuses_bad_payloads_and_unfinished_ledgers() {
     let before = std::fs::read(&ledger).unwrap();
     let out = append(&ledger, "2\n");
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("unfinished line"), "{}", stderr(&out));
-    assert!(stderr(&out).contains("hint:"), "{}", stderr(&out));
+    assert!(
+        text(&out.stderr).contains("unfinished line"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(text(&out.stderr).contains("hint:"), "{}", text(&out.stderr));
     assert_eq!(std::fs::read(&ledger).unwrap(), before);
 }
 
@@ -465,8 +443,8 @@ fn bad_input_is_a_clear_error_that_changes_nothing() {
     ];
     for (what, args, needle) in cases {
         let before = snapshot(d);
-        let out = run_with_stdin(bin().args(&args), "3\n");
-        let err = stderr(&out);
+        let out = run_stdin(bin().args(&args), "3\n", None);
+        let err = text(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{what}: {err}");
         assert!(
             err.contains("error:") && err.contains(needle),
@@ -496,7 +474,11 @@ fn read_only_database_directory_is_a_clear_error() {
     };
     let out = on_db("replay", &ledger, &db);
     std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o755)).unwrap();
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    assert!(stderr(&out).contains("writable"), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("writable"),
+        "{}",
+        text(&out.stderr)
+    );
     assert!(!db.exists());
 }

@@ -46,7 +46,8 @@ fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-fn run(cmd: &mut Command) -> Output {
+/// Runs `cmd`; the test fails unless it succeeds.
+fn succeed(cmd: &mut Command) -> Output {
     let out = cmd
         .output()
         .unwrap_or_else(|e| panic!("{cmd:?} could not start: {e}"));
@@ -61,13 +62,13 @@ fn run(cmd: &mut Command) -> Output {
 }
 
 fn stdout(cmd: &mut Command) -> String {
-    String::from_utf8(run(cmd).stdout).unwrap()
+    String::from_utf8(succeed(cmd).stdout).unwrap()
 }
 
 /// What a command printed on both streams (ledgertail's summaries go to
 /// stderr, its reports to stdout).
 fn all_output(cmd: &mut Command) -> String {
-    let out = run(cmd);
+    let out = succeed(cmd);
     let mut text = String::from_utf8(out.stdout).unwrap();
     text.push_str(&String::from_utf8_lossy(&out.stderr));
     text
@@ -103,9 +104,11 @@ fn subcommands_and_flags() -> Vec<(String, Vec<String>)> {
 }
 
 fn generate_docs(out: &Path) {
-    run(Command::new(env!("CARGO_BIN_EXE_ledgertail-docs"))
-        .arg("--out")
-        .arg(out));
+    succeed(
+        Command::new(env!("CARGO_BIN_EXE_ledgertail-docs"))
+            .arg("--out")
+            .arg(out),
+    );
 }
 
 #[test]
@@ -197,11 +200,13 @@ fn man_pages_render_without_warnings() {
     generate_docs(tmp.path());
     for entry in std::fs::read_dir(tmp.path().join("man")).unwrap() {
         let path = entry.unwrap().path();
-        let out = run(Command::new("man")
-            .env("MANWIDTH", "80")
-            .arg("--warnings")
-            .arg("-l")
-            .arg(&path));
+        let out = succeed(
+            Command::new("man")
+                .env("MANWIDTH", "80")
+                .arg("--warnings")
+                .arg("-l")
+                .arg(&path),
+        );
         let warnings = String::from_utf8_lossy(&out.stderr);
         assert!(warnings.trim().is_empty(), "{}: {warnings}", path.display());
         assert!(String::from_utf8_lossy(&out.stdout).contains("SYNOPSIS"));
@@ -284,9 +289,11 @@ fn debian_package_installs_works_and_purges_clean() {
     );
 
     // Built the way the README says.
-    run(Command::new("bash")
-        .arg(root().join("packaging/deb/build.sh"))
-        .current_dir(root()));
+    succeed(
+        Command::new("bash")
+            .arg(root().join("packaging/deb/build.sh"))
+            .current_dir(root()),
+    );
     let arch = stdout(Command::new("dpkg").arg("--print-architecture"));
     // In the target dir cargo uses (./target, or CARGO_TARGET_DIR): the
     // one that holds this test's own build of the binary.
@@ -300,14 +307,16 @@ fn debian_package_installs_works_and_purges_clean() {
         arch.trim()
     ));
     assert!(deb.is_file(), "{} was not built", deb.display());
-    run(Command::new("lintian")
-        .args(["--fail-on", "error"])
-        .arg(&deb));
+    succeed(
+        Command::new("lintian")
+            .args(["--fail-on", "error"])
+            .arg(&deb),
+    );
 
     if installed("ledgertail") {
-        run(Command::new("dpkg").args(["--purge", "ledgertail"]));
+        succeed(Command::new("dpkg").args(["--purge", "ledgertail"]));
     }
-    run(Command::new("dpkg").arg("-i").arg(&deb));
+    succeed(Command::new("dpkg").arg("-i").arg(&deb));
     let files: Vec<String> = stdout(Command::new("dpkg").args(["-L", "ledgertail"]))
         .lines()
         .map(str::to_owned)
@@ -321,7 +330,7 @@ fn debian_package_installs_works_and_purges_clean() {
     let page = stdout(Command::new("man").args(["-w", "ledgertail"]));
     assert_eq!(page.trim(), "/usr/share/man/man1/ledgertail.1.gz");
     for (sub, _) in subcommands_and_flags() {
-        run(Command::new("man").args(["-w", &format!("ledgertail-{sub}")]));
+        succeed(Command::new("man").args(["-w", &format!("ledgertail-{sub}")]));
     }
     for completion in [
         "/usr/share/bash-completion/completions/ledgertail",
@@ -346,7 +355,7 @@ fn debian_package_installs_works_and_purges_clean() {
         "/usr/lib/systemd/system/ledgertail-replay.service",
         "/usr/lib/systemd/system/ledgertail-replay.timer",
     ] {
-        run(Command::new("systemd-analyze").args(["verify", unit]));
+        succeed(Command::new("systemd-analyze").args(["verify", unit]));
     }
     assert!(exists(
         "/etc/systemd/system/multi-user.target.wants/ledgertail.service"
@@ -356,7 +365,7 @@ fn debian_package_installs_works_and_purges_clean() {
     ));
 
     // The account, its folder and the conffile it can read.
-    run(Command::new("getent").args(["passwd", "ledgertail"]));
+    succeed(Command::new("getent").args(["passwd", "ledgertail"]));
     assert_eq!(
         mode_owner("/var/lib/ledgertail"),
         (0o750, "ledgertail".into(), "ledgertail".into())
@@ -412,7 +421,7 @@ fn debian_package_installs_works_and_purges_clean() {
     }
 
     // Removing keeps the mirror and the configuration.
-    run(Command::new("dpkg").args(["-r", "ledgertail"]));
+    succeed(Command::new("dpkg").args(["-r", "ledgertail"]));
     assert!(!exists("/usr/bin/ledgertail"));
     assert!(exists(db), "remove deleted the mirror");
     assert!(
@@ -421,7 +430,7 @@ fn debian_package_installs_works_and_purges_clean() {
     );
 
     // Purging removes everything the package made.
-    run(Command::new("dpkg").args(["--purge", "ledgertail"]));
+    succeed(Command::new("dpkg").args(["--purge", "ledgertail"]));
     assert!(!installed("ledgertail"));
     let left: BTreeSet<&str> = files
         .iter()
@@ -461,7 +470,7 @@ fn debian_package_installs_works_and_purges_clean() {
 
     // A purge that cannot remove the account (a process still runs as
     // it) finishes, and says so and how to finish by hand.
-    run(Command::new("dpkg").arg("-i").arg(&deb));
+    succeed(Command::new("dpkg").arg("-i").arg(&deb));
     let mut holder = Command::new("runuser")
         .args(["-u", "ledgertail", "--", "sleep", "60"])
         .spawn()
@@ -491,10 +500,12 @@ fn container_image_builds_and_runs_replay() {
         return;
     }
     let image = format!("localhost/ledgertail-test:{}", std::process::id());
-    run(Command::new("bash")
-        .arg(root().join("packaging/container/build.sh"))
-        .arg(&image)
-        .current_dir(root()));
+    succeed(
+        Command::new("bash")
+            .arg(root().join("packaging/container/build.sh"))
+            .arg(&image)
+            .current_dir(root()),
+    );
     struct Cleanup<'a>(&'a str, Option<String>);
     impl Drop for Cleanup<'_> {
         fn drop(&mut self) {

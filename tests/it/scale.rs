@@ -18,19 +18,6 @@ use ledgertail::mirror::{Access, Mirror};
 use ledgertail::producer::Writer;
 use ledgertail::shipper::{Batching, Shipper};
 
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn show(o: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        text(&o.stdout),
-        text(&o.stderr)
-    )
-}
-
 /// `n` events whose lines are about `bytes` long.
 fn big_events(ledger: &Path, n: usize, bytes: usize) {
     let mut w = Writer::new(ledger).without_fsync();
