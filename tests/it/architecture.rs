@@ -322,3 +322,55 @@ fn one_column_list_names_the_event_row_in_both_schemas_and_every_reader() {
     }
     assert!(read("mirror/write.rs").contains(&format!("INSERT INTO events (ledger, {list})")));
 }
+
+/// Every `file.rs: name` stop of the journey in docs/ARCHITECTURE.md
+/// names a file that exists and an item that file defines, so that the
+/// journey cannot drift from the code unnoticed. (A file named without
+/// its folder is looked for under `src/` by its ending.)
+#[test]
+fn every_stop_of_the_journey_names_an_item_of_its_file() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let doc = std::fs::read_to_string(root.join("docs/ARCHITECTURE.md")).unwrap();
+    let journey = doc
+        .split("## The journey of one line")
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .expect("docs/ARCHITECTURE.md has a journey section");
+    let files = sources_outside(&[]);
+    let mut stops = 0;
+    let mut wrong = Vec::new();
+    for quoted in journey.split('`').skip(1).step_by(2) {
+        let quoted = quoted.split_whitespace().collect::<Vec<_>>().join(" ");
+        let Some((file, item)) = quoted.split_once(".rs: ") else {
+            continue;
+        };
+        stops += 1;
+        let want = format!("{file}.rs");
+        let Some(path) = files.iter().find(|p| p.ends_with(&want)) else {
+            wrong.push(format!("{quoted}: no file src/**/{want}"));
+            continue;
+        };
+        let name = item.rsplit("::").next().unwrap_or(item);
+        let text = std::fs::read_to_string(path).unwrap();
+        let defined = ["fn", "struct", "enum", "trait", "type"]
+            .iter()
+            .any(|kind| {
+                text.contains(&format!("{kind} {name}("))
+                    || text.contains(&format!("{kind} {name} "))
+                    || text.contains(&format!("{kind} {name}<"))
+                    || text.contains(&format!("{kind} {name};"))
+            });
+        if !defined {
+            wrong.push(format!("{quoted}: {} defines no {name}", path.display()));
+        }
+    }
+    assert!(
+        stops >= 20,
+        "only {stops} stops found: is the journey still written as `file.rs: item`?"
+    );
+    assert!(
+        wrong.is_empty(),
+        "stale stops in the journey:\n{}",
+        wrong.join("\n")
+    );
+}
