@@ -102,3 +102,43 @@ fn mirror_files_are_not_readable_by_everyone() {
         show(&out)
     );
 }
+
+fn wal_len(db: &Path) -> u64 {
+    std::fs::metadata(format!("{}-wal", db.display())).map_or(0, |m| m.len())
+}
+
+#[test]
+fn the_wal_a_catch_up_grew_is_given_back_once_the_writer_is_idle() {
+    let s = setup("");
+    let sidecar = Sidecar::start(&s.config);
+    sidecar.eventually("the mirror is created", || s.db.exists());
+    // A reader holding a snapshot keeps the WAL from being reset while
+    // the catch-up writes, as an analyst's long query would.
+    let reader = rusqlite::Connection::open(&s.db).unwrap();
+    reader.execute_batch("BEGIN").unwrap();
+    let _: i64 = reader
+        .query_row("SELECT count(*) FROM checkpoints", [], |r| r.get(0))
+        .unwrap();
+    let payload = format!("{{\"blob\":\"{}\"}}", "x".repeat(4000));
+    let payloads = vec![payload.as_str(); 500];
+    let mut w = Writer::new(&s.ledger).without_fsync();
+    for _ in 0..6 {
+        w.append_batch("big", &payloads).unwrap();
+    }
+    sidecar.eventually("3000 events mirrored", || {
+        mirrored_seqs(&s.db).len() == 3000
+    });
+    let grown = wal_len(&s.db);
+    assert!(
+        grown > 8 << 20,
+        "the catch-up grew the WAL to {grown} bytes only"
+    );
+    reader.execute_batch("COMMIT").unwrap();
+    drop(reader);
+    sidecar.eventually("the WAL truncated", || wal_len(&s.db) < 1 << 20);
+    // Writing goes on as before.
+    w.append_batch("big", &payloads[..5]).unwrap();
+    sidecar.eventually("3005 events", || mirrored_seqs(&s.db).len() == 3005);
+    assert!(sidecar.stop().success());
+    verify_exact(&s);
+}
