@@ -39,7 +39,7 @@ pub(super) fn serve(
     bell: Option<Arc<Doorbell>>,
     watch: CommitWatch,
 ) {
-    let base = SharedMirror::new(db, watch);
+    let base = SharedMirror::new(db, watch, followers.len());
     loop {
         let first = match schedule.take_within(MIRROR_CHECK) {
             Taken::Turn(t) => t,

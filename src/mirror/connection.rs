@@ -12,8 +12,23 @@ use rusqlite::Connection;
 use super::{Access, CommitWatch, Mirror, MirrorError, Result};
 
 /// The shared connection's page cache: the one connection of all the
-/// ledgers can afford what a thousand could not.
-const SHARED_CACHE_KIB: u32 = 64 * 1024;
+/// ledgers can afford what a thousand could not. What a ledger's commits
+/// touch again and again is the right edge of its trees (a few pages of
+/// its rows, its id index, its checkpoint and its partial tiles): the
+/// cache holds that much for every ledger, with a floor, up to a ceiling.
+/// A fixed 64 MiB let the cache of one busy ledger fill with pages it
+/// never read again, and `run` grow by as much.
+const CACHE_FLOOR_KIB: u32 = 4 * 1024;
+const CACHE_PER_LEDGER_KIB: u32 = 256;
+const CACHE_CEILING_KIB: u32 = 64 * 1024;
+
+/// The shared connection's page cache for `ledgers` ledgers, in KiB.
+pub fn shared_cache_kib(ledgers: usize) -> u32 {
+    let per = u32::try_from(ledgers)
+        .unwrap_or(u32::MAX)
+        .saturating_mul(CACHE_PER_LEDGER_KIB);
+    per.clamp(CACHE_FLOOR_KIB, CACHE_CEILING_KIB)
+}
 
 /// For a process holding many connections (`run` with many ledgers, each
 /// with its own): no up-front page-cache allocation per connection.
@@ -96,14 +111,18 @@ pub struct SharedMirror {
     base: RefCell<Option<Mirror>>,
     /// Marks every write of the shared connection (see [`CommitWatch`]).
     watch: CommitWatch,
+    /// Its page cache ([`shared_cache_kib`]).
+    cache_kib: u32,
 }
 
 impl SharedMirror {
-    pub fn new(db: PathBuf, watch: CommitWatch) -> SharedMirror {
+    /// The shared connection of `ledgers` ledgers to the mirror `db`.
+    pub fn new(db: PathBuf, watch: CommitWatch, ledgers: usize) -> SharedMirror {
         SharedMirror {
             db,
             base: RefCell::new(None),
             watch,
+            cache_kib: shared_cache_kib(ledgers),
         }
     }
 
@@ -115,7 +134,7 @@ impl SharedMirror {
             Some(m) => m,
             None => {
                 let mut m = Mirror::open(&self.db, Access::ReadWrite)?;
-                m.set_cache_kib(SHARED_CACHE_KIB)?;
+                m.set_cache_kib(self.cache_kib)?;
                 m.set_commit_watch(self.watch.clone());
                 m
             }

@@ -370,7 +370,7 @@ fn a_group_commits_whole_or_not_at_all() {
     };
     // Both ledgers caught up inside one group, not yet committed.
     let both_in_a_group = || {
-        let shared = SharedMirror::new(s.db.clone(), CommitWatch::default());
+        let shared = SharedMirror::new(s.db.clone(), CommitWatch::default(), 1);
         let mut sa = Shipper::new(a.clone(), shared.share().unwrap(), Batching::events(2)).unwrap();
         let mut sb = Shipper::new(b.clone(), shared.share().unwrap(), Batching::events(3)).unwrap();
         let group = shared.begin_group().unwrap();
@@ -420,13 +420,13 @@ fn a_durable_commit_inside_a_group_and_a_batch_staged_in_another_connections_gro
         w.append("t", &format!("{{\"i\":{i}}}")).unwrap();
     }
     let stop = AtomicBool::new(false);
-    let shared = SharedMirror::new(s.db.clone(), CommitWatch::default());
+    let shared = SharedMirror::new(s.db.clone(), CommitWatch::default(), 1);
     let mut shipper =
         Shipper::new(ledger.clone(), shared.share().unwrap(), Batching::events(2)).unwrap();
     let group = shared.begin_group().unwrap();
     let err = shipper.catch_up(&stop, &mut |_| {}).unwrap_err();
     assert!(err.to_string().contains("transaction"), "{err}");
-    let other = SharedMirror::new(s.db.clone(), CommitWatch::default());
+    let other = SharedMirror::new(s.db.clone(), CommitWatch::default(), 1);
     let mut elsewhere = Shipper::new(ledger, other.share().unwrap(), Batching::events(2)).unwrap();
     let err = elsewhere
         .catch_up_until(&stop, &|| false, &mut |_| {}, Durability::Staged(&group))
