@@ -85,18 +85,27 @@ pub fn fleet(
         copy_secs / ship_secs
     );
 
-    let l = live_central(binary, &server, &dir.join("live"), 10_000, live_secs);
-    println!("\nFrom a line written (a producer at 10,000 events/s for {live_secs} s) to its row visible in PostgreSQL (a reader polling the central head every 2 ms):\n");
-    println!("| rate ev/s | events | p50 ms | p99 ms | max ms | kept up |");
-    println!("|---|---|---|---|---|---|");
-    println!(
-        "| 10000 | {} | {:.1} | {:.1} | {:.1} | {} |",
-        l.0,
-        l.1,
-        l.2,
-        l.3,
-        if l.4 { "yes" } else { "NO" }
-    );
+    println!("\nFrom a line written (a producer at a fixed rate for {live_secs} s, appending what is due every 0.5 ms) to its row visible in PostgreSQL (a reader polling the central head every 2 ms); `run`'s peak RSS:\n");
+    println!("| rate ev/s | events | p50 ms | p99 ms | max ms | kept up | peak RSS MiB |");
+    println!("|---|---|---|---|---|---|---|");
+    for rate in [2_000, 10_000] {
+        let l = live_central(
+            binary,
+            &server,
+            &dir.join(format!("live-{rate}")),
+            rate,
+            live_secs,
+        );
+        println!(
+            "| {rate} | {} | {:.1} | {:.1} | {:.1} | {} | {:.1} |",
+            l.0,
+            l.1,
+            l.2,
+            l.3,
+            if l.4 { "yes" } else { "NO" },
+            l.5
+        );
+    }
 
     let (total, secs) = many_sidecars(
         binary,
@@ -191,10 +200,11 @@ fn live_central(
     dir: &Path,
     rate: u64,
     secs: u64,
-) -> (u64, f64, f64, f64, bool) {
+) -> (u64, f64, f64, f64, bool, f64) {
     std::fs::create_dir_all(dir).expect("live dir");
     let ledger = dir.join("live.jsonl");
-    let cfg = config(dir, "live", &ledger, &server.table("live"));
+    let source = format!("live-{rate}");
+    let cfg = config(dir, "live", &ledger, &server.table(&source));
     let child = ledgertail(binary, &["run"], &cfg).spawn().expect("run");
     std::thread::sleep(Duration::from_millis(500));
     let total = rate * secs;
@@ -230,7 +240,10 @@ fn live_central(
     let mut done_at = None;
     while seen < total {
         let head: Option<i64> = client
-            .query_opt("SELECT head_seq FROM ledgertail.ledgers WHERE source = 'live' AND ledger = 'bench'", &[])
+            .query_opt(
+                "SELECT head_seq FROM ledgertail.ledgers WHERE source = $1 AND ledger = 'bench'",
+                &[&source],
+            )
             .ok()
             .flatten()
             .and_then(|r| r.get(0));
@@ -250,6 +263,7 @@ fn live_central(
         }
         std::thread::sleep(Duration::from_millis(2));
     }
+    let peak_rss_mib = super::proc_status(child.id(), "VmHWM") as f64 / 1024.0;
     let _ = producer.join();
     super::stop(child);
     latencies.sort_by(f64::total_cmp);
@@ -259,6 +273,7 @@ fn live_central(
         super::percentile(&latencies, 0.99),
         latencies.last().copied().unwrap_or(f64::NAN),
         seen >= total,
+        peak_rss_mib,
     )
 }
 

@@ -136,11 +136,16 @@ pub(crate) fn wait_with_rusage(child: Child) -> (i32, u64) {
 }
 
 pub(crate) fn start_run(binary: &Path, dir: &Path) -> (Child, PathBuf, PathBuf) {
+    start_run_with(binary, dir, "")
+}
+
+/// [`start_run`] with `extra` at the top of the configuration.
+pub(crate) fn start_run_with(binary: &Path, dir: &Path, extra: &str) -> (Child, PathBuf, PathBuf) {
     std::fs::create_dir_all(dir).expect("live dir");
     let config = dir.join("ledgertail.toml");
     std::fs::write(
         &config,
-        "db = \"live.db\"\nlisten = \"127.0.0.1:0\"\nlog_level = \"warn\"\n[[ledger]]\nname = \"bench\"\npath = \"live.jsonl\"\nsignatures = \"off\"\n",
+        format!("{extra}db = \"live.db\"\nlisten = \"127.0.0.1:0\"\nlog_level = \"warn\"\n[[ledger]]\nname = \"bench\"\npath = \"live.jsonl\"\nsignatures = \"off\"\n"),
     )
     .expect("config");
     let child = Command::new(binary)
@@ -210,4 +215,20 @@ pub(crate) fn keyring(key: Option<&KeyFile>) -> KeyRing {
         }
         None => KeyRing::default(),
     }
+}
+
+/// A field of /proc/PID/status in KiB (`VmHWM`: the peak resident set).
+pub(crate) fn proc_status(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|rest| {
+            rest.trim_start_matches(':')
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
 }

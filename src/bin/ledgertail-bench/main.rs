@@ -57,8 +57,12 @@ struct Args {
     #[arg(long, default_value_t = 10)]
     live_secs: u64,
     /// Live producer rates, events per second.
-    #[arg(long, value_delimiter = ',', default_values_t = vec![1_000u64, 10_000, 50_000])]
+    #[arg(long, value_delimiter = ',', default_values_t = vec![2_000u64, 10_000, 50_000])]
     rates: Vec<u64>,
+    /// `commit_interval_millis` of the live section's `run` (its default
+    /// when not given).
+    #[arg(long)]
+    commit_interval_millis: Option<u64>,
     /// Seconds of watching an idle `run`.
     #[arg(long, default_value_t = 60)]
     idle_secs: u64,

@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use ledgertail::producer::Writer;
 
+use super::proc_status;
+
 /// Events already in each ledger when `run` starts.
 const BACKLOG: u64 = 20;
 
@@ -32,21 +34,6 @@ fn name(i: usize) -> String {
 }
 
 /// A field of /proc/PID/status, as a number (kB for memory fields).
-fn proc_status(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|rest| {
-            rest.trim_start_matches(':')
-                .split_whitespace()
-                .next()?
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0)
-}
-
 fn heads(reader: &rusqlite::Connection) -> HashMap<String, i64> {
     let Ok(mut stmt) = reader.prepare_cached("SELECT ledger, head_seq FROM checkpoints") else {
         return HashMap::new();
