@@ -37,6 +37,7 @@ pub const BATCH_MAX_EVENTS: Bound = bound("batch_max_events", 1000, 1, 1_000_000
 pub const BATCH_MAX_BYTES: Bound = bound("batch_max_bytes", 16 << 20, 64 << 10, 1 << 30);
 pub const BATCH_MAX_MILLIS: Bound = bound("batch_max_millis", 100, 1, 60_000);
 pub const POLL_INTERVAL_MILLIS: Bound = bound("poll_interval_millis", 500, 10, 60_000);
+pub const COMMIT_INTERVAL_MILLIS: Bound = bound("commit_interval_millis", 5, 0, 1000);
 pub const READY_MAX_LAG_EVENTS: Bound = bound("ready_max_lag_events", 10_000, 0, u64::MAX);
 pub const SHUTDOWN_GRACE_SECS: Bound = bound("shutdown_grace_secs", 20, 1, 3600);
 pub const PARITY_MAX_BYTES_PER_SEC: Bound =
@@ -54,7 +55,7 @@ pub const POSTGRES_BATCH_MAX_EVENTS: Bound = Bound {
     why: Some("a batch is one SQL message in memory on both ends"),
     ..bound("postgres.batch_max_events", 5000, 1, 100_000)
 };
-pub const POSTGRES_BATCH_MAX_MILLIS: Bound = bound("postgres.batch_max_millis", 10, 0, 60_000);
+pub const POSTGRES_BATCH_MAX_MILLIS: Bound = bound("postgres.batch_max_millis", 0, 0, 60_000);
 pub const POSTGRES_CONNECT_TIMEOUT_SECS: Bound =
     bound("postgres.connect_timeout_secs", 10, 1, WEEK);
 pub const POSTGRES_STATEMENT_TIMEOUT_SECS: Bound =
@@ -73,6 +74,7 @@ pub const ALL: &[Bound] = &[
     BATCH_MAX_BYTES,
     BATCH_MAX_MILLIS,
     POLL_INTERVAL_MILLIS,
+    COMMIT_INTERVAL_MILLIS,
     READY_MAX_LAG_EVENTS,
     SHUTDOWN_GRACE_SECS,
     PARITY_MAX_BYTES_PER_SEC,

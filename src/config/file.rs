@@ -23,6 +23,7 @@ pub struct FileConfig {
     pub batch_max_bytes: Option<u64>,
     pub batch_max_millis: Option<u64>,
     pub poll_interval_millis: Option<u64>,
+    pub commit_interval_millis: Option<u64>,
     pub ready_max_lag_events: Option<u64>,
     pub shutdown_grace_secs: Option<u64>,
     pub parity_max_bytes_per_sec: Option<u64>,

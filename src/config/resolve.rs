@@ -108,6 +108,7 @@ fn run_settings(file: &FileConfig) -> Result<RunSettings, ConfigError> {
     Ok(RunSettings {
         batch_max_wait: millis(bounds::BATCH_MAX_MILLIS, file.batch_max_millis)?,
         poll_interval: millis(bounds::POLL_INTERVAL_MILLIS, file.poll_interval_millis)?,
+        commit_interval: millis(bounds::COMMIT_INTERVAL_MILLIS, file.commit_interval_millis)?,
         ready_max_lag_events: bounds::READY_MAX_LAG_EVENTS.check(file.ready_max_lag_events)?,
         shutdown_grace: Duration::from_secs(
             bounds::SHUTDOWN_GRACE_SECS.check(file.shutdown_grace_secs)?,

@@ -54,6 +54,9 @@ pub struct RunSettings {
     pub batch_max_wait: Duration,
     /// How often the files are stat'ed when no file event arrives.
     pub poll_interval: Duration,
+    /// While lines keep coming, a ledger commits at most once per this
+    /// long (zero: at every file event).
+    pub commit_interval: Duration,
     /// `/readyz` fails beyond this many events not yet mirrored.
     pub ready_max_lag_events: u64,
     /// SIGTERM/SIGINT: how long in-flight batches may take to commit.

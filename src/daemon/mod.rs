@@ -190,6 +190,7 @@ impl Daemon {
             db: settings.db.clone(),
             batching: Batching::from_settings(&settings),
             poll: settings.run.poll_interval,
+            pace: settings.run.commit_interval,
             shared: shared.clone(),
             board: board.clone(),
             pool: crate::verifier::Pool::per_core()?,

@@ -8,6 +8,13 @@
 //! busy ledger is served again at once, and a flood of file events costs
 //! one catch-up. Ledgers are served in the order they were queued, so no
 //! ledger starves another.
+//!
+//! A ledger that has just committed lines may be *paced*: a file wake-up
+//! before the pace ends does not queue it at once but brings its timer
+//! forward to the pace's end, so that lines arriving in a steady stream
+//! are committed a few at a time instead of one commit per write (each
+//! commit costs whole pages of WAL), while a line after a quiet spell is
+//! still taken at once.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
@@ -34,6 +41,9 @@ struct Slot {
     due: Option<Instant>,
     /// In a backoff: only a stop queues it before its timer.
     held: bool,
+    /// A file wake-up before this instant waits for it (see the module
+    /// doc); `None`: not paced.
+    paced_until: Option<Instant>,
     /// Its earliest entry in the timer heap not yet fired. A step that
     /// wants a later deadline pushes nothing: that entry, when it fires,
     /// sets the timer again for `due`. So the heap holds about one entry
@@ -72,6 +82,9 @@ pub(super) enum Next {
     /// Ignore file wake-ups until this long has passed (a backoff); a
     /// stop still comes through at once.
     Backoff(Duration),
+    /// Queue again after `poll`; a file wake-up is served no sooner than
+    /// `pace` from now (a reload or a stop at once).
+    Paced { pace: Duration, poll: Duration },
     /// Stopped for good.
     Finished,
 }
@@ -100,6 +113,7 @@ impl Schedule {
                         wake: None,
                         due: None,
                         held: false,
+                        paced_until: None,
                         armed: None,
                     })
                     .collect(),
@@ -116,9 +130,45 @@ impl Schedule {
 
     /// Queues `ledger` (if it is idle) with `wake`.
     pub(super) fn wake(&self, ledger: usize, wake: Wake) {
-        if Self::queue_up(&mut self.lock(), ledger, wake) {
+        let mut state = self.lock();
+        let queued = Self::queue_up(&mut state, ledger, wake);
+        let brought_forward = !queued && Self::bring_forward(&mut state, ledger, wake);
+        if queued || brought_forward {
             self.changed.notify_one();
         }
+    }
+
+    /// A file wake-up of a paced idle ledger (which `queue_up` left
+    /// merged): its timer is brought forward to the pace's end. `true`
+    /// when that is now the earliest timer (a waiting runner must look).
+    fn bring_forward(state: &mut State, ledger: usize, wake: Wake) -> bool {
+        let Some(slot) = state.slots.get_mut(ledger) else {
+            return false;
+        };
+        let Some(until) = slot.paced_until else {
+            return false;
+        };
+        if slot.phase != Phase::Idle || slot.held || wake != Wake::Files {
+            return false;
+        }
+        if slot.due.is_some_and(|due| due <= until) {
+            return false;
+        }
+        slot.due = Some(until);
+        Self::arm(state, ledger, until)
+    }
+
+    /// Puts a timer for `ledger` at `at` unless an earlier one is armed;
+    /// `true` when it is now the earliest of all.
+    fn arm(state: &mut State, ledger: usize, at: Instant) -> bool {
+        let slot = &mut state.slots[ledger];
+        if slot.armed.is_some_and(|armed| armed <= at) {
+            return false;
+        }
+        slot.armed = Some(at);
+        let earliest = state.timers.peek().is_none_or(|Reverse((t, _))| at < *t);
+        state.timers.push(Reverse((at, ledger)));
+        earliest
     }
 
     /// [`Schedule::wake`] for every ledger, under one lock.
@@ -141,11 +191,14 @@ impl Schedule {
         if slot.phase == Phase::Finished {
             return false;
         }
-        // A backoff lets only a stop through; a poll timer, everything.
+        // A backoff lets only a stop through, a pace all but file
+        // wake-ups; a poll timer, everything.
         slot.wake = Some(merge(slot.wake, wake));
-        if slot.phase == Phase::Idle && (!slot.held || wake == Wake::Stop) {
+        let paced = wake == Wake::Files && slot.paced_until.is_some_and(|p| p > Instant::now());
+        if slot.phase == Phase::Idle && (!slot.held || wake == Wake::Stop) && !paced {
             slot.phase = Phase::Queued;
             slot.due = None;
+            slot.paced_until = None;
             state.queue.push_back(ledger);
             return true;
         }
@@ -179,6 +232,7 @@ impl Schedule {
                 Some(due) if slot.phase == Phase::Idle && due <= now => {
                     slot.due = None;
                     slot.held = false;
+                    slot.paced_until = None;
                     slot.phase = Phase::Queued;
                     state.queue.push_back(ledger);
                 }
@@ -250,38 +304,56 @@ impl Schedule {
                 // Runners waiting for the last one to finish must look.
                 self.changed.notify_all();
             }
-            Next::After(wait) | Next::Backoff(wait) => {
-                let backoff = matches!(next, Next::Backoff(_));
-                let pending = slot.wake;
-                let let_through = match pending {
-                    Some(Wake::Stop) => true,
-                    Some(_) => !backoff,
-                    None => false,
-                };
-                if let_through {
-                    slot.phase = Phase::Queued;
-                    slot.due = None;
-                    slot.held = false;
-                    state.queue.push_back(ledger);
-                    self.changed.notify_one();
-                    return;
-                }
-                // Wake-ups held back by a backoff stay merged in `wake`:
-                // the step after it is told.
-                let at = now + wait;
-                slot.phase = Phase::Idle;
-                slot.due = Some(at);
-                slot.held = backoff;
-                if slot.armed.is_none_or(|armed| armed > at) {
-                    slot.armed = Some(at);
-                    let earliest = state.timers.peek().is_none_or(|Reverse((t, _))| at < *t);
-                    state.timers.push(Reverse((at, ledger)));
-                    if earliest {
-                        // A runner may be waiting for a later deadline.
-                        self.changed.notify_one();
-                    }
-                }
+            Next::After(wait) => self.idle_until(&mut state, ledger, now, wait, false, None),
+            Next::Backoff(wait) => self.idle_until(&mut state, ledger, now, wait, true, None),
+            Next::Paced { pace, poll } => {
+                self.idle_until(&mut state, ledger, now, poll, false, Some(now + pace))
             }
+        }
+    }
+
+    /// After a step: queued again at once for a wake-up that came during
+    /// it and may go through, else idle until `now + wait` (`held`: a
+    /// backoff; `paced_until`: see [`Next::Paced`]).
+    fn idle_until(
+        &self,
+        state: &mut State,
+        ledger: usize,
+        now: Instant,
+        wait: Duration,
+        held: bool,
+        paced_until: Option<Instant>,
+    ) {
+        let slot = &mut state.slots[ledger];
+        let pending = slot.wake;
+        let let_through = match pending {
+            Some(Wake::Stop) => true,
+            Some(Wake::Files) if paced_until.is_some() => false,
+            Some(_) => !held,
+            None => false,
+        };
+        if let_through {
+            slot.phase = Phase::Queued;
+            slot.due = None;
+            slot.held = false;
+            slot.paced_until = None;
+            state.queue.push_back(ledger);
+            self.changed.notify_one();
+            return;
+        }
+        // Wake-ups held back by a backoff or a pace stay merged in
+        // `wake`: the step after it is told.
+        let mut at = now + wait;
+        if let (Some(Wake::Files), Some(until)) = (pending, paced_until) {
+            at = at.min(until);
+        }
+        slot.phase = Phase::Idle;
+        slot.due = Some(at);
+        slot.held = held;
+        slot.paced_until = paced_until;
+        if Self::arm(state, ledger, at) {
+            // A runner may be waiting for a later deadline.
+            self.changed.notify_one();
         }
     }
 
@@ -386,6 +458,80 @@ mod tests {
         s.wake(a, Wake::Stop);
         let t = take_now(&s);
         assert_eq!((t.ledger, t.wake), (a, Some(Wake::Stop)));
+    }
+
+    #[test]
+    fn a_paced_ledger_takes_file_wakes_at_the_pace_end_and_others_at_once() {
+        let s = Schedule::new(2);
+        let (a, b) = (take_now(&s).ledger, take_now(&s).ledger);
+        let pace = Duration::from_millis(60);
+        let started = Instant::now();
+        s.done(
+            a,
+            Next::Paced {
+                pace,
+                poll: Duration::from_secs(3600),
+            },
+        );
+        s.done(b, Next::After(Duration::from_secs(3600)));
+        // Many file wake-ups during the pace: one turn, at its end.
+        for _ in 0..100 {
+            s.wake(a, Wake::Files);
+        }
+        assert!(s.try_take().is_none(), "held until the pace ends");
+        let t = take_now(&s);
+        assert_eq!((t.ledger, t.wake), (a, Some(Wake::Files)));
+        assert!(started.elapsed() >= Duration::from_millis(55));
+        assert!(s.lock().timers.len() <= 3, "one timer per ledger");
+        // After the pace, a wake-up is served at once.
+        s.done(
+            a,
+            Next::Paced {
+                pace: Duration::from_millis(10),
+                poll: Duration::from_secs(3600),
+            },
+        );
+        std::thread::sleep(Duration::from_millis(20));
+        s.wake(a, Wake::Files);
+        assert_eq!(s.try_take().map(|t| t.ledger), Some(a));
+        // A reload and a stop are never paced.
+        s.done(
+            a,
+            Next::Paced {
+                pace: Duration::from_secs(3600),
+                poll: Duration::from_secs(3600),
+            },
+        );
+        s.wake(a, Wake::Reload);
+        assert_eq!(s.try_take().map(|t| t.wake), Some(Some(Wake::Reload)));
+        s.done(
+            a,
+            Next::Paced {
+                pace: Duration::from_secs(3600),
+                poll: Duration::from_secs(3600),
+            },
+        );
+        s.wake(a, Wake::Stop);
+        assert_eq!(s.try_take().map(|t| t.wake), Some(Some(Wake::Stop)));
+    }
+
+    #[test]
+    fn a_file_wake_during_the_step_before_a_pace_waits_for_the_pace() {
+        let s = Schedule::new(1);
+        let a = take_now(&s).ledger;
+        s.wake(a, Wake::Files); // while running
+        let started = Instant::now();
+        s.done(
+            a,
+            Next::Paced {
+                pace: Duration::from_millis(40),
+                poll: Duration::from_secs(3600),
+            },
+        );
+        assert!(s.try_take().is_none());
+        let t = take_now(&s);
+        assert_eq!((t.ledger, t.wake), (a, Some(Wake::Files)));
+        assert!(started.elapsed() >= Duration::from_millis(35));
     }
 
     #[test]

@@ -54,6 +54,9 @@ pub(super) struct Context {
     pub(super) db: PathBuf,
     pub(super) batching: Batching,
     pub(super) poll: Duration,
+    /// After a commit of new lines, file wake-ups wait this long (see
+    /// `schedule`'s pacing); zero: served at once.
+    pub(super) pace: Duration,
     pub(super) shared: Arc<Shared>,
     pub(super) board: StatusBoard,
     pub(super) pool: Pool,
@@ -191,7 +194,12 @@ impl Follower {
                 if stepped.yielded {
                     return Next::After(Duration::ZERO);
                 }
-                return Next::After(self.poll_after(wake, &stepped));
+                let poll = self.poll_after(wake, &stepped);
+                let pace = self.context.pace;
+                if stepped.new_lines && !poll.is_zero() && !pace.is_zero() {
+                    return Next::Paced { pace, poll };
+                }
+                return Next::After(poll);
             }
             // An earlier batch's error ended the group's transaction: the
             // runner has every ledger of the group start again (`lost`).
