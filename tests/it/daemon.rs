@@ -789,8 +789,9 @@ fn one_stop_request_delivered_twice_at_once_still_commits_what_is_in_flight() {
     drop(blocker);
     let mut sidecar = sidecar;
     let status = wait_exit(&mut sidecar.child);
-    assert_eq!(status.code(), Some(0), "{}", sidecar.log_text());
-    assert!(sidecar.log_text().contains("stopped cleanly"));
+    let log = sidecar.exited_log();
+    assert_eq!(status.code(), Some(0), "{log}");
+    assert!(log.contains("stopped cleanly"), "{log}");
     // The batch in flight committed (a forced exit rolls it back: 3 rows).
     assert!(mirrored_seqs(&s.db).len() > 3, "{:?}", mirrored_seqs(&s.db));
 }

@@ -42,6 +42,8 @@ pub struct Sidecar {
     pub child: Child,
     pub addr: String,
     pub log: Arc<Mutex<Vec<String>>>,
+    /// The thread copying stderr into `log`.
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Sidecar {
@@ -76,7 +78,7 @@ impl Sidecar {
         let (tx, rx) = std::sync::mpsc::channel();
         let stderr = child.stderr.take().unwrap();
         let sink = log.clone();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
                 if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
@@ -90,7 +92,12 @@ impl Sidecar {
         let addr = rx
             .recv_timeout(PATIENCE)
             .unwrap_or_else(|_| panic!("the sidecar did not start: {:?}", log.lock().unwrap()));
-        Sidecar { child, addr, log }
+        Sidecar {
+            child,
+            addr,
+            log,
+            reader: Some(reader),
+        }
     }
 
     pub fn get(&self, path: &str) -> (u16, String) {
@@ -124,6 +131,16 @@ impl Sidecar {
 
     pub fn log_text(&self) -> String {
         self.log.lock().unwrap().join("\n")
+    }
+
+    /// The whole log of a sidecar that has exited: waits until the copy
+    /// of its stderr has read the last line (the copy runs on a thread of
+    /// its own, and may still be reading when the exit is seen).
+    pub fn exited_log(&mut self) -> String {
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+        self.log_text()
     }
 
     /// [`eventually`], showing the sidecar's log when it times out.
