@@ -160,10 +160,6 @@ impl CentralSession for Memory {
     }
 }
 
-fn refused(kind: ErrorKind, text: String) -> PgError {
-    PgError::new(kind, text)
-}
-
 /// One part, as `ship_begin` and the chain trigger judge it.
 fn ship_part(
     entry: std::collections::hash_map::Entry<'_, String, Ledger>,
@@ -183,16 +179,16 @@ fn ship_part(
         && l.lease_until.is_some_and(|u| u > Instant::now())
     {
         let text = format!("ledger {} is being shipped by another", part.ledger);
-        return Err(refused(ErrorKind::Fenced, text));
+        return Err(PgError::new(ErrorKind::Fenced, text));
     }
     let expected = part.expected.map(|(s, h)| (s, h.to_owned()));
     if head != expected {
         let text = format!("the central head is {head:?}, not {expected:?}");
-        return Err(refused(ErrorKind::HeadMoved, text));
+        return Err(PgError::new(ErrorKind::HeadMoved, text));
     }
     if head.is_none() && (l.anchor.0, l.anchor.1.as_str()) != part.anchor {
         let text = format!("registered with anchor seq {}", l.anchor.0);
-        return Err(refused(ErrorKind::Chain, text));
+        return Err(PgError::new(ErrorKind::Chain, text));
     }
     let mut last = head;
     for row in part.rows {
@@ -202,7 +198,7 @@ fn ship_part(
         };
         if !links {
             let text = format!("the row at seq {} does not extend the chain", row.seq);
-            return Err(refused(ErrorKind::Chain, text));
+            return Err(PgError::new(ErrorKind::Chain, text));
         }
         l.rows
             .push((row.seq, row.hash.clone(), row.prev_hash.clone()));

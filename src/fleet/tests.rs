@@ -11,6 +11,7 @@ use super::*;
 use crate::config::{FileConfig, Overrides, PostgresSettings, Settings};
 use crate::ledger::columns::StoredEvent;
 use crate::mirror::Durability;
+use crate::producer::chain_lines as chain;
 use crate::shipper::{Batching, Shipper};
 
 #[test]
@@ -37,11 +38,6 @@ struct Local {
     _dir: tempfile::TempDir,
     db: PathBuf,
     rows: Vec<StoredEvent>,
-}
-
-/// `n` lines of one chain, made by the producer library.
-fn chain(n: usize) -> Vec<Vec<u8>> {
-    crate::producer::chain_lines(n)
 }
 
 /// A mirror of `lines[from..to]`.

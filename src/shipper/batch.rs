@@ -549,6 +549,7 @@ mod tests {
     use super::*;
     use crate::config::{FileConfig, LedgerSettings, Overrides, Settings};
     use crate::mirror::{Access, Mirror};
+    use crate::producer::chain_lines as lines;
     use crate::shipper::Batching;
 
     fn ledger(dir: &Path) -> LedgerSettings {
@@ -559,11 +560,6 @@ mod tests {
         };
         let settings = Settings::resolve(&FileConfig::default(), &over, dir).unwrap();
         settings.ledgers[0].clone()
-    }
-
-    /// A chain of `n` events as lines (newline included), made elsewhere.
-    fn lines(n: usize) -> Vec<Vec<u8>> {
-        crate::producer::chain_lines(n)
     }
 
     fn write(path: &Path, parts: &[&[u8]]) {
