@@ -183,6 +183,19 @@ impl Edge {
                 )
             })
     }
+
+    /// The partial tiles that differ from those of the same tree at
+    /// `old_size` leaves: a level's partial tile only changes when the
+    /// level below completes a tile, so a small append rewrites level 0
+    /// alone (the others are stored already, and unchanged).
+    pub fn partial_changed_since(
+        &self,
+        old_size: u64,
+    ) -> impl Iterator<Item = (TileId, &[Hash])> + '_ {
+        self.partial().filter(move |(id, _)| {
+            entries_at(old_size, id.level) != entries_at(self.size, id.level)
+        })
+    }
 }
 
 /// Reads stored tiles.
@@ -285,7 +298,7 @@ mod tests {
             for (id, t) in full {
                 store.0.insert(id, t);
             }
-            for (id, t) in edge.partial() {
+            for (id, t) in edge.partial_changed_since(size) {
                 store.0.insert(id, t.to_vec());
             }
             size = edge.size();
@@ -328,6 +341,33 @@ mod tests {
             let old_root = tree::root(&mut tiles, old).unwrap();
             tree::verify_consistency(old, size, &old_root, &want, &p).unwrap();
         }
+    }
+
+    #[test]
+    fn an_append_within_a_tile_changes_only_level_zero() {
+        let leaves: Vec<Hash> = (0u32..70_000)
+            .map(|i| leaf_hash(&i.to_be_bytes()))
+            .collect();
+        let mut edge = Edge::default();
+        for leaf in &leaves[..65_537] {
+            edge.push(*leaf, &mut Vec::new());
+        }
+        let changed = |edge: &Edge, old| {
+            edge.partial_changed_since(old)
+                .map(|(id, _)| id.level)
+                .collect::<Vec<_>>()
+        };
+        for leaf in &leaves[65_537..65_540] {
+            edge.push(*leaf, &mut Vec::new());
+        }
+        assert_eq!(changed(&edge, 65_537), [0]);
+        // From 65,535: level 1 filled its tile (stored whole), level 2 began.
+        assert_eq!(changed(&edge, 65_535), [0, 2]);
+        for leaf in &leaves[65_540..65_792] {
+            edge.push(*leaf, &mut Vec::new());
+        }
+        // 65,792 leaves: level 0 is whole again, level 1 gained a hash.
+        assert_eq!(changed(&edge, 65_540), [1]);
     }
 
     #[test]

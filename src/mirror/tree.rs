@@ -240,6 +240,7 @@ fn grow(
     mut edge: Edge,
     leaves: impl Iterator<Item = Hash>,
 ) -> rusqlite::Result<(TreeHead, Edge)> {
+    let old_size = edge.size();
     let mut full = Vec::new();
     for hash in leaves {
         edge.push(leaf_hash(&hash.0), &mut full);
@@ -248,7 +249,8 @@ fn grow(
     for (id, hashes) in full.iter().filter(|(id, _)| id.level > 0) {
         store_tile(conn, ledger, *id, hashes)?;
     }
-    for (id, hashes) in edge.partial().filter(|(id, _)| id.level > 0) {
+    let changed = edge.partial_changed_since(old_size);
+    for (id, hashes) in changed.filter(|(id, _)| id.level > 0) {
         store_tile(conn, ledger, id, hashes)?;
     }
     let head = TreeHead {
