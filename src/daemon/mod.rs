@@ -185,7 +185,10 @@ impl Daemon {
         };
         let shared = Arc::new(Shared::new(reloadable));
         let schedule = Arc::new(Schedule::new(settings.ledgers.len()));
-        let watch = Arc::new(watch::Watch::start(schedule.clone()));
+        let watch = Arc::new(watch::Watch::start(
+            schedule.clone(),
+            settings.run.commit_interval,
+        ));
         let context = Arc::new(Context {
             db: settings.db.clone(),
             batching: Batching::from_settings(&settings),

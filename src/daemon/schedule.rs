@@ -9,12 +9,14 @@
 //! one catch-up. Ledgers are served in the order they were queued, so no
 //! ledger starves another.
 //!
-//! A ledger that has just committed lines may be *paced*: a file wake-up
-//! before the pace ends does not queue it at once but brings its timer
-//! forward to the pace's end, so that lines arriving in a steady stream
-//! are committed a few at a time instead of one commit per write (each
-//! commit costs whole pages of WAL), while a line after a quiet spell is
-//! still taken at once.
+//! A ledger that has just committed lines may be *paced*: it is queued
+//! again when the pace ends, whether or not a file event said so (lines
+//! that came in a steady stream are most likely still coming), and a file
+//! wake-up before then waits for it. Lines arriving in a steady stream are
+//! committed a few at a time instead of one commit per write (each commit
+//! costs whole pages of WAL), the file watcher may rest between its rounds
+//! (see [`super::watch`]), and a line after a quiet spell is still taken
+//! at once.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
@@ -82,8 +84,8 @@ pub(super) enum Next {
     /// Ignore file wake-ups until this long has passed (a backoff); a
     /// stop still comes through at once.
     Backoff(Duration),
-    /// Queue again after `poll`; a file wake-up is served no sooner than
-    /// `pace` from now (a reload or a stop at once).
+    /// Queue again after `pace` (or `poll`, if sooner); a file wake-up
+    /// before then waits for it (a reload or a stop comes at once).
     Paced { pace: Duration, poll: Duration },
     /// Stopped for good.
     Finished,
@@ -131,31 +133,9 @@ impl Schedule {
     /// Queues `ledger` (if it is idle) with `wake`.
     pub(super) fn wake(&self, ledger: usize, wake: Wake) {
         let mut state = self.lock();
-        let queued = Self::queue_up(&mut state, ledger, wake);
-        let brought_forward = !queued && Self::bring_forward(&mut state, ledger, wake);
-        if queued || brought_forward {
+        if Self::queue_up(&mut state, ledger, wake) {
             self.changed.notify_one();
         }
-    }
-
-    /// A file wake-up of a paced idle ledger (which `queue_up` left
-    /// merged): its timer is brought forward to the pace's end. `true`
-    /// when that is now the earliest timer (a waiting runner must look).
-    fn bring_forward(state: &mut State, ledger: usize, wake: Wake) -> bool {
-        let Some(slot) = state.slots.get_mut(ledger) else {
-            return false;
-        };
-        let Some(until) = slot.paced_until else {
-            return false;
-        };
-        if slot.phase != Phase::Idle || slot.held || wake != Wake::Files {
-            return false;
-        }
-        if slot.due.is_some_and(|due| due <= until) {
-            return false;
-        }
-        slot.due = Some(until);
-        Self::arm(state, ledger, until)
     }
 
     /// Puts a timer for `ledger` at `at` unless an earlier one is armed;
@@ -344,7 +324,7 @@ impl Schedule {
         // Wake-ups held back by a backoff or a pace stay merged in
         // `wake`: the step after it is told.
         let mut at = now + wait;
-        if let (Some(Wake::Files), Some(until)) = (pending, paced_until) {
+        if let Some(until) = paced_until {
             at = at.min(until);
         }
         slot.phase = Phase::Idle;
@@ -513,6 +493,28 @@ mod tests {
         );
         s.wake(a, Wake::Stop);
         assert_eq!(s.try_take().map(|t| t.wake), Some(Some(Wake::Stop)));
+    }
+
+    #[test]
+    fn a_paced_ledger_is_looked_at_again_when_its_pace_ends_unwoken() {
+        let s = Schedule::new(1);
+        let a = take_now(&s).ledger;
+        let started = Instant::now();
+        s.done(
+            a,
+            Next::Paced {
+                pace: Duration::from_millis(40),
+                poll: Duration::from_secs(3600),
+            },
+        );
+        assert!(s.try_take().is_none());
+        let t = take_now(&s);
+        assert_eq!((t.ledger, t.wake), (a, None), "its timer, not a wake-up");
+        assert!(started.elapsed() >= Duration::from_millis(35));
+        // A step that found nothing new is not paced: the poll stands.
+        s.done(a, Next::After(Duration::from_secs(3600)));
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(s.try_take().is_none());
     }
 
     #[test]

@@ -78,6 +78,10 @@ pub(super) struct Follower {
     /// This step is the look taken when the watch began: what it finds
     /// was not announced, and is no miss of the file events.
     relook: bool,
+    /// This step is the look taken at the end of a pace: what it finds
+    /// may not have been announced yet (the watcher rests between its
+    /// rounds), and is no miss of the file events either.
+    after_pace: bool,
     /// File events are trusted to announce every change.
     notify_trusted: bool,
 }
@@ -156,6 +160,7 @@ impl Follower {
             backoff: BACKOFF_FIRST,
             misses: 0,
             relook: false,
+            after_pace: false,
             notify_trusted,
         }
     }
@@ -197,6 +202,7 @@ impl Follower {
                 let poll = self.poll_after(wake, &stepped);
                 let pace = self.context.pace;
                 if stepped.new_lines && !poll.is_zero() && !pace.is_zero() {
+                    self.after_pace = true;
                     return Next::Paced { pace, poll };
                 }
                 return Next::After(poll);
@@ -285,7 +291,7 @@ impl Follower {
     /// every change, every `poll_interval` otherwise.
     fn poll_after(&mut self, wake: Option<Wake>, stepped: &Stepped) -> Duration {
         let poll = self.context.poll;
-        let relook = std::mem::take(&mut self.relook);
+        let relook = std::mem::take(&mut self.relook) | std::mem::take(&mut self.after_pace);
         match self.context.watch.ledger(self.index, &self.ledger.path) {
             // A line appended between this step's read and the watch was
             // announced to no one: without another look it would wait for
