@@ -161,10 +161,7 @@ impl SharedMirror {
         mirror.check_in_place()?;
         {
             let _writing = mirror.watch.writing();
-            mirror
-                .conn
-                .execute_batch("BEGIN IMMEDIATE")
-                .map_err(|e| mirror.err(e))?;
+            super::write::control(&mirror.conn, "BEGIN IMMEDIATE").map_err(|e| mirror.err(e))?;
         }
         Ok(Group {
             mirror,
@@ -202,7 +199,7 @@ impl Group {
         let _writing = m.watch.writing();
         let committed = m
             .check_in_place()
-            .and_then(|()| m.conn.execute_batch("COMMIT").map_err(|e| m.err(e)));
+            .and_then(|()| super::write::control(&m.conn, "COMMIT").map_err(|e| m.err(e)));
         if committed.is_err() && !m.conn.is_autocommit() {
             let _ = m.conn.execute_batch("ROLLBACK");
         }

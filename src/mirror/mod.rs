@@ -351,6 +351,9 @@ impl Mirror {
         };
         let conn = Connection::open_with_flags(path, flags).map_err(err)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(err)?;
+        // Every statement of the write path, the tree's and the readers'
+        // stays prepared (the default of 16 is fewer than there are).
+        conn.set_prepared_statement_cache_capacity(64);
         if FRUGAL.load(std::sync::atomic::Ordering::Relaxed) {
             small_lookaside(&conn);
         }

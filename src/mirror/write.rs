@@ -11,6 +11,13 @@ use super::{
 };
 use crate::tail::FileId;
 
+/// Runs one statement without parameters through the statement cache:
+/// a transaction's BEGIN and COMMIT are parsed once per connection, not
+/// at every commit (parsing them was about 5 % of the live path's CPU).
+pub(super) fn control(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
+}
+
 /// Writes down the path a file was read under (once per file and batch).
 fn note_file(tx: &Connection, file: &FileId, path: &str, now: &str) -> rusqlite::Result<()> {
     tx.prepare_cached(
@@ -349,13 +356,15 @@ impl Mirror {
     ) -> Result<()> {
         self.check_in_place()?;
         let _writing = self.watch.writing();
-        self.conn
-            .execute_batch(if nested {
+        control(
+            &self.conn,
+            if nested {
                 "SAVEPOINT batch"
             } else {
                 "BEGIN IMMEDIATE"
-            })
-            .map_err(|e| self.err(e))?;
+            },
+        )
+        .map_err(|e| self.err(e))?;
         // Undone on any way out but the end, a panic included: a batch
         // half written must never ride on a group's commit.
         let mut pending = Pending {
@@ -375,8 +384,7 @@ impl Mirror {
                 ledger: ledger.to_owned(),
             });
         }
-        self.conn
-            .execute_batch(if nested { "RELEASE batch" } else { "COMMIT" })
+        control(&self.conn, if nested { "RELEASE batch" } else { "COMMIT" })
             .map_err(|e| self.err(e))?;
         pending.ended = true;
         state.generation += 1;
