@@ -8,7 +8,7 @@
 //! examines every ledger's lines ([`crate::verifier::Pool`]), one file
 //! watcher serves every folder ([`watch`]). A waiting ledger holds its
 //! SQLite connection and open files, but no thread. It is queued by a
-//! `notify` event for its files, by its poll timer (every `poll_interval`
+//! file event for its files ([`watch`]), at the end of its pace, by its poll timer (every `poll_interval`
 //! where file events cannot be had or were caught missing a change; a
 //! rare safety net where they work), by a reload or by the stop. tokio
 //! runs only the HTTP server ([`crate::serve`]).

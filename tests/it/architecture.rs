@@ -12,7 +12,7 @@ const FORBIDDEN: &[&str] = &[
     "File::",
     "rusqlite",
     "tokio",
-    "notify",
+    "inotify",
     "prometheus",
     "tracing",
     "SystemTime",
