@@ -9,14 +9,15 @@
 //! one catch-up. Ledgers are served in the order they were queued, so no
 //! ledger starves another.
 //!
-//! A ledger that has just committed lines may be *paced*: it is queued
-//! again when the pace ends, whether or not a file event said so (lines
-//! that came in a steady stream are most likely still coming), and a file
-//! wake-up before then waits for it. Lines arriving in a steady stream are
-//! committed a few at a time instead of one commit per write (each commit
-//! costs whole pages of WAL), the file watcher may rest between its rounds
-//! (see [`super::watch`]), and a line after a quiet spell is still taken
-//! at once.
+//! A ledger that has just committed lines may be *paced*: a file wake-up
+//! before the pace ends does not queue it at once but brings its timer
+//! forward to the pace's end, and a ledger whose lines come in a steady
+//! stream is queued at the pace's end whether or not a wake-up came (its
+//! lines are most likely still coming, and the file watcher may be
+//! resting between its rounds: see [`super::watch`]). Lines arriving in
+//! a steady stream are committed a few at a time instead of one commit
+//! per write (each commit costs whole pages of WAL), while a line after a
+//! quiet spell is still taken at once.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
@@ -84,9 +85,15 @@ pub(super) enum Next {
     /// Ignore file wake-ups until this long has passed (a backoff); a
     /// stop still comes through at once.
     Backoff(Duration),
-    /// Queue again after `pace` (or `poll`, if sooner); a file wake-up
-    /// before then waits for it (a reload or a stop comes at once).
-    Paced { pace: Duration, poll: Duration },
+    /// Queue again after `poll`; a file wake-up is served no sooner than
+    /// `pace` from now (a reload or a stop at once). With `relook` (lines
+    /// are coming in a steady stream) it is queued when the pace ends
+    /// whether or not a wake-up came.
+    Paced {
+        pace: Duration,
+        poll: Duration,
+        relook: bool,
+    },
     /// Stopped for good.
     Finished,
 }
@@ -133,9 +140,31 @@ impl Schedule {
     /// Queues `ledger` (if it is idle) with `wake`.
     pub(super) fn wake(&self, ledger: usize, wake: Wake) {
         let mut state = self.lock();
-        if Self::queue_up(&mut state, ledger, wake) {
+        let queued = Self::queue_up(&mut state, ledger, wake);
+        let brought_forward = !queued && Self::bring_forward(&mut state, ledger, wake);
+        if queued || brought_forward {
             self.changed.notify_one();
         }
+    }
+
+    /// A file wake-up of a paced idle ledger (which `queue_up` left
+    /// merged): its timer is brought forward to the pace's end. `true`
+    /// when that is now the earliest timer (a waiting runner must look).
+    fn bring_forward(state: &mut State, ledger: usize, wake: Wake) -> bool {
+        let Some(slot) = state.slots.get_mut(ledger) else {
+            return false;
+        };
+        let Some(until) = slot.paced_until else {
+            return false;
+        };
+        if slot.phase != Phase::Idle || slot.held || wake != Wake::Files {
+            return false;
+        }
+        if slot.due.is_some_and(|due| due <= until) {
+            return false;
+        }
+        slot.due = Some(until);
+        Self::arm(state, ledger, until)
     }
 
     /// Puts a timer for `ledger` at `at` unless an earlier one is armed;
@@ -286,8 +315,10 @@ impl Schedule {
             }
             Next::After(wait) => self.idle_until(&mut state, ledger, now, wait, false, None),
             Next::Backoff(wait) => self.idle_until(&mut state, ledger, now, wait, true, None),
-            Next::Paced { pace, poll } => {
-                self.idle_until(&mut state, ledger, now, poll, false, Some(now + pace))
+            Next::Paced { pace, poll, relook } => {
+                let until = now + pace;
+                let wait = if relook { poll.min(pace) } else { poll };
+                self.idle_until(&mut state, ledger, now, wait, false, Some(until))
             }
         }
     }
@@ -324,7 +355,7 @@ impl Schedule {
         // Wake-ups held back by a backoff or a pace stay merged in
         // `wake`: the step after it is told.
         let mut at = now + wait;
-        if let Some(until) = paced_until {
+        if let (Some(Wake::Files), Some(until)) = (pending, paced_until) {
             at = at.min(until);
         }
         slot.phase = Phase::Idle;
@@ -451,6 +482,7 @@ mod tests {
             Next::Paced {
                 pace,
                 poll: Duration::from_secs(3600),
+                relook: false,
             },
         );
         s.done(b, Next::After(Duration::from_secs(3600)));
@@ -469,6 +501,7 @@ mod tests {
             Next::Paced {
                 pace: Duration::from_millis(10),
                 poll: Duration::from_secs(3600),
+                relook: false,
             },
         );
         std::thread::sleep(Duration::from_millis(20));
@@ -480,6 +513,7 @@ mod tests {
             Next::Paced {
                 pace: Duration::from_secs(3600),
                 poll: Duration::from_secs(3600),
+                relook: false,
             },
         );
         s.wake(a, Wake::Reload);
@@ -489,6 +523,7 @@ mod tests {
             Next::Paced {
                 pace: Duration::from_secs(3600),
                 poll: Duration::from_secs(3600),
+                relook: false,
             },
         );
         s.wake(a, Wake::Stop);
@@ -496,7 +531,7 @@ mod tests {
     }
 
     #[test]
-    fn a_paced_ledger_is_looked_at_again_when_its_pace_ends_unwoken() {
+    fn a_streaming_ledger_is_looked_at_again_when_its_pace_ends_unwoken() {
         let s = Schedule::new(1);
         let a = take_now(&s).ledger;
         let started = Instant::now();
@@ -505,12 +540,24 @@ mod tests {
             Next::Paced {
                 pace: Duration::from_millis(40),
                 poll: Duration::from_secs(3600),
+                relook: true,
             },
         );
         assert!(s.try_take().is_none());
         let t = take_now(&s);
         assert_eq!((t.ledger, t.wake), (a, None), "its timer, not a wake-up");
         assert!(started.elapsed() >= Duration::from_millis(35));
+        // Not streaming: without a wake-up, the poll stands.
+        s.done(
+            a,
+            Next::Paced {
+                pace: Duration::from_millis(10),
+                poll: Duration::from_secs(3600),
+                relook: false,
+            },
+        );
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(s.try_take().is_none());
         // A step that found nothing new is not paced: the poll stands.
         s.done(a, Next::After(Duration::from_secs(3600)));
         std::thread::sleep(Duration::from_millis(60));
@@ -528,6 +575,7 @@ mod tests {
             Next::Paced {
                 pace: Duration::from_millis(40),
                 poll: Duration::from_secs(3600),
+                relook: false,
             },
         );
         assert!(s.try_take().is_none());

@@ -95,6 +95,8 @@ struct Inner {
     files: HashMap<inotify::WatchDescriptor, Vec<usize>>,
     /// Events read so far (the tests see what was never delivered).
     events: u64,
+    /// Files whose watch failed, said once in the log.
+    unwatchable: std::collections::HashSet<PathBuf>,
 }
 
 impl Watch {
@@ -335,7 +337,9 @@ mod linux {
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
                 Err(e) => {
-                    tracing::warn!(file = %path.display(), error = %e, "cannot watch the ledger file (fs.inotify.max_user_watches?): polling it");
+                    if self.unwatchable.insert(path.to_path_buf()) {
+                        tracing::warn!(file = %path.display(), error = %e, "cannot watch the ledger file: polling it every poll_interval_millis (hint: raise fs.inotify.max_user_watches)");
+                    }
                     false
                 }
             }

@@ -82,6 +82,9 @@ pub(super) struct Follower {
     /// may not have been announced yet (the watcher rests between its
     /// rounds), and is no miss of the file events either.
     after_pace: bool,
+    /// When the last pace ends (lines that come by then, or within one
+    /// more pace, are a steady stream).
+    paced_until: Option<std::time::Instant>,
     /// File events are trusted to announce every change.
     notify_trusted: bool,
 }
@@ -161,6 +164,7 @@ impl Follower {
             misses: 0,
             relook: false,
             after_pace: false,
+            paced_until: None,
             notify_trusted,
         }
     }
@@ -202,8 +206,13 @@ impl Follower {
                 let poll = self.poll_after(wake, &stepped);
                 let pace = self.context.pace;
                 if stepped.new_lines && !poll.is_zero() && !pace.is_zero() {
-                    self.after_pace = true;
-                    return Next::Paced { pace, poll };
+                    let now = std::time::Instant::now();
+                    // Lines again soon after the last pace: a steady
+                    // stream, looked at again when this pace ends.
+                    let relook = self.paced_until.is_some_and(|p| now <= p + pace);
+                    self.after_pace = relook;
+                    self.paced_until = Some(now + pace);
+                    return Next::Paced { pace, poll, relook };
                 }
                 return Next::After(poll);
             }
