@@ -251,12 +251,8 @@ mod linux {
                         }
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                         Err(e) => {
-                            tracing::warn!(error = %e, "the file watcher stopped: every ledger is polled at poll_interval_millis");
-                            guard.watches = None;
-                            guard.folders.clear();
                             drop(guard);
-                            schedule.wake_all(Wake::Files);
-                            return;
+                            return give_up(&inner, schedule, &e);
                         }
                     }
                 }
@@ -279,6 +275,20 @@ mod linux {
                 std::thread::sleep(coalesce);
             }
         }
+        if let Some(inner) = inner.upgrade() {
+            give_up(&inner, schedule, &std::io::Error::last_os_error());
+        }
+    }
+
+    /// The watcher cannot go on: every ledger is told to look, and polls
+    /// from then on (its next `Watch::ledger` answers `No`).
+    fn give_up(inner: &Mutex<Inner>, schedule: &Schedule, e: &std::io::Error) {
+        tracing::warn!(error = %e, "the file watcher stopped: every ledger is polled at poll_interval_millis");
+        let mut guard = inner.lock().unwrap_or_else(PoisonError::into_inner);
+        guard.watches = None;
+        guard.folders.clear();
+        drop(guard);
+        schedule.wake_all(Wake::Files);
     }
 
     impl Inner {
