@@ -75,13 +75,11 @@ pub(super) struct Follower {
     backoff: Duration,
     /// Timer steps in a row that found unannounced lines.
     misses: u32,
-    /// This step is the look taken when the watch began: what it finds
-    /// was not announced, and is no miss of the file events.
+    /// This step is a look no file event asked for: the one taken when
+    /// the watch began (what it finds was not announced), or the one at
+    /// the end of a steady stream's pace (the watcher may be resting
+    /// between its rounds). What it finds is no miss of the file events.
     relook: bool,
-    /// This step is the look taken at the end of a pace: what it finds
-    /// may not have been announced yet (the watcher rests between its
-    /// rounds), and is no miss of the file events either.
-    after_pace: bool,
     /// When the last pace ends (lines that come by then, or within one
     /// more pace, are a steady stream).
     paced_until: Option<std::time::Instant>,
@@ -163,7 +161,6 @@ impl Follower {
             backoff: BACKOFF_FIRST,
             misses: 0,
             relook: false,
-            after_pace: false,
             paced_until: None,
             notify_trusted,
         }
@@ -210,7 +207,7 @@ impl Follower {
                     // Lines again soon after the last pace: a steady
                     // stream, looked at again when this pace ends.
                     let relook = self.paced_until.is_some_and(|p| now <= p + pace);
-                    self.after_pace = relook;
+                    self.relook = relook;
                     self.paced_until = Some(now + pace);
                     return Next::Paced { pace, poll, relook };
                 }
@@ -300,7 +297,7 @@ impl Follower {
     /// every change, every `poll_interval` otherwise.
     fn poll_after(&mut self, wake: Option<Wake>, stepped: &Stepped) -> Duration {
         let poll = self.context.poll;
-        let relook = std::mem::take(&mut self.relook) | std::mem::take(&mut self.after_pace);
+        let relook = std::mem::take(&mut self.relook);
         match self.context.watch.ledger(self.index, &self.ledger.path) {
             // A line appended between this step's read and the watch was
             // announced to no one: without another look it would wait for
