@@ -56,10 +56,11 @@ pub fn run(args: SetupPostgresArgs) -> anyhow::Result<ExitCode> {
     schema::ensure(&client, &args.schema)
         .with_context(|| format!("creating or migrating schema {}", args.schema))?;
     println!(
-        "{}: schema {} at version {}",
+        "{}: schema {} at version {}, revision {}",
         target.shown(),
         args.schema,
-        schema::VERSION
+        schema::VERSION,
+        schema::REVISION
     );
     for role in &args.grant {
         schema::grant_ingest(&client, &args.schema, role, sources)

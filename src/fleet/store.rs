@@ -70,7 +70,7 @@ impl CentralStore for PostgresStore {
 
     fn open(&self) -> Result<Box<dyn CentralSession>, PgError> {
         let session = self.target.connect()?;
-        postgres::schema::ensure(&session, &self.schema)?;
+        postgres::schema::ensure_for_shipping(&session, &self.schema)?;
         Ok(Box::new(PostgresSession {
             session,
             schema: self.schema.clone(),

@@ -480,6 +480,177 @@ $do$;
 "#,
 ];
 
+/// The revision of [`VERSION`] this build applies.
+pub const REVISION: i32 = 1;
+
+/// Revision `i` takes a schema of [`VERSION`] from revision `i` to
+/// `i + 1`: the same tables and the same functions' signatures and
+/// meaning, so a sidecar of this version ships into any revision of it.
+/// `setup-postgres` applies them, and so does a sidecar whose role owns
+/// the schema; one that does not ships on and says so (an older sidecar
+/// of the fleet keeps shipping after a newer one revised the schema).
+const REVISIONS: &[&str] = &[r#"
+-- Revision 1: the same rules, checked with less work per ledger. At a
+-- thousand ledgers per shipping transaction, a plpgsql call per updated
+-- ledgers row and a pass over the new rows per rule were most of a round.
+CREATE TABLE {s}.schema_revision (revision integer NOT NULL, applied_at timestamptz NOT NULL DEFAULT now());
+GRANT SELECT ON {s}.schema_revision TO PUBLIC;
+
+-- A ledger's row: a row-level trigger only for an update that breaks a
+-- rule on its face (the WHEN clause decides that without a function
+-- call), and one check per statement that every head is a row that is
+-- there.
+CREATE FUNCTION {s}.ledgers_refuse() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$
+BEGIN
+    IF TG_OP <> 'UPDATE' THEN
+        RAISE EXCEPTION 'a ledger of the fleet store is never removed (% refused)', TG_OP
+            USING ERRCODE = 'LT001';
+    END IF;
+    IF NEW.source IS DISTINCT FROM OLD.source OR NEW.ledger IS DISTINCT FROM OLD.ledger
+       OR NEW.anchor_seq IS DISTINCT FROM OLD.anchor_seq OR NEW.anchor_hash IS DISTINCT FROM OLD.anchor_hash THEN
+        RAISE EXCEPTION 'ledger % of source %: its name and anchor never change', OLD.ledger, OLD.source
+            USING ERRCODE = 'LT001';
+    END IF;
+    RAISE EXCEPTION 'ledger % of source %: the head moves only forward, to a row that is there', OLD.ledger, OLD.source
+        USING ERRCODE = 'LT001';
+END
+$fn$;
+
+CREATE FUNCTION {s}.ledgers_heads_there() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+    bad record;
+BEGIN
+    SELECT n.source, n.ledger INTO bad FROM moved n
+     WHERE n.head_seq IS NOT NULL AND NOT EXISTS (
+           SELECT 1 FROM {s}.events e WHERE e.source = n.source AND e.ledger = n.ledger
+              AND e.seq = n.head_seq AND e.hash = n.head_hash)
+     LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'ledger % of source %: the head moves only forward, to a row that is there', bad.ledger, bad.source
+            USING ERRCODE = 'LT001';
+    END IF;
+    RETURN NULL;
+END
+$fn$;
+
+DROP TRIGGER ledgers_guard ON {s}.ledgers;
+DROP FUNCTION {s}.ledgers_guard();
+CREATE TRIGGER ledgers_guard BEFORE DELETE ON {s}.ledgers
+    FOR EACH ROW EXECUTE FUNCTION {s}.ledgers_refuse();
+CREATE TRIGGER ledgers_fixed BEFORE UPDATE ON {s}.ledgers
+    FOR EACH ROW WHEN (
+        NEW.source IS DISTINCT FROM OLD.source OR NEW.ledger IS DISTINCT FROM OLD.ledger
+        OR NEW.anchor_seq IS DISTINCT FROM OLD.anchor_seq OR NEW.anchor_hash IS DISTINCT FROM OLD.anchor_hash
+        OR ((NEW.head_seq IS DISTINCT FROM OLD.head_seq OR NEW.head_hash IS DISTINCT FROM OLD.head_hash)
+            AND (NEW.head_seq IS NULL OR NEW.head_seq <= coalesce(OLD.head_seq, -1))))
+    EXECUTE FUNCTION {s}.ledgers_refuse();
+CREATE TRIGGER ledgers_heads_there AFTER UPDATE ON {s}.ledgers
+    REFERENCING NEW TABLE AS moved
+    FOR EACH STATEMENT EXECUTE FUNCTION {s}.ledgers_heads_there();
+
+-- The chain: one sort of the new rows gives each ledger's first and last
+-- row, its count and whether a row breaks its link; one UPDATE moves the
+-- head of every ledger that keeps every rule (leased by this very
+-- transaction, so its row is locked already: no other lock is taken).
+-- When a ledger does not, the statement fails, and the rules are asked
+-- one by one, in order, for the reason to give.
+CREATE OR REPLACE FUNCTION {s}.events_chain() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+    bad record;
+    groups bigint;
+    moved bigint;
+BEGIN
+    WITH r AS (
+        SELECT f.source, f.ledger, f.seq, f.hash, f.prev_hash,
+               lag(f.seq) OVER w AS before_seq, lag(f.hash) OVER w AS before_hash,
+               lead(f.seq) OVER w AS after_seq
+          FROM fresh f WINDOW w AS (PARTITION BY f.source, f.ledger ORDER BY f.seq)),
+    g AS MATERIALIZED (
+        SELECT r.source, r.ledger, min(r.seq) AS lo, max(r.seq) AS hi, count(*) AS n,
+               max(r.hash) FILTER (WHERE r.before_seq IS NULL) AS first_hash,
+               max(r.prev_hash) FILTER (WHERE r.before_seq IS NULL) AS first_prev,
+               max(r.hash) FILTER (WHERE r.after_seq IS NULL) AS last_hash,
+               bool_or(r.before_seq IS NOT NULL AND r.prev_hash IS DISTINCT FROM r.before_hash) AS broken
+          FROM r GROUP BY r.source, r.ledger),
+    up AS (
+        UPDATE {s}.ledgers l SET head_seq = g.hi, head_hash = g.last_hash, updated_at = now()
+          FROM g
+         WHERE l.source = g.source AND l.ledger = g.ledger
+           AND l.lease_xact = txid_current()
+           AND NOT g.broken AND g.n = g.hi - g.lo + 1
+           AND CASE WHEN l.head_seq IS NULL THEN g.lo = l.anchor_seq AND g.first_hash = l.anchor_hash
+                    ELSE g.lo = l.head_seq + 1 AND g.first_prev = l.head_hash END
+        RETURNING 1)
+    SELECT (SELECT count(*) FROM g), (SELECT count(*) FROM up) INTO groups, moved;
+    IF moved = groups THEN
+        RETURN NULL;
+    END IF;
+    SELECT f.source, f.ledger INTO bad FROM fresh f
+     WHERE NOT EXISTS (SELECT 1 FROM {s}.ledgers l WHERE l.source = f.source AND l.ledger = f.ledger)
+     LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'ledger % of source % is not registered: rows come through ship_begin', bad.ledger, bad.source
+            USING ERRCODE = 'LT001';
+    END IF;
+    SELECT l.source, l.ledger INTO bad FROM {s}.ledgers l
+     WHERE (l.source, l.ledger) IN (SELECT f.source, f.ledger FROM fresh f)
+       AND l.lease_xact IS DISTINCT FROM txid_current()
+     ORDER BY l.source, l.ledger LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'rows of ledger % of source % go in only within a transaction that holds its lease', bad.ledger, bad.source
+            USING ERRCODE = '42501',
+                  HINT = 'rows come through ship_begin, by a role granted that source (ledgertail setup-postgres --grant ROLE --source SOURCE)';
+    END IF;
+    SELECT g.*, l.head_seq, l.head_hash, l.anchor_seq, l.anchor_hash INTO bad
+      FROM (SELECT f.source, f.ledger, min(f.seq) AS lo, max(f.seq) AS hi, count(*) AS n,
+                   (array_agg(f.hash ORDER BY f.seq))[1] AS first_hash,
+                   (array_agg(f.prev_hash ORDER BY f.seq))[1] AS first_prev
+              FROM fresh f GROUP BY f.source, f.ledger) g
+      JOIN {s}.ledgers l ON l.source = g.source AND l.ledger = g.ledger
+     WHERE (l.head_seq IS NULL AND (g.lo <> l.anchor_seq OR g.first_hash IS DISTINCT FROM l.anchor_hash))
+        OR (l.head_seq IS NOT NULL AND (g.lo <> l.head_seq + 1 OR g.first_prev IS DISTINCT FROM l.head_hash))
+        OR g.n <> g.hi - g.lo + 1
+     ORDER BY g.source, g.ledger LIMIT 1;
+    IF FOUND THEN
+        IF bad.head_seq IS NULL AND bad.lo <> bad.anchor_seq THEN
+            RAISE EXCEPTION 'ledger % of source %: the first rows start at seq %, not at the anchor (seq %)', bad.ledger, bad.source, bad.lo, bad.anchor_seq
+                USING ERRCODE = 'LT001';
+        ELSIF bad.head_seq IS NULL AND bad.first_hash IS DISTINCT FROM bad.anchor_hash THEN
+            RAISE EXCEPTION 'ledger % of source %: the row at the anchor (seq %) does not carry the anchor''s hash', bad.ledger, bad.source, bad.lo
+                USING ERRCODE = 'LT001';
+        ELSIF bad.head_seq IS NOT NULL AND bad.lo <> bad.head_seq + 1 THEN
+            RAISE EXCEPTION 'ledger % of source %: rows start at seq %, but the central head is seq %', bad.ledger, bad.source, bad.lo, bad.head_seq
+                USING ERRCODE = 'LT001', DETAIL = 'a row must follow the head: no gap, no overlap';
+        ELSIF bad.head_seq IS NOT NULL AND bad.first_prev IS DISTINCT FROM bad.head_hash THEN
+            RAISE EXCEPTION 'ledger % of source %: the row at seq % does not link to the central head (seq %)', bad.ledger, bad.source, bad.lo, bad.head_seq
+                USING ERRCODE = 'LT001', DETAIL = 'its prev_hash is not the head''s hash: a fork';
+        ELSE
+            RAISE EXCEPTION 'ledger % of source %: the rows of seq % to % leave a gap', bad.ledger, bad.source, bad.lo, bad.hi
+                USING ERRCODE = 'LT001';
+        END IF;
+    END IF;
+    SELECT x.source, x.ledger, x.seq INTO bad FROM (
+        SELECT f.source, f.ledger, f.seq, f.prev_hash IS DISTINCT FROM lag(f.hash) OVER w AS broken,
+               lag(f.seq) OVER w AS before
+          FROM fresh f WINDOW w AS (PARTITION BY f.source, f.ledger ORDER BY f.seq)) x
+     WHERE x.before IS NOT NULL AND x.broken
+     ORDER BY x.source, x.ledger, x.seq LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'ledger % of source %: the row at seq % does not link to the row before it', bad.ledger, bad.source, bad.seq
+            USING ERRCODE = 'LT001', DETAIL = 'its prev_hash is not the hash of seq - 1';
+    END IF;
+    RAISE EXCEPTION 'the chain check refused these rows without finding which rule they break'
+        USING ERRCODE = 'LT001';
+END
+$fn$;
+
+REVOKE ALL ON FUNCTION {s}.ledgers_refuse() FROM PUBLIC;
+REVOKE ALL ON FUNCTION {s}.ledgers_heads_there() FROM PUBLIC;
+"#];
+
 /// The grants an ingest role needs, nothing more (`{s}`: the schema,
 /// `{r}`: the role): the README prints the same. Which sources the role
 /// may ship is kept apart, in `source_grants` ([`grant_ingest`]).
@@ -615,7 +786,101 @@ fn in_transaction<T>(
 /// is older (under a transaction-scoped advisory lock, so that a fleet
 /// starting at once migrates it once), refuses a newer one.
 pub fn ensure(session: &Session, schema: &str) -> Result<(), PgError> {
-    ensure_at(session, schema, VERSION)
+    ensure_at(session, schema, VERSION)?;
+    revise(session, schema)
+}
+
+/// [`ensure`] for a sidecar about to ship: a revision its role may not
+/// apply (it does not own the schema) is logged with a hint, and
+/// shipping goes on at the schema's revision.
+pub fn ensure_for_shipping(session: &Session, schema: &str) -> Result<(), PgError> {
+    ensure_at(session, schema, VERSION)?;
+    match revise(session, schema) {
+        Err(e) if !matches!(e.kind, ErrorKind::Unreachable | ErrorKind::Unknown) => {
+            tracing::warn!(
+                schema,
+                error = %e,
+                hint = "run ledgertail setup-postgres as the schema's owner (it applies the revision in place; shipping goes on meanwhile)",
+                "fleet: the central schema lacks this build's revision {REVISION} (a cheaper chain check) and this role cannot apply it"
+            );
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+/// Applies the revisions of [`VERSION`] the schema lacks (under the
+/// schema lock, as a migration).
+fn revise(session: &Session, schema: &str) -> Result<(), PgError> {
+    if revision(session, schema)? >= REVISION {
+        return Ok(());
+    }
+    let s = ident(schema);
+    let from = in_transaction(session, || {
+        lock_schema(session, schema)?;
+        let from = revision(session, schema)?;
+        for (i, step) in REVISIONS
+            .iter()
+            .enumerate()
+            .take(REVISION as usize)
+            .skip(from.max(0) as usize)
+        {
+            let sql = format!(
+                "SET LOCAL standard_conforming_strings = on;\n{}\nINSERT INTO {s}.schema_revision (revision) VALUES ({});",
+                step.replace("{s}", &s),
+                i + 1
+            );
+            session.execute_fixed("revising the central schema", &sql)?;
+        }
+        Ok(from)
+    })?;
+    if from < REVISION {
+        tracing::info!(
+            schema,
+            version = VERSION,
+            revision = REVISION,
+            from,
+            "central schema revised"
+        );
+    }
+    Ok(())
+}
+
+/// The schema's revision of its version (0: none applied).
+fn revision(session: &Session, schema: &str) -> Result<i32, PgError> {
+    let table = format!("{}.schema_revision", ident(schema));
+    let rows = session.query(
+        "reading the central schema's revision",
+        "SELECT to_regclass($1) IS NOT NULL",
+        &[(&table, Type::TEXT)],
+    )?;
+    if !rows
+        .first()
+        .is_some_and(|r| r.try_get::<_, bool>(0).unwrap_or(false))
+    {
+        return Ok(0);
+    }
+    let v = session.query(
+        "reading the central schema's revision",
+        &format!("SELECT max(revision) FROM {table}"),
+        &[],
+    )?;
+    Ok(v.first()
+        .and_then(|r| r.try_get::<_, Option<i32>>(0).ok().flatten())
+        .unwrap_or(0))
+}
+
+/// The transaction-scoped lock under which a schema is created, migrated
+/// or revised (a fleet starting at once does it once).
+fn lock_schema(session: &Session, schema: &str) -> Result<(), PgError> {
+    let lock = format!("ledgertail schema {schema}");
+    session
+        .query(
+            "waiting for the schema lock",
+            "SELECT pg_advisory_xact_lock(hashtext($1))",
+            &[(&lock, Type::TEXT)],
+        )
+        .map(|_| ())
 }
 
 /// [`ensure`] up to `version` only: for tests that need a schema as an
@@ -639,12 +904,7 @@ pub fn ensure_at(session: &Session, schema: &str, version: i32) -> Result<(), Pg
 /// `None` when another sidecar had just done it.
 fn migrate(session: &Session, schema: &str, version: i32) -> Result<Option<i32>, PgError> {
     let s = ident(schema);
-    let lock = format!("ledgertail schema {schema}");
-    session.query(
-        "waiting for the schema lock",
-        "SELECT pg_advisory_xact_lock(hashtext($1))",
-        &[(&lock, Type::TEXT)],
-    )?;
+    lock_schema(session, schema)?;
     let from = match current(session, schema)? {
         Some(v) if v == version => return Ok(None),
         Some(v) if v > VERSION => {

@@ -92,6 +92,18 @@ fn one_sidecar_ships_its_ledger_exactly_once_and_the_database_keeps_the_chain() 
     let leased = |sql: &str| refused(&in_lease("host-a", "app", sql));
     assert!(leased(&row(501, &head)).contains("central head is seq 499"));
     assert!(leased(&row(500, &"cd".repeat(32))).contains("does not link to the central head"));
+    // Within one statement: each row links to the one before, no gap.
+    let two = |second_seq: u64, second_prev: &str| {
+        format!(
+            "INSERT INTO ledgertail.events (source, ledger, seq, ts, type, payload, prev_hash, hash) VALUES \
+             ('host-a', 'app', 500, 't', 't', '{{}}', '{head}', '{}'), \
+             ('host-a', 'app', {second_seq}, 't', 't', '{{}}', '{second_prev}', '{}')",
+            "ab".repeat(32),
+            "ef".repeat(32)
+        )
+    };
+    assert!(leased(&two(501, &"cd".repeat(32))).contains("does not link to the row before it"));
+    assert!(leased(&two(502, &"ab".repeat(32))).contains("leave a gap"));
     assert!(
         refused("UPDATE ledgertail.events SET payload = '{\"amt\":1}' WHERE seq = 3")
             .contains("never changed")
@@ -102,6 +114,13 @@ fn one_sidecar_ships_its_ledger_exactly_once_and_the_database_keeps_the_chain() 
         refused("UPDATE ledgertail.ledgers SET head_seq = 10, head_hash = 'x'")
             .contains("head moves only forward")
     );
+    assert!(
+        refused("UPDATE ledgertail.ledgers SET head_seq = 600, head_hash = 'x'")
+            .contains("to a row that is there")
+    );
+    assert!(refused("UPDATE ledgertail.ledgers SET head_hash = 'x'")
+        .contains("head moves only forward"));
+    assert!(refused("UPDATE ledgertail.ledgers SET anchor_hash = 'x'").contains("never change"));
     assert!(refused("DELETE FROM ledgertail.ledgers").contains("never removed"));
     assert_central_equals_file(&pg, "host-a", "app", &s.ledger);
     // The fleet guide's queries run as written.

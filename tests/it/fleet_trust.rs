@@ -492,6 +492,82 @@ fn a_schema_of_the_previous_version_is_migrated_in_place_and_its_ingest_role_shi
 }
 
 #[test]
+fn a_schema_of_an_earlier_revision_takes_rows_as_it_is_and_setup_postgres_revises_it_in_place() {
+    let Some(pg) = Pg::start_or_skip("schema revision") else {
+        return;
+    };
+    pg.exec(
+        "CREATE ROLE lt_owner LOGIN PASSWORD 'owner-pw'; GRANT CREATE ON DATABASE postgres TO lt_owner;
+         CREATE ROLE lt_ingest LOGIN PASSWORD 'ingest-pw';",
+    );
+    // The schema as a build of this version without the revision left it.
+    let owner = ledgertail::postgres::Target::parse(
+        &pg.url("lt_owner", "owner-pw"),
+        None,
+        ledgertail::postgres::Timeouts {
+            connect: Duration::from_secs(5),
+            statement: Duration::from_secs(30),
+        },
+        None,
+    )
+    .unwrap()
+    .connect()
+    .unwrap();
+    use ledgertail::postgres::schema;
+    schema::ensure_at(&owner, "ledgertail", schema::VERSION).unwrap();
+    let sources = ["host-r".to_owned()];
+    schema::grant_ingest(
+        &owner,
+        "ledgertail",
+        "lt_ingest",
+        schema::Sources::Only(&sources),
+    )
+    .unwrap();
+    drop(owner);
+    let revision = || pg.column("SELECT to_regclass('ledgertail.schema_revision')::text");
+    assert_eq!(revision(), [None]);
+
+    // The ingest role may not revise it: it ships into it as it is, and
+    // says what the owner can do.
+    let s = setup(&url_table(&pg.url("lt_ingest", ""), "host-r", ""));
+    let mut w = Writer::new(&s.ledger);
+    append(&mut w, 0, 20);
+    let out = replay_as(&s, "ingest-pw");
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert!(
+        show(&out).contains("lacks this build's revision"),
+        "{}",
+        show(&out)
+    );
+    assert!(show(&out).contains("setup-postgres"), "{}", show(&out));
+    assert_central_equals_file(&pg, "host-r", "app", &s.ledger);
+    assert_eq!(revision(), [None]);
+
+    // The owner revises it in place; shipping goes on through it.
+    let out = setup_postgres(&pg, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert!(show(&out).contains("revision 1"), "{}", show(&out));
+    assert_eq!(
+        pg.column("SELECT max(revision)::text FROM ledgertail.schema_revision"),
+        [Some(schema::REVISION.to_string())]
+    );
+    append(&mut w, 20, 20);
+    let out = replay_as(&s, "ingest-pw");
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert!(
+        !show(&out).contains("lacks this build's revision"),
+        "{}",
+        show(&out)
+    );
+    assert_central_equals_file(&pg, "host-r", "app", &s.ledger);
+    let verify = bin()
+        .args(["verify", "--postgres", &pg.admin_url()])
+        .output()
+        .unwrap();
+    assert_eq!(verify.status.code(), Some(0), "{}", show(&verify));
+}
+
+#[test]
 fn verify_postgres_judges_each_source_under_its_own_keys_and_names_the_signer() {
     let Some(pg) = Pg::start_or_skip("keys per source") else {
         return;
