@@ -386,17 +386,14 @@ fn verify_postgres_reports_rows_of_a_ledger_the_ledgers_table_does_not_know() {
     assert_eq!(report["unregistered"][0]["ledger"], "ghost", "{report}");
 }
 
-#[test]
-fn a_schema_of_the_previous_version_is_migrated_in_place_and_its_ingest_role_ships_on() {
-    let Some(pg) = Pg::start_or_skip("schema migration") else {
-        return;
-    };
+/// Roles `lt_owner` (who may create the schema) and `lt_ingest` (no
+/// rights yet); a session of the owner's.
+fn owner_and_ingest_roles(pg: &Pg) -> ledgertail::postgres::Session {
     pg.exec(
         "CREATE ROLE lt_owner LOGIN PASSWORD 'owner-pw'; GRANT CREATE ON DATABASE postgres TO lt_owner;
          CREATE ROLE lt_ingest LOGIN PASSWORD 'ingest-pw';",
     );
-    // The schema as the previous version left it, with its grants.
-    let owner = ledgertail::postgres::Target::parse(
+    ledgertail::postgres::Target::parse(
         &pg.url("lt_owner", "owner-pw"),
         None,
         ledgertail::postgres::Timeouts {
@@ -407,7 +404,16 @@ fn a_schema_of_the_previous_version_is_migrated_in_place_and_its_ingest_role_shi
     )
     .unwrap()
     .connect()
-    .unwrap();
+    .unwrap()
+}
+
+#[test]
+fn a_schema_of_the_previous_version_is_migrated_in_place_and_its_ingest_role_ships_on() {
+    let Some(pg) = Pg::start_or_skip("schema migration") else {
+        return;
+    };
+    // The schema as the previous version left it, with its grants.
+    let owner = owner_and_ingest_roles(&pg);
     ledgertail::postgres::schema::ensure_at(&owner, "ledgertail", 1).unwrap();
     drop(owner);
     pg.exec(
@@ -496,23 +502,8 @@ fn a_schema_of_an_earlier_revision_takes_rows_as_it_is_and_setup_postgres_revise
     let Some(pg) = Pg::start_or_skip("schema revision") else {
         return;
     };
-    pg.exec(
-        "CREATE ROLE lt_owner LOGIN PASSWORD 'owner-pw'; GRANT CREATE ON DATABASE postgres TO lt_owner;
-         CREATE ROLE lt_ingest LOGIN PASSWORD 'ingest-pw';",
-    );
     // The schema as a build of this version without the revision left it.
-    let owner = ledgertail::postgres::Target::parse(
-        &pg.url("lt_owner", "owner-pw"),
-        None,
-        ledgertail::postgres::Timeouts {
-            connect: Duration::from_secs(5),
-            statement: Duration::from_secs(30),
-        },
-        None,
-    )
-    .unwrap()
-    .connect()
-    .unwrap();
+    let owner = owner_and_ingest_roles(&pg);
     use ledgertail::postgres::schema;
     schema::ensure_at(&owner, "ledgertail", schema::VERSION).unwrap();
     let sources = ["host-r".to_owned()];
