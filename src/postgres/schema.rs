@@ -649,6 +649,104 @@ $fn$;
 
 REVOKE ALL ON FUNCTION {s}.ledgers_refuse() FROM PUBLIC;
 REVOKE ALL ON FUNCTION {s}.ledgers_heads_there() FROM PUBLIC;
+
+-- The start of a shipping transaction, the same rules, with each
+-- ledger's row found by its key: one probe per ledger, in ledger order,
+-- whatever the planner's statistics say (a thousand ledgers registered
+-- since the last ANALYZE made it join every ledger with every other),
+-- the rows locked and read in one pass, and the leases taken by those
+-- rows' addresses.
+CREATE OR REPLACE FUNCTION {s}.ship_begin_many(
+    p_source text, p_shipper text, p_lease_secs integer, p_ledgers text[],
+    p_head_seqs bigint[], p_head_hashes text[], p_anchor_seqs bigint[], p_anchor_hashes text[])
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+    n        integer := coalesce(cardinality(p_ledgers), 0);
+    held     tid[];
+    missing  text;
+    fenced   text;
+    moved    text;
+    anchored text;
+    at       integer;
+    bad      record;
+BEGIN
+    IF NOT {s}.may_ship(p_source) THEN
+        RAISE EXCEPTION 'role % may not ship source %', session_user, p_source
+            USING ERRCODE = '42501',
+                  HINT = 'the owner of the fleet store grants it: ledgertail setup-postgres --grant ROLE --source SOURCE';
+    END IF;
+    IF p_lease_secs IS NULL OR p_lease_secs < 1 OR p_lease_secs > 86400 THEN
+        RAISE EXCEPTION 'a lease lasts 1 to 86400 seconds, not %', p_lease_secs
+            USING ERRCODE = '22023';
+    END IF;
+    IF coalesce(cardinality(p_head_seqs), 0) <> n OR coalesce(cardinality(p_head_hashes), 0) <> n
+       OR coalesce(cardinality(p_anchor_seqs), 0) <> n OR coalesce(cardinality(p_anchor_hashes), 0) <> n THEN
+        RAISE EXCEPTION 'ship_begin_many: the arrays differ in length' USING ERRCODE = '22023';
+    END IF;
+    IF n = 0 THEN
+        RETURN;
+    END IF;
+    -- First batches register their ledgers (one that another shipper
+    -- registered meanwhile is judged below like any other).
+    INSERT INTO {s}.ledgers (source, ledger, anchor_seq, anchor_hash, shipper, lease_until, lease_xact, shipper_role)
+    SELECT p_source, w.ledger, w.anchor_seq, w.anchor_hash, p_shipper,
+           now() + make_interval(secs => p_lease_secs), txid_current(), session_user
+      FROM unnest(p_ledgers, p_head_seqs, p_anchor_seqs, p_anchor_hashes) AS w(ledger, head_seq, anchor_seq, anchor_hash)
+     WHERE w.head_seq IS NULL
+     ORDER BY w.ledger
+    ON CONFLICT (source, ledger) DO NOTHING;
+    WITH w AS MATERIALIZED (
+        SELECT x.* FROM unnest(p_ledgers, p_head_seqs, p_head_hashes, p_anchor_seqs, p_anchor_hashes)
+               AS x(ledger, head_seq, head_hash, anchor_seq, anchor_hash)
+         ORDER BY x.ledger OFFSET 0),
+    j AS MATERIALIZED (
+        SELECT w.*, c.* FROM w LEFT JOIN LATERAL (
+               SELECT l.ctid AS c_at, l.head_seq AS c_head_seq, l.head_hash AS c_head_hash,
+                      l.anchor_seq AS c_anchor_seq, l.anchor_hash AS c_anchor_hash,
+                      l.shipper AS c_shipper, l.lease_until AS c_lease_until
+                 FROM {s}.ledgers l WHERE l.source = p_source AND l.ledger = w.ledger
+                LIMIT 1 FOR UPDATE) c ON true)
+    SELECT (SELECT array_agg(j.c_at) FROM j WHERE j.c_at IS NOT NULL),
+           (SELECT j.ledger FROM j WHERE j.c_at IS NULL ORDER BY j.ledger LIMIT 1),
+           (SELECT j.ledger FROM j WHERE j.c_shipper IS DISTINCT FROM p_shipper AND j.c_lease_until > now()
+             ORDER BY j.ledger LIMIT 1),
+           (SELECT j.ledger FROM j WHERE j.c_at IS NOT NULL
+               AND (j.c_head_seq IS DISTINCT FROM j.head_seq OR j.c_head_hash IS DISTINCT FROM j.head_hash)
+             ORDER BY j.ledger LIMIT 1),
+           (SELECT j.ledger FROM j WHERE j.c_head_seq IS NULL
+               AND (j.c_anchor_seq <> j.anchor_seq OR j.c_anchor_hash <> j.anchor_hash)
+             ORDER BY j.ledger LIMIT 1)
+      INTO held, missing, fenced, moved, anchored;
+    IF missing IS NOT NULL THEN
+        RAISE EXCEPTION 'ledger % of source % has no central rows, but this shipper expected head seq %', missing, p_source,
+              p_head_seqs[array_position(p_ledgers, missing)]
+            USING ERRCODE = 'LT003';
+    END IF;
+    IF fenced IS NOT NULL THEN
+        SELECT l.shipper, l.lease_until INTO bad FROM {s}.ledgers l WHERE l.source = p_source AND l.ledger = fenced;
+        RAISE EXCEPTION 'ledger % of source % is being shipped by %, whose lease runs until %', fenced, p_source, bad.shipper, bad.lease_until
+            USING ERRCODE = 'LT002',
+                  HINT = 'two sidecars ship the same (source, ledger): give each its own source under [postgres]';
+    END IF;
+    IF moved IS NOT NULL THEN
+        at := array_position(p_ledgers, moved);
+        SELECT l.head_seq INTO bad FROM {s}.ledgers l WHERE l.source = p_source AND l.ledger = moved;
+        RAISE EXCEPTION 'ledger % of source %: the central head is seq %, not the seq % this shipper expected', moved, p_source,
+              coalesce(bad.head_seq::text, 'none'), coalesce(p_head_seqs[at]::text, 'none')
+            USING ERRCODE = 'LT003';
+    END IF;
+    IF anchored IS NOT NULL THEN
+        at := array_position(p_ledgers, anchored);
+        SELECT l.anchor_seq INTO bad FROM {s}.ledgers l WHERE l.source = p_source AND l.ledger = anchored;
+        RAISE EXCEPTION 'ledger % of source %: registered with anchor seq %, not this shipper''s seq %', anchored, p_source, bad.anchor_seq, p_anchor_seqs[at]
+            USING ERRCODE = 'LT001';
+    END IF;
+    UPDATE {s}.ledgers l SET shipper = p_shipper, lease_until = now() + make_interval(secs => p_lease_secs),
+           lease_xact = txid_current(), shipper_role = session_user
+     WHERE l.ctid = ANY (held);
+END
+$fn$;
 "#];
 
 /// The grants an ingest role needs, nothing more (`{s}`: the schema,
