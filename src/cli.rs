@@ -89,8 +89,8 @@ pub enum Command {
     /// key file, CA file, witness and PostgreSQL login, each problem with
     /// a hint. Exit 0 no problem, 1 problems, 2 the file cannot be read.
     Check(CheckArgs),
-    /// Create or migrate the fleet store's schema in PostgreSQL, and
-    /// grant an ingest role the least it needs to ship.
+    /// Create, migrate or revise the fleet store's schema in PostgreSQL,
+    /// and grant an ingest role the least it needs to ship.
     SetupPostgres(SetupPostgresArgs),
     /// Sign a checkpoint of each ledger's Merkle tree with the log
     /// key ([tlog] key) and print it; the log's verifier key goes to stderr.

@@ -19,8 +19,15 @@
 //!   head then moves to the last row. So no row goes in except from a
 //!   transaction that a role granted its source began.
 //! - `events_immutable`: UPDATE, DELETE and TRUNCATE of events are refused.
-//! - `ledgers_guard`: a ledger's anchor never changes, its head only moves
-//!   forward and only to a row that is there, and it is never deleted.
+//! - `ledgers_guard`, `ledgers_fixed` and `ledgers_heads_there`: a
+//!   ledger's anchor never changes, its head only moves forward and only
+//!   to a row that is there, and it is never deleted.
+//!
+//! Versions change tables or functions' signatures, and a sidecar refuses
+//! a version newer than its own. Revisions within a version change only
+//! how the same rules are checked (revision 1: set-based, a few passes a
+//! transaction whatever its number of ledgers), so any sidecar of that
+//! version ships into any revision of it.
 //!
 //! The functions are SECURITY DEFINER (owned by the schema's owner), so
 //! an ingest role needs only USAGE, SELECT and INSERT on `events`, SELECT
