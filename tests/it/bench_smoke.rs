@@ -30,6 +30,7 @@ fn the_benchmark_runs_in_smoke_mode_and_reports_every_section() {
         "CPU-seconds per minute",
         "- machine:",
         "## Fleet store (PostgreSQL)",
+        "| + the chain trigger: the central table |",
         "| 10 ms round trip |",
         "PostgreSQL transactions/s",
         "## The verifiable log",

@@ -4,15 +4,16 @@
 //! as root):
 //!
 //! - shipping a mirror of N events (`replay` with `[postgres]` on a mirror
-//!   already caught up, so it only ships) next to its floor: a bare COPY
-//!   of the same rows into the same table, in one transaction;
+//!   already caught up, so it only ships) next to its floors: a COPY of
+//!   the raw lines into a plain table, and of the same rows into the same
+//!   table, each in one transaction; and what each part of that table
+//!   costs ([`super::ingest`]);
 //! - from a line written to its row visible centrally, at 10k events/s;
 //! - 50 sidecars shipping at once into the one server (the aggregate);
 //! - one sidecar with many ledgers, live and idle ([`super::fleet_scale`]);
 //! - local catch-up (`run` until the mirror holds N) with `[postgres]`
 //!   configured, next to the same without.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -64,7 +65,7 @@ pub fn fleet(
         .query_one("SHOW server_version", &[])
         .map(|r| r.get(0))
         .unwrap_or_default();
-    println!("PostgreSQL {version} on this machine, fsync on; one sidecar ships with `replay` (mirror already caught up), batches of 5000 rows, one transaction each. Floor: one bare `COPY` of the same rows into the same table (its triggers included), in one transaction.\n");
+    println!("PostgreSQL {version} on this machine, fsync on; one sidecar ships with `replay` (mirror already caught up), batches of 5000 rows, one transaction each. Floors, each one COPY in one transaction: the ledger's raw lines into a table of one text column (what any shipper's rows cost at least), and the same rows as the sidecar's into the central table (its triggers included).\n");
 
     let shipping = config(dir, "outbox", ledger, &server.table("shipper"));
     let started = Instant::now();
@@ -73,17 +74,38 @@ pub fn fleet(
         .expect("replay");
     let ship_secs = started.elapsed().as_secs_f64();
     assert!(status.success(), "shipping failed");
-    let copy_secs = copy_floor(&mut client, &dir.join("outbox.db"), "floor");
+    let raw_secs = super::ingest::raw_lines(&mut client, ledger);
+    let (text, anchor) = super::ingest::rows_text(&dir.join("outbox.db"), "floor");
+    let copy_secs = super::ingest::central(&mut client, &text, "floor", &anchor);
     println!(
-        "| events | shipping s | shipping ev/s | bare COPY s | COPY rows/s | shipping ÷ COPY |"
+        "| events | shipping s | shipping ev/s | raw-line COPY rows/s | shipping ÷ raw-line COPY | COPY into the central table rows/s | shipping ÷ that COPY |"
     );
-    println!("|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|");
+    let rate = |secs: f64| events as f64 / secs;
     println!(
-        "| {events} | {ship_secs:.2} | {:.0} | {copy_secs:.2} | {:.0} | {:.2} |",
-        events as f64 / ship_secs,
-        events as f64 / copy_secs,
+        "| {events} | {ship_secs:.2} | {:.0} | {:.0} | {:.2} | {:.0} | {:.2} |",
+        rate(ship_secs),
+        rate(raw_secs),
+        raw_secs / ship_secs,
+        rate(copy_secs),
         copy_secs / ship_secs
     );
+    println!("\nWhat each part of the central table costs: the same rows COPYed (one transaction each) into a table that adds one part at a time; the last row is the central table itself:\n");
+    println!("| into | COPY s | rows/s | ÷ raw-line COPY |");
+    println!("|---|---|---|---|");
+    println!(
+        "| the raw lines, one text column | {raw_secs:.2} | {:.0} | 1.00 |",
+        rate(raw_secs)
+    );
+    let mut steps = super::ingest::parts(&mut client, &text);
+    steps.push(("+ the chain trigger: the central table", copy_secs));
+    for (what, secs) in steps {
+        println!(
+            "| {what} | {secs:.2} | {:.0} | {:.2} |",
+            rate(secs),
+            raw_secs / secs
+        );
+    }
 
     println!("\nFrom a line written (a producer at a fixed rate for {live_secs} s, appending what is due every 0.5 ms) to its row visible in PostgreSQL (a reader polling the central head every 2 ms); `run`'s peak RSS:\n");
     println!("| rate ev/s | events | p50 ms | p99 ms | max ms | kept up | peak RSS MiB |");
@@ -134,62 +156,6 @@ pub fn fleet(
         events as f64 / with,
         without / with
     );
-}
-
-/// One bare COPY of the mirror's rows into the same table (another
-/// source, registered and leased first, as the trigger requires), in one
-/// transaction: seconds.
-fn copy_floor(client: &mut postgres::Client, mirror: &Path, source: &str) -> f64 {
-    let db =
-        rusqlite::Connection::open_with_flags(mirror, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .expect("mirror");
-    let mut text = Vec::new();
-    let mut first = None;
-    {
-        let mut stmt = db
-            .prepare("SELECT seq, id, ts, type, payload, extra, prev_hash, hash, key_id, sig, file_id, file_offset FROM events WHERE ledger = 'bench' ORDER BY seq")
-            .expect("select");
-        let mut rows = stmt.query([]).expect("rows");
-        while let Some(r) = rows.next().expect("row") {
-            let seq: i64 = r.get(0).expect("seq");
-            let hash: String = r.get(7).expect("hash");
-            first.get_or_insert((seq, hash));
-            let field = |out: &mut Vec<u8>, v: Option<String>| match v {
-                None => out.extend_from_slice(b"\\N"),
-                Some(s) => {
-                    for b in s.bytes() {
-                        match b {
-                            b'\\' => out.extend_from_slice(b"\\\\"),
-                            b'\t' => out.extend_from_slice(b"\\t"),
-                            b'\n' => out.extend_from_slice(b"\\n"),
-                            b'\r' => out.extend_from_slice(b"\\r"),
-                            b => out.push(b),
-                        }
-                    }
-                }
-            };
-            write!(text, "{source}\tbench\t{seq}\t").ok();
-            for i in 1..=10 {
-                field(&mut text, r.get::<_, Option<String>>(i).expect("column"));
-                text.push(b'\t');
-            }
-            writeln!(text, "{}", r.get::<_, i64>(11).expect("offset")).ok();
-        }
-    }
-    let (anchor_seq, anchor_hash) = first.expect("rows to copy");
-    let started = Instant::now();
-    let mut tx = client.transaction().expect("begin");
-    tx.batch_execute(&format!(
-        "SELECT ledgertail.ship_begin('{source}', 'bench', 'floor', 60, NULL, NULL, {anchor_seq}, '{anchor_hash}')"
-    ))
-    .expect("register");
-    let mut w = tx
-        .copy_in("COPY ledgertail.events (source, ledger, seq, id, ts, type, payload, extra, prev_hash, hash, key_id, sig, file_id, file_offset) FROM STDIN")
-        .expect("copy");
-    w.write_all(&text).expect("copy rows");
-    w.finish().expect("copy end");
-    tx.commit().expect("commit");
-    started.elapsed().as_secs_f64()
 }
 
 /// `run` with `[postgres]` under a producer at `rate`: (events, p50, p99,

@@ -25,6 +25,7 @@ mod fleet_scale;
 mod floors;
 mod generators;
 mod harness;
+mod ingest;
 mod live;
 mod many;
 mod parity;
