@@ -395,6 +395,10 @@ fn check_postgres(pg: &PostgresSettings, report: &mut Report) {
     let schema = format!("[postgres] schema {}", pg.schema);
     match probe.version {
         None => report.note(schema, "not created yet: the first start creates it if its role may (else: ledgertail setup-postgres)"),
+        Some(v) if v > crate::postgres::schema::VERSION && probe.newer_takes_rows => report.note(
+            schema,
+            format!("version {v}, newer than this build's {}; it still takes this build's rows (upgrade when convenient)", crate::postgres::schema::VERSION),
+        ),
         Some(v) if v > crate::postgres::schema::VERSION => report.problem(
             schema,
             format!("version {v}, newer than this build's {}", crate::postgres::schema::VERSION),

@@ -24,7 +24,10 @@
 //!   to a row that is there, and it is never deleted.
 //!
 //! Versions change tables or functions' signatures, and a sidecar refuses
-//! a version newer than its own. Revisions within a version change only
+//! a version newer than its own unless that schema's `schema_sidecars`
+//! names its version or an older one as still shipping into it (a newer
+//! migration that changes nothing older sidecars rely on creates or
+//! keeps that table, readable by every role). Revisions within a version change only
 //! how the same rules are checked (revision 1: set-based, a few passes a
 //! transaction whatever its number of ledgers), so any sidecar of that
 //! version ships into any revision of it.
@@ -891,7 +894,9 @@ fn in_transaction<T>(
 /// is older (under a transaction-scoped advisory lock, so that a fleet
 /// starting at once migrates it once), refuses a newer one.
 pub fn ensure(session: &Session, schema: &str) -> Result<(), PgError> {
-    ensure_at(session, schema, VERSION)?;
+    if ensure_version(session, schema, VERSION)? != VERSION {
+        return Ok(()); // a newer version that still takes this build's rows
+    }
     revise(session, schema)
 }
 
@@ -899,7 +904,9 @@ pub fn ensure(session: &Session, schema: &str) -> Result<(), PgError> {
 /// apply (it does not own the schema) is logged with a hint, and
 /// shipping goes on at the schema's revision.
 pub fn ensure_for_shipping(session: &Session, schema: &str) -> Result<(), PgError> {
-    ensure_at(session, schema, VERSION)?;
+    if ensure_version(session, schema, VERSION)? != VERSION {
+        return Ok(());
+    }
     match revise(session, schema) {
         Err(e) if !matches!(e.kind, ErrorKind::Unreachable | ErrorKind::Unknown) => {
             tracing::warn!(
@@ -954,15 +961,7 @@ fn revise(session: &Session, schema: &str) -> Result<(), PgError> {
 /// The schema's revision of its version (0: none applied).
 fn revision(session: &Session, schema: &str) -> Result<i32, PgError> {
     let table = format!("{}.schema_revision", ident(schema));
-    let rows = session.query(
-        "reading the central schema's revision",
-        "SELECT to_regclass($1) IS NOT NULL",
-        &[(&table, Type::TEXT)],
-    )?;
-    if !rows
-        .first()
-        .is_some_and(|r| r.try_get::<_, bool>(0).unwrap_or(false))
-    {
+    if !table_exists(session, &table, "reading the central schema's revision")? {
         return Ok(0);
     }
     let v = session.query(
@@ -992,8 +991,16 @@ fn lock_schema(session: &Session, schema: &str) -> Result<(), PgError> {
 /// older build left it.
 #[doc(hidden)]
 pub fn ensure_at(session: &Session, schema: &str, version: i32) -> Result<(), PgError> {
-    if current(session, schema)? == Some(version) {
-        return Ok(());
+    ensure_version(session, schema, version).map(|_| ())
+}
+
+/// [`ensure_at`]: the schema's version once done (`version`, or a newer
+/// one that still takes this build's rows).
+fn ensure_version(session: &Session, schema: &str, version: i32) -> Result<i32, PgError> {
+    match current(session, schema)? {
+        Some(v) if v == version => return Ok(v),
+        Some(v) if v > VERSION && ships_into(session, schema)? => return Ok(v),
+        _ => {}
     }
     let from = in_transaction(session, || migrate(session, schema, version))?;
     if let Some(from) = from {
@@ -1002,7 +1009,35 @@ pub fn ensure_at(session: &Session, schema: &str, version: i32) -> Result<(), Pg
             warn_every_source(session, schema);
         }
     }
-    Ok(())
+    Ok(current(session, schema)?.unwrap_or(version))
+}
+
+/// Whether a schema of a newer version still takes the rows of sidecars
+/// of this one: the newer build's migrations changed nothing they rely on
+/// and said so in `schema_sidecars` (the oldest version whose sidecars
+/// still ship into it; readable by every role). Without that table, or
+/// unreadable, a newer schema is refused.
+fn ships_into(session: &Session, schema: &str) -> Result<bool, PgError> {
+    let table = format!("{}.schema_sidecars", ident(schema));
+    if !table_exists(
+        session,
+        &table,
+        "looking for the central schema's sidecar versions",
+    )? {
+        return Ok(false);
+    }
+    let from = match session.query(
+        "reading the central schema's sidecar versions",
+        &format!("SELECT max(from_version) FROM {table}"),
+        &[],
+    ) {
+        Ok(rows) => rows
+            .first()
+            .and_then(|r| r.try_get::<_, Option<i32>>(0).ok().flatten()),
+        Err(e) if e.kind == ErrorKind::Privilege => None,
+        Err(e) => return Err(e),
+    };
+    Ok(from.is_some_and(|f| f <= VERSION))
 }
 
 /// Inside the migration's transaction: the version it migrated from,
@@ -1012,6 +1047,7 @@ fn migrate(session: &Session, schema: &str, version: i32) -> Result<Option<i32>,
     lock_schema(session, schema)?;
     let from = match current(session, schema)? {
         Some(v) if v == version => return Ok(None),
+        Some(v) if v > VERSION && ships_into(session, schema)? => return Ok(None),
         Some(v) if v > VERSION => {
             return Err(PgError::new(
                 ErrorKind::Schema,
@@ -1076,6 +1112,8 @@ fn warn_every_source(session: &Session, schema: &str) {
 pub struct Probe {
     /// The central schema's version (`None`: not created yet).
     pub version: Option<i32>,
+    /// A version newer than this build's still takes its rows.
+    pub newer_takes_rows: bool,
     /// Whether this session's role may ship the source: `None` when the
     /// schema is not there to ask.
     pub may_ship: Option<Result<(), PgError>>,
@@ -1086,9 +1124,14 @@ pub struct Probe {
 /// the privilege first, in a transaction that is rolled back.
 pub fn probe(session: &Session, schema: &str, source: &str) -> Result<Probe, PgError> {
     let version = current(session, schema)?;
+    let newer_takes_rows = match version {
+        Some(v) if v > VERSION => ships_into(session, schema)?,
+        _ => false,
+    };
     if version.is_none_or(|v| v < 2) {
         return Ok(Probe {
             version,
+            newer_takes_rows,
             may_ship: None,
         });
     }
@@ -1109,21 +1152,27 @@ pub fn probe(session: &Session, schema: &str, source: &str) -> Result<Probe, PgE
     }
     Ok(Probe {
         version,
+        newer_takes_rows,
         may_ship: Some(asked),
     })
 }
 
-fn current(session: &Session, schema: &str) -> Result<Option<i32>, PgError> {
-    let table = format!("{}.schema_version", ident(schema));
-    let exists = session.query(
-        "looking for the central schema",
+/// Whether `table` (schema-qualified) exists; `what` names the look in
+/// an error.
+fn table_exists(session: &Session, table: &str, what: &str) -> Result<bool, PgError> {
+    let rows = session.query(
+        what,
         "SELECT to_regclass($1) IS NOT NULL",
         &[(&table, Type::TEXT)],
     )?;
-    if !exists
+    Ok(rows
         .first()
-        .is_some_and(|r| r.try_get::<_, bool>(0).unwrap_or(false))
-    {
+        .is_some_and(|r| r.try_get::<_, bool>(0).unwrap_or(false)))
+}
+
+fn current(session: &Session, schema: &str) -> Result<Option<i32>, PgError> {
+    let table = format!("{}.schema_version", ident(schema));
+    if !table_exists(session, &table, "looking for the central schema")? {
         return Ok(None);
     }
     let v = session.query(

@@ -221,7 +221,29 @@ fn an_ingest_role_ships_and_can_do_nothing_else() {
     assert!(err.contains("version 99, newer than this build's"), "{err}");
     assert!(err.contains("upgrade ledgertail"), "{err}");
     assert_eq!(central_count(&pg, "host-i", "app"), 40);
-    pg.exec("SET session_replication_role = replica; DELETE FROM ledgertail.schema_version WHERE version = 99");
+    // Unless the newer build said that sidecars of this version still
+    // ship into it (its migrations changed nothing they rely on).
+    pg.exec(
+        "CREATE TABLE ledgertail.schema_sidecars (from_version integer NOT NULL);
+         GRANT SELECT ON ledgertail.schema_sidecars TO PUBLIC;
+         INSERT INTO ledgertail.schema_sidecars VALUES (99)",
+    );
+    let out = replay_as(&s, "ingest-pw");
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("newer than this build's"));
+    pg.exec("UPDATE ledgertail.schema_sidecars SET from_version = 2");
+    let out = replay_as(&s, "ingest-pw");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(central_count(&pg, "host-i", "app"), 42);
+    let checked = bin()
+        .args(["check", "--config"])
+        .arg(&s.config)
+        .env("LEDGERTAIL_POSTGRES_PASSWORD", "ingest-pw")
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&checked.stdout);
+    assert!(said.contains("still takes this build's rows"), "{said}");
+    pg.exec("SET session_replication_role = replica; DELETE FROM ledgertail.schema_version WHERE version = 99; DROP TABLE ledgertail.schema_sidecars");
 
     // A wrong password: could not run, naming the role, never the password.
     let out = replay_as(&s, "not-the-password");
