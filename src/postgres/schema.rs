@@ -960,18 +960,8 @@ fn revise(session: &Session, schema: &str) -> Result<(), PgError> {
 
 /// The schema's revision of its version (0: none applied).
 fn revision(session: &Session, schema: &str) -> Result<i32, PgError> {
-    let table = format!("{}.schema_revision", ident(schema));
-    if !table_exists(session, &table, "reading the central schema's revision")? {
-        return Ok(0);
-    }
-    let v = session.query(
-        "reading the central schema's revision",
-        &format!("SELECT max(revision) FROM {table}"),
-        &[],
-    )?;
-    Ok(v.first()
-        .and_then(|r| r.try_get::<_, Option<i32>>(0).ok().flatten())
-        .unwrap_or(0))
+    let largest = largest(session, schema, "schema_revision", "revision")?;
+    Ok(largest.flatten().unwrap_or(0))
 }
 
 /// The transaction-scoped lock under which a schema is created, migrated
@@ -1018,22 +1008,8 @@ fn ensure_version(session: &Session, schema: &str, version: i32) -> Result<i32, 
 /// still ship into it; readable by every role). Without that table, or
 /// unreadable, a newer schema is refused.
 fn ships_into(session: &Session, schema: &str) -> Result<bool, PgError> {
-    let table = format!("{}.schema_sidecars", ident(schema));
-    if !table_exists(
-        session,
-        &table,
-        "looking for the central schema's sidecar versions",
-    )? {
-        return Ok(false);
-    }
-    let from = match session.query(
-        "reading the central schema's sidecar versions",
-        &format!("SELECT max(from_version) FROM {table}"),
-        &[],
-    ) {
-        Ok(rows) => rows
-            .first()
-            .and_then(|r| r.try_get::<_, Option<i32>>(0).ok().flatten()),
+    let from = match largest(session, schema, "schema_sidecars", "from_version") {
+        Ok(from) => from.flatten(),
         Err(e) if e.kind == ErrorKind::Privilege => None,
         Err(e) => return Err(e),
     };
@@ -1157,32 +1133,34 @@ pub fn probe(session: &Session, schema: &str, source: &str) -> Result<Probe, PgE
     })
 }
 
-/// Whether `table` (schema-qualified) exists; `what` names the look in
-/// an error.
-fn table_exists(session: &Session, table: &str, what: &str) -> Result<bool, PgError> {
-    let rows = session.query(
-        what,
+/// The largest `column` of the bookkeeping table `name` of `schema`:
+/// `None` when the table is not there, `Some(None)` when it is empty.
+fn largest(
+    session: &Session,
+    schema: &str,
+    name: &str,
+    column: &str,
+) -> Result<Option<Option<i32>>, PgError> {
+    let table = format!("{}.{name}", ident(schema));
+    let what = format!("reading the central schema's {name}");
+    let exists = session.query(
+        &what,
         "SELECT to_regclass($1) IS NOT NULL",
         &[(&table, Type::TEXT)],
     )?;
-    Ok(rows
+    if !exists
         .first()
-        .is_some_and(|r| r.try_get::<_, bool>(0).unwrap_or(false)))
+        .is_some_and(|r| r.try_get::<_, bool>(0).unwrap_or(false))
+    {
+        return Ok(None);
+    }
+    let rows = session.query(&what, &format!("SELECT max({column}) FROM {table}"), &[])?;
+    Ok(Some(rows.first().and_then(|r| {
+        r.try_get::<_, Option<i32>>(0).ok().flatten()
+    })))
 }
 
 fn current(session: &Session, schema: &str) -> Result<Option<i32>, PgError> {
-    let table = format!("{}.schema_version", ident(schema));
-    if !table_exists(session, &table, "looking for the central schema")? {
-        return Ok(None);
-    }
-    let v = session.query(
-        "reading the central schema's version",
-        &format!("SELECT max(version) FROM {table}"),
-        &[],
-    )?;
-    Ok(Some(
-        v.first()
-            .and_then(|r| r.try_get::<_, Option<i32>>(0).ok().flatten())
-            .unwrap_or(0),
-    ))
+    let largest = largest(session, schema, "schema_version", "version")?;
+    Ok(largest.map(|v| v.unwrap_or(0)))
 }

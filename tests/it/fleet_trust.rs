@@ -386,6 +386,15 @@ fn verify_postgres_reports_rows_of_a_ledger_the_ledgers_table_does_not_know() {
     assert_eq!(report["unregistered"][0]["ledger"], "ghost", "{report}");
 }
 
+/// `verify --postgres` over the whole store says OK.
+fn assert_verify_postgres_passes(pg: &Pg) {
+    let verify = bin()
+        .args(["verify", "--postgres", &pg.admin_url()])
+        .output()
+        .unwrap();
+    assert_eq!(verify.status.code(), Some(0), "{}", show(&verify));
+}
+
 /// Roles `lt_owner` (who may create the schema) and `lt_ingest` (no
 /// rights yet); a session of the owner's.
 fn owner_and_ingest_roles(pg: &Pg) -> ledgertail::postgres::Session {
@@ -490,11 +499,7 @@ fn a_schema_of_the_previous_version_is_migrated_in_place_and_its_ingest_role_shi
     let out = replay_as(&s, "ingest-pw");
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
     assert_central_equals_file(&pg, "host-m", "app", &s.ledger);
-    let verify = bin()
-        .args(["verify", "--postgres", &pg.admin_url()])
-        .output()
-        .unwrap();
-    assert_eq!(verify.status.code(), Some(0), "{}", show(&verify));
+    assert_verify_postgres_passes(&pg);
 }
 
 #[test]
@@ -551,11 +556,7 @@ fn a_schema_of_an_earlier_revision_takes_rows_as_it_is_and_setup_postgres_revise
         show(&out)
     );
     assert_central_equals_file(&pg, "host-r", "app", &s.ledger);
-    let verify = bin()
-        .args(["verify", "--postgres", &pg.admin_url()])
-        .output()
-        .unwrap();
-    assert_eq!(verify.status.code(), Some(0), "{}", show(&verify));
+    assert_verify_postgres_passes(&pg);
 }
 
 #[test]

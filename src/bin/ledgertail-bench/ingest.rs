@@ -92,16 +92,15 @@ pub fn raw_lines(client: &mut postgres::Client, ledger: &Path) -> f64 {
 /// Seconds to COPY `text` into each step's table (each step a table of
 /// its own, with the parts of the steps before it).
 pub fn parts(client: &mut postgres::Client, text: &[u8]) -> Vec<(&'static str, f64)> {
-    let mut made = Vec::new();
     STEPS
         .iter()
         .enumerate()
         .map(|(i, (what, _))| {
             let table = format!("bench_part_{i}");
-            made.clear();
-            for (_, sql) in &STEPS[..=i] {
-                made.push(sql.replace("{t}", &table));
-            }
+            let made: Vec<String> = STEPS[..=i]
+                .iter()
+                .map(|(_, sql)| sql.replace("{t}", &table))
+                .collect();
             client
                 .batch_execute(&format!("DROP TABLE IF EXISTS {table}; {}", made.join(";")))
                 .expect("part table");
