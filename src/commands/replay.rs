@@ -16,7 +16,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use super::{exit, require_ledger_files, settings, EXIT_OK, EXIT_PROBLEMS};
 use crate::cli::ReplayArgs;
 use crate::mirror::{Access, Mirror};
-use crate::shipper::{BatchStats, Batching, Shipper};
+use crate::shipper::{BatchStats, Batching, Report, Shipper};
 
 pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let settings = settings(&args.ledgers, args.db.clone())?;
@@ -33,47 +33,109 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let _writer = crate::mirror::lock_writer(&settings.db, "replay")?;
     let _checkpoints = crate::mirror::Checkpointer::spawn(&settings.db, Duration::from_millis(250))
         .context("starting WAL checkpoints")?;
-    let mut halted = false;
+    // Every ledger's files are read first; then the parity checks (one
+    // whole-file pass per ledger when no check was kept) run beside the
+    // shipping to PostgreSQL, which needs only the mirror's rows, verified
+    // as they were mirrored (measured: the check alone took 6 s of a
+    // 1M-event replay that shipped in 17).
+    let mut caught_up = Vec::with_capacity(settings.ledgers.len());
     for ledger in &settings.ledgers {
-        let mirror = Mirror::open(&settings.db, Access::ReadWrite)
-            .with_context(|| format!("opening the mirror for ledger `{}`", ledger.name))?;
-        let mut shipper = Shipper::new(ledger.clone(), mirror, Batching::from_settings(&settings))?;
-        // Keys or policy other than those the quarantine was judged with:
-        // judge those lines again (§2.1).
-        shipper.rejudge_if_changed()?;
-        let bar = show_progress.then(|| {
-            let bar = ProgressBar::new(0);
-            bar.set_style(
-                ProgressStyle::with_template(
-                    "{prefix} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-                )
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> "),
-            );
-            bar.set_prefix(ledger.name.clone());
-            bar
-        });
-        let mut on_progress = |p: &BatchStats<'_>| {
-            if let Some(bar) = &bar {
-                bar.set_length(p.total_bytes);
-                bar.set_position(p.done_bytes);
-            }
+        caught_up.push(catch_up(&settings, ledger, show_progress, &stop)?);
+    }
+    let names: Vec<String> = settings.ledgers.iter().map(|l| l.name.clone()).collect();
+    let (checked, shipped) = std::thread::scope(|scope| {
+        let shipping = settings
+            .postgres
+            .as_ref()
+            .map(|pg| scope.spawn(|| ship(pg, &names, &settings.db)));
+        let checked: anyhow::Result<Vec<Done>> = caught_up.into_iter().map(check_parity).collect();
+        let shipped = match shipping {
+            Some(thread) => thread
+                .join()
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("the shipping thread panicked"))),
+            None => Ok(false),
         };
-        let had_rows = shipper.state().head.is_some();
-        let mut report = shipper
-            .catch_up(&stop, &mut on_progress)
-            .with_context(|| format!("replaying ledger `{}`", ledger.name))?;
-        // An edit of mirrored lines is found by replay too, from where
-        // the last check stood.
-        shipper
-            .check_from_kept_parity(had_rows, &mut report)
-            .with_context(|| format!("checking parity of ledger `{}`", ledger.name))?;
-        shipper.record_judged_with()?;
-        shipper.flush_refusal_log();
-        if let Some(bar) = bar {
-            bar.finish_and_clear();
+        (checked, shipped)
+    });
+    let mut halted = false;
+    for done in checked? {
+        halted |= done.say();
+    }
+    halted |= shipped?;
+    Ok(exit(if halted { EXIT_PROBLEMS } else { EXIT_OK }))
+}
+
+/// A ledger whose files have been read, before its parity check.
+struct Done {
+    shipper: Shipper,
+    had_rows: bool,
+    report: Report,
+}
+
+/// Mirrors everything of `ledger` not yet mirrored.
+fn catch_up(
+    settings: &crate::config::Settings,
+    ledger: &crate::config::LedgerSettings,
+    show_progress: bool,
+    stop: &AtomicBool,
+) -> anyhow::Result<Done> {
+    let mirror = Mirror::open(&settings.db, Access::ReadWrite)
+        .with_context(|| format!("opening the mirror for ledger `{}`", ledger.name))?;
+    let mut shipper = Shipper::new(ledger.clone(), mirror, Batching::from_settings(settings))?;
+    // Keys or policy other than those the quarantine was judged with:
+    // judge those lines again (§2.1).
+    shipper.rejudge_if_changed()?;
+    let bar = show_progress.then(|| progress_bar(&ledger.name));
+    let mut on_progress = |p: &BatchStats<'_>| {
+        if let Some(bar) = &bar {
+            bar.set_length(p.total_bytes);
+            bar.set_position(p.done_bytes);
         }
-        let state = shipper.state();
+    };
+    let had_rows = shipper.state().head.is_some();
+    let report = shipper
+        .catch_up(stop, &mut on_progress)
+        .with_context(|| format!("replaying ledger `{}`", ledger.name))?;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    Ok(Done {
+        shipper,
+        had_rows,
+        report,
+    })
+}
+
+fn progress_bar(name: &str) -> ProgressBar {
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{prefix} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar.set_prefix(name.to_owned());
+    bar
+}
+
+/// An edit of mirrored lines is found by replay too, from where the last
+/// check stood.
+fn check_parity(mut done: Done) -> anyhow::Result<Done> {
+    let name = done.shipper.settings().name.clone();
+    done.shipper
+        .check_from_kept_parity(done.had_rows, &mut done.report)
+        .with_context(|| format!("checking parity of ledger `{name}`"))?;
+    done.shipper.record_judged_with()?;
+    done.shipper.flush_refusal_log();
+    Ok(done)
+}
+
+impl Done {
+    /// Prints the ledger's line of the summary; true when it is halted.
+    fn say(&self) -> bool {
+        let (name, report) = (&self.shipper.settings().name, &self.report);
+        let state = self.shipper.state();
         let head = state
             .head
             .map_or_else(|| "none".to_owned(), |h| format!("seq {}", h.seq));
@@ -84,8 +146,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
             .map(|(v, n)| format!("{v} {n}"))
             .collect();
         eprintln!(
-            "{}: mirrored {} event{}, quarantined {}{}; head {head}",
-            ledger.name,
+            "{name}: mirrored {} event{}, quarantined {}{}; head {head}",
             report.mirrored(),
             if report.mirrored() == 1 { "" } else { "s" },
             report.quarantined(),
@@ -96,15 +157,10 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
             },
         );
         if let Some(h) = &state.halt {
-            halted = true;
-            eprintln!("{}: HALTED: {h}", ledger.name);
+            eprintln!("{name}: HALTED: {h}");
         }
+        state.halt.is_some()
     }
-    if let Some(pg) = &settings.postgres {
-        let names: Vec<String> = settings.ledgers.iter().map(|l| l.name.clone()).collect();
-        halted |= ship(pg, &names, &settings.db)?;
-    }
-    Ok(exit(if halted { EXIT_PROBLEMS } else { EXIT_OK }))
 }
 
 /// (v1.2) Ships the mirror's rows past the central heads; true when a
