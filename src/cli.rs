@@ -199,6 +199,21 @@ pub struct SetupPostgresArgs {
     /// Print the SQL of the grants instead of running them.
     #[arg(long)]
     pub print: bool,
+    /// Where the view events_json takes each payload's jsonb from:
+    /// `computed` parses it when a row is read (a new store's default;
+    /// ingest is cheapest), `stored` keeps a copy in each row of events
+    /// (queries on many payload fields are cheapest; switching to it
+    /// rewrites the table while shipping waits). Default: leave it as it
+    /// is.
+    #[arg(long, value_name = "HOW")]
+    pub payload_json: Option<PayloadJsonArg>,
+}
+
+/// `setup-postgres --payload-json`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum PayloadJsonArg {
+    Stored,
+    Computed,
 }
 
 #[derive(Debug, Args)]

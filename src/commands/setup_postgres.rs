@@ -12,7 +12,8 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 
 use super::{exit, EXIT_OK};
-use crate::cli::SetupPostgresArgs;
+use crate::cli::{PayloadJsonArg, SetupPostgresArgs};
+use crate::postgres::payload_json::{self, PayloadJson};
 use crate::postgres::{self, schema, Target, Timeouts};
 
 pub fn run(args: SetupPostgresArgs) -> anyhow::Result<ExitCode> {
@@ -55,12 +56,22 @@ pub fn run(args: SetupPostgresArgs) -> anyhow::Result<ExitCode> {
     let client = target.connect()?;
     schema::ensure(&client, &args.schema)
         .with_context(|| format!("creating or migrating schema {}", args.schema))?;
+    if let Some(how) = args.payload_json {
+        let (want, said) = match how {
+            PayloadJsonArg::Stored => (PayloadJson::Stored, "stored"),
+            PayloadJsonArg::Computed => (PayloadJson::Computed, "computed"),
+        };
+        payload_json::set(&client, &args.schema, want)
+            .with_context(|| format!("making payload_json of schema {} {said}", args.schema))?;
+    }
+    let json = payload_json::current(&client, &args.schema)?;
     println!(
-        "{}: schema {} at version {}, revision {}",
+        "{}: schema {} at version {}, revision {}; {}",
         target.shown(),
         args.schema,
         schema::VERSION,
-        schema::REVISION
+        schema::REVISION,
+        json.describe()
     );
     for role in &args.grant {
         schema::grant_ingest(&client, &args.schema, role, sources)

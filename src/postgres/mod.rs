@@ -16,6 +16,7 @@
 //! (`standard_conforming_strings = off`) can make one run.
 
 pub mod connect;
+pub mod payload_json;
 pub mod rows;
 pub mod schema;
 pub mod session;

@@ -27,10 +27,12 @@
 //! a version newer than its own unless that schema's `schema_sidecars`
 //! names its version or an older one as still shipping into it (a newer
 //! migration that changes nothing older sidecars rely on creates or
-//! keeps that table, readable by every role). Revisions within a version change only
-//! how the same rules are checked (revision 1: set-based, a few passes a
-//! transaction whatever its number of ledgers), so any sidecar of that
-//! version ships into any revision of it.
+//! keeps that table, readable by every role). Revisions within a version
+//! keep the tables sidecars write and the functions they call (revision
+//! 1: the same rules checked set-based, a few passes a transaction
+//! whatever its number of ledgers; revision 2: the analysts' view
+//! `events_json`, see `payload_json`), so any sidecar of that version
+//! ships into any revision of it.
 //!
 //! The functions are SECURITY DEFINER (owned by the schema's owner), so
 //! an ingest role needs only USAGE, SELECT and INSERT on `events`, SELECT
@@ -491,7 +493,7 @@ $do$;
 ];
 
 /// The revision of [`VERSION`] this build applies.
-pub const REVISION: i32 = 1;
+pub const REVISION: i32 = 2;
 
 /// Revision `i` takes a schema of [`VERSION`] from revision `i` to
 /// `i + 1`: the same tables and the same functions' signatures and
@@ -499,7 +501,8 @@ pub const REVISION: i32 = 1;
 /// `setup-postgres` applies them, and so does a sidecar whose role owns
 /// the schema; one that does not ships on and says so (an older sidecar
 /// of the fleet keeps shipping after a newer one revised the schema).
-const REVISIONS: &[&str] = &[r#"
+const REVISIONS: &[&str] = &[
+    r#"
 -- Revision 1: the same rules, checked with less work per ledger. At a
 -- thousand ledgers per shipping transaction, a plpgsql call per updated
 -- ledgers row and a pass over the new rows per rule were most of a round.
@@ -757,7 +760,31 @@ BEGIN
      WHERE l.ctid = ANY (held);
 END
 $fn$;
-"#];
+"#,
+    r#"
+-- Revision 2: analysts read each payload as jsonb through the view
+-- events_json, which reads the table's stored copy where it has one (as
+-- every store before this revision does) and parses payload otherwise
+-- (setup-postgres --payload-json chooses; a new store has no copy).
+DO $do$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = '{s}.events'::regclass
+                  AND attname = 'payload_json' AND NOT attisdropped) THEN
+        CREATE VIEW {s}.events_json AS
+            SELECT source, ledger, seq, id, ts, type, payload, extra, prev_hash, hash, key_id, sig,
+                   file_id, file_offset, shipped_at, payload_json
+              FROM {s}.events;
+    ELSE
+        CREATE VIEW {s}.events_json AS
+            SELECT source, ledger, seq, id, ts, type, payload, extra, prev_hash, hash, key_id, sig,
+                   file_id, file_offset, shipped_at,
+                   CASE WHEN strpos(payload, '\u0000') > 0 THEN NULL ELSE payload::jsonb END AS payload_json
+              FROM {s}.events;
+    END IF;
+END
+$do$;
+"#,
+];
 
 /// The grants an ingest role needs, nothing more (`{s}`: the schema,
 /// `{r}`: the role): the README prints the same. Which sources the role
@@ -871,7 +898,7 @@ pub fn source_grants(session: &Session, schema: &str) -> Result<Vec<SourceGrant>
 
 /// Runs `work` in a transaction: committed when it succeeds, rolled back
 /// when it fails.
-fn in_transaction<T>(
+pub(super) fn in_transaction<T>(
     session: &Session,
     work: impl FnOnce() -> Result<T, PgError>,
 ) -> Result<T, PgError> {
@@ -894,26 +921,38 @@ fn in_transaction<T>(
 /// is older (under a transaction-scoped advisory lock, so that a fleet
 /// starting at once migrates it once), refuses a newer one.
 pub fn ensure(session: &Session, schema: &str) -> Result<(), PgError> {
+    let fresh = current(session, schema)?.is_none();
     if ensure_version(session, schema, VERSION)? != VERSION {
         return Ok(()); // a newer version that still takes this build's rows
     }
-    revise(session, schema)
+    revise(session, schema)?;
+    stores_no_copy_if(fresh, session, schema)
+}
+
+/// A store this build created keeps no stored `jsonb` copy of each
+/// payload (the frozen migrations create one; it goes before any row).
+fn stores_no_copy_if(fresh: bool, session: &Session, schema: &str) -> Result<(), PgError> {
+    if fresh {
+        super::payload_json::set(session, schema, super::payload_json::PayloadJson::Computed)?;
+    }
+    Ok(())
 }
 
 /// [`ensure`] for a sidecar about to ship: a revision its role may not
 /// apply (it does not own the schema) is logged with a hint, and
 /// shipping goes on at the schema's revision.
 pub fn ensure_for_shipping(session: &Session, schema: &str) -> Result<(), PgError> {
+    let fresh = current(session, schema)?.is_none();
     if ensure_version(session, schema, VERSION)? != VERSION {
         return Ok(());
     }
-    match revise(session, schema) {
+    match revise(session, schema).and_then(|()| stores_no_copy_if(fresh, session, schema)) {
         Err(e) if !matches!(e.kind, ErrorKind::Unreachable | ErrorKind::Unknown) => {
             tracing::warn!(
                 schema,
                 error = %e,
                 hint = "run ledgertail setup-postgres as the schema's owner (it applies the revision in place; shipping goes on meanwhile)",
-                "fleet: the central schema lacks this build's revision {REVISION} (a cheaper chain check) and this role cannot apply it"
+                "fleet: the central schema lacks this build's revision {REVISION} (a cheaper chain check, the view events_json) and this role cannot apply it"
             );
             Ok(())
         }
@@ -966,7 +1005,7 @@ fn revision(session: &Session, schema: &str) -> Result<i32, PgError> {
 
 /// The transaction-scoped lock under which a schema is created, migrated
 /// or revised (a fleet starting at once does it once).
-fn lock_schema(session: &Session, schema: &str) -> Result<(), PgError> {
+pub(super) fn lock_schema(session: &Session, schema: &str) -> Result<(), PgError> {
     let lock = format!("ledgertail schema {schema}");
     session
         .query(

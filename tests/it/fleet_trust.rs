@@ -539,10 +539,18 @@ fn a_schema_of_an_earlier_revision_takes_rows_as_it_is_and_setup_postgres_revise
     assert_central_equals_file(&pg, "host-r", "app", &s.ledger);
     assert_eq!(revision(), [None]);
 
-    // The owner revises it in place; shipping goes on through it.
+    // The owner revises it in place; shipping goes on through it. The
+    // table keeps the jsonb copy it had, which the new view reads.
     let out = setup_postgres(&pg, &[]);
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
-    assert!(show(&out).contains("revision 1"), "{}", show(&out));
+    assert!(
+        show(&out).contains(&format!(
+            "revision {}; payload_json stored",
+            schema::REVISION
+        )),
+        "{}",
+        show(&out)
+    );
     assert_eq!(
         pg.column("SELECT max(revision)::text FROM ledgertail.schema_revision"),
         [Some(schema::REVISION.to_string())]
@@ -557,6 +565,47 @@ fn a_schema_of_an_earlier_revision_takes_rows_as_it_is_and_setup_postgres_revise
     );
     assert_central_equals_file(&pg, "host-r", "app", &s.ledger);
     assert_verify_postgres_passes(&pg);
+    assert_payload_json_reads_every_payload(&pg, 40);
+
+    // The copy dropped, then stored again: the view answers the same,
+    // and the ingest role ships in between.
+    let out = setup_postgres(&pg, &["--payload-json", "computed"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert!(
+        show(&out).contains("payload_json computed by the view"),
+        "{}",
+        show(&out)
+    );
+    assert_eq!(stored_copy(&pg), [Some("0".to_owned())]);
+    append(&mut w, 40, 10);
+    assert_eq!(replay_as(&s, "ingest-pw").status.code(), Some(0));
+    assert_payload_json_reads_every_payload(&pg, 50);
+    let out = setup_postgres(&pg, &["--payload-json", "stored"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_eq!(stored_copy(&pg), [Some("1".to_owned())]);
+    append(&mut w, 50, 10);
+    assert_eq!(replay_as(&s, "ingest-pw").status.code(), Some(0));
+    assert_payload_json_reads_every_payload(&pg, 60);
+    assert_central_equals_file(&pg, "host-r", "app", &s.ledger);
+    assert_verify_postgres_passes(&pg);
+}
+
+/// Whether `events` has the stored jsonb column ("1") or not ("0").
+fn stored_copy(pg: &Pg) -> Vec<Option<String>> {
+    pg.column(
+        "SELECT count(*)::text FROM information_schema.columns \
+         WHERE table_schema = 'ledgertail' AND table_name = 'events' AND column_name = 'payload_json'",
+    )
+}
+
+/// `events_json.payload_json` is each of the `rows` central payloads, parsed.
+fn assert_payload_json_reads_every_payload(pg: &Pg, rows: usize) {
+    assert_eq!(
+        pg.column(
+            "SELECT count(*)::text FROM ledgertail.events_json WHERE payload_json = payload::jsonb"
+        ),
+        [Some(rows.to_string())]
+    );
 }
 
 #[test]
