@@ -7,7 +7,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-const PASSWORD: &str = "bench-password";
+pub const PASSWORD: &str = "bench-password";
 
 /// A throwaway server.
 pub struct Server {
@@ -118,13 +118,21 @@ impl Server {
             .expect("connect to the bench server")
     }
 
+    /// The server's URL, as its superuser.
+    pub fn url(&self) -> String {
+        format!(
+            "postgresql://postgres@127.0.0.1:{}/postgres?sslmode=disable",
+            self.port
+        )
+    }
+
     pub fn table(&self, source: &str) -> String {
         self.table_at(self.port, source)
     }
 
     /// A `[postgres]` table reaching the server through `port` (a proxy).
     pub fn table_at(&self, port: u16, source: &str) -> String {
-        format!("[postgres]\nurl = \"postgresql://postgres@127.0.0.1:{}/postgres?sslmode=disable\"\nsource = \"{source}\"\n", port)
+        format!("[postgres]\nurl = \"postgresql://postgres@127.0.0.1:{port}/postgres?sslmode=disable\"\nsource = \"{source}\"\n")
     }
 }
 
