@@ -1,8 +1,10 @@
 //! `ledgertail replay [--config FILE] [--ledger FILE] [--db FILE]`
 //!
 //! One pass of the shipper per ledger: mirror everything not yet mirrored
-//! (from the checkpoint, or from the oldest file into a new database), then
-//! exit. 0 caught up, 1 a ledger is halted, 2 could not run.
+//! (from the checkpoint, or from the oldest file into a new database);
+//! then each ledger's parity check from where the last one stood, beside
+//! the shipping to PostgreSQL when `[postgres]` is set; then exit. 0
+//! caught up, 1 a ledger is halted, 2 could not run.
 
 use std::io::IsTerminal as _;
 use std::process::ExitCode;
@@ -15,8 +17,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use super::{exit, require_ledger_files, settings, EXIT_OK, EXIT_PROBLEMS};
 use crate::cli::ReplayArgs;
+use crate::config::{LedgerSettings, Settings};
 use crate::mirror::{Access, Mirror};
 use crate::shipper::{BatchStats, Batching, Report, Shipper};
+use crate::verifier;
 
 pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let settings = settings(&args.ledgers, args.db.clone())?;
@@ -37,10 +41,12 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     // whole-file pass per ledger when no check was kept) run beside the
     // shipping to PostgreSQL, which needs only the mirror's rows, verified
     // as they were mirrored (measured: the check alone took 6 s of a
-    // 1M-event replay that shipped in 17).
+    // 1M-event replay that shipped in 17). One verifier pool serves every
+    // ledger, and each phase holds one ledger's connection at a time.
+    let pool = verifier::Pool::per_core().context("starting the verifier threads")?;
     let mut caught_up = Vec::with_capacity(settings.ledgers.len());
     for ledger in &settings.ledgers {
-        caught_up.push(catch_up(&settings, ledger, show_progress, &stop)?);
+        caught_up.push(catch_up(&settings, ledger, &pool, show_progress, &stop)?);
     }
     let names: Vec<String> = settings.ledgers.iter().map(|l| l.name.clone()).collect();
     let (checked, shipped) = std::thread::scope(|scope| {
@@ -48,7 +54,12 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
             .postgres
             .as_ref()
             .map(|pg| scope.spawn(|| ship(pg, &names, &settings.db)));
-        let checked: anyhow::Result<Vec<Done>> = caught_up.into_iter().map(check_parity).collect();
+        let checked: anyhow::Result<Vec<Done>> = settings
+            .ledgers
+            .iter()
+            .zip(caught_up)
+            .map(|(ledger, done)| check_parity(&settings, ledger, &pool, done))
+            .collect();
         let shipped = match shipping {
             Some(thread) => thread
                 .join()
@@ -65,23 +76,42 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     Ok(exit(if halted { EXIT_PROBLEMS } else { EXIT_OK }))
 }
 
-/// A ledger whose files have been read, before its parity check.
+/// What a ledger's replay did, for its summary line.
 struct Done {
-    shipper: Shipper,
+    name: String,
+    /// The mirror held rows of it before this replay.
     had_rows: bool,
     report: Report,
+    head: Option<u64>,
+    halt: Option<String>,
+}
+
+/// A shipper of `ledger` on its own connection and the shared pool.
+fn shipper(
+    settings: &Settings,
+    ledger: &LedgerSettings,
+    pool: &verifier::Pool,
+) -> anyhow::Result<Shipper> {
+    let mirror = Mirror::open(&settings.db, Access::ReadWrite)
+        .with_context(|| format!("opening the mirror for ledger `{}`", ledger.name))?;
+    let verifiers = verifier::Verifiers::on(pool);
+    Ok(Shipper::with_verifiers(
+        ledger.clone(),
+        mirror,
+        Batching::from_settings(settings),
+        verifiers,
+    )?)
 }
 
 /// Mirrors everything of `ledger` not yet mirrored.
 fn catch_up(
-    settings: &crate::config::Settings,
-    ledger: &crate::config::LedgerSettings,
+    settings: &Settings,
+    ledger: &LedgerSettings,
+    pool: &verifier::Pool,
     show_progress: bool,
     stop: &AtomicBool,
 ) -> anyhow::Result<Done> {
-    let mirror = Mirror::open(&settings.db, Access::ReadWrite)
-        .with_context(|| format!("opening the mirror for ledger `{}`", ledger.name))?;
-    let mut shipper = Shipper::new(ledger.clone(), mirror, Batching::from_settings(settings))?;
+    let mut shipper = shipper(settings, ledger, pool)?;
     // Keys or policy other than those the quarantine was judged with:
     // judge those lines again (§2.1).
     shipper.rejudge_if_changed()?;
@@ -96,13 +126,17 @@ fn catch_up(
     let report = shipper
         .catch_up(stop, &mut on_progress)
         .with_context(|| format!("replaying ledger `{}`", ledger.name))?;
+    shipper.record_judged_with()?;
+    shipper.flush_refusal_log();
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
     Ok(Done {
-        shipper,
+        name: ledger.name.clone(),
         had_rows,
         report,
+        head: None,
+        halt: None,
     })
 }
 
@@ -120,25 +154,31 @@ fn progress_bar(name: &str) -> ProgressBar {
 }
 
 /// An edit of mirrored lines is found by replay too, from where the last
-/// check stood.
-fn check_parity(mut done: Done) -> anyhow::Result<Done> {
-    let name = done.shipper.settings().name.clone();
-    done.shipper
+/// check stood; then where the ledger stands.
+fn check_parity(
+    settings: &Settings,
+    ledger: &LedgerSettings,
+    pool: &verifier::Pool,
+    mut done: Done,
+) -> anyhow::Result<Done> {
+    let mut shipper = shipper(settings, ledger, pool)?;
+    shipper
         .check_from_kept_parity(done.had_rows, &mut done.report)
-        .with_context(|| format!("checking parity of ledger `{name}`"))?;
-    done.shipper.record_judged_with()?;
-    done.shipper.flush_refusal_log();
+        .with_context(|| format!("checking parity of ledger `{}`", ledger.name))?;
+    shipper.flush_refusal_log();
+    let state = shipper.state();
+    done.head = state.head.map(|h| h.seq);
+    done.halt = state.halt.as_ref().map(ToString::to_string);
     Ok(done)
 }
 
 impl Done {
     /// Prints the ledger's line of the summary; true when it is halted.
     fn say(&self) -> bool {
-        let (name, report) = (&self.shipper.settings().name, &self.report);
-        let state = self.shipper.state();
-        let head = state
+        let (name, report) = (&self.name, &self.report);
+        let head = self
             .head
-            .map_or_else(|| "none".to_owned(), |h| format!("seq {}", h.seq));
+            .map_or_else(|| "none".to_owned(), |seq| format!("seq {seq}"));
         let quarantined: Vec<String> = report
             .verdicts
             .iter()
@@ -156,10 +196,10 @@ impl Done {
                 format!(" ({})", quarantined.join(", "))
             },
         );
-        if let Some(h) = &state.halt {
+        if let Some(h) = &self.halt {
             eprintln!("{name}: HALTED: {h}");
         }
-        state.halt.is_some()
+        self.halt.is_some()
     }
 }
 
