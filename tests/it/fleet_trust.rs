@@ -590,14 +590,6 @@ fn a_schema_of_an_earlier_revision_takes_rows_as_it_is_and_setup_postgres_revise
     assert_verify_postgres_passes(&pg);
 }
 
-/// Whether `events` has the stored jsonb column ("1") or not ("0").
-fn stored_copy(pg: &Pg) -> Vec<Option<String>> {
-    pg.column(
-        "SELECT count(*)::text FROM information_schema.columns \
-         WHERE table_schema = 'ledgertail' AND table_name = 'events' AND column_name = 'payload_json'",
-    )
-}
-
 /// `events_json.payload_json` is each of the `rows` central payloads, parsed.
 fn assert_payload_json_reads_every_payload(pg: &Pg, rows: usize) {
     assert_eq!(

@@ -77,14 +77,16 @@ pub fn fleet(
     let ship_secs = started.elapsed().as_secs_f64();
     assert!(status.success(), "shipping failed");
     let stored_secs = ship_into_stored_copy(binary, dir, ledger, &server, &mut client);
-    let first_raw = super::ingest::raw_lines(&mut client, ledger);
+    let raw = super::ingest::raw_text(ledger);
+    let first_raw = super::ingest::raw_lines(&mut client, &raw);
     let (text, anchor) = super::ingest::rows_text(&dir.join("outbox.db"), "floor");
     let copy_secs = super::ingest::central(&mut client, &text, "floor", &anchor);
     let mut steps = super::ingest::parts(&mut client, &text);
     // The floor is the faster of two: the first COPY after the shipping
     // runs was up to 3 times slower than the same COPY later (on this
     // host's shared disk), which would flatter every ratio.
-    let raw_secs = first_raw.min(super::ingest::raw_lines(&mut client, ledger));
+    let raw_secs = first_raw.min(super::ingest::raw_lines(&mut client, &raw));
+    drop(raw);
     println!(
         "| events | shipping s | shipping ev/s | raw-line COPY rows/s | shipping ÷ raw-line COPY | COPY into the central table rows/s | shipping ÷ that COPY | shipping with a stored jsonb copy ev/s | that ÷ raw-line COPY |"
     );

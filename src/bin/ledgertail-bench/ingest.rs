@@ -75,19 +75,25 @@ fn escaped(out: &mut Vec<u8>, v: &[u8]) {
     }
 }
 
-/// Seconds to COPY the raw lines of `ledger` into a table of one text
-/// column, in one transaction: the floor of any shipper.
-pub fn raw_lines(client: &mut postgres::Client, ledger: &Path) -> f64 {
+/// The raw lines of `ledger` as COPY text (one text column each).
+pub fn raw_text(ledger: &Path) -> Vec<u8> {
     let bytes = std::fs::read(ledger).expect("ledger");
     let mut text = Vec::with_capacity(bytes.len() + bytes.len() / 16);
     for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
         escaped(&mut text, line);
         text.push(b'\n');
     }
+    text
+}
+
+/// Seconds to COPY the raw lines (`text`, from [`raw_text`]) into a
+/// table of one text column, in one transaction: the floor of any
+/// shipper.
+pub fn raw_lines(client: &mut postgres::Client, text: &[u8]) -> f64 {
     client
         .batch_execute("DROP TABLE IF EXISTS bench_raw_lines; CREATE TABLE bench_raw_lines (line text NOT NULL)")
         .expect("raw lines table");
-    copy(client, "", "COPY bench_raw_lines (line) FROM STDIN", &text)
+    copy(client, "", "COPY bench_raw_lines (line) FROM STDIN", text)
 }
 
 /// Seconds to COPY `text` into each step's table (each step a table of

@@ -330,6 +330,15 @@ pub fn replay(s: &super::Setup, _pg: &Pg) -> Output {
         .unwrap()
 }
 
+/// Whether `ledgertail.events` has the stored jsonb column ("1") or not
+/// ("0").
+pub fn stored_copy(pg: &Pg) -> Vec<Option<String>> {
+    pg.column(
+        "SELECT count(*)::text FROM information_schema.columns \
+         WHERE table_schema = 'ledgertail' AND table_name = 'events' AND column_name = 'payload_json'",
+    )
+}
+
 /// Central rows of a ledger (0 before the schema exists).
 pub fn central_count(pg: &Pg, source: &str, ledger: &str) -> i64 {
     if pg.column("SELECT to_regclass('ledgertail.events') IS NOT NULL")[0].as_deref() != Some("t") {
