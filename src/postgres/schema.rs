@@ -947,14 +947,20 @@ pub fn ensure(session: &Session, schema: &str) -> Result<(), PgError> {
         return Ok(()); // a newer version that still takes this build's rows
     }
     revise(session, schema)?;
-    stores_no_copy_if(fresh, session, schema)
+    lean_if_fresh(fresh, session, schema)
 }
 
 /// A store this build created keeps no stored `jsonb` copy of each
-/// payload (the frozen migrations create one; it goes before any row).
-fn stores_no_copy_if(fresh: bool, session: &Session, schema: &str) -> Result<(), PgError> {
+/// payload and no index by `(type, ts)`: the frozen migrations create
+/// both, and they go before any row. Each was a large share of a central
+/// row's cost (docs/performance.md); the docs give the statement that
+/// brings the index back, and `setup-postgres --payload-json stored` the
+/// copy. A store made by an earlier build keeps what it has.
+fn lean_if_fresh(fresh: bool, session: &Session, schema: &str) -> Result<(), PgError> {
     if fresh {
         super::payload_json::set(session, schema, super::payload_json::PayloadJson::Computed)?;
+        let sql = format!("DROP INDEX IF EXISTS {}.events_type_ts", ident(schema));
+        session.execute_fixed("dropping the index by (type, ts) of a new store", &sql)?;
     }
     Ok(())
 }
@@ -967,7 +973,7 @@ pub fn ensure_for_shipping(session: &Session, schema: &str) -> Result<(), PgErro
     if ensure_version(session, schema, VERSION)? != VERSION {
         return Ok(());
     }
-    match revise(session, schema).and_then(|()| stores_no_copy_if(fresh, session, schema)) {
+    match revise(session, schema).and_then(|()| lean_if_fresh(fresh, session, schema)) {
         Err(e) if !matches!(e.kind, ErrorKind::Unreachable | ErrorKind::Unknown) => {
             tracing::warn!(
                 schema,

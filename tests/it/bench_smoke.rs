@@ -30,7 +30,7 @@ fn the_benchmark_runs_in_smoke_mode_and_reports_every_section() {
         "CPU-seconds per minute",
         "- machine:",
         "## Fleet store (PostgreSQL)",
-        "| the central table (the indexed one + the chain trigger;",
+        "| the central table (the primary key, the index by id, the chain trigger;",
         "| + a stored jsonb copy of the payload (`--payload-json stored`) |",
         "shipping with a stored jsonb copy ev/s",
         "| 10 ms round trip |",

@@ -555,6 +555,9 @@ fn a_schema_of_an_earlier_revision_takes_rows_as_it_is_and_setup_postgres_revise
         pg.column("SELECT max(revision)::text FROM ledgertail.schema_revision"),
         [Some(schema::REVISION.to_string())]
     );
+    // And its index by (type, ts): a new store has none, an old one is
+    // not changed under its analysts.
+    assert!(has_type_index(&pg));
     append(&mut w, 20, 20);
     let out = replay_as(&s, "ingest-pw");
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));

@@ -110,7 +110,7 @@ pub fn fleet(
         rate(raw_secs)
     );
     steps.push((
-        "the central table (the indexed one + the chain trigger; payload_json computed when read, the default)",
+        "the central table (the primary key, the index by id, the chain trigger; payload_json computed when read: a new store)",
         copy_secs,
     ));
     for (what, secs) in steps {

@@ -339,6 +339,13 @@ pub fn stored_copy(pg: &Pg) -> Vec<Option<String>> {
     )
 }
 
+/// Whether the central table has its index by `(type, ts)`: stores made
+/// by earlier builds do, new ones do not.
+pub fn has_type_index(pg: &Pg) -> bool {
+    pg.column("SELECT to_regclass('ledgertail.events_type_ts') IS NOT NULL")[0].as_deref()
+        == Some("t")
+}
+
 /// Central rows of a ledger (0 before the schema exists).
 pub fn central_count(pg: &Pg, source: &str, ledger: &str) -> i64 {
     if pg.column("SELECT to_regclass('ledgertail.events') IS NOT NULL")[0].as_deref() != Some("t") {
