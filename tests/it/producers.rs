@@ -3,7 +3,8 @@
 //! into a venv, as users get it) and `node --test` for
 //! producers/node (contract vectors, random payloads signed and replayed,
 //! the §4 rules, key files both ways, the packages; the Python suite also
-//! runs Python, Node and `ledgertail append` writers at once). A missing
+//! runs Python, Node and `ledgertail append` writers at once, and its
+//! `logging` handler and structlog processor from several processes). A missing
 //! interpreter or dependency skips here with the reason, and fails under
 //! CI (.ci/run installs them).
 
@@ -59,12 +60,12 @@ fn the_python_library_passes_its_tests() {
         "python3",
         &[
             "-c",
-            "import rfc8785, cryptography, pytest, setuptools, wheel",
+            "import rfc8785, cryptography, pytest, setuptools, wheel, structlog",
         ],
     );
     if !present(
         ready,
-        "python3 with rfc8785, cryptography, pytest, setuptools and wheel",
+        "python3 with rfc8785, cryptography, pytest, setuptools, wheel and structlog",
     ) {
         return;
     }

@@ -12,6 +12,9 @@ and appended with the rules of ``ledgertail append``: an exclusive
 ``flock`` on the live file shared with every other writer, the head found
 from the end of the file, one ``write`` per line, ``fsync`` per call, and
 nothing half-written on any error.
+
+``LedgerHandler`` (a ``logging.Handler``) and ``LedgerProcessor`` (a
+structlog processor) seal each log record the same way.
 """
 
 from importlib import metadata as _metadata
@@ -26,6 +29,7 @@ from ._errors import (
     WriteError,
 )
 from ._keyfile import KeyFile, keygen
+from ._logging import LedgerHandler, LedgerProcessor
 from ._seal import DEFAULT_MAX_LINE_BYTES, MAX_SAFE_INTEGER, canonical, strict_loads
 from ._writer import Appended, Writer
 
@@ -42,6 +46,8 @@ __all__ = [
     "KeyFile",
     "KeyFileError",
     "LedgerError",
+    "LedgerHandler",
+    "LedgerProcessor",
     "LedgerFullError",
     "MAX_SAFE_INTEGER",
     "PayloadError",
