@@ -4,7 +4,8 @@
 //! producers/node (contract vectors, random payloads signed and replayed,
 //! the §4 rules, key files both ways, the packages; the Python suite also
 //! runs Python, Node and `ledgertail append` writers at once, and its
-//! `logging` handler and structlog processor from several processes). A missing
+//! `logging` handler and structlog processor from several processes; the
+//! Node suite its pino transport, with the real pino). A missing
 //! interpreter or dependency skips here with the reason, and fails under
 //! CI (.ci/run installs them).
 

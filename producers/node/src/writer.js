@@ -13,7 +13,16 @@ import { findHead } from './head.js';
 import { APPEND_DRAFTS, appendOffThread } from './offthread.js';
 import { DEFAULT_MAX_LINE_BYTES, MAX_SAFE_INTEGER, draft, kind, seal } from './seal.js';
 
-const { flockSync } = createRequire(import.meta.url)('fs-ext');
+// Loaded at the first lock a thread takes, not at import: fs-ext's addon
+// cannot be loaded again in a process after a worker thread that loaded it
+// has ended (the process aborts), so a thread that only imports this
+// module (an app whose appends all run off its thread, or beside a pino
+// transport) never loads it.
+let flock = null;
+function flockSync (fd, how) {
+  flock ??= createRequire(import.meta.url)('fs-ext').flockSync;
+  return flock(fd, how);
+}
 
 function now () {
   // RFC 3339 in UTC with microseconds (JavaScript clocks give milliseconds).

@@ -17,3 +17,8 @@ async function promised (): Promise<number> {
   return first.seq + rest.length;
 }
 console.log(promised);
+// The pino transport's module (pino loads it by name on its worker thread).
+import ledgertailTransport, { appendLines, payloadOf, type LedgertailTransportOptions } from 'ledgertail-producer/pino';
+const options: LedgertailTransportOptions = { path: 'audit.jsonl', keyFile: 'producer.key', typeField: 'kind', fsync: false };
+appendLines(writer, ['{"msg":"x"}'], { type: 'log' });
+console.log(ledgertailTransport, options, payloadOf('{}'));
