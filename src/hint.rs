@@ -42,7 +42,7 @@ pub fn recognized(cause: &(dyn std::error::Error + 'static)) -> Option<Option<St
             _ => None,
         });
     }
-    if let Some(ShipError::Mirror(e)) = cause.downcast_ref::<ShipError>() {
+    if let Some(e) = cause.downcast_ref::<ShipError>() {
         return Some(e.hint());
     }
     if let Some(io) = cause.downcast_ref::<std::io::Error>() {

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use crate::ledger::{examine_each, Examined, KeyRing, SignaturePolicy};
+use crate::ledger::{adopt, examine_each, Examined, KeyRing, SignaturePolicy};
 use crate::tail::FileId;
 
 /// How lines are examined (one snapshot per chunk, so a reload never
@@ -27,6 +27,9 @@ pub struct Rules {
     pub policy: SignaturePolicy,
     pub keys: KeyRing,
     pub max_line_bytes: u64,
+    /// A plain ledger's lines are adopted ([`crate::ledger::examine_plain`]), not
+    /// authenticated.
+    pub plain: Option<adopt::Fields>,
 }
 
 /// One line of a chunk: where it is in the ledger, where its bytes are in
@@ -56,12 +59,18 @@ pub struct Chunk {
     bytes: Vec<u8>,
     pub lines: Vec<ChunkLine>,
     pub results: Vec<Examined>,
+    /// The wall clock when the first line was pushed, with the monotonic
+    /// clock then: a line's read time as a date (an adopted line's `ts`
+    /// when it names none) without a clock read per line.
+    wall: Option<(Instant, i64)>,
 }
 
 impl Chunk {
     /// Adds a line; its read time is set by [`Chunk::stamp_last`].
     pub fn push(&mut self, file: FileId, offset: u64, length: u64, bytes: &[u8]) {
         let read_at = Instant::now();
+        self.wall
+            .get_or_insert_with(|| (read_at, epoch_millis_now()));
         let start = self.bytes.len();
         self.bytes.extend_from_slice(bytes);
         self.lines.push(ChunkLine {
@@ -104,10 +113,36 @@ impl Chunk {
         self.bytes.clear();
         self.lines.clear();
         self.results.clear();
+        self.wall = None;
+    }
+
+    /// When line `i` was read, in milliseconds since 1970.
+    fn read_at_millis(&self, i: usize) -> i64 {
+        let Some((origin, millis)) = self.wall else {
+            return epoch_millis_now();
+        };
+        let at = self.lines[i].read_at;
+        let after = at.saturating_duration_since(origin).as_millis() as i64;
+        let before = origin.saturating_duration_since(at).as_millis() as i64;
+        millis + after - before
     }
 
     fn examine_all(&mut self, rules: &Rules, scratch: &mut Vec<u8>) {
         self.results.clear();
+        if let Some(fields) = &rules.plain {
+            for i in 0..self.lines.len() {
+                let examined = crate::ledger::examine_plain(
+                    self.line(i),
+                    self.lines[i].length,
+                    rules.max_line_bytes,
+                    fields,
+                    self.read_at_millis(i),
+                    scratch,
+                );
+                self.results.push(examined);
+            }
+            return;
+        }
         let bytes = &self.bytes;
         examine_each(
             self.lines
@@ -120,6 +155,13 @@ impl Chunk {
             &mut self.results,
         );
     }
+}
+
+/// The wall clock in milliseconds since 1970 (0 for a clock before it).
+fn epoch_millis_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// A chunk on its way to a verifier thread, with where to answer.
@@ -374,6 +416,7 @@ mod tests {
             policy: SignaturePolicy::VerifyIfPresent,
             keys: KeyRing::default(),
             max_line_bytes: 100,
+            plain: None,
         })
     }
 

@@ -37,6 +37,9 @@ struct LedgerStatus {
     head: Option<HeadView>,
     anchor: Option<HeadView>,
     position: Option<PositionView>,
+    /// `sealed`, or `plain`: a JSON log sealed as it is read, whose lines
+    /// hold no seq (its lag is in bytes only).
+    format: &'static str,
     /// The last authentic event of the live file (read back from its end).
     ledger_head_seq: Option<u64>,
     /// Events in the files beyond the mirror's head.
@@ -195,7 +198,12 @@ fn mirrored_status(
         (Some(a), Some(h)) => h.seq.saturating_sub(a.seq) + 1,
         _ => 0,
     };
-    let ledger_head_seq = live_head(&state.live_path, ledger);
+    let plain = ledger.is_some_and(|l| l.plain.is_some());
+    let ledger_head_seq = if plain {
+        None
+    } else {
+        live_head(&state.live_path, ledger)
+    };
     let lag_events = ledger_head_seq.map(|l| match state.head {
         Some(h) => l.saturating_sub(h.seq),
         None => l + 1,
@@ -213,6 +221,7 @@ fn mirrored_status(
             file_id: p.file.to_string(),
             offset: p.offset,
         }),
+        format: if plain { "plain" } else { "sealed" },
         ledger_head_seq,
         lag_events,
         lag_bytes: lag_bytes(state, ledger),
@@ -307,8 +316,9 @@ fn add_central(pg: &crate::config::PostgresSettings, mirror: &Mirror, out: &mut 
 
 /// A configured ledger with no commit in the mirror yet.
 fn unmirrored_status(l: &LedgerSettings) -> LedgerStatus {
-    let head = live_head(&l.path, Some(l));
+    let head = live_head(&l.path, Some(l)).filter(|_| l.plain.is_none());
     LedgerStatus {
+        format: if l.plain.is_some() { "plain" } else { "sealed" },
         ledger: l.name.clone(),
         live_path: l.path.display().to_string(),
         mirrored: false,
@@ -351,12 +361,16 @@ fn auth<'a>(ledger: Option<&'a LedgerSettings>, none: &'a KeyRing) -> Authentici
             keys: &l.keys,
             max_line_bytes: l.max_line_bytes,
             follow_symlink: l.follow_symlink,
+            plain_first_seqs: None,
+            plain_recorded_lines: None,
         },
         None => Authenticity {
             policy: SignaturePolicy::Off,
             keys: none,
             max_line_bytes: DEFAULT_MAX_LINE_BYTES,
             follow_symlink: false,
+            plain_first_seqs: None,
+            plain_recorded_lines: None,
         },
     }
 }
@@ -416,6 +430,9 @@ fn print_text(s: &LedgerStatus) {
         None => println!("  position   start"),
     }
     match (s.ledger_head_seq, s.lag_events) {
+        _ if s.format == "plain" => {
+            println!("  ledger     a plain JSON log, sealed as it is read (its lines hold no seq)")
+        }
         (Some(h), Some(l)) => {
             println!("  ledger     head seq {h} in the live file, {l} events not mirrored")
         }

@@ -19,6 +19,9 @@ use crate::parity::{self, FileSummary, HeadView, IdReuse, Parity, Problem};
 struct LedgerReport {
     ledger: String,
     path: String,
+    /// `sealed`, or `plain`: a JSON log the sidecar seals as it reads it
+    /// (its lines hold no chain: `mirrored` counts the lines it adopts).
+    format: &'static str,
     ok: bool,
     files: Vec<FileSummary>,
     counts: std::collections::BTreeMap<String, u64>,
@@ -112,6 +115,11 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         report.ledgers.push(LedgerReport {
             ledger: ledger.name.clone(),
             path: ledger.path.display().to_string(),
+            format: if ledger.plain.is_some() {
+                "plain"
+            } else {
+                "sealed"
+            },
             ok,
             files: scan.files.clone(),
             counts: scan
@@ -199,13 +207,22 @@ fn print_text(report: &Report) {
             .anchor
             .as_ref()
             .map_or("none".into(), |h| format!("seq {}", h.seq));
+        let events = if l.format == "plain" {
+            format!(
+                "{mirrored} line{} of a plain JSON log (sealed by the sidecar as it reads them)",
+                if mirrored == 1 { "" } else { "s" }
+            )
+        } else {
+            format!(
+                "{mirrored} event{} in the chain (anchor {anchor}, head {head})",
+                if mirrored == 1 { "" } else { "s" }
+            )
+        };
         println!(
-            "{}: {} file{}, {} event{} in the chain (anchor {anchor}, head {head}), {} problem{}{}",
+            "{}: {} file{}, {events}, {} problem{}{}",
             l.ledger,
             l.files.len(),
             if l.files.len() == 1 { "" } else { "s" },
-            mirrored,
-            if mirrored == 1 { "" } else { "s" },
             l.problems_total,
             if l.problems_total == 1 { "" } else { "s" },
             match &l.halt {

@@ -259,6 +259,7 @@ fn ledger_policy(settings: &Settings, source: &str, name: &str) -> LedgerSetting
         follow_symlink: false,
         origin: String::new(),
         source: Some(source.to_owned()),
+        plain: None,
     }
 }
 

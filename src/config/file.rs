@@ -53,6 +53,16 @@ pub struct LedgerTable {
     /// (keys and policy per source and ledger); a sidecar's own tables
     /// leave it out or name its `[postgres]` source.
     pub source: Option<String>,
+    /// `sealed` (the default: the application seals its lines) or
+    /// `plain` (a JSON log the sidecar seals as it reads it).
+    pub format: Option<String>,
+    /// For `plain`: the member holding each line's time.
+    pub ts_field: Option<String>,
+    /// For `plain`: the member holding each line's type.
+    pub type_field: Option<String>,
+    /// For `plain`: the type of a line without one (default `log`).
+    #[serde(rename = "type")]
+    pub event_type: Option<String>,
 }
 
 impl FileConfig {

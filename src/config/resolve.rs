@@ -256,8 +256,10 @@ fn ledger_settings(
                 .with_hint("every id in a ledger's `keys` must be a key of the [keys] table")
             })?,
     };
+    let plain = plain_fields(table, &name, signatures)?;
     Ok(LedgerSettings {
         path: path.to_path_buf(),
+        plain,
         signatures,
         max_line_bytes,
         rules: ChainRules { require_genesis },
@@ -276,6 +278,66 @@ fn ledger_settings(
         },
         name,
     })
+}
+
+/// `format` and the fields of a plain ledger; the fields mean nothing to
+/// a sealed one, so naming them there is a mistake worth saying.
+fn plain_fields(
+    table: Option<&LedgerTable>,
+    name: &str,
+    signatures: SignaturePolicy,
+) -> Result<Option<crate::ledger::adopt::Fields>, ConfigError> {
+    let Some(t) = table else { return Ok(None) };
+    let plain = match t.format.as_deref() {
+        None | Some("sealed") => false,
+        Some("plain") => true,
+        Some(other) => {
+            return Err(ConfigError::invalid(
+                "ledger.format",
+                other,
+                "must be \"sealed\" (the application seals its lines) or \"plain\" (a JSON log the sidecar seals as it reads it)",
+            ))
+        }
+    };
+    let named = [
+        ("ledger.ts_field", &t.ts_field),
+        ("ledger.type_field", &t.type_field),
+        ("ledger.type", &t.event_type),
+    ];
+    if !plain {
+        if let Some((key, Some(value))) = named.iter().find(|(_, v)| v.is_some()) {
+            return Err(ConfigError::invalid(
+                key,
+                value,
+                &format!("ledger `{name}` is sealed: its lines carry their own ts and type"),
+            )
+            .with_hint("set format = \"plain\" to adopt a plain JSON log, or remove the key"));
+        }
+        return Ok(None);
+    }
+    for (key, value) in named {
+        if let Some(v) = value {
+            if v.is_empty() || v.len() > 256 {
+                return Err(ConfigError::invalid(key, v, "must be 1 to 256 bytes"));
+            }
+        }
+    }
+    if signatures == SignaturePolicy::Required {
+        return Err(ConfigError::invalid(
+            "signatures",
+            "required",
+            &format!(
+                "ledger `{name}` is plain: the sidecar seals its lines and does not sign them"
+            ),
+        )
+        .with_hint("use signatures = \"off\" or \"verify-if-present\" for a plain ledger"));
+    }
+    let defaults = crate::ledger::adopt::Fields::default();
+    Ok(Some(crate::ledger::adopt::Fields {
+        ts_field: t.ts_field.clone(),
+        type_field: t.type_field.clone(),
+        event_type: t.event_type.clone().unwrap_or(defaults.event_type),
+    }))
 }
 
 /// A log filter as people type it, in the form tracing reads: level

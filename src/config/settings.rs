@@ -45,6 +45,10 @@ pub struct LedgerSettings {
     /// The fleet source this table is for (`verify --postgres`); `None`:
     /// any source with no table of its own.
     pub source: Option<String>,
+    /// `format = "plain"`: the lines are a plain JSON log that the sidecar
+    /// seals as it reads them, with `ts` and `type` from these fields;
+    /// `None`: the application seals its own lines.
+    pub plain: Option<crate::ledger::adopt::Fields>,
 }
 
 /// Settings only `run` uses.
@@ -74,6 +78,10 @@ impl LedgerSettings {
             keys: self.keys.clone(),
             max_line_bytes: self.max_line_bytes,
             follow_symlink: self.follow_symlink,
+            // Without the mirror, nothing is known of a plain ledger's files
+            // (a shipper's configuration adds what its mirror recorded).
+            plain_first_seqs: self.plain.as_ref().map(|_| Default::default()),
+            plain_recorded_lines: None,
         }
     }
 }

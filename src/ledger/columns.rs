@@ -58,6 +58,9 @@ pub struct StoredEvent {
     pub sig: Option<String>,
     pub file_id: String,
     pub file_offset: u64,
+    /// A plain ledger's row in the mirror: the SHA-256 (hex) of its line
+    /// as read. Not one of [`EVENT_COLUMNS`]: only the mirror keeps it.
+    pub line_sha256: Option<String>,
 }
 
 /// One cell of an event row as a reader found it (the mirror's SQLite and
@@ -147,6 +150,7 @@ impl StoredEvent {
             sig,
             file_id,
             file_offset,
+            line_sha256: None,
         })
     }
 }

@@ -30,6 +30,9 @@ pub struct SealedEvent {
     pub hash: Hash,
     pub key_id: Option<String>,
     pub sig: Option<String>,
+    /// For an adopted plain line (`adopt`): the SHA-256 of its bytes as
+    /// read, which the mirror keeps to see a later change to the line.
+    pub line_sha256: Option<Hash>,
 }
 
 /// Why a line is not authentic. `seq` and `hash` are filled in where the
@@ -222,6 +225,7 @@ pub fn authenticate_deferring(
         hash: m.hash,
         key_id: m.key_id.map(str::to_owned),
         sig: m.sig.map(|(s, _)| s.to_owned()),
+        line_sha256: None,
     };
     Ok((event, check))
 }

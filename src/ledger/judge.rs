@@ -5,6 +5,7 @@
 //! blank, authenticity, position) for callers that judge one line at a
 //! time; the shipper runs the same two halves on separate threads.
 
+use super::adopt::{adopt, seal, Adopted, Fields};
 use super::event::{authenticate_deferring, bad_signature, Refusal, SealedEvent};
 use super::seal::{self, KeyRing, SignatureCheck, SignaturePolicy};
 use super::{is_blank, Hash, Head, Verdict};
@@ -120,6 +121,8 @@ impl LineJudgement {
 pub enum Examined {
     Blank,
     Authentic(SealedEvent),
+    /// A plain line of an adopted ledger, sealed where it is placed.
+    Adopted(Adopted),
     Refused(Refusal),
 }
 
@@ -174,6 +177,47 @@ pub fn examine_each<'l>(
     }
 }
 
+/// [`examine`] for a line of a plain JSON log (`format = "plain"`):
+/// `too_long`, blank, then `malformed` unless it is one I-JSON object,
+/// which becomes the event [`adopt`] makes of it (sealed where it is
+/// placed). `read_at_millis`: when it was read, its `ts` when it names
+/// none.
+pub fn examine_plain(
+    line: &[u8],
+    length: u64,
+    max_line_bytes: u64,
+    fields: &Fields,
+    read_at_millis: i64,
+    scratch: &mut Vec<u8>,
+) -> Examined {
+    if let Some(early) = too_long_or_blank(line, length, max_line_bytes) {
+        return early;
+    }
+    match adopt(line, fields, read_at_millis, scratch) {
+        Ok(adopted) => Examined::Adopted(adopted),
+        Err(detail) => Examined::Refused(Refusal {
+            verdict: Verdict::Malformed,
+            detail,
+            seq: None,
+            hash: None,
+        }),
+    }
+}
+
+/// The first checks of any line: over the limit (`too_long`), or only
+/// white space (not an event).
+fn too_long_or_blank(line: &[u8], length: u64, max_line_bytes: u64) -> Option<Examined> {
+    if length > max_line_bytes {
+        return Some(Examined::Refused(Refusal {
+            verdict: Verdict::TooLong,
+            detail: format!("{length} bytes > {max_line_bytes}"),
+            seq: None,
+            hash: None,
+        }));
+    }
+    is_blank(line).then_some(Examined::Blank)
+}
+
 /// `examine`, but an `Authentic` answer with a check is authentic only if
 /// the check passes ([`settle`]).
 fn examine_deferring(
@@ -184,17 +228,8 @@ fn examine_deferring(
     keys: &KeyRing,
     scratch: &mut Vec<u8>,
 ) -> (Examined, Option<SignatureCheck>) {
-    if length > max_line_bytes {
-        let refusal = Refusal {
-            verdict: Verdict::TooLong,
-            detail: format!("{length} bytes > {max_line_bytes}"),
-            seq: None,
-            hash: None,
-        };
-        return (Examined::Refused(refusal), None);
-    }
-    if is_blank(line) {
-        return (Examined::Blank, None);
+    if let Some(early) = too_long_or_blank(line, length, max_line_bytes) {
+        return (early, None);
     }
     match authenticate_deferring(line, policy, keys, scratch) {
         Ok((event, check)) => (Examined::Authentic(event), check),
@@ -226,6 +261,8 @@ fn judge_examined(
             }
         }
         Examined::Authentic(event) => event,
+        // Its place is the head's next: it has no seq of its own to refuse.
+        Examined::Adopted(adopted) => return LineJudgement::Mirrored(seal(adopted, head)),
     };
     match place(&event, head, rules, mirrored_hash_at) {
         Placement::Mirrored => LineJudgement::Mirrored(event),
@@ -356,6 +393,7 @@ mod tests {
             hash: Hash([hash; 32]),
             key_id: None,
             sig: None,
+            line_sha256: None,
         }
     }
 

@@ -16,6 +16,7 @@
 //! 3. [`judge::place`] decides where an authentic event sits against the
 //!    head: `mirrored`, `duplicate`, `fork`, `seq_gap` or `chain_break`.
 
+pub mod adopt;
 pub mod columns;
 pub mod event;
 pub mod frame;
@@ -32,7 +33,8 @@ pub mod tree;
 
 pub use event::{authenticate, Refusal, SealedEvent};
 pub use judge::{
-    examine, examine_each, judge_line, place, Chain, ChainRules, Examined, LineJudgement, Placement,
+    examine, examine_each, examine_plain, judge_line, place, Chain, ChainRules, Examined,
+    LineJudgement, Placement,
 };
 pub use seal::{KeyRing, SignaturePolicy};
 

@@ -49,7 +49,7 @@ pub use file::{lock_writer, WriterLock, NEW_FILE_MODE};
 pub const APPLICATION_ID: i32 = 0x4c54_4c31;
 /// The schema this build writes. Older schemas are migrated on open;
 /// newer ones are refused.
-pub const SCHEMA_VERSION: i32 = 4;
+pub const SCHEMA_VERSION: i32 = 5;
 
 const SCHEMA: &str = include_str!("schema.sql");
 
@@ -214,9 +214,9 @@ pub struct Batch<'a> {
     /// Re-judging (§2.1): a mirrored event marks the quarantine row of its
     /// line resolved, and a line refused again updates its row's verdict.
     pub resolve: bool,
-    /// The files the batch's rows came from, with their paths, for the
-    /// `files` table.
-    pub files: &'a [(FileId, String)],
+    /// The files the batch's rows came from, with their paths and the
+    /// seq of the batch's first row from each, for the `files` table.
+    pub files: &'a [(FileId, String, u64)],
     /// The halt in force is lifted by this commit: how (for the `halts`
     /// history).
     pub lifted: Option<&'a str>,
@@ -316,6 +316,28 @@ fn open_immutable(path: &Path) -> rusqlite::Result<Connection> {
         OpenFlags::SQLITE_OPEN_READ_ONLY
             | OpenFlags::SQLITE_OPEN_URI
             | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+}
+
+/// Schema 5's columns, each added unless the table has it already (a
+/// file whose version number was set back keeps its newer columns).
+fn add_columns_of_5(tx: &rusqlite::Connection) -> rusqlite::Result<()> {
+    for (table, column, decl) in [
+        ("events", "line_sha256", "TEXT"),
+        ("files", "ledger", "TEXT"),
+        ("files", "first_seq", "INTEGER"),
+    ] {
+        let has: bool = tx.query_row(
+            "SELECT count(*) > 0 FROM pragma_table_info(?1) WHERE name = ?2",
+            [table, column],
+            |r| r.get(0),
+        )?;
+        if !has {
+            tx.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}"))?;
+        }
+    }
+    tx.execute_batch(
+        "CREATE INDEX IF NOT EXISTS files_by_ledger ON files (ledger) WHERE ledger IS NOT NULL",
     )
 }
 
@@ -556,6 +578,11 @@ impl Mirror {
                  SELECT ledger, coalesce(halt_verdict, 'rewritten'), coalesce(halt_detail, ''), halt_file,
                         halt_offset, halt_seq, coalesce(halted_at, updated_at)
                  FROM checkpoints WHERE halted = 1;",
+            // 4 -> 5: plain ledgers, sealed as they are read, keep each
+            // line's digest (a later change to the line shows), and each
+            // file's ledger and first seq (their lines hold none): see
+            // `add_columns_of_5`.
+            "",
         ];
         let tx = self.schema_transaction()?;
         let result = (|| {
@@ -568,6 +595,9 @@ impl Mirror {
                 if version + 2 == 3 {
                     tx.execute_batch(tree::MIGRATE_TO_3)?;
                     tx.execute_batch(tree::TLOG_TABLES)?;
+                }
+                if version + 2 == 5 {
+                    add_columns_of_5(&tx)?;
                 }
             }
             tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION};"))?;

@@ -156,6 +156,38 @@ impl Mirror {
     }
 
     /// The path a file was last read under, from the `files` table.
+    /// The first `limit` rows of a ledger read from the file `file_id`,
+    /// from the seq of its first event (the `files` table's): the lines a
+    /// file must still hold to stand for it.
+    pub fn first_rows_of_file(
+        &self,
+        ledger: &str,
+        file_id: &str,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>> {
+        if self.version < 5 {
+            return Ok(Vec::new());
+        }
+        let first: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT first_seq FROM files WHERE file_id = ?1 AND ledger = ?2",
+                [file_id, ledger],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?
+            .flatten();
+        let Some(first) = first else {
+            return Ok(Vec::new());
+        };
+        let rows = self.events_from(ledger, u64::try_from(first).unwrap_or(0), limit)?;
+        Ok(rows
+            .into_iter()
+            .take_while(|r| r.file_id == file_id)
+            .collect())
+    }
+
     pub fn file_path(&self, file_id: &str) -> Result<Option<String>> {
         if self.version < 2 {
             return Ok(None);
@@ -193,7 +225,7 @@ impl Mirror {
     /// in seq order, in one short read transaction.
     pub fn events_from(&self, ledger: &str, from: u64, limit: usize) -> Result<Vec<StoredEvent>> {
         self.events_where(
-            "SELECT seq, id, ts, type, payload, extra, prev_hash, hash, key_id, sig, file_id, file_offset
+            "SELECT seq, id, ts, type, payload, extra, prev_hash, hash, key_id, sig, file_id, file_offset, line_sha256
              FROM events WHERE ledger = ?1 AND seq >= ?2 ORDER BY seq LIMIT ?3",
             ledger,
             from,
@@ -210,7 +242,7 @@ impl Mirror {
         limit: usize,
     ) -> Result<Vec<StoredEvent>> {
         self.events_where(
-            "SELECT seq, id, ts, type, payload, extra, prev_hash, hash, key_id, sig, file_id, file_offset
+            "SELECT seq, id, ts, type, payload, extra, prev_hash, hash, key_id, sig, file_id, file_offset, line_sha256
              FROM events WHERE ledger = ?1 AND seq <= ?2 ORDER BY seq DESC LIMIT ?3",
             ledger,
             to,
@@ -254,6 +286,67 @@ impl Mirror {
         run().map_err(|e| self.err(e))
     }
 
+    /// A plain ledger's files as read so far: the seq of each one's first
+    /// event, by the fingerprint of its first line (the lines hold no seq
+    /// to order or place the files by). The lowest seq where two files
+    /// share a first line.
+    pub fn plain_first_seqs(
+        &self,
+        ledger: &str,
+    ) -> Result<std::collections::HashMap<crate::tail::Fingerprint, u64>> {
+        let run =
+            || -> rusqlite::Result<std::collections::HashMap<crate::tail::Fingerprint, u64>> {
+                let mut stmt = self.conn.prepare_cached(
+                "SELECT file_id, first_seq FROM files WHERE ledger = ?1 AND first_seq IS NOT NULL",
+            )?;
+                let mut rows = stmt.query([ledger])?;
+                let mut out = std::collections::HashMap::new();
+                while let Some(r) = rows.next()? {
+                    let id: String = r.get(0)?;
+                    let seq = u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0);
+                    if let Some(fp) = id
+                        .parse::<crate::tail::FileId>()
+                        .ok()
+                        .and_then(|f| f.fingerprint)
+                    {
+                        let at = out.entry(fp).or_insert(seq);
+                        *at = (*at).min(seq);
+                    }
+                }
+                Ok(out)
+            };
+        run().map_err(|e| self.err(e))
+    }
+
+    /// A plain ledger's recorded lines a copy would hold: the SHA-256 of
+    /// the first `per_file` rows of each of the `files` newest files it
+    /// read.
+    pub fn plain_recorded_lines(
+        &self,
+        ledger: &str,
+        files: usize,
+        per_file: usize,
+    ) -> Result<std::collections::HashSet<String>> {
+        let firsts: Vec<i64> = {
+            let run = || -> rusqlite::Result<Vec<i64>> {
+                let mut stmt = self.conn.prepare_cached(
+                    "SELECT first_seq FROM files WHERE ledger = ?1 AND first_seq IS NOT NULL
+                     ORDER BY first_seq DESC LIMIT ?2",
+                )?;
+                let limit = i64::try_from(files).unwrap_or(i64::MAX);
+                let rows = stmt.query_map(params![ledger, limit], |r| r.get(0))?;
+                rows.collect()
+            };
+            run().map_err(|e| self.err(e))?
+        };
+        let mut out = std::collections::HashSet::new();
+        for first in firsts {
+            let rows = self.events_from(ledger, u64::try_from(first).unwrap_or(0), per_file)?;
+            out.extend(rows.into_iter().filter_map(|r| r.line_sha256));
+        }
+        Ok(out)
+    }
+
     /// Visits every mirrored event of a ledger in seq order.
     pub fn for_each_event(
         &self,
@@ -262,7 +355,7 @@ impl Mirror {
     ) -> Result<()> {
         let mut run = || -> rusqlite::Result<()> {
             let mut stmt = self.conn.prepare(
-                "SELECT seq, id, ts, type, payload, extra, prev_hash, hash, key_id, sig, file_id, file_offset
+                "SELECT seq, id, ts, type, payload, extra, prev_hash, hash, key_id, sig, file_id, file_offset, line_sha256
                  FROM events WHERE ledger = ?1 ORDER BY seq",
             )?;
             let mut rows = stmt.query([ledger])?;
@@ -278,9 +371,19 @@ impl Mirror {
 }
 
 /// A row of `SELECT seq, id, ts, type, payload, extra, prev_hash, hash,
-/// key_id, sig, file_id, file_offset FROM events`, read whatever the
-/// column types hold (see [`StoredEvent::fault`]).
+/// key_id, sig, file_id, file_offset, line_sha256 FROM events`, read
+/// whatever the column types hold (see [`StoredEvent::fault`]).
 fn stored_event(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredEvent> {
+    let mut row = event_cells(r)?;
+    row.line_sha256 = match r.get_ref(12)? {
+        rusqlite::types::ValueRef::Text(t) => Some(String::from_utf8_lossy(t).into_owned()),
+        _ => None,
+    };
+    Ok(row)
+}
+
+/// The event columns of a row (the first twelve).
+fn event_cells(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredEvent> {
     use crate::ledger::columns::Cell;
     use rusqlite::types::ValueRef;
     StoredEvent::from_cells(|i| {

@@ -21,6 +21,7 @@ CREATE TABLE events (
     sig         TEXT,
     file_id     TEXT    NOT NULL,  -- "dev:ino:fingerprint" of the ledger file the line was in (see files)
     file_offset INTEGER NOT NULL,  -- byte offset of the line in that file
+    line_sha256 TEXT,              -- a plain ledger's line: SHA-256 of its bytes as read (hex); NULL for sealed lines
     PRIMARY KEY (ledger, seq)
 ) WITHOUT ROWID;
 
@@ -58,10 +59,13 @@ CREATE TABLE checkpoints (
 -- Every ledger file a row or a quarantined line came from, with the path
 -- it was last read under (once per file, not in every row).
 CREATE TABLE files (
-    file_id  TEXT PRIMARY KEY,        -- "dev:ino:fingerprint", as in events and quarantine
-    path     TEXT NOT NULL,
-    seen_at  TEXT NOT NULL            -- when it was last written down
+    file_id   TEXT PRIMARY KEY,       -- "dev:ino:fingerprint", as in events and quarantine
+    path      TEXT NOT NULL,
+    seen_at   TEXT NOT NULL,          -- when it was last written down
+    ledger    TEXT,                   -- the ledger whose events it holds
+    first_seq INTEGER                 -- the seq of its first event (a plain file's lines carry none)
 );
+CREATE INDEX files_by_ledger ON files (ledger) WHERE ledger IS NOT NULL;
 
 -- Every refused line, kept as evidence.
 CREATE TABLE quarantine (

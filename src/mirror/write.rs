@@ -18,14 +18,28 @@ pub(super) fn control(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
     conn.prepare_cached(sql)?.execute([]).map(|_| ())
 }
 
-/// Writes down the path a file was read under (once per file and batch).
-fn note_file(tx: &Connection, file: &FileId, path: &str, now: &str) -> rusqlite::Result<()> {
+/// Writes down the path a file was read under, the ledger it belongs to
+/// and, when it has rows here, the seq of its first event (once per file
+/// and batch).
+fn note_file(
+    tx: &Connection,
+    ledger: &str,
+    file: &FileId,
+    path: &str,
+    first_seq: Option<u64>,
+    now: &str,
+) -> rusqlite::Result<()> {
     tx.prepare_cached(
-        "INSERT INTO files (file_id, path, seen_at) VALUES (?1, ?2, ?3)
-         ON CONFLICT (file_id) DO UPDATE SET path = excluded.path, seen_at = excluded.seen_at
-         WHERE path IS NOT excluded.path",
+        "INSERT INTO files (file_id, path, seen_at, ledger, first_seq) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (file_id) DO UPDATE SET path = excluded.path, seen_at = excluded.seen_at,
+             ledger = excluded.ledger,
+             first_seq = CASE WHEN excluded.first_seq IS NULL THEN first_seq
+                              WHEN first_seq IS NULL THEN excluded.first_seq
+                              ELSE min(first_seq, excluded.first_seq) END
+         WHERE path IS NOT excluded.path OR ledger IS NOT excluded.ledger
+             OR (excluded.first_seq IS NOT NULL AND (first_seq IS NULL OR first_seq > excluded.first_seq))",
     )?
-    .execute(params![file.to_string(), path, now])
+    .execute(params![file.to_string(), path, now, ledger, first_seq.map(seq_i64)])
     .map(|_| ())
 }
 
@@ -47,8 +61,8 @@ fn write_batch(
     insert_events(tx, ledger, batch.events)?;
     resolve_quarantine(tx, ledger, batch.events, batch.resolve, now)?;
     insert_quarantine(tx, ledger, batch.quarantine, batch.resolve, now)?;
-    for (file, path) in batch.files {
-        note_file(tx, file, path, now)?;
+    for (file, path, first_seq) in batch.files {
+        note_file(tx, ledger, file, path, Some(*first_seq), now)?;
     }
     let changed = write_checkpoint(tx, ledger, state, now)?;
     if changed {
@@ -60,8 +74,8 @@ fn write_batch(
 
 fn insert_events(tx: &Connection, ledger: &str, events: &[EventRow]) -> rusqlite::Result<()> {
     let mut insert = tx.prepare_cached(
-        "INSERT INTO events (ledger, seq, id, ts, type, payload, extra, prev_hash, hash, key_id, sig, file_id, file_offset)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+        "INSERT INTO events (ledger, seq, id, ts, type, payload, extra, prev_hash, hash, key_id, sig, file_id, file_offset, line_sha256)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
     )?;
     // Per-row allocations avoided: the hashes' hex digits on the stack,
     // the file id's text once per file.
@@ -73,6 +87,7 @@ fn insert_events(tx: &Connection, ledger: &str, events: &[EventRow]) -> rusqlite
         }
         let hash = e.hash.hex_digits();
         let prev = e.prev_hash.map(|h| h.hex_digits());
+        let line_sha256 = e.line_sha256.map(|h| h.hex_digits());
         insert.execute(params![
             ledger,
             seq_i64(e.seq),
@@ -87,6 +102,7 @@ fn insert_events(tx: &Connection, ledger: &str, events: &[EventRow]) -> rusqlite
             e.sig,
             file_text.1,
             seq_i64(row.offset),
+            line_sha256.as_ref().map(hex_str),
         ])?;
     }
     Ok(())
@@ -152,7 +168,7 @@ fn insert_quarantine(
     let mut last_file = None;
     for q in quarantine {
         if last_file != Some(q.file) {
-            note_file(tx, &q.file, &q.path, now)?;
+            note_file(tx, ledger, &q.file, &q.path, None, now)?;
             last_file = Some(q.file);
         }
         insert.execute(params![

@@ -42,7 +42,7 @@ pub const MAX_REUSES: usize = 100;
 
 use crate::config::LedgerSettings;
 use crate::ledger::frame::Frame;
-use crate::ledger::{Chain, Hash, Head, LineJudgement, Verdict};
+use crate::ledger::{Chain, Examined, Hash, Head, LineJudgement, Verdict};
 use crate::mirror::{Mirror, MirrorError, StoredEvent};
 use crate::tail::{Opened, Tailer};
 
@@ -232,6 +232,31 @@ fn judge_frame(
         }
         Frame::Line { bytes, .. } => bytes,
     };
+    if let Some(fields) = &ledger.plain {
+        // A plain line has no place of its own: whether it is a line the
+        // sidecar adopts is all the files alone can say (each mirrored
+        // row is compared with the line at its offset in `compare`).
+        return Ok(
+            match crate::ledger::examine_plain(
+                bytes,
+                length,
+                ledger.max_line_bytes,
+                fields,
+                0,
+                &mut Vec::new(),
+            ) {
+                Examined::Blank => {
+                    out.blank += 1;
+                    None
+                }
+                Examined::Refused(r) => Some((r.verdict, r.detail, None)),
+                Examined::Adopted(_) | Examined::Authentic(_) => {
+                    *out.counts.entry(Verdict::Mirrored).or_default() += 1;
+                    None
+                }
+            },
+        );
+    }
     let mut lookup_failed = None;
     let judgement = chain.judge(bytes, length, |seq| {
         out.chain.get(seq).unwrap_or_else(|e| {

@@ -11,6 +11,11 @@ use crate::ledger::{authenticate, Head, SealedEvent};
 use crate::mirror::{LedgerState, Mirror, MirrorError, StoredEvent};
 use crate::tail::{self, FileId, LedgerFile, Standing};
 
+/// How many of a recorded file's first lines a plain ledger's candidate
+/// file is probed for, and how many of the candidate's first lines.
+const PLAIN_PROBE_ROWS: usize = 16;
+const PLAIN_PROBE_LINES: usize = 64;
+
 /// Why a live parity check could not finish.
 #[derive(Debug, thiserror::Error)]
 pub enum RecheckError {
@@ -75,14 +80,16 @@ impl<'a> LineSource<'a> {
     }
 
     pub(super) fn discover(&mut self) -> Result<(), RecheckError> {
-        self.files = self
-            .ledger
-            .tail_config()
-            .discover()
-            .map_err(|e| RecheckError::Io {
-                path: self.ledger.path.display().to_string(),
-                source: e,
-            })?;
+        let mut config = self.ledger.tail_config();
+        if self.ledger.plain.is_some() {
+            config.plain_first_seqs = Some(std::sync::Arc::new(
+                self.mirror.plain_first_seqs(&self.ledger.name)?,
+            ));
+        }
+        self.files = config.discover().map_err(|e| RecheckError::Io {
+            path: self.ledger.path.display().to_string(),
+            source: e,
+        })?;
         Ok(())
     }
 
@@ -107,10 +114,60 @@ impl<'a> LineSource<'a> {
         let path = self.paths.get(file_id).and_then(|p| p.as_deref());
         let mirror = self.mirror;
         let read_as_itself = |id: &FileId| mirror.knows_file(&id.to_string()).unwrap_or(true);
-        Ok(
-            tail::stand_in(&self.files, recorded, path, self.head_seq, &read_as_itself)
-                .map(|(f, s)| (f.clone(), s)),
-        )
+        let found = tail::stand_in(&self.files, recorded, path, self.head_seq, &read_as_itself)
+            .map(|(f, s)| (f.clone(), s));
+        if found.is_some() || self.ledger.plain.is_none() {
+            return Ok(found);
+        }
+        self.plain_stand_in(recorded, file_id)
+    }
+
+    /// A plain ledger's file that stands for a recorded one (the lines say
+    /// nothing of where they belong, so `tail::stand_in` cannot tell): a
+    /// file never read (or not read for holding such lines: see
+    /// `tail::Authenticity::plain_recorded_lines`) that still holds one of
+    /// the recorded file's first lines, wherever it is now (an edit may
+    /// have moved it). A new log file holds
+    /// none of them: the recorded file is gone. A file on the recorded
+    /// inode was edited in place; any other was put in its place (`sed -i`
+    /// writes an edited copy and renames it over the file).
+    fn plain_stand_in(
+        &mut self,
+        recorded: &FileId,
+        file_id: &str,
+    ) -> Result<Option<(LedgerFile, Standing)>, RecheckError> {
+        let rows = self
+            .mirror
+            .first_rows_of_file(&self.ledger.name, file_id, PLAIN_PROBE_ROWS)?;
+        let recorded_lines: std::collections::HashSet<&str> = rows
+            .iter()
+            .filter_map(|r| r.line_sha256.as_deref())
+            .collect();
+        if recorded_lines.is_empty() {
+            return Ok(None);
+        }
+        // Files never read, and those not read because they hold lines
+        // already sealed: neither has a first seq.
+        for f in self.files.iter().filter(|f| f.first_seq.is_none()) {
+            let lines = tail::first_lines(f, PLAIN_PROBE_LINES, self.ledger.max_line_bytes)
+                .map_err(|e| RecheckError::Io {
+                    path: f.path.display().to_string(),
+                    source: e,
+                })?;
+            let held = lines
+                .iter()
+                .filter(|l| recorded_lines.contains(sha256_hex(l).as_str()))
+                .count();
+            if held > 0 {
+                let standing = if f.id.same_inode(recorded) {
+                    Standing::EditedInPlace
+                } else {
+                    Standing::Replaced
+                };
+                return Ok(Some((f.clone(), standing)));
+            }
+        }
+        Ok(None)
     }
 
     /// As [`LineSource::line_of`], but a line that is missing or differs
@@ -709,6 +766,9 @@ pub(super) fn compare_line(
     ledger: &LedgerSettings,
     scratch: &mut Vec<u8>,
 ) -> (Option<String>, Option<SealedEvent>) {
+    if ledger.plain.is_some() {
+        return (plain_line_differs(line, path, row), None);
+    }
     match authenticate(
         line,
         crate::ledger::SignaturePolicy::Off,
@@ -745,4 +805,26 @@ pub(super) fn compare_line(
         }
         Ok(ev) => (None, Some(ev)),
     }
+}
+
+/// A plain ledger's line against its row: the SHA-256 of the bytes now
+/// at the row's offset against the one recorded when it was sealed.
+fn plain_line_differs(line: &[u8], path: &std::path::Path, row: &StoredEvent) -> Option<String> {
+    let now = sha256_hex(line);
+    let at = format!("{}:{}", path.display(), row.file_offset);
+    match row.line_sha256.as_deref() {
+        Some(recorded) if recorded == now => None,
+        Some(recorded) => Some(format!(
+            "the line at {at} changed since it was sealed: its SHA-256 is now {now}, {recorded} when read"
+        )),
+        None => Some(format!(
+            "the mirror holds no digest of the plain line at {at} (a row of a sealed ledger, or one with its digest removed)"
+        )),
+    }
+}
+
+/// The SHA-256 of `bytes`, hex.
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    crate::ledger::Hash(Sha256::digest(bytes).into()).to_hex()
 }

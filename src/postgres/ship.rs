@@ -351,6 +351,7 @@ mod tests {
             sig: None,
             file_id: "1:2".into(),
             file_offset: 7,
+            line_sha256: None,
         }
     }
 

@@ -437,6 +437,8 @@ impl Writer {
                 keys: &keys,
                 max_line_bytes: self.max_line_bytes,
                 follow_symlink: true,
+                plain_first_seqs: None,
+                plain_recorded_lines: None,
             },
         )
         .map_err(io_err)?;

@@ -92,7 +92,7 @@ impl Shipper {
         report: &mut Report,
         durability: Durability<'_>,
     ) -> Result<bool, ShipError> {
-        let mut flow = self.flow(tailer);
+        let mut flow = self.flow(tailer)?;
         let mut buf = BatchBuf::default();
         loop {
             buf.clear();
@@ -119,16 +119,17 @@ impl Shipper {
     }
 
     /// A drain's state at its start: the chain from the committed head.
-    fn flow<'t>(&self, tailer: &'t mut Tailer) -> Flow<'t> {
+    fn flow<'t>(&self, tailer: &'t mut Tailer) -> Result<Flow<'t>, ShipError> {
         let l = &self.ledger;
-        Flow {
+        Ok(Flow {
             total_bytes: tailer.remaining_bytes(),
             tailer,
-            tail_config: self.tail_config(),
+            tail_config: self.tail_config()?,
             rules: Arc::new(Rules {
                 policy: l.signatures,
                 keys: l.keys.clone(),
                 max_line_bytes: l.max_line_bytes,
+                plain: l.plain.clone(),
             }),
             chain: Chain::new(
                 self.state.head,
@@ -140,7 +141,7 @@ impl Shipper {
             ),
             reading: Reading::default(),
             placing: None,
-        }
+        })
     }
 
     /// Places examined lines into `buf` until it is full, its time is up,
@@ -503,16 +504,16 @@ impl Shipper {
 }
 
 /// The files the rows came from, each with the path it was read under
-/// (consecutive rows share one).
-fn files_of(tailer: &Tailer, events: &[EventRow]) -> Vec<(FileId, String)> {
-    let mut files: Vec<(FileId, String)> = Vec::new();
+/// and the seq of its first row here (consecutive rows share one).
+fn files_of(tailer: &Tailer, events: &[EventRow]) -> Vec<(FileId, String, u64)> {
+    let mut files: Vec<(FileId, String, u64)> = Vec::new();
     for row in events {
-        if files.last().is_none_or(|(f, _)| *f != row.file) {
+        if files.last().is_none_or(|(f, _, _)| *f != row.file) {
             let path = tailer
                 .path_of(row.file)
                 .map(|p| p.display().to_string())
                 .unwrap_or_default();
-            files.push((row.file, path));
+            files.push((row.file, path, row.event.seq));
         }
     }
     files

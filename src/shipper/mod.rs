@@ -82,6 +82,64 @@ pub enum ShipError {
         #[source]
         source: std::io::Error,
     },
+    /// The mirror holds the ledger's rows as the other format: a sealed
+    /// ledger's rows carry no line digests, and a plain one's lines no
+    /// chain, so neither can go on as the other.
+    #[error("ledger `{ledger}` is configured as {configured}, but the mirror holds it as a {recorded} ledger")]
+    FormatChanged {
+        ledger: String,
+        recorded: String,
+        configured: &'static str,
+    },
+}
+
+impl ShipError {
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            ShipError::Mirror(e) => e.hint(),
+            ShipError::FormatChanged { recorded, .. } => Some(format!(
+                "set format = \"{recorded}\" back for this [[ledger]], or give the new format a new ledger name (or a new db) so that its chain starts afresh"
+            )),
+            ShipError::Io { .. } => None,
+        }
+    }
+}
+
+/// The `meta` key under which a mirror keeps a ledger's format.
+fn format_key(ledger: &str) -> String {
+    format!("format:{ledger}")
+}
+
+/// Records the ledger's format in a mirror that holds none of its rows,
+/// and refuses one that holds them as the other format (a mirror made
+/// before plain ledgers existed holds sealed ones).
+fn check_format(
+    mirror: &Mirror,
+    ledger: &LedgerSettings,
+    state: &LedgerState,
+) -> Result<(), ShipError> {
+    let configured = if ledger.plain.is_some() {
+        "plain"
+    } else {
+        "sealed"
+    };
+    let key = format_key(&ledger.name);
+    let recorded = match mirror.meta(&key)? {
+        Some(f) => f,
+        None if state.head.is_none() => {
+            mirror.set_meta(&key, configured)?;
+            return Ok(());
+        }
+        None => "sealed".to_owned(),
+    };
+    if recorded == configured {
+        return Ok(());
+    }
+    Err(ShipError::FormatChanged {
+        ledger: ledger.name.clone(),
+        recorded,
+        configured,
+    })
 }
 
 /// What one catch-up did.
@@ -224,7 +282,9 @@ impl Shipper {
                 "the ledger's live file moved since the last run; following the configured path"
             );
         }
+        check_format(&mirror, &ledger, &state)?;
         let last_seq_seen = state.head.map(|h| h.seq);
+        let refusals = refusals::RefusalLog::new(ledger.plain.is_some());
         Ok(Shipper {
             ledger,
             mirror,
@@ -235,7 +295,7 @@ impl Shipper {
             },
             tailer: None,
             resolving: false,
-            refusals: refusals::RefusalLog::default(),
+            refusals,
             last_seq_seen,
             verifiers,
             lift_how: None,
@@ -280,7 +340,7 @@ impl Shipper {
         if let Some(t) = &self.tailer {
             return Ok(t.lag_bytes());
         }
-        let files = self.tail_config().discover().map_err(|e| self.io_err(e))?;
+        let files = self.tail_config()?.discover().map_err(|e| self.io_err(e))?;
         let files = match &self.state.position {
             Some(pos) => tail::resume_order(files, pos.file, self.state.head.map(|h| h.seq)),
             None => files,
@@ -296,11 +356,23 @@ impl Shipper {
     /// judged with the ledger's keys and policy): an estimate of the
     /// ledger's head before, or without, reading up to it.
     pub fn head_in_live_file(&self) -> Option<u64> {
-        self.tail_config().live_head()
+        self.tail_config().ok()?.live_head()
     }
 
-    fn tail_config(&self) -> TailConfig {
-        self.ledger.tail_config()
+    /// How the tailer reads this ledger's files: a plain ledger's with
+    /// what the mirror recorded of each file (see [`TailConfig`]; a file
+    /// taken for unread would be adopted again).
+    fn tail_config(&self) -> Result<TailConfig, ShipError> {
+        let mut config = self.ledger.tail_config();
+        if self.ledger.plain.is_some() {
+            let known = self.mirror.plain_first_seqs(&self.ledger.name)?;
+            config.plain_first_seqs = Some(std::sync::Arc::new(known));
+            let lines = self
+                .mirror
+                .plain_recorded_lines(&self.ledger.name, 64, 16)?;
+            config.plain_recorded_lines = Some(std::sync::Arc::new(lines));
+        }
+        Ok(config)
     }
 
     fn io_err(&self, source: std::io::Error) -> ShipError {

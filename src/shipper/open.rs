@@ -29,7 +29,7 @@ impl Shipper {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let files = self.tail_config().discover().map_err(|e| self.io_err(e))?;
+            let files = self.tail_config()?.discover().map_err(|e| self.io_err(e))?;
             match self.open_tailer(files, report, durability) {
                 Err(ShipError::Io { source, .. })
                     if source.kind() == std::io::ErrorKind::Interrupted && attempt < 5 => {}
@@ -285,6 +285,9 @@ impl Shipper {
                 return Ok(Opened::FileMissing);
             }
         }
+        if self.ledger.plain.is_some() {
+            return self.relocate_plain(files);
+        }
         let found = tail::locate_after_head(
             &files,
             &head,
@@ -313,6 +316,45 @@ impl Shipper {
                 head.seq
             ),
         })
+    }
+
+    /// [`Shipper::relocate`] for a plain ledger, whose lines say nothing of
+    /// where they belong. A file that may be the checkpoint's, changed
+    /// (its inode, or a file this mirror never read at its path), must
+    /// hold the bytes read from it: reading resumes there, or the ledger
+    /// halts as `rewritten`. Taking it for a new file would adopt its
+    /// lines a second time. Otherwise only the files never read are read.
+    fn relocate_plain(&self, files: Vec<LedgerFile>) -> Result<Opened, ShipError> {
+        let max = self.ledger.max_line_bytes;
+        let Some(pos) = self.state.position.clone() else {
+            let unread: Vec<LedgerFile> = files
+                .into_iter()
+                .filter(|f| f.first_seq.is_none())
+                .collect();
+            return Tailer::open(unread, None, max).map_err(|e| self.io_err(e));
+        };
+        let stands_for = files
+            .iter()
+            .find(|f| f.id.same_inode(&pos.file))
+            .or_else(|| {
+                files
+                    .iter()
+                    .find(|f| f.path == pos.path && f.first_seq.is_none())
+            })
+            .map(|f| f.id);
+        if let Some(id) = stands_for {
+            tracing::warn!(ledger = %self.ledger.name, file = %pos.path.display(), offset = pos.offset,
+                "the file being read was changed or replaced: resuming only if it still holds the bytes read from it");
+            let at = tail::Position { file: id, ..pos };
+            return Tailer::open(files, Some(&at), max).map_err(|e| self.io_err(e));
+        }
+        tracing::warn!(ledger = %self.ledger.name, file = %pos.path.display(), offset = pos.offset,
+            "the file being read is gone (rotated away and deleted?): its lines after the checkpoint were never read; going on with the files never read");
+        let unread: Vec<LedgerFile> = files
+            .into_iter()
+            .filter(|f| f.first_seq.is_none())
+            .collect();
+        Tailer::open(unread, None, max).map_err(|e| self.io_err(e))
     }
 
     /// Resumes in the file that stands for the checkpoint's (see

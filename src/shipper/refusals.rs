@@ -28,9 +28,19 @@ struct Window {
 #[derive(Debug, Default)]
 pub struct RefusalLog {
     windows: BTreeMap<Verdict, Window>,
+    /// The ledger is a plain JSON log (its hints differ).
+    plain: bool,
 }
 
 impl RefusalLog {
+    /// The log of a plain ledger's refusals (`plain`) or a sealed one's.
+    pub fn new(plain: bool) -> RefusalLog {
+        RefusalLog {
+            windows: BTreeMap::new(),
+            plain,
+        }
+    }
+
     /// Logs a refused line, unless this window has logged enough of its
     /// verdict (then it is counted for the summary).
     pub fn log(&mut self, ledger: &str, q: &QuarantineRow) {
@@ -59,7 +69,11 @@ impl RefusalLog {
         if w.logged < LOGGED_PER_WINDOW {
             w.logged += 1;
             // An Option field records nothing when `None`.
-            let hint = for_refusal(q.verdict, &q.detail);
+            let hint = if self.plain {
+                for_plain_refusal(q.verdict)
+            } else {
+                for_refusal(q.verdict, &q.detail)
+            };
             tracing::warn!(
                 ledger,
                 file = %q.path,
@@ -129,6 +143,17 @@ pub fn lift_quarantine(verdict: Verdict) -> &'static str {
             "that line was changed after it was sealed, or forged: put back the line as its producer wrote it, then restart"
         }
         _ => "see the runbook for seq_gap",
+    }
+}
+
+/// The next step for a line of a plain JSON log quarantined as `verdict`.
+pub fn for_plain_refusal(verdict: Verdict) -> Option<&'static str> {
+    match verdict {
+        Verdict::Malformed => Some(
+            "a plain ledger adopts lines that are one JSON object each (I-JSON: no repeated member, integers within ±(2^53−1)); this one is kept in the quarantine table as evidence and the chain goes on",
+        ),
+        Verdict::TooLong => Some("raise the ledger's max_line_bytes if such lines are expected"),
+        _ => None,
     }
 }
 

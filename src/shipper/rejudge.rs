@@ -96,7 +96,7 @@ impl Shipper {
         if candidates.is_empty() {
             return Ok(false);
         }
-        let files = self.tail_config().discover().map_err(|e| self.io_err(e))?;
+        let files = self.tail_config()?.discover().map_err(|e| self.io_err(e))?;
         let order = |file: &tail::FileId, offset: u64| {
             files
                 .iter()

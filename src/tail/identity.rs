@@ -165,8 +165,16 @@ pub struct LedgerFile {
     pub id: FileId,
     pub len: u64,
     /// Seq of the first authentic event, `None` when it holds none (yet).
+    /// A plain ledger's lines carry no seq: the mirror's record of the
+    /// file's first event, by fingerprint (`None`: a file never read).
     pub first_seq: Option<u64>,
     pub is_live: bool,
+    /// When it was last written: a plain ledger's unread rotated files are
+    /// read oldest first.
+    pub modified: Option<std::time::SystemTime>,
+    /// A plain ledger's file its mirror never read (no first seq known):
+    /// still to be read, wherever the checkpoint is.
+    pub unread: bool,
 }
 
 /// Endings of compressed rotations, which are never read (§1.4).
@@ -329,6 +337,16 @@ pub struct Authenticity<'a> {
     /// The operator allows the live path to be a symbolic link
     /// (`follow_symlink`); rotated siblings never may be.
     pub follow_symlink: bool,
+    /// A plain ledger: its files' first seqs by fingerprint, as its mirror
+    /// recorded them (their lines hold none). `None`: a sealed ledger,
+    /// whose files say it themselves.
+    pub plain_first_seqs: Option<&'a HashMap<Fingerprint, u64>>,
+    /// A plain ledger: the SHA-256 (hex) of the first lines of the files
+    /// its mirror read. A file never read that holds one of them is not a
+    /// new file: an edited copy put in place of a read one (`sed -i`), or
+    /// a copy. It is not read (its lines would be adopted twice); parity
+    /// compares it with the file it stands for.
+    pub plain_recorded_lines: Option<&'a std::collections::HashSet<String>>,
 }
 
 /// Opens the live file of a ledger: `None` when it does not exist (yet).
@@ -426,14 +444,27 @@ pub fn discover(live: &Path, auth: Authenticity<'_>) -> io::Result<Vec<LedgerFil
     // deleted, each once, under the name it was found by (a file missed by
     // every attempt shows as a gap, and a restart finds it).
     let mut rotated: Vec<LedgerFile> = union.into_values().collect();
-    sort_rotated(&mut rotated);
+    sort_rotated(&mut rotated, auth.plain_first_seqs.is_some());
     rotated.extend(found.into_iter().filter(|f| f.is_live));
     Ok(rotated)
 }
 
 /// Files with no authentic event first (their lines are judged, and
-/// quarantined) in name order, then by first seq.
-fn sort_rotated(rotated: &mut [LedgerFile]) {
+/// quarantined) in name order, then by first seq. A plain ledger's: the
+/// files its mirror read, by first seq, then those it never read, oldest
+/// first (a rotation renames the file it stopped writing).
+fn sort_rotated(rotated: &mut [LedgerFile], plain: bool) {
+    if plain {
+        rotated.sort_by(|a, b| {
+            (a.first_seq.is_none(), a.first_seq, a.modified, &a.path).cmp(&(
+                b.first_seq.is_none(),
+                b.first_seq,
+                b.modified,
+                &b.path,
+            ))
+        });
+        return;
+    }
     rotated.sort_by(|a, b| {
         (a.first_seq.is_some(), a.first_seq, &a.path).cmp(&(
             b.first_seq.is_some(),
@@ -564,7 +595,7 @@ fn discover_once(
             .collect();
     }
     // Files with no authentic event hold nothing the chain can use.
-    sort_rotated(&mut rotated);
+    sort_rotated(&mut rotated, auth.plain_first_seqs.is_some());
     rotated.extend(live_file);
     Ok(rotated)
 }
@@ -579,11 +610,15 @@ fn ledger_file(
     known: &mut Known,
 ) -> io::Result<LedgerFile> {
     let fingerprint = fingerprint_of(&file)?;
+    let file_again = file.try_clone()?;
     let key = fingerprint.map(|fp| (meta.dev(), meta.ino(), fp));
     // A file with no first event yet may have one by now: only a found
     // seq is kept.
     let first_seq = match key.and_then(|k| known.get(&k)) {
         Some(&seq) => Some(seq),
+        None if auth.plain_first_seqs.is_some() => {
+            fingerprint.and_then(|fp| auth.plain_first_seqs.and_then(|m| m.get(&fp)).copied())
+        }
         None => {
             let first = first_authentic_seq_in(file, auth)?;
             if let (Some(k), Some(seq)) = (key, first) {
@@ -601,6 +636,10 @@ fn ledger_file(
         len: meta.len(),
         first_seq,
         is_live,
+        modified: meta.modified().ok(),
+        unread: auth.plain_first_seqs.is_some()
+            && first_seq.is_none()
+            && !(is_live || holds_recorded_lines(path, &file_again, auth)?),
     })
 }
 
@@ -624,6 +663,46 @@ pub fn compressed_siblings(live: &Path) -> io::Result<Vec<(PathBuf, std::time::S
         }
     }
     Ok(out)
+}
+
+/// Lines of a plain file's start that hold no seq: how many to probe for
+/// lines already sealed (see [`Authenticity::plain_recorded_lines`]).
+const PLAIN_PROBE_LINES: usize = 64;
+
+/// Whether a plain ledger's rotated file never read holds a line already
+/// sealed from another file (then it is not read, and says so).
+fn holds_recorded_lines(path: &Path, file: &File, auth: Authenticity<'_>) -> io::Result<bool> {
+    use sha2::{Digest, Sha256};
+    let Some(recorded) = auth.plain_recorded_lines.filter(|r| !r.is_empty()) else {
+        return Ok(false);
+    };
+    let mut framer = Framer::new(0, auth.max_line_bytes);
+    let (mut at, mut seen) = (0u64, 0usize);
+    loop {
+        while let Some(frame) = framer.next_frame() {
+            if let Frame::Line { bytes, .. } = frame {
+                let digest = crate::ledger::Hash(Sha256::digest(bytes).into()).to_hex();
+                if recorded.contains(&digest) {
+                    tracing::error!(
+                        file = %path.display(),
+                        hint = "if it is a new file that happens to repeat a line, move it aside and back after the next rotation; if not, see the runbook for rewritten",
+                        "not read: this file, never read, holds a line already sealed from another file (an edited copy put in its place, or a copy): parity compares it with that file"
+                    );
+                    return Ok(true);
+                }
+                seen += 1;
+                if seen >= PLAIN_PROBE_LINES {
+                    return Ok(false);
+                }
+            }
+        }
+        let n = file.read_at(framer.spare(64 * 1024), at)?;
+        if n == 0 {
+            return Ok(false);
+        }
+        at += n as u64;
+        framer.filled(n);
+    }
 }
 
 fn first_authentic_seq_in(mut file: File, auth: Authenticity<'_>) -> io::Result<Option<u64>> {

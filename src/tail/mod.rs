@@ -26,8 +26,8 @@ pub use identity::{
 };
 use position::read_tail;
 pub use position::{
-    bytes_after, find_file, line_at, locate_after_head, position_in, resume_order, stand_in,
-    Standing,
+    bytes_after, find_file, first_lines, line_at, locate_after_head, position_in, resume_order,
+    stand_in, Standing,
 };
 
 use crate::ledger::frame::{Frame, Framer};
@@ -86,6 +86,12 @@ pub struct TailConfig {
     pub max_line_bytes: u64,
     /// The live path may be a symbolic link (rotated files never may).
     pub follow_symlink: bool,
+    /// A plain ledger: its files' first seqs by fingerprint, from its
+    /// mirror (`Some` of an empty map when the mirror is not at hand).
+    pub plain_first_seqs: Option<std::sync::Arc<std::collections::HashMap<Fingerprint, u64>>>,
+    /// A plain ledger: digests of the first lines of the files its mirror
+    /// read (see [`Authenticity::plain_recorded_lines`]).
+    pub plain_recorded_lines: Option<std::sync::Arc<std::collections::HashSet<String>>>,
 }
 
 impl TailConfig {
@@ -95,6 +101,8 @@ impl TailConfig {
             keys: &self.keys,
             max_line_bytes: self.max_line_bytes,
             follow_symlink: self.follow_symlink,
+            plain_first_seqs: self.plain_first_seqs.as_deref(),
+            plain_recorded_lines: self.plain_recorded_lines.as_deref(),
         }
     }
 

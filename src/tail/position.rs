@@ -23,7 +23,7 @@ use crate::ledger::{authenticate, Head, KeyRing, SignaturePolicy};
 /// Such a rotated file is therefore not read again after start-up; its
 /// lines hold nothing the chain needs. Before any authentic event was read
 /// (`head_seq` is `None`), every file after `current` in discovery order
-/// is kept.
+/// is kept. A plain ledger's files never read are kept too.
 pub fn resume_order(
     files: Vec<LedgerFile>,
     current: FileId,
@@ -46,7 +46,9 @@ pub fn resume_order(
         files
             .into_iter()
             .enumerate()
-            .filter(|(i, f)| *i != at && (f.is_live || f.first_seq.is_some_and(|s| s > floor)))
+            .filter(|(i, f)| {
+                *i != at && (f.is_live || f.unread || f.first_seq.is_some_and(|s| s > floor))
+            })
             .map(|(_, f)| f),
     );
     out
@@ -216,6 +218,34 @@ pub fn line_at(
         }
         framer.filled(n);
     }
+}
+
+/// The first `count` complete lines of `file` (without their LFs; a line
+/// over `max_line_bytes` is left out), fewer when it has fewer.
+pub fn first_lines(
+    file: &LedgerFile,
+    count: usize,
+    max_line_bytes: u64,
+) -> io::Result<Vec<Vec<u8>>> {
+    let Some(mut handle) = identity::reopen(&file.path, &file.id)? else {
+        return Ok(Vec::new());
+    };
+    let mut framer = Framer::new(0, max_line_bytes);
+    let mut out = Vec::new();
+    while out.len() < count {
+        match framer.next_frame() {
+            Some(Frame::Line { bytes, .. }) => out.push(bytes.to_vec()),
+            Some(_) => {}
+            None => {
+                let n = handle.read(framer.spare(64 * 1024))?;
+                if n == 0 {
+                    break;
+                }
+                framer.filled(n);
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// The last up to [`TAIL_CHECK_BYTES`] bytes before `offset`.

@@ -358,6 +358,18 @@ fn the_readme_quick_start_runs_as_written() {
 }
 
 #[test]
+fn the_adoption_guide_runs_as_written() {
+    if !tools_present(&["sqlite3"]) {
+        return;
+    }
+    let all = sessions();
+    let steps = all
+        .get("adopt")
+        .expect("docs/adopting.md has a runnable session");
+    run_session("adopt", steps);
+}
+
+#[test]
 fn the_producer_libraries_install_and_run_as_their_readmes_say() {
     // They install from the network (PyPI, npm), as a user's would.
     if !tools_present(&["python3", "node", "npm"]) {

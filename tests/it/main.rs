@@ -7,6 +7,7 @@
 
 mod common;
 
+mod adopt;
 mod append;
 mod architecture;
 mod bench_smoke;

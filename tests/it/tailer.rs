@@ -20,6 +20,8 @@ fn config(live: &Path) -> TailConfig {
         keys: KeyRing::default(),
         max_line_bytes: 1 << 20,
         follow_symlink: false,
+        plain_first_seqs: None,
+        plain_recorded_lines: None,
     }
 }
 

@@ -152,6 +152,8 @@ fn run_core(case: &Case) -> (Vec<Judged>, Mark, Mark, BTreeMap<String, u64>) {
         keys: keys.clone(),
         max_line_bytes: case.max_line_bytes,
         follow_symlink: false,
+        plain_first_seqs: None,
+        plain_recorded_lines: None,
     };
     let files = tail.discover().unwrap();
     let names: BTreeMap<_, _> = files

@@ -1,0 +1,398 @@
+//! Plain JSON logs adopted: `format = "plain"` ledgers, sealed by the
+//! sidecar as it reads them.
+
+use std::io::Write as _;
+use std::time::Duration;
+
+use crate::common::*;
+
+const PLAIN: &str = "format = \"plain\"\nts_field = \"time\"\ntype_field = \"level\"\n";
+
+fn write(path: &std::path::Path, text: &str) {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+}
+
+fn replay(s: &Setup) -> std::process::Output {
+    run(bin()
+        .args(["replay", "--no-progress", "--config"])
+        .arg(&s.config))
+}
+
+fn rows(s: &Setup) -> Vec<(i64, String, String, String)> {
+    let c = db(&s.db);
+    let mut stmt = c
+        .prepare("SELECT seq, ts, type, payload FROM events WHERE ledger = 'app' ORDER BY seq")
+        .unwrap();
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+#[test]
+fn each_line_of_a_plain_log_becomes_the_next_event_and_the_mirror_verifies() {
+    let s = setup_with("", PLAIN);
+    write(
+        &s.ledger,
+        concat!(
+            "{\"time\":\"2026-12-07T16:00:00Z\",\"level\":\"info\",\"msg\":\"a\"}\n",
+            "{\"time\":1765125137123,\"level\":30, \"msg\":\"b\"}\n",
+            "\n",
+            "{\"msg\":\"c\"}\n",
+            "{\"msg\":\"unfinished\""
+        ),
+    );
+    let out = replay(&s);
+    assert!(out.status.success(), "{}", show(&out));
+    let rows = rows(&s);
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    assert_eq!(
+        rows[0],
+        (
+            0,
+            "2026-12-07T16:00:00Z".into(),
+            "info".into(),
+            r#"{"level":"info","msg":"a","time":"2026-12-07T16:00:00Z"}"#.into()
+        )
+    );
+    assert_eq!(
+        (rows[1].0, rows[1].1.as_str(), rows[1].2.as_str()),
+        (1, "2025-12-07T16:32:17.123Z", "log")
+    );
+    assert_eq!((rows[2].0, rows[2].2.as_str()), (2, "log"));
+    // Read time: an RFC 3339 date of today's UTC.
+    assert!(
+        rows[2].1.ends_with('Z') && rows[2].1.len() == 24,
+        "{}",
+        rows[2].1
+    );
+    // The links, the tree and the line digests check out.
+    verify_exact(&s);
+    // The unfinished line is adopted once it ends.
+    write(&s.ledger, ",\"time\":\"2026-12-07T17:00:00Z\"}\n");
+    assert!(replay(&s).status.success());
+    assert_eq!(mirrored_seqs(&s.db), [0, 1, 2, 3]);
+    verify_exact(&s);
+}
+
+#[test]
+fn a_line_that_is_not_one_json_object_is_quarantined_and_the_chain_goes_on() {
+    let s = setup_with("", PLAIN);
+    write(
+        &s.ledger,
+        "{\"msg\":\"a\"}\nTraceback (most recent call last):\n[1,2]\n{\"n\":12345678901234567890}\n{\"msg\":\"b\"}\n",
+    );
+    let out = replay(&s);
+    assert!(out.status.success(), "{}", show(&out));
+    assert_eq!(mirrored_seqs(&s.db), [0, 1]);
+    assert_eq!(
+        count(
+            &s.db,
+            "SELECT count(*) FROM quarantine WHERE verdict = 'malformed'"
+        ),
+        3
+    );
+    assert!(
+        show(&out).contains("adopts lines that are one JSON object each"),
+        "{}",
+        show(&out)
+    );
+    // verify lists the three lines and says what the ledger is.
+    let out = with_config("verify", &s.config, &["--db", s.db.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(
+        show(&out).contains("2 lines of a plain JSON log"),
+        "{}",
+        show(&out)
+    );
+    assert!(show(&out).contains("mismatched 0"), "{}", show(&out));
+}
+
+#[test]
+fn an_adopted_line_edited_later_halts_the_ledger_as_rewritten() {
+    let s = setup_with("parity_interval_secs = 1\n", PLAIN);
+    write(&s.ledger, "{\"msg\":\"alpha\"}\n{\"msg\":\"bravo\"}\n");
+    let sidecar = Sidecar::start(&s.config);
+    sidecar.eventually("2 events", || mirrored_seqs(&s.db).len() == 2);
+    // Same length, same inode: only the line's digest can tell.
+    let text = std::fs::read_to_string(&s.ledger).unwrap();
+    std::fs::write(&s.ledger, text.replace("alpha", "ALPHA")).unwrap();
+    write(&s.ledger, "{\"msg\":\"charlie\"}\n");
+    sidecar.eventually("halted as rewritten", || {
+        count(
+            &s.db,
+            "SELECT count(*) FROM checkpoints WHERE halted = 1 AND halt_verdict = 'rewritten'",
+        ) == 1
+    });
+    let log = sidecar.log_text();
+    assert!(log.contains("changed"), "{log}");
+    // Nothing was adopted twice.
+    assert_eq!(mirrored_seqs(&s.db), [0, 1]);
+    drop(sidecar);
+    let out = with_config("verify", &s.config, &["--db", s.db.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(
+        show(&out).contains("changed since it was sealed"),
+        "{}",
+        show(&out)
+    );
+}
+
+#[test]
+fn lines_keep_coming_through_a_rename_rotation_in_order() {
+    let s = setup_with("", PLAIN);
+    write(&s.ledger, "{\"n\":0}\n{\"n\":1}\n");
+    let sidecar = Sidecar::start(&s.config);
+    sidecar.eventually("2 events", || mirrored_seqs(&s.db).len() == 2);
+    let rotated = s.dir.join("app.jsonl.1");
+    std::fs::rename(&s.ledger, &rotated).unwrap();
+    write(&rotated, "{\"n\":2}\n");
+    write(&s.ledger, "{\"n\":3}\n");
+    sidecar.eventually("4 events", || mirrored_seqs(&s.db).len() == 4);
+    let payloads: Vec<String> = rows(&s).into_iter().map(|r| r.3).collect();
+    assert_eq!(
+        payloads,
+        [r#"{"n":0}"#, r#"{"n":1}"#, r#"{"n":2}"#, r#"{"n":3}"#]
+    );
+    assert!(sidecar.stop().success());
+    verify_exact(&s);
+}
+
+#[test]
+fn a_ledger_mirrored_as_sealed_is_not_taken_on_as_plain() {
+    let s = setup("");
+    let mut w = ledgertail::producer::Writer::new(&s.ledger);
+    append(&mut w, 0, 3);
+    assert!(replay(&s).status.success());
+    let config = std::fs::read_to_string(&s.config).unwrap();
+    std::fs::write(&s.config, format!("{config}format = \"plain\"\n")).unwrap();
+    let out = replay(&s);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert!(
+        show(&out).contains("holds it as a sealed ledger"),
+        "{}",
+        show(&out)
+    );
+    assert!(show(&out).contains("hint:"), "{}", show(&out));
+    std::thread::sleep(Duration::from_millis(10));
+    assert_eq!(mirrored_seqs(&s.db), [0, 1, 2]);
+}
+
+fn payload_column(s: &Setup) -> Vec<String> {
+    rows(s).into_iter().map(|r| r.3).collect()
+}
+
+#[test]
+fn sigkill_of_replay_on_a_plain_log_loses_and_adopts_twice_nothing() {
+    let s = setup_with("", PLAIN);
+    let n = 40_000;
+    let text: String = (0..n)
+        .map(|i| format!("{{\"n\":{i},\"pad\":\"{}\"}}\n", "x".repeat(200)))
+        .collect();
+    write(&s.ledger, &text);
+    let mut kills = 0;
+    for delay in [30u64, 60, 90, 120, 150, 200, 250, 300] {
+        let mut child = bin()
+            .args(["replay", "--no-progress", "--config"])
+            .arg(&s.config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay));
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap();
+            kills += 1;
+        }
+        child.wait().unwrap();
+        // A prefix, in order, each line once.
+        let got = payload_column(&s);
+        for (i, p) in got.iter().enumerate() {
+            assert!(p.starts_with(&format!("{{\"n\":{i},")), "row {i}: {p}");
+        }
+    }
+    assert!(kills > 0, "every replay finished before its kill");
+    assert!(replay(&s).status.success());
+    assert_eq!(mirrored_seqs(&s.db).len(), n);
+    verify_exact(&s);
+}
+
+#[test]
+fn copytruncate_of_a_plain_log_keeps_every_line_once() {
+    let s = setup_with("", PLAIN);
+    write(&s.ledger, "{\"n\":0}\n{\"n\":1}\n");
+    let sidecar = Sidecar::start(&s.config);
+    sidecar.eventually("2 events", || mirrored_seqs(&s.db).len() == 2);
+    write(&s.ledger, "{\"n\":2}\n");
+    std::fs::copy(&s.ledger, s.dir.join("app.jsonl.1")).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&s.ledger)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    write(&s.ledger, "{\"n\":3}\n");
+    sidecar.eventually("4 events", || mirrored_seqs(&s.db).len() >= 4);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        payload_column(&s),
+        [r#"{"n":0}"#, r#"{"n":1}"#, r#"{"n":2}"#, r#"{"n":3}"#]
+    );
+    assert!(sidecar.stop().success());
+    verify_exact(&s);
+}
+
+#[test]
+fn files_rotated_while_the_sidecar_was_down_are_read_in_order_once() {
+    let s = setup_with("", PLAIN);
+    write(&s.ledger, "{\"n\":0}\n{\"n\":1}\n");
+    assert!(replay(&s).status.success());
+    // Two renames while it is down: app.jsonl -> .2 (via .1), a file that
+    // was never read -> .1, and a new live file.
+    write(&s.ledger, "{\"n\":2}\n");
+    std::fs::rename(&s.ledger, s.dir.join("app.jsonl.1")).unwrap();
+    write(&s.ledger, "{\"n\":3}\n");
+    std::thread::sleep(Duration::from_millis(20));
+    std::fs::rename(s.dir.join("app.jsonl.1"), s.dir.join("app.jsonl.2")).unwrap();
+    std::fs::rename(&s.ledger, s.dir.join("app.jsonl.1")).unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    write(&s.ledger, "{\"n\":4}\n");
+    let out = replay(&s);
+    assert!(out.status.success(), "{}", show(&out));
+    assert_eq!(
+        payload_column(&s),
+        [
+            r#"{"n":0}"#,
+            r#"{"n":1}"#,
+            r#"{"n":2}"#,
+            r#"{"n":3}"#,
+            r#"{"n":4}"#
+        ]
+    );
+    verify_exact(&s);
+}
+
+/// `sed -i`: an edited copy renamed over the file.
+fn sed_in_place(path: &std::path::Path, from: &str, to: &str) {
+    let text = std::fs::read_to_string(path).unwrap();
+    let tmp = path.with_extension("sedtmp");
+    std::fs::write(&tmp, text.replace(from, to)).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+#[test]
+fn a_rotated_plain_file_edited_with_sed_is_named_by_verify() {
+    for (from, to) in [("bravo", "BRAVO"), ("alpha", "ALPHA-LONGER")] {
+        let s = setup_with("", PLAIN);
+        write(
+            &s.ledger,
+            "{\"msg\":\"alpha\"}\n{\"msg\":\"bravo\"}\n{\"msg\":\"charlie\"}\n",
+        );
+        assert!(replay(&s).status.success());
+        let rotated = s.dir.join("app.jsonl.1");
+        std::fs::rename(&s.ledger, &rotated).unwrap();
+        write(&s.ledger, "{\"msg\":\"delta\"}\n");
+        assert!(replay(&s).status.success());
+        verify_exact(&s);
+        // A new inode at the rotated name; its first line changed too in
+        // the second case (its offsets shift: only the third line is where
+        // it was... none, so only the length tells).
+        sed_in_place(&rotated, from, to);
+        let out = with_config("verify", &s.config, &["--db", s.db.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(1), "{from}: {}", show(&out));
+        assert!(
+            show(&out).contains("changed since it was sealed")
+                || show(&out).contains("mismatched 1"),
+            "{from}: {}",
+            show(&out)
+        );
+    }
+}
+
+#[test]
+fn rotated_files_deleted_by_the_rotation_are_archived_not_rewritten() {
+    let s = setup_with("parity_interval_secs = 1\n", PLAIN);
+    write(&s.ledger, "{\"n\":0}\n{\"n\":1}\n");
+    let sidecar = Sidecar::start(&s.config);
+    sidecar.eventually("2 events", || mirrored_seqs(&s.db).len() == 2);
+    // logrotate `rotate 1`, twice: each rotation renames the live file to
+    // .1 (dropping the old .1) and creates a new live file.
+    for n in [2, 3] {
+        let rotated = s.dir.join("app.jsonl.1");
+        let _ = std::fs::remove_file(&rotated);
+        std::fs::rename(&s.ledger, &rotated).unwrap();
+        write(&s.ledger, &format!("{{\"n\":{n}}}\n"));
+        sidecar.eventually("the new line", || mirrored_seqs(&s.db).len() == n + 1);
+    }
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(
+        count(&s.db, "SELECT count(*) FROM checkpoints WHERE halted = 1"),
+        0,
+        "{}",
+        sidecar.log_text()
+    );
+    assert!(sidecar.stop().success());
+    let out = with_config("verify", &s.config, &["--db", s.db.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert!(show(&out).contains("archived 2"), "{}", show(&out));
+}
+
+#[test]
+fn a_line_inserted_before_the_read_position_halts_and_nothing_is_adopted_twice() {
+    let s = setup_with("", PLAIN);
+    write(&s.ledger, "{\"n\":0}\n{\"n\":1}\n");
+    assert!(replay(&s).status.success());
+    // The same inode, rewritten with a line in front (offsets shift).
+    let text = std::fs::read_to_string(&s.ledger).unwrap();
+    std::fs::write(
+        &s.ledger,
+        format!("{{\"n\":\"forged\"}}\n{text}{{\"n\":2}}\n"),
+    )
+    .unwrap();
+    let out = replay(&s);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(show(&out).contains("rewritten"), "{}", show(&out));
+    assert_eq!(mirrored_seqs(&s.db), [0, 1]);
+    let out = with_config("verify", &s.config, &["--db", s.db.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+}
+
+#[test]
+fn an_edited_copy_over_a_rotated_file_is_not_adopted_again_at_the_next_rotation() {
+    let s = setup_with("", PLAIN);
+    write(&s.ledger, "{\"msg\":\"a\"}\n{\"msg\":\"b\"}\n");
+    assert!(replay(&s).status.success());
+    let one = s.dir.join("app.jsonl.1");
+    std::fs::rename(&s.ledger, &one).unwrap();
+    write(&s.ledger, "{\"msg\":\"c\"}\n");
+    assert!(replay(&s).status.success());
+    // sed -i on the rotated file; its first line changes length.
+    sed_in_place(&one, "\"a\"", "\"a-longer\"");
+    // The next rotation, numbered as logrotate numbers: .1 -> .2, live -> .1.
+    std::fs::rename(&one, s.dir.join("app.jsonl.2")).unwrap();
+    std::fs::rename(&s.ledger, &one).unwrap();
+    write(&s.ledger, "{\"msg\":\"d\"}\n");
+    let _ = replay(&s);
+    let payloads = payload_column(&s);
+    assert!(
+        !payloads.iter().any(|p| p.contains("a-longer")),
+        "the edited copy was adopted as new events: {payloads:?}"
+    );
+    assert_eq!(
+        payloads.iter().filter(|p| p.contains("\"b\"")).count(),
+        1,
+        "{payloads:?}"
+    );
+    let out = with_config("verify", &s.config, &["--db", s.db.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(
+        show(&out).contains("changed since it was sealed"),
+        "{}",
+        show(&out)
+    );
+}
