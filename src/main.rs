@@ -32,6 +32,7 @@ fn main() -> ExitCode {
         Command::VerifyProof(args) => commands::tlog::verify_proof(args),
     };
     match result {
+        Ok(_) if commands::output::failed() => commands::exit(EXIT_FAILED),
         Ok(code) => code,
         Err(err) => {
             eprintln!("error: {}", render_error(&err));

@@ -81,16 +81,16 @@ impl Report {
             };
             // A multi-line message (a TOML error's excerpt) stays indented.
             let text = f.text.trim_end().replace('\n', "\n        ");
-            println!("{tag} {}: {text}", f.subject);
+            outln!("{tag} {}: {text}", f.subject);
             if let Some(hint) = &f.hint {
-                println!("        hint: {hint}");
+                outln!("        hint: {hint}");
             }
         }
         let problems = self.problems();
         if problems == 0 {
-            println!("no problem found");
+            outln!("no problem found");
         } else {
-            println!("{problems} problem(s) found");
+            outln!("{problems} problem(s) found");
         }
     }
 

@@ -36,6 +36,6 @@ pub fn run(args: KeygenArgs) -> anyhow::Result<ExitCode> {
            never list it under [keys].",
         out = args.out.display()
     );
-    println!("{}", key.trust_line());
+    outln!("{}", key.trust_line());
     Ok(exit(EXIT_OK))
 }

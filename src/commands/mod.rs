@@ -3,9 +3,27 @@
 //! contract's exit codes (0 fine, 1 problems found, 2 could not run).
 //! Errors carry context; `main` prints them with a hint.
 
+/// `println!` for the commands' reports (see [`output`]).
+macro_rules! outln {
+    () => {
+        $crate::commands::output::write(format_args!(""), true)
+    };
+    ($($arg:tt)*) => {
+        $crate::commands::output::write(format_args!($($arg)*), true)
+    };
+}
+
+/// `print!` for the commands' reports (see [`output`]).
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::commands::output::write(format_args!($($arg)*), false)
+    };
+}
+
 pub mod append;
 pub mod check;
 pub mod keygen;
+pub mod output;
 pub mod replay;
 pub mod run;
 pub mod setup_postgres;

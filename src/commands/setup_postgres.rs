@@ -39,7 +39,7 @@ pub fn run(args: SetupPostgresArgs) -> anyhow::Result<ExitCode> {
     }
     if args.print {
         for role in &args.grant {
-            println!("{}", schema::ingest_grants(&args.schema, role, sources));
+            outln!("{}", schema::ingest_grants(&args.schema, role, sources));
         }
         return Ok(exit(EXIT_OK));
     }
@@ -65,7 +65,7 @@ pub fn run(args: SetupPostgresArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("making payload_json of schema {} {said}", args.schema))?;
     }
     let json = payload_json::current(&client, &args.schema)?;
-    println!(
+    outln!(
         "{}: schema {} at version {}, revision {}; {}",
         target.shown(),
         args.schema,
@@ -76,7 +76,7 @@ pub fn run(args: SetupPostgresArgs) -> anyhow::Result<ExitCode> {
     for role in &args.grant {
         schema::grant_ingest(&client, &args.schema, role, sources)
             .with_context(|| format!("granting role {role} the ingest privileges"))?;
-        println!(
+        outln!(
             "{}: role {role} may ship {} into {} (and do nothing else there)",
             target.shown(),
             match sources {

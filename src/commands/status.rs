@@ -164,7 +164,7 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
         s.tlog = super::status_tlog::view(&mirror, &s.ledger, settings.as_ref());
     }
     if args.json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
                 "db": db.display().to_string(),
@@ -172,7 +172,7 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
             }))?
         );
     } else if out.is_empty() {
-        println!("{}: no ledger mirrored yet", db.display());
+        outln!("{}: no ledger mirrored yet", db.display());
     } else {
         for s in &out {
             print_text(s);
@@ -415,38 +415,38 @@ fn print_text(s: &LedgerStatus) {
         .anchor
         .as_ref()
         .map_or("none".into(), |h| format!("seq {}", h.seq));
-    println!("ledger {}  ({})", s.ledger, s.live_path);
+    outln!("ledger {}  ({})", s.ledger, s.live_path);
     if let Some(path) = &s.waiting_for {
-        println!("  WAITING    for {path}: no such file yet (nor any rotated file beside it)");
+        outln!("  WAITING    for {path}: no such file yet (nor any rotated file beside it)");
     }
     if !s.mirrored {
-        println!("  mirrored   nothing yet");
+        outln!("  mirrored   nothing yet");
     }
-    println!("  events     {}", s.events);
-    println!("  head       {head}");
-    println!("  anchor     {anchor}");
+    outln!("  events     {}", s.events);
+    outln!("  head       {head}");
+    outln!("  anchor     {anchor}");
     match &s.position {
-        Some(p) => println!("  position   {} @ {}", p.file, p.offset),
-        None => println!("  position   start"),
+        Some(p) => outln!("  position   {} @ {}", p.file, p.offset),
+        None => outln!("  position   start"),
     }
     match (s.ledger_head_seq, s.lag_events) {
         _ if s.format == "plain" => {
-            println!("  ledger     a plain JSON log, sealed as it is read (its lines hold no seq)")
+            outln!("  ledger     a plain JSON log, sealed as it is read (its lines hold no seq)")
         }
         (Some(h), Some(l)) => {
-            println!("  ledger     head seq {h} in the live file, {l} events not mirrored")
+            outln!("  ledger     head seq {h} in the live file, {l} events not mirrored")
         }
-        _ => println!("  ledger     no authentic event in the live file"),
+        _ => outln!("  ledger     no authentic event in the live file"),
     }
     match s.lag_bytes {
-        Some(n) => println!("  lag        {n} bytes"),
-        None => println!("  lag        unknown (ledger files not readable here)"),
+        Some(n) => outln!("  lag        {n} bytes"),
+        None => outln!("  lag        unknown (ledger files not readable here)"),
     }
     if let Some(at) = &s.last_commit {
-        println!("  committed  {at}");
+        outln!("  committed  {at}");
     }
     match &s.halt {
-        Some(h) => println!(
+        Some(h) => outln!(
             "  HALTED     {} at {}:{}{}{}: {}",
             h.verdict,
             h.file.as_deref().unwrap_or("?"),
@@ -458,10 +458,10 @@ fn print_text(s: &LedgerStatus) {
                 .unwrap_or_default(),
             h.detail
         ),
-        None => println!("  halted     no"),
+        None => outln!("  halted     no"),
     }
     if let Some(h) = s.last_halt.as_ref().filter(|h| h.lifted_at.is_some()) {
-        println!(
+        outln!(
             "  last halt  {} at {}:{}{} from {} to {}: {} (lifted: {})",
             h.verdict,
             h.file.as_deref().unwrap_or("?"),
@@ -478,27 +478,27 @@ fn print_text(s: &LedgerStatus) {
     }
     if let Some(c) = &s.central {
         match (&c.error, &c.conflict, &c.head) {
-            (Some(e), _, _) => println!("  central    UNREACHABLE (source {}): {e}", c.source),
-            (None, Some(why), _) => println!("  central    CONFLICT (source {}): {why}", c.source),
-            (None, None, Some(h)) => println!(
+            (Some(e), _, _) => outln!("  central    UNREACHABLE (source {}): {e}", c.source),
+            (None, Some(why), _) => outln!("  central    CONFLICT (source {}): {why}", c.source),
+            (None, None, Some(h)) => outln!(
                 "  central    head seq {} (source {}), {} events not shipped",
                 h.seq,
                 c.source,
                 c.lag_events.map_or("?".into(), |l| l.to_string())
             ),
             (None, None, None) => {
-                println!("  central    nothing shipped yet (source {})", c.source)
+                outln!("  central    nothing shipped yet (source {})", c.source)
             }
         }
     }
     if s.quarantine.is_empty() {
-        println!("  quarantine none");
+        outln!("  quarantine none");
     } else {
         let parts: Vec<String> = s
             .quarantine
             .iter()
             .map(|(v, n)| format!("{v} {n}"))
             .collect();
-        println!("  quarantine {}", parts.join(", "));
+        outln!("  quarantine {}", parts.join(", "));
     }
 }

@@ -86,23 +86,23 @@ pub fn print(v: &TlogView) {
         (Some(size), Some(at)) => format!("latest checkpoint size {size}, signed {at}"),
         _ => "no checkpoint signed".into(),
     };
-    println!("  tlog       tree size {}, {signed}", v.tree_size);
+    outln!("  tlog       tree size {}, {signed}", v.tree_size);
     if let Some(o) = &v.origin {
-        println!("  origin     {o}");
+        outln!("  origin     {o}");
     }
     if let Some(k) = &v.vkey {
-        println!("  vkey       {k}");
+        outln!("  vkey       {k}");
     }
     if let Some(r) = &v.refused {
-        println!("  REFUSED    {r}");
+        outln!("  REFUSED    {r}");
     }
     for w in &v.witnesses {
         let size = w.cosigned_size.map_or("nothing cosigned yet".into(), |s| {
             format!("cosigned size {s}")
         });
         match &w.error {
-            Some(e) => println!("  witness    {}: {size}; last refusal {e}", w.name),
-            None => println!("  witness    {}: {size}", w.name),
+            Some(e) => outln!("  witness    {}: {size}; last refusal {e}", w.name),
+            None => outln!("  witness    {}: {size}", w.name),
         }
     }
 }

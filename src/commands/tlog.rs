@@ -76,7 +76,7 @@ pub fn checkpoint(args: CheckpointArgs) -> anyhow::Result<ExitCode> {
                         .map_or(0, |a| a.seq + signed.checkpoint.size - 1),
                     signer.verifier_key(&l.origin)
                 );
-                print!("{}", signed.note);
+                out!("{}", signed.note);
             }
             Err(e) => {
                 failed = true;
@@ -93,7 +93,7 @@ pub fn checkpoint(args: CheckpointArgs) -> anyhow::Result<ExitCode> {
 fn write_out(out: Option<&Path>, default: &str, text: &str) -> anyhow::Result<()> {
     let path = out.unwrap_or(Path::new(default));
     if path == Path::new("-") {
-        print!("{text}");
+        out!("{text}");
         return Ok(());
     }
     std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
@@ -138,15 +138,15 @@ pub fn verify_proof(args: VerifyProofArgs) -> anyhow::Result<ExitCode> {
     };
     match crate::tlog::verify::check(&policy, &text) {
         Ok(report) => {
-            println!("{}: {report}", args.file.display());
+            outln!("{}: {report}", args.file.display());
             Ok(exit(EXIT_OK))
         }
         Err(crate::tlog::verify::Rejected::Invalid(why)) => {
-            println!("{}: INVALID: {why}", args.file.display());
+            outln!("{}: INVALID: {why}", args.file.display());
             Ok(exit(EXIT_PROBLEMS))
         }
         Err(crate::tlog::verify::Rejected::Security(evidence)) => {
-            println!("{}: SECURITY: {evidence}", args.file.display());
+            outln!("{}: SECURITY: {evidence}", args.file.display());
             Ok(exit(EXIT_PROBLEMS))
         }
         Err(crate::tlog::verify::Rejected::CannotRun(why)) => {

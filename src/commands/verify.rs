@@ -140,7 +140,7 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         });
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print_text(&report);
     }
@@ -148,7 +148,7 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn print_problem(p: &Problem) {
-    println!(
+    outln!(
         "{}:{}: offset {}{}: {}: {}",
         p.file,
         p.line,
@@ -170,7 +170,7 @@ fn print_text(report: &Report) {
         }
         let listed = l.problems.len() as u64;
         if l.problems_total > listed {
-            println!(
+            outln!(
                 "... and {} more refused lines (the first {} are listed; the counts by verdict are in --json)",
                 l.problems_total - listed,
                 parity::MAX_PROBLEMS
@@ -180,22 +180,25 @@ fn print_text(report: &Report) {
             print_problem(p);
         }
         for w in &l.warnings {
-            println!(
+            outln!(
                 "warning: seq {} reuses id {:?} of seq {}",
-                w.seq, w.id, w.first_seq
+                w.seq,
+                w.id,
+                w.first_seq
             );
         }
         if l.warnings_total > l.warnings.len() as u64 {
-            println!(
+            outln!(
                 "warning: ... and {} more reused ids (the earliest {} are listed)",
                 l.warnings_total - l.warnings.len() as u64,
                 l.warnings.len()
             );
         }
         for f in l.files.iter().filter(|f| f.unfinished_tail_bytes > 0) {
-            println!(
+            outln!(
                 "note: {} ends in an unfinished line ({} bytes; not judged)",
-                f.path, f.unfinished_tail_bytes
+                f.path,
+                f.unfinished_tail_bytes
             );
         }
         let mirrored = l.counts.get("mirrored").copied().unwrap_or(0);
@@ -218,7 +221,7 @@ fn print_text(report: &Report) {
                 if mirrored == 1 { "" } else { "s" }
             )
         };
-        println!(
+        outln!(
             "{}: {} file{}, {events}, {} problem{}{}",
             l.ledger,
             l.files.len(),
@@ -232,23 +235,27 @@ fn print_text(report: &Report) {
         );
         if let Some(m) = &l.mirror {
             if !m.found {
-                println!(
+                outln!(
                     "{}: the mirror {} holds no ledger of this name",
-                    l.ledger, m.db
+                    l.ledger,
+                    m.db
                 );
                 continue;
             }
             for e in m.parity.examples_by_weight() {
-                println!(
+                outln!(
                     "{}: parity: seq {}: {}: {}",
-                    l.ledger, e.seq, e.kind, e.detail
+                    l.ledger,
+                    e.seq,
+                    e.kind,
+                    e.detail
                 );
             }
             for problem in &m.tree.problems {
-                println!("{}: tree: {problem}", l.ledger);
+                outln!("{}: tree: {problem}", l.ledger);
             }
             if m.tree.holds() && m.tree.size > 0 {
-                println!(
+                outln!(
                     "{}: tree of {} leaves recomputed from the rows: matches the stored tree and {} signed checkpoint{}",
                     l.ledger,
                     m.tree.size,
@@ -257,7 +264,7 @@ fn print_text(report: &Report) {
                 );
             }
             let p = &m.parity;
-            println!(
+            outln!(
                 "{}: parity with {}: missing in sqlite {}, missing in jsonl {}, mismatched {}, archived {}, not yet mirrored {}{}",
                 l.ledger,
                 m.db,
@@ -274,5 +281,5 @@ fn print_text(report: &Report) {
             );
         }
     }
-    println!("{}", if report.ok { "OK" } else { "PROBLEMS FOUND" });
+    outln!("{}", if report.ok { "OK" } else { "PROBLEMS FOUND" });
 }

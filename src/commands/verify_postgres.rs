@@ -142,7 +142,7 @@ pub fn run(args: &VerifyArgs, url: &str) -> anyhow::Result<ExitCode> {
         report.ledgers.push(r);
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print_text(&report, args.source.as_deref(), wanted.as_deref());
     }
@@ -157,7 +157,7 @@ fn print_text(report: &Report, source: Option<&str>, wanted: Option<&str>) {
         print_ledger(l);
     }
     for u in &report.unregistered {
-        println!(
+        outln!(
             "{}/{}: {} row{} (seqs {} to {}) in events, but no row in {schema}.ledgers: written past the triggers (a superuser's hand); not part of any chain",
             u.source,
             u.ledger,
@@ -168,7 +168,7 @@ fn print_text(report: &Report, source: Option<&str>, wanted: Option<&str>) {
         );
     }
     if report.ledgers.is_empty() && report.unregistered.is_empty() {
-        println!(
+        outln!(
             "{}: no ledger{} in {schema}.ledgers",
             report.postgres,
             match (source, wanted) {
@@ -185,22 +185,22 @@ fn print_text(report: &Report, source: Option<&str>, wanted: Option<&str>) {
             }
         );
     }
-    println!("{}", if report.ok { "OK" } else { "PROBLEMS FOUND" });
+    outln!("{}", if report.ok { "OK" } else { "PROBLEMS FOUND" });
 }
 
 fn print_ledger(l: &CentralReport) {
     for p in &l.problems {
-        println!("{}/{}: seq {}: {}", l.source, l.ledger, p.seq, p.detail);
+        outln!("{}/{}: seq {}: {}", l.source, l.ledger, p.seq, p.detail);
     }
     if l.problems_total > l.problems.len() as u64 {
-        println!(
+        outln!(
             "{}/{}: ... and {} more problems",
             l.source,
             l.ledger,
             l.problems_total - l.problems.len() as u64
         );
     }
-    println!(
+    outln!(
         "{}/{}: {} row{} (anchor {}, head {}), {} problem{}",
         l.source,
         l.ledger,
@@ -216,7 +216,7 @@ fn print_ledger(l: &CentralReport) {
         if l.problems_total == 1 { "" } else { "s" },
     );
     for k in &l.signed_by {
-        println!(
+        outln!(
             "{}/{}:   {} {} row{} (seqs {} to {})",
             l.source,
             l.ledger,

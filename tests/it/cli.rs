@@ -482,3 +482,85 @@ fn read_only_database_directory_is_a_clear_error() {
     );
     assert!(!db.exists());
 }
+
+/// Runs `cmd` with its standard output a pipe whose reader is gone before
+/// the command writes (as `ledgertail verify | head -1` once head exits).
+fn with_reader_gone(cmd: &mut std::process::Command) -> Output {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn a_reader_that_leaves_early_cuts_the_report_but_not_the_exit_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = dir.path().join("app.jsonl");
+    let db = dir.path().join("m.db");
+    assert!(append(&ledger, "1\n2\n3\n").status.success());
+    assert_eq!(on_db("replay", &ledger, &db).status.code(), Some(0));
+    let verify_cut = || {
+        with_reader_gone(
+            bin()
+                .arg("verify")
+                .arg("--ledger")
+                .arg(&ledger)
+                .arg("--db")
+                .arg(&db),
+        )
+    };
+    let status_cut = || with_reader_gone(bin().arg("status").arg("--db").arg(&db));
+    for out in [verify_cut(), status_cut()] {
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        assert!(
+            !text(&out.stderr).contains("panicked"),
+            "{}",
+            text(&out.stderr)
+        );
+    }
+    // The verdict still reaches the exit status when the report is cut.
+    let mut bytes = std::fs::read(&ledger).unwrap();
+    let n = bytes.len();
+    bytes[n - 3] = b'X';
+    std::fs::write(&ledger, &bytes).unwrap();
+    let out = verify_cut();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        !text(&out.stderr).contains("panicked"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn a_report_that_cannot_be_written_fails_the_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = dir.path().join("app.jsonl");
+    let db = dir.path().join("m.db");
+    assert!(append(&ledger, "1\n2\n3\n").status.success());
+    assert_eq!(on_db("replay", &ledger, &db).status.code(), Some(0));
+    // /dev/full takes nothing: every write fails with ENOSPC.
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let out = bin()
+        .arg("verify")
+        .arg("--ledger")
+        .arg(&ledger)
+        .arg("--db")
+        .arg(&db)
+        .stdout(full)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("writing to standard output") && err.contains("hint:"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}
