@@ -91,8 +91,14 @@ pub fn adopt(
         payload: String::from_utf8_lossy(scratch).into_owned(),
         ts,
         event_type,
-        line_sha256: Hash(Sha256::digest(line).into()),
+        line_sha256: line_digest(line),
     })
+}
+
+/// The SHA-256 of a plain line's bytes as read (without its newline): what
+/// the mirror records of it, and what parity and discovery compare with.
+pub fn line_digest(line: &[u8]) -> Hash {
+    Hash(Sha256::digest(line).into())
 }
 
 /// A member's value as an RFC 3339 time, if it is one.

@@ -327,24 +327,24 @@ impl Mirror {
         files: usize,
         per_file: usize,
     ) -> Result<std::collections::HashSet<String>> {
-        let firsts: Vec<i64> = {
-            let run = || -> rusqlite::Result<Vec<i64>> {
-                let mut stmt = self.conn.prepare_cached(
-                    "SELECT first_seq FROM files WHERE ledger = ?1 AND first_seq IS NOT NULL
-                     ORDER BY first_seq DESC LIMIT ?2",
-                )?;
-                let limit = i64::try_from(files).unwrap_or(i64::MAX);
-                let rows = stmt.query_map(params![ledger, limit], |r| r.get(0))?;
-                rows.collect()
-            };
-            run().map_err(|e| self.err(e))?
+        // A plain ledger's seqs run on from file to file, so a file's first
+        // rows are the seqs from its first: one query, however many files.
+        let run = || -> rusqlite::Result<std::collections::HashSet<String>> {
+            let mut stmt = self.conn.prepare_cached(
+                "SELECT e.line_sha256
+                 FROM (SELECT first_seq FROM files
+                       WHERE ledger = ?1 AND first_seq IS NOT NULL
+                       ORDER BY first_seq DESC LIMIT ?2) AS f
+                 JOIN events AS e
+                   ON e.ledger = ?1 AND e.seq >= f.first_seq AND e.seq < f.first_seq + ?3
+                 WHERE e.line_sha256 IS NOT NULL",
+            )?;
+            let limit = i64::try_from(files).unwrap_or(i64::MAX);
+            let per_file = i64::try_from(per_file).unwrap_or(i64::MAX);
+            let rows = stmt.query_map(params![ledger, limit, per_file], |r| r.get(0))?;
+            rows.collect()
         };
-        let mut out = std::collections::HashSet::new();
-        for first in firsts {
-            let rows = self.events_from(ledger, u64::try_from(first).unwrap_or(0), per_file)?;
-            out.extend(rows.into_iter().filter_map(|r| r.line_sha256));
-        }
-        Ok(out)
+        run().map_err(|e| self.err(e))
     }
 
     /// Visits every mirrored event of a ledger in seq order.

@@ -823,8 +823,6 @@ fn plain_line_differs(line: &[u8], path: &std::path::Path, row: &StoredEvent) ->
     }
 }
 
-/// The SHA-256 of `bytes`, hex.
 fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::{Digest, Sha256};
-    crate::ledger::Hash(Sha256::digest(bytes).into()).to_hex()
+    crate::ledger::adopt::line_digest(bytes).to_hex()
 }

@@ -414,6 +414,7 @@ impl Shipper {
         {
             self.copied = None;
         }
+        self.note_committed_rows(&buf.events);
         self.state = next;
         report.commits += 1;
         Ok(Some(began.elapsed()))

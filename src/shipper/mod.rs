@@ -246,7 +246,29 @@ pub struct Shipper {
     /// was mirrored from the live file since: a `seq_gap` there most
     /// likely is copytruncate's race.
     copied: Option<tail::FileId>,
+    /// A plain ledger's record of the files it read (see
+    /// [`Shipper::tail_config`]).
+    plain_record: std::cell::RefCell<Option<PlainRecord>>,
 }
+
+/// What a plain ledger's mirror recorded of its files, read once and again
+/// only when it may have changed: after rows of a file other than the last
+/// one commit, or while the last one's first rows are still coming (every
+/// drain starts from it, and a follower drains for every few lines).
+#[derive(Debug, Default)]
+struct PlainRecord {
+    first_seqs: Option<std::sync::Arc<std::collections::HashMap<tail::Fingerprint, u64>>>,
+    lines: Option<std::sync::Arc<std::collections::HashSet<String>>>,
+    /// The file of the last row committed, and its rows committed since
+    /// the record was read (for when it is stale).
+    last_file: Option<tail::FileId>,
+    rows_in_last_file: usize,
+}
+
+/// How many of a plain ledger's newest files, and how many first lines of
+/// each, discovery compares a file never read with.
+const PLAIN_RECORDED_FILES: usize = 64;
+const PLAIN_RECORDED_LINES: usize = 16;
 
 impl Shipper {
     /// Loads the ledger's checkpoint (if any) from the mirror; lines are
@@ -300,6 +322,7 @@ impl Shipper {
             verifiers,
             lift_how: None,
             copied: None,
+            plain_record: Default::default(),
         })
     }
 
@@ -364,15 +387,49 @@ impl Shipper {
     /// taken for unread would be adopted again).
     fn tail_config(&self) -> Result<TailConfig, ShipError> {
         let mut config = self.ledger.tail_config();
-        if self.ledger.plain.is_some() {
-            let known = self.mirror.plain_first_seqs(&self.ledger.name)?;
-            config.plain_first_seqs = Some(std::sync::Arc::new(known));
-            let lines = self
-                .mirror
-                .plain_recorded_lines(&self.ledger.name, 64, 16)?;
-            config.plain_recorded_lines = Some(std::sync::Arc::new(lines));
+        if self.ledger.plain.is_none() {
+            return Ok(config);
         }
+        let mut record = self.plain_record.borrow_mut();
+        let record = record.get_or_insert_with(PlainRecord::default);
+        if record.first_seqs.is_none() {
+            let name = &self.ledger.name;
+            let known = self.mirror.plain_first_seqs(name)?;
+            let lines = self.mirror.plain_recorded_lines(
+                name,
+                PLAIN_RECORDED_FILES,
+                PLAIN_RECORDED_LINES,
+            )?;
+            record.first_seqs = Some(std::sync::Arc::new(known));
+            record.lines = Some(std::sync::Arc::new(lines));
+        }
+        config.plain_first_seqs = record.first_seqs.clone();
+        config.plain_recorded_lines = record.lines.clone();
         Ok(config)
+    }
+
+    /// After a commit: the plain record is read again at the next drain if
+    /// the rows just committed may have changed it (see [`PlainRecord`]).
+    fn note_committed_rows(&self, rows: &[crate::mirror::EventRow]) {
+        let mut record = self.plain_record.borrow_mut();
+        let (Some(record), Some(first), Some(last)) = (record.as_mut(), rows.first(), rows.last())
+        else {
+            return;
+        };
+        let same_file = record.last_file == Some(first.file) && first.file == last.file;
+        record.rows_in_last_file = if same_file {
+            record.rows_in_last_file + rows.len()
+        } else {
+            rows.iter()
+                .rev()
+                .take_while(|r| r.file == last.file)
+                .count()
+        };
+        if !same_file || record.rows_in_last_file <= PLAIN_RECORDED_LINES {
+            record.first_seqs = None;
+            record.lines = None;
+        }
+        record.last_file = Some(last.file);
     }
 
     fn io_err(&self, source: std::io::Error) -> ShipError {
@@ -454,6 +511,7 @@ impl Shipper {
             .mirror
             .state(&self.ledger.name)?
             .unwrap_or_else(|| LedgerState::new(&self.ledger.path));
+        self.plain_record.replace(None);
         Ok(())
     }
 }

@@ -639,7 +639,7 @@ fn ledger_file(
         modified: meta.modified().ok(),
         unread: auth.plain_first_seqs.is_some()
             && first_seq.is_none()
-            && !(is_live || holds_recorded_lines(path, &file_again, auth)?),
+            && !(is_live || holds_recorded_lines(path, &file_again, key, auth)?),
     })
 }
 
@@ -670,18 +670,52 @@ pub fn compressed_siblings(live: &Path) -> io::Result<Vec<(PathBuf, std::time::S
 const PLAIN_PROBE_LINES: usize = 64;
 
 /// Whether a plain ledger's rotated file never read holds a line already
-/// sealed from another file (then it is not read, and says so).
-fn holds_recorded_lines(path: &Path, file: &File, auth: Authenticity<'_>) -> io::Result<bool> {
-    use sha2::{Digest, Sha256};
+/// sealed from another file (then it is not read, and says so once).
+///
+/// A file found to hold one is remembered by identity for the life of the
+/// process: discovery runs at every rotation and, while a ledger has no
+/// open file, at every tick, and neither the probe's reads nor its error
+/// need repeating. A file found clean is not remembered: it is read next,
+/// and once read it is no longer probed.
+fn holds_recorded_lines(
+    path: &Path,
+    file: &File,
+    key: Option<(u64, u64, Fingerprint)>,
+    auth: Authenticity<'_>,
+) -> io::Result<bool> {
+    static HOLDING: Mutex<Option<HashSet<(u64, u64, Fingerprint)>>> = Mutex::new(None);
     let Some(recorded) = auth.plain_recorded_lines.filter(|r| !r.is_empty()) else {
         return Ok(false);
     };
-    let mut framer = Framer::new(0, auth.max_line_bytes);
+    let held = |k| {
+        let mut holding = HOLDING.lock().unwrap_or_else(|e| e.into_inner());
+        holding.get_or_insert_with(HashSet::new).contains(&k)
+    };
+    if key.is_some_and(held) {
+        return Ok(true);
+    }
+    let holds = probe_recorded_lines(path, file, recorded, auth.max_line_bytes)?;
+    if let (true, Some(k)) = (holds, key) {
+        let mut holding = HOLDING.lock().unwrap_or_else(|e| e.into_inner());
+        holding.get_or_insert_with(HashSet::new).insert(k);
+    }
+    Ok(holds)
+}
+
+/// Reads the first [`PLAIN_PROBE_LINES`] lines of `file` for one whose
+/// digest is in `recorded`.
+fn probe_recorded_lines(
+    path: &Path,
+    file: &File,
+    recorded: &HashSet<String>,
+    max_line_bytes: u64,
+) -> io::Result<bool> {
+    let mut framer = Framer::new(0, max_line_bytes);
     let (mut at, mut seen) = (0u64, 0usize);
     loop {
         while let Some(frame) = framer.next_frame() {
             if let Frame::Line { bytes, .. } = frame {
-                let digest = crate::ledger::Hash(Sha256::digest(bytes).into()).to_hex();
+                let digest = crate::ledger::adopt::line_digest(bytes).to_hex();
                 if recorded.contains(&digest) {
                     tracing::error!(
                         file = %path.display(),

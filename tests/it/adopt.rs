@@ -1,26 +1,27 @@
 //! Plain JSON logs adopted: `format = "plain"` ledgers, sealed by the
 //! sidecar as it reads them.
 
-use std::io::Write as _;
+use crate::common::lines::append_text;
 use std::time::Duration;
 
 use crate::common::*;
 
 const PLAIN: &str = "format = \"plain\"\nts_field = \"time\"\ntype_field = \"level\"\n";
 
-fn write(path: &std::path::Path, text: &str) {
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .unwrap();
-    f.write_all(text.as_bytes()).unwrap();
-}
-
 fn replay(s: &Setup) -> std::process::Output {
     run(bin()
         .args(["replay", "--no-progress", "--config"])
         .arg(&s.config))
+}
+
+/// Runs `verify` on the mirror, checks its exit status and that its
+/// report says `needle`, and returns the report.
+fn verify_says(s: &Setup, code: i32, needle: &str) -> String {
+    let out = with_config("verify", &s.config, &["--db", s.db.to_str().unwrap()]);
+    let said = show(&out);
+    assert_eq!(out.status.code(), Some(code), "{said}");
+    assert!(said.contains(needle), "expected {needle:?} in: {said}");
+    said
 }
 
 fn rows(s: &Setup) -> Vec<(i64, String, String, String)> {
@@ -37,7 +38,7 @@ fn rows(s: &Setup) -> Vec<(i64, String, String, String)> {
 #[test]
 fn each_line_of_a_plain_log_becomes_the_next_event_and_the_mirror_verifies() {
     let s = setup_with("", PLAIN);
-    write(
+    append_text(
         &s.ledger,
         concat!(
             "{\"time\":\"2026-12-07T16:00:00Z\",\"level\":\"info\",\"msg\":\"a\"}\n",
@@ -74,7 +75,7 @@ fn each_line_of_a_plain_log_becomes_the_next_event_and_the_mirror_verifies() {
     // The links, the tree and the line digests check out.
     verify_exact(&s);
     // The unfinished line is adopted once it ends.
-    write(&s.ledger, ",\"time\":\"2026-12-07T17:00:00Z\"}\n");
+    append_text(&s.ledger, ",\"time\":\"2026-12-07T17:00:00Z\"}\n");
     assert!(replay(&s).status.success());
     assert_eq!(mirrored_seqs(&s.db), [0, 1, 2, 3]);
     verify_exact(&s);
@@ -83,7 +84,7 @@ fn each_line_of_a_plain_log_becomes_the_next_event_and_the_mirror_verifies() {
 #[test]
 fn a_line_that_is_not_one_json_object_is_quarantined_and_the_chain_goes_on() {
     let s = setup_with("", PLAIN);
-    write(
+    append_text(
         &s.ledger,
         "{\"msg\":\"a\"}\nTraceback (most recent call last):\n[1,2]\n{\"n\":12345678901234567890}\n{\"msg\":\"b\"}\n",
     );
@@ -103,26 +104,20 @@ fn a_line_that_is_not_one_json_object_is_quarantined_and_the_chain_goes_on() {
         show(&out)
     );
     // verify lists the three lines and says what the ledger is.
-    let out = with_config("verify", &s.config, &["--db", s.db.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
-    assert!(
-        show(&out).contains("2 lines of a plain JSON log"),
-        "{}",
-        show(&out)
-    );
-    assert!(show(&out).contains("mismatched 0"), "{}", show(&out));
+    let said = verify_says(&s, 1, "2 lines of a plain JSON log");
+    assert!(said.contains("mismatched 0"), "{said}");
 }
 
 #[test]
 fn an_adopted_line_edited_later_halts_the_ledger_as_rewritten() {
     let s = setup_with("parity_interval_secs = 1\n", PLAIN);
-    write(&s.ledger, "{\"msg\":\"alpha\"}\n{\"msg\":\"bravo\"}\n");
+    append_text(&s.ledger, "{\"msg\":\"alpha\"}\n{\"msg\":\"bravo\"}\n");
     let sidecar = Sidecar::start(&s.config);
     sidecar.eventually("2 events", || mirrored_seqs(&s.db).len() == 2);
     // Same length, same inode: only the line's digest can tell.
     let text = std::fs::read_to_string(&s.ledger).unwrap();
     std::fs::write(&s.ledger, text.replace("alpha", "ALPHA")).unwrap();
-    write(&s.ledger, "{\"msg\":\"charlie\"}\n");
+    append_text(&s.ledger, "{\"msg\":\"charlie\"}\n");
     sidecar.eventually("halted as rewritten", || {
         count(
             &s.db,
@@ -134,25 +129,19 @@ fn an_adopted_line_edited_later_halts_the_ledger_as_rewritten() {
     // Nothing was adopted twice.
     assert_eq!(mirrored_seqs(&s.db), [0, 1]);
     drop(sidecar);
-    let out = with_config("verify", &s.config, &["--db", s.db.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
-    assert!(
-        show(&out).contains("changed since it was sealed"),
-        "{}",
-        show(&out)
-    );
+    verify_says(&s, 1, "changed since it was sealed");
 }
 
 #[test]
 fn lines_keep_coming_through_a_rename_rotation_in_order() {
     let s = setup_with("", PLAIN);
-    write(&s.ledger, "{\"n\":0}\n{\"n\":1}\n");
+    append_text(&s.ledger, "{\"n\":0}\n{\"n\":1}\n");
     let sidecar = Sidecar::start(&s.config);
     sidecar.eventually("2 events", || mirrored_seqs(&s.db).len() == 2);
     let rotated = s.dir.join("app.jsonl.1");
     std::fs::rename(&s.ledger, &rotated).unwrap();
-    write(&rotated, "{\"n\":2}\n");
-    write(&s.ledger, "{\"n\":3}\n");
+    append_text(&rotated, "{\"n\":2}\n");
+    append_text(&s.ledger, "{\"n\":3}\n");
     sidecar.eventually("4 events", || mirrored_seqs(&s.db).len() == 4);
     let payloads: Vec<String> = rows(&s).into_iter().map(|r| r.3).collect();
     assert_eq!(
@@ -194,7 +183,7 @@ fn sigkill_of_replay_on_a_plain_log_loses_and_adopts_twice_nothing() {
     let text: String = (0..n)
         .map(|i| format!("{{\"n\":{i},\"pad\":\"{}\"}}\n", "x".repeat(200)))
         .collect();
-    write(&s.ledger, &text);
+    append_text(&s.ledger, &text);
     let mut kills = 0;
     for delay in [30u64, 60, 90, 120, 150, 200, 250, 300] {
         let mut child = bin()
@@ -225,10 +214,10 @@ fn sigkill_of_replay_on_a_plain_log_loses_and_adopts_twice_nothing() {
 #[test]
 fn copytruncate_of_a_plain_log_keeps_every_line_once() {
     let s = setup_with("", PLAIN);
-    write(&s.ledger, "{\"n\":0}\n{\"n\":1}\n");
+    append_text(&s.ledger, "{\"n\":0}\n{\"n\":1}\n");
     let sidecar = Sidecar::start(&s.config);
     sidecar.eventually("2 events", || mirrored_seqs(&s.db).len() == 2);
-    write(&s.ledger, "{\"n\":2}\n");
+    append_text(&s.ledger, "{\"n\":2}\n");
     std::fs::copy(&s.ledger, s.dir.join("app.jsonl.1")).unwrap();
     std::fs::OpenOptions::new()
         .write(true)
@@ -236,7 +225,7 @@ fn copytruncate_of_a_plain_log_keeps_every_line_once() {
         .unwrap()
         .set_len(0)
         .unwrap();
-    write(&s.ledger, "{\"n\":3}\n");
+    append_text(&s.ledger, "{\"n\":3}\n");
     sidecar.eventually("4 events", || mirrored_seqs(&s.db).len() >= 4);
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(
@@ -250,18 +239,18 @@ fn copytruncate_of_a_plain_log_keeps_every_line_once() {
 #[test]
 fn files_rotated_while_the_sidecar_was_down_are_read_in_order_once() {
     let s = setup_with("", PLAIN);
-    write(&s.ledger, "{\"n\":0}\n{\"n\":1}\n");
+    append_text(&s.ledger, "{\"n\":0}\n{\"n\":1}\n");
     assert!(replay(&s).status.success());
     // Two renames while it is down: app.jsonl -> .2 (via .1), a file that
     // was never read -> .1, and a new live file.
-    write(&s.ledger, "{\"n\":2}\n");
+    append_text(&s.ledger, "{\"n\":2}\n");
     std::fs::rename(&s.ledger, s.dir.join("app.jsonl.1")).unwrap();
-    write(&s.ledger, "{\"n\":3}\n");
+    append_text(&s.ledger, "{\"n\":3}\n");
     std::thread::sleep(Duration::from_millis(20));
     std::fs::rename(s.dir.join("app.jsonl.1"), s.dir.join("app.jsonl.2")).unwrap();
     std::fs::rename(&s.ledger, s.dir.join("app.jsonl.1")).unwrap();
     std::thread::sleep(Duration::from_millis(20));
-    write(&s.ledger, "{\"n\":4}\n");
+    append_text(&s.ledger, "{\"n\":4}\n");
     let out = replay(&s);
     assert!(out.status.success(), "{}", show(&out));
     assert_eq!(
@@ -289,14 +278,14 @@ fn sed_in_place(path: &std::path::Path, from: &str, to: &str) {
 fn a_rotated_plain_file_edited_with_sed_is_named_by_verify() {
     for (from, to) in [("bravo", "BRAVO"), ("alpha", "ALPHA-LONGER")] {
         let s = setup_with("", PLAIN);
-        write(
+        append_text(
             &s.ledger,
             "{\"msg\":\"alpha\"}\n{\"msg\":\"bravo\"}\n{\"msg\":\"charlie\"}\n",
         );
         assert!(replay(&s).status.success());
         let rotated = s.dir.join("app.jsonl.1");
         std::fs::rename(&s.ledger, &rotated).unwrap();
-        write(&s.ledger, "{\"msg\":\"delta\"}\n");
+        append_text(&s.ledger, "{\"msg\":\"delta\"}\n");
         assert!(replay(&s).status.success());
         verify_exact(&s);
         // A new inode at the rotated name; its first line changed too in
@@ -317,7 +306,7 @@ fn a_rotated_plain_file_edited_with_sed_is_named_by_verify() {
 #[test]
 fn rotated_files_deleted_by_the_rotation_are_archived_not_rewritten() {
     let s = setup_with("parity_interval_secs = 1\n", PLAIN);
-    write(&s.ledger, "{\"n\":0}\n{\"n\":1}\n");
+    append_text(&s.ledger, "{\"n\":0}\n{\"n\":1}\n");
     let sidecar = Sidecar::start(&s.config);
     sidecar.eventually("2 events", || mirrored_seqs(&s.db).len() == 2);
     // logrotate `rotate 1`, twice: each rotation renames the live file to
@@ -326,7 +315,7 @@ fn rotated_files_deleted_by_the_rotation_are_archived_not_rewritten() {
         let rotated = s.dir.join("app.jsonl.1");
         let _ = std::fs::remove_file(&rotated);
         std::fs::rename(&s.ledger, &rotated).unwrap();
-        write(&s.ledger, &format!("{{\"n\":{n}}}\n"));
+        append_text(&s.ledger, &format!("{{\"n\":{n}}}\n"));
         sidecar.eventually("the new line", || mirrored_seqs(&s.db).len() == n + 1);
     }
     std::thread::sleep(Duration::from_millis(2500));
@@ -345,7 +334,7 @@ fn rotated_files_deleted_by_the_rotation_are_archived_not_rewritten() {
 #[test]
 fn a_line_inserted_before_the_read_position_halts_and_nothing_is_adopted_twice() {
     let s = setup_with("", PLAIN);
-    write(&s.ledger, "{\"n\":0}\n{\"n\":1}\n");
+    append_text(&s.ledger, "{\"n\":0}\n{\"n\":1}\n");
     assert!(replay(&s).status.success());
     // The same inode, rewritten with a line in front (offsets shift).
     let text = std::fs::read_to_string(&s.ledger).unwrap();
@@ -365,18 +354,18 @@ fn a_line_inserted_before_the_read_position_halts_and_nothing_is_adopted_twice()
 #[test]
 fn an_edited_copy_over_a_rotated_file_is_not_adopted_again_at_the_next_rotation() {
     let s = setup_with("", PLAIN);
-    write(&s.ledger, "{\"msg\":\"a\"}\n{\"msg\":\"b\"}\n");
+    append_text(&s.ledger, "{\"msg\":\"a\"}\n{\"msg\":\"b\"}\n");
     assert!(replay(&s).status.success());
     let one = s.dir.join("app.jsonl.1");
     std::fs::rename(&s.ledger, &one).unwrap();
-    write(&s.ledger, "{\"msg\":\"c\"}\n");
+    append_text(&s.ledger, "{\"msg\":\"c\"}\n");
     assert!(replay(&s).status.success());
     // sed -i on the rotated file; its first line changes length.
     sed_in_place(&one, "\"a\"", "\"a-longer\"");
     // The next rotation, numbered as logrotate numbers: .1 -> .2, live -> .1.
     std::fs::rename(&one, s.dir.join("app.jsonl.2")).unwrap();
     std::fs::rename(&s.ledger, &one).unwrap();
-    write(&s.ledger, "{\"msg\":\"d\"}\n");
+    append_text(&s.ledger, "{\"msg\":\"d\"}\n");
     let _ = replay(&s);
     let payloads = payload_column(&s);
     assert!(
@@ -388,11 +377,29 @@ fn an_edited_copy_over_a_rotated_file_is_not_adopted_again_at_the_next_rotation(
         1,
         "{payloads:?}"
     );
-    let out = with_config("verify", &s.config, &["--db", s.db.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
-    assert!(
-        show(&out).contains("changed since it was sealed"),
-        "{}",
-        show(&out)
-    );
+    verify_says(&s, 1, "changed since it was sealed");
+}
+
+#[test]
+fn a_copy_that_is_not_read_is_reported_once_while_the_ledger_waits() {
+    let s = setup_with("", PLAIN);
+    append_text(&s.ledger, "{\"msg\":\"a\"}\n{\"msg\":\"b\"}\n");
+    assert!(replay(&s).status.success());
+    // An edited copy of the read file, never read, beside it.
+    std::fs::write(
+        s.dir.join("app.jsonl.1"),
+        "{\"msg\":\"A\"}\n{\"msg\":\"b\"}\n",
+    )
+    .unwrap();
+    // The live file changed in place before its read position: halted,
+    // so every tick looks at the files again.
+    let mut bytes = std::fs::read(&s.ledger).unwrap();
+    let n = bytes.len();
+    bytes[n - 4] = b'B';
+    std::fs::write(&s.ledger, &bytes).unwrap();
+    let sidecar = Sidecar::start(&s.config);
+    std::thread::sleep(Duration::from_millis(1500));
+    let log = sidecar.stop_with_log();
+    let said = log.matches("not read: this file").count();
+    assert_eq!(said, 1, "{log}");
 }

@@ -39,6 +39,11 @@ pub fn write_lines(path: &Path, lines: &[String]) {
 
 pub fn append_lines(path: &Path, lines: &[String]) {
     let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    append_text(path, &text);
+}
+
+/// Appends `text` as it is (creating the file), as a program logging does.
+pub fn append_text(path: &Path, text: &str) {
     std::fs::OpenOptions::new()
         .append(true)
         .create(true)

@@ -124,6 +124,13 @@ impl Sidecar {
         wait_exit(&mut self.child)
     }
 
+    /// Stops the sidecar (SIGTERM) and returns its whole log.
+    pub fn stop_with_log(mut self) -> String {
+        self.signal(libc::SIGTERM);
+        wait_exit(&mut self.child);
+        self.exited_log()
+    }
+
     pub fn kill(mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
