@@ -32,6 +32,8 @@ pub fn run(args: KeygenArgs) -> anyhow::Result<ExitCode> {
         "wrote {out} (mode 0600).\n\
          - a producer's signing key (`append --key`, the producer libraries): trust it\n  \
            in the sidecar's config with the line below, under [keys], then SIGHUP;\n\
+         - a plain ledger's own key: set sign_key = \"{out}\" in its [[ledger]]; an\n  \
+           auditor trusts the line below under [keys] of their own config;\n\
          - the verifiable log's key: set key = \"{out}\" under [tlog] instead, and\n  \
            never list it under [keys].",
         out = args.out.display()

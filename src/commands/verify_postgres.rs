@@ -260,6 +260,7 @@ fn ledger_policy(settings: &Settings, source: &str, name: &str) -> LedgerSetting
         origin: String::new(),
         source: Some(source.to_owned()),
         plain: None,
+        sign_key: None,
     }
 }
 

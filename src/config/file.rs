@@ -63,6 +63,9 @@ pub struct LedgerTable {
     /// For `plain`: the type of a line without one (default `log`).
     #[serde(rename = "type")]
     pub event_type: Option<String>,
+    /// For `plain`: a key file (`ledgertail keygen`) whose key signs every
+    /// adopted event.
+    pub sign_key: Option<PathBuf>,
 }
 
 impl FileConfig {

@@ -153,7 +153,8 @@ fn ledgers(
     flag_keys: &KeyRing,
 ) -> Result<Vec<LedgerSettings>, ConfigError> {
     let tables: &[LedgerTable] = file.ledger.as_deref().unwrap_or_default();
-    let one = |table, path: &Path| ledger_settings(table, path, over, file_keys, flag_keys);
+    let one =
+        |table, path: &Path| ledger_settings(table, path, config_dir, over, (file_keys, flag_keys));
     if let Some(path) = &over.ledger {
         let wanted = absolute(cwd, path);
         let table = tables
@@ -211,9 +212,9 @@ fn check_ledgers(ledgers: &[LedgerSettings]) -> Result<(), ConfigError> {
 fn ledger_settings(
     table: Option<&LedgerTable>,
     path: &Path,
+    config_dir: &Path,
     over: &Overrides,
-    file_keys: &KeyRing,
-    flag_keys: &KeyRing,
+    (file_keys, flag_keys): (&KeyRing, &KeyRing),
 ) -> Result<LedgerSettings, ConfigError> {
     let name = match table.and_then(|t| t.name.clone()) {
         Some(n) => n,
@@ -226,6 +227,9 @@ fn ledger_settings(
             "must be 1 to 128 printable characters",
         ));
     }
+    let sign_key = table
+        .and_then(|t| t.sign_key.as_deref())
+        .map(|p| super::absolute(config_dir, p));
     let signatures = match (over.signatures, table.and_then(|t| t.signatures.as_deref())) {
         (Some(p), _) => p,
         (None, Some(s)) => SignaturePolicy::parse(s).ok_or_else(|| {
@@ -235,6 +239,8 @@ fn ledger_settings(
                 "must be \"off\", \"verify-if-present\" or \"required\"",
             )
         })?,
+        // A plain ledger the sidecar signs is checked for its signatures.
+        (None, None) if sign_key.is_some() => SignaturePolicy::Required,
         (None, None) => SignaturePolicy::default(),
     };
     let max_line_bytes = bounds::MAX_LINE_BYTES
@@ -256,14 +262,22 @@ fn ledger_settings(
                 .with_hint("every id in a ledger's `keys` must be a key of the [keys] table")
             })?,
     };
-    let plain = plain_fields(table, &name, signatures)?;
+    let mut plain = plain_fields(table, &name)?;
+    let mut keys = chosen.with(flag_keys);
+    if let (Some(fields), Some(path)) = (plain.as_mut(), &sign_key) {
+        fields.signer = load_signer(path)?;
+        if let Some(signer) = &fields.signer {
+            keys = trust_signer(keys, signer, &name)?;
+        }
+    }
     Ok(LedgerSettings {
         path: path.to_path_buf(),
         plain,
+        sign_key,
         signatures,
         max_line_bytes,
         rules: ChainRules { require_genesis },
-        keys: chosen.with(flag_keys),
+        keys,
         follow_symlink: table.and_then(|t| t.follow_symlink).unwrap_or(false),
         origin: tlog::origin(table.and_then(|t| t.origin.as_deref()), &name)?,
         source: match table.and_then(|t| t.source.clone()) {
@@ -285,7 +299,6 @@ fn ledger_settings(
 fn plain_fields(
     table: Option<&LedgerTable>,
     name: &str,
-    signatures: SignaturePolicy,
 ) -> Result<Option<crate::ledger::adopt::Fields>, ConfigError> {
     let Some(t) = table else { return Ok(None) };
     let plain = match t.format.as_deref() {
@@ -305,6 +318,16 @@ fn plain_fields(
         ("ledger.type", &t.event_type),
     ];
     if !plain {
+        if let Some(path) = &t.sign_key {
+            return Err(ConfigError::invalid(
+                "ledger.sign_key",
+                path.display(),
+                &format!("ledger `{name}` is sealed: its application signs its own lines"),
+            )
+            .with_hint(
+                "set format = \"plain\" to adopt (and sign) a plain JSON log, or remove the key",
+            ));
+        }
         if let Some((key, Some(value))) = named.iter().find(|(_, v)| v.is_some()) {
             return Err(ConfigError::invalid(
                 key,
@@ -322,22 +345,67 @@ fn plain_fields(
             }
         }
     }
-    if signatures == SignaturePolicy::Required {
-        return Err(ConfigError::invalid(
-            "signatures",
-            "required",
-            &format!(
-                "ledger `{name}` is plain: the sidecar seals its lines and does not sign them"
-            ),
-        )
-        .with_hint("use signatures = \"off\" or \"verify-if-present\" for a plain ledger"));
-    }
     let defaults = crate::ledger::adopt::Fields::default();
     Ok(Some(crate::ledger::adopt::Fields {
         ts_field: t.ts_field.clone(),
         type_field: t.type_field.clone(),
         event_type: t.event_type.clone().unwrap_or(defaults.event_type),
+        signer: None,
     }))
+}
+
+/// A plain ledger's signing key. A file this process may not read is no
+/// error here (an auditor's `verify` trusts the public key under
+/// `[keys]`): a shipper refuses to start without it. A file that is not
+/// a key file is an error for everyone.
+fn load_signer(path: &Path) -> Result<Option<crate::ledger::adopt::Signer>, ConfigError> {
+    use crate::keyfile::{KeyFile, KeyFileError};
+    match KeyFile::load(path) {
+        Ok(k) => Ok(Some(crate::ledger::adopt::Signer {
+            key_id: k.key_id,
+            key: k.key,
+        })),
+        Err(KeyFileError::Io { source, .. })
+            if matches!(
+                source.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
+            ) =>
+        {
+            Ok(None)
+        }
+        Err(e) => {
+            let err = ConfigError::invalid("ledger.sign_key", path.display(), &e.to_string());
+            Err(match e.hint() {
+                Some(h) => err.with_hint(&h),
+                None => err,
+            })
+        }
+    }
+}
+
+/// `keys` with the signer's public key trusted under its id; the same id
+/// trusted for another key is refused (events would not verify).
+fn trust_signer(
+    keys: KeyRing,
+    signer: &crate::ledger::adopt::Signer,
+    name: &str,
+) -> Result<KeyRing, ConfigError> {
+    use base64::Engine as _;
+    let public =
+        base64::engine::general_purpose::STANDARD.encode(signer.key.verifying_key().to_bytes());
+    let own = KeyRing::from_base64([(signer.key_id.as_str(), public.as_str())])
+        .map_err(|e| ConfigError::invalid("ledger.sign_key", &signer.key_id, &e.to_string()))?;
+    let clash = keys.get(&signer.key_id).is_some()
+        && keys.only([signer.key_id.as_str()]).ok().as_ref() != Some(&own);
+    if clash {
+        return Err(ConfigError::invalid(
+            "ledger.sign_key",
+            &signer.key_id,
+            &format!("ledger `{name}` signs with key id `{}`, which [keys] gives another public key", signer.key_id),
+        )
+        .with_hint("give the sidecar's key its own id (`ledgertail keygen --key-id ID`), or remove the other key from [keys]"));
+    }
+    Ok(keys.with(&own))
 }
 
 /// A log filter as people type it, in the form tracing reads: level

@@ -49,6 +49,10 @@ pub struct LedgerSettings {
     /// seals as it reads them, with `ts` and `type` from these fields;
     /// `None`: the application seals its own lines.
     pub plain: Option<crate::ledger::adopt::Fields>,
+    /// A plain ledger's `sign_key` file (absolute). Its key is in
+    /// `plain.signer` when this process could read it: a sidecar must,
+    /// an auditor's `verify` need not (it trusts the public key).
+    pub sign_key: Option<PathBuf>,
 }
 
 /// Settings only `run` uses.

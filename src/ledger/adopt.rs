@@ -23,7 +23,7 @@ use super::json::{self, Value};
 use super::{jcs, seal, timestamp, Hash, Head};
 
 /// Where an adopted line's `ts` and `type` come from (a ledger's
-/// `ts_field`, `type_field` and `type`).
+/// `ts_field`, `type_field` and `type`), and the key that signs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fields {
     /// A top-level member holding the time: an RFC 3339 string, or a
@@ -34,6 +34,8 @@ pub struct Fields {
     pub type_field: Option<String>,
     /// The type of every other line (`"log"` unless configured).
     pub event_type: String,
+    /// The sidecar's own key (`sign_key`), when it signs what it adopts.
+    pub signer: Option<Signer>,
 }
 
 impl Default for Fields {
@@ -42,9 +44,37 @@ impl Default for Fields {
             ts_field: None,
             type_field: None,
             event_type: "log".into(),
+            signer: None,
         }
     }
 }
+
+/// A key that signs adopted events: each gets `key_id` and a `sig` over
+/// its hash, as an event a producer signed, so `verify --db`, proofs and
+/// the fleet store check it with the public key alone.
+#[derive(Clone)]
+pub struct Signer {
+    pub key_id: String,
+    pub key: ed25519_dalek::SigningKey,
+}
+
+/// Never the secret: a signer shows up in settings that are logged.
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Signer")
+            .field("key_id", &self.key_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The same id and public key.
+impl PartialEq for Signer {
+    fn eq(&self, other: &Signer) -> bool {
+        self.key_id == other.key_id && self.key.verifying_key() == other.key.verifying_key()
+    }
+}
+
+impl Eq for Signer {}
 
 /// A plain line examined: everything its event holds but its place.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -165,11 +195,12 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
 
 /// Seals an examined plain line as the event after `head` (seq 0 when
 /// there is none): the hash of E′ written canonically, the payload's text
-/// spliced in as it is (already canonical).
-pub fn seal(adopted: Adopted, head: Option<&Head>) -> SealedEvent {
+/// spliced in as it is (already canonical), signed by `signer` if any.
+pub fn seal(adopted: Adopted, head: Option<&Head>, signer: Option<&Signer>) -> SealedEvent {
     let seq = head.map_or(0, |h| h.seq + 1);
     let prev_hash = head.map(|h| h.hash);
-    let hash = seal::event_hash(&e_prime(&adopted, seq, prev_hash));
+    let key_id = signer.map(|s| s.key_id.as_str());
+    let hash = seal::event_hash(&e_prime(&adopted, key_id, seq, prev_hash));
     SealedEvent {
         seq,
         ts: adopted.ts,
@@ -179,16 +210,23 @@ pub fn seal(adopted: Adopted, head: Option<&Head>) -> SealedEvent {
         extra: None,
         prev_hash,
         hash,
-        key_id: None,
-        sig: None,
+        key_id: key_id.map(str::to_owned),
+        sig: signer.map(|s| seal::sign(&s.key, &hash)),
         line_sha256: Some(adopted.line_sha256),
     }
 }
 
-/// E′ of an adopted event: its members in canonical (UTF-16) order.
-fn e_prime(a: &Adopted, seq: u64, prev_hash: Option<Hash>) -> Vec<u8> {
-    let mut out = Vec::with_capacity(a.payload.len() + a.ts.len() + a.event_type.len() + 140);
-    out.extend_from_slice(b"{\"payload\":");
+/// E′ of an adopted event: its members in canonical (UTF-16) order (all
+/// ASCII names, so byte order).
+fn e_prime(a: &Adopted, key_id: Option<&str>, seq: u64, prev_hash: Option<Hash>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(a.payload.len() + a.ts.len() + a.event_type.len() + 280);
+    out.push(b'{');
+    if let Some(id) = key_id {
+        out.extend_from_slice(b"\"key_id\":");
+        jcs::write_string(&mut out, id);
+        out.push(b',');
+    }
+    out.extend_from_slice(b"\"payload\":");
     out.extend_from_slice(a.payload.as_bytes());
     out.extend_from_slice(b",\"prev_hash\":");
     match prev_hash {
@@ -217,6 +255,7 @@ mod tests {
             ts_field: ts.map(str::to_owned),
             type_field: ty.map(str::to_owned),
             event_type: "log".into(),
+            signer: None,
         }
     }
 
@@ -315,21 +354,24 @@ mod tests {
         );
     }
 
-    #[test]
-    fn sealed_events_chain_from_seq_0_and_authenticate_as_sealed_lines() {
+    /// Seals two lines with `signer` and reads each back as a sealed
+    /// line, authenticated under `policy` with `keys`.
+    fn two_sealed_read_back(signer: Option<&Signer>, policy: SignaturePolicy, keys: &KeyRing) {
         let f = fields(Some("time"), None);
         let first = seal(
             adopted(r#"{"msg":"a\u0001é","time":"2026-01-01T00:00:00Z"}"#, &f),
             None,
+            signer,
         );
         assert_eq!((first.seq, first.prev_hash), (0, None));
         let head = Head {
             seq: 0,
             hash: first.hash,
         };
-        let second = seal(adopted(r#"{"msg":"b"}"#, &f), Some(&head));
+        let second = seal(adopted(r#"{"msg":"b"}"#, &f), Some(&head), signer);
         assert_eq!((second.seq, second.prev_hash), (1, Some(first.hash)));
         for event in [first, second] {
+            assert_eq!(event.key_id.is_some(), signer.is_some());
             let row = crate::ledger::columns::StoredEvent {
                 seq: event.seq,
                 ts: event.ts.clone(),
@@ -337,18 +379,34 @@ mod tests {
                 payload: event.payload.clone(),
                 prev_hash: event.prev_hash.map(|h| h.to_hex()),
                 hash: event.hash.to_hex(),
+                key_id: event.key_id.clone(),
+                sig: event.sig.clone(),
                 ..Default::default()
             };
             let line = event_line(&row.columns());
-            let again = authenticate(
-                &line,
-                SignaturePolicy::Off,
-                &KeyRing::default(),
-                &mut Vec::new(),
-            )
-            .expect("an adopted event is an authentic event");
+            let again = authenticate(&line, policy, keys, &mut Vec::new())
+                .expect("an adopted event is an authentic event");
             assert_eq!(again.hash, event.hash);
         }
+    }
+
+    #[test]
+    fn sealed_events_chain_from_seq_0_and_authenticate_as_sealed_lines() {
+        two_sealed_read_back(None, SignaturePolicy::Off, &KeyRing::default());
+    }
+
+    #[test]
+    fn signed_adopted_events_verify_with_the_public_key_alone() {
+        use base64::Engine as _;
+        let signer = Signer {
+            key_id: "sidecar-1".into(),
+            key: ed25519_dalek::SigningKey::from_bytes(&[7; 32]),
+        };
+        let public =
+            base64::engine::general_purpose::STANDARD.encode(signer.key.verifying_key().to_bytes());
+        let keys = KeyRing::from_base64([("sidecar-1", public.as_str())]).unwrap();
+        two_sealed_read_back(Some(&signer), SignaturePolicy::Required, &keys);
+        assert!(!format!("{signer:?}").contains("key:"), "{signer:?}");
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! blank, authenticity, position) for callers that judge one line at a
 //! time; the shipper runs the same two halves on separate threads.
 
-use super::adopt::{adopt, seal, Adopted, Fields};
+use super::adopt::{adopt, seal, Adopted, Fields, Signer};
 use super::event::{authenticate_deferring, bad_signature, Refusal, SealedEvent};
 use super::seal::{self, KeyRing, SignatureCheck, SignaturePolicy};
 use super::{is_blank, Hash, Head, Verdict};
@@ -250,6 +250,7 @@ fn judge_examined(
     examined: Examined,
     head: Option<&Head>,
     rules: ChainRules,
+    signer: Option<&Signer>,
     mirrored_hash_at: impl FnOnce(u64) -> Option<Hash>,
 ) -> LineJudgement {
     let event = match examined {
@@ -262,7 +263,7 @@ fn judge_examined(
         }
         Examined::Authentic(event) => event,
         // Its place is the head's next: it has no seq of its own to refuse.
-        Examined::Adopted(adopted) => return LineJudgement::Mirrored(seal(adopted, head)),
+        Examined::Adopted(adopted) => return LineJudgement::Mirrored(seal(adopted, head, signer)),
     };
     match place(&event, head, rules, mirrored_hash_at) {
         Placement::Mirrored => LineJudgement::Mirrored(event),
@@ -293,7 +294,7 @@ pub fn judge_line(
     scratch: &mut Vec<u8>,
 ) -> LineJudgement {
     let examined = examine(line, length, max_line_bytes, policy, keys, scratch);
-    judge_examined(examined, head, rules, mirrored_hash_at)
+    judge_examined(examined, head, rules, None, mirrored_hash_at)
 }
 
 /// One ledger's chain as a judge sees it: the head and anchor, and the
@@ -307,6 +308,8 @@ pub struct Chain {
     pub keys: KeyRing,
     pub rules: ChainRules,
     pub max_line_bytes: u64,
+    /// Signs the lines a plain ledger adopts (see [`Chain::signing`]).
+    signer: Option<Signer>,
     scratch: Vec<u8>,
 }
 
@@ -326,8 +329,16 @@ impl Chain {
             keys,
             rules,
             max_line_bytes,
+            signer: None,
             scratch: Vec::with_capacity(1024),
         }
+    }
+
+    /// The chain with adopted lines signed by `signer` as they are sealed
+    /// (the signature covers the hash, so it is made where the hash is).
+    pub fn signing(mut self, signer: Option<Signer>) -> Chain {
+        self.signer = signer;
+        self
     }
 
     /// Judges a complete line of `length` bytes and, when it is mirrored,
@@ -360,7 +371,13 @@ impl Chain {
         examined: Examined,
         mirrored_hash_at: impl FnOnce(u64) -> Option<Hash>,
     ) -> LineJudgement {
-        let judgement = judge_examined(examined, self.head.as_ref(), self.rules, mirrored_hash_at);
+        let judgement = judge_examined(
+            examined,
+            self.head.as_ref(),
+            self.rules,
+            self.signer.as_ref(),
+            mirrored_hash_at,
+        );
         self.advance(&judgement);
         judgement
     }

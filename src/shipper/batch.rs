@@ -138,7 +138,8 @@ impl Shipper {
                 l.keys.clone(),
                 l.rules,
                 l.max_line_bytes,
-            ),
+            )
+            .signing(l.plain.as_ref().and_then(|p| p.signer.clone())),
             reading: Reading::default(),
             placing: None,
         })

@@ -29,7 +29,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use crate::config::LedgerSettings;
-use crate::ledger::{Head, Verdict};
+use crate::ledger::{Head, SignaturePolicy, Verdict};
 use crate::mirror::{Durability, Halt, LedgerState, Mirror, MirrorError};
 use crate::tail::{self, TailConfig, Tailer};
 use crate::verifier::{PoolBroken, Verifiers};
@@ -91,6 +91,10 @@ pub enum ShipError {
         recorded: String,
         configured: &'static str,
     },
+    /// A plain ledger signs what it adopts, and its key file cannot be
+    /// read by this process: nothing is adopted unsigned.
+    #[error("ledger `{ledger}` cannot sign what it adopts: {reason}")]
+    SignKey { ledger: String, reason: String },
 }
 
 impl ShipError {
@@ -100,6 +104,9 @@ impl ShipError {
             ShipError::FormatChanged { recorded, .. } => Some(format!(
                 "set format = \"{recorded}\" back for this [[ledger]], or give the new format a new ledger name (or a new db) so that its chain starts afresh"
             )),
+            ShipError::SignKey { .. } => Some(
+                "make a key with `ledgertail keygen --out FILE`, set sign_key = \"FILE\" in the [[ledger]], and let the sidecar's user read it (chmod 600, owned by that user); or use signatures = \"off\" or \"verify-if-present\" for an unsigned plain ledger".into(),
+            ),
             ShipError::Io { .. } => None,
         }
     }
@@ -139,6 +146,35 @@ fn check_format(
         ledger: ledger.name.clone(),
         recorded,
         configured,
+    })
+}
+
+/// A plain ledger with a `sign_key` has its key (the settings leave it
+/// out when this process could not read the file), and one that requires
+/// signatures has a `sign_key`: the sidecar never adopts a line without
+/// the signature its own `verify` would ask for. (An auditor's `verify`
+/// may require signatures of a plain ledger with the public key alone.)
+fn check_signer(ledger: &LedgerSettings) -> Result<(), ShipError> {
+    let Some(fields) = &ledger.plain else {
+        return Ok(());
+    };
+    let reason = match (&ledger.sign_key, &fields.signer) {
+        (_, Some(_)) => return Ok(()),
+        (Some(path), None) => match crate::keyfile::KeyFile::load(path) {
+            Err(e) => e.to_string(),
+            Ok(_) => format!(
+                "{} became readable after the configuration was read: start again",
+                path.display()
+            ),
+        },
+        (None, None) if ledger.signatures == SignaturePolicy::Required => {
+            "signatures = \"required\", and no sign_key signs the events it seals".to_owned()
+        }
+        (None, None) => return Ok(()),
+    };
+    Err(ShipError::SignKey {
+        ledger: ledger.name.clone(),
+        reason,
     })
 }
 
@@ -305,6 +341,7 @@ impl Shipper {
             );
         }
         check_format(&mirror, &ledger, &state)?;
+        check_signer(&ledger)?;
         let last_seq_seen = state.head.map(|h| h.seq);
         let refusals = refusals::RefusalLog::new(ledger.plain.is_some());
         Ok(Shipper {

@@ -403,3 +403,85 @@ fn a_copy_that_is_not_read_is_reported_once_while_the_ledger_waits() {
     let said = log.matches("not read: this file").count();
     assert_eq!(said, 1, "{log}");
 }
+
+#[test]
+fn a_sign_key_signs_every_adopted_event_and_verify_needs_only_the_public_key() {
+    let s = setup_with("", &format!("{PLAIN}sign_key = \"adopt.key\"\n"));
+    let made = run(bin().args(["keygen", "--out"]).arg(s.dir.join("adopt.key")));
+    let trust_line = String::from_utf8(made.stdout).unwrap();
+    append_text(
+        &s.ledger,
+        "{\"msg\":\"a\"}\n{\"msg\":\"b\"}\n{\"msg\":\"c\"}\n",
+    );
+    assert!(replay(&s).status.success());
+    let signed = count(
+        &s.db,
+        "SELECT count(*) FROM events WHERE key_id = 'adopt' AND length(sig) = 88",
+    );
+    assert_eq!(signed, 3);
+    verify_says(&s, 0, "OK");
+    // An auditor without the key file trusts the public key.
+    std::fs::rename(s.dir.join("adopt.key"), s.dir.join("elsewhere.key")).unwrap();
+    let config = std::fs::read_to_string(&s.config).unwrap();
+    let config = config.replacen(
+        "[[ledger]]",
+        &format!("[keys]\n{trust_line}\n[[ledger]]"),
+        1,
+    );
+    std::fs::write(&s.config, config).unwrap();
+    verify_says(&s, 0, "OK");
+    // A signature that is not the key's is found.
+    let c = rusqlite::Connection::open(&s.db).unwrap();
+    let other: String = c
+        .query_row("SELECT sig FROM events WHERE seq = 0", [], |r| r.get(0))
+        .unwrap();
+    c.execute("UPDATE events SET sig = ?1 WHERE seq = 1", [other])
+        .unwrap();
+    drop(c);
+    verify_says(&s, 1, "signature");
+    // The sidecar itself does not adopt unsigned when its key is gone.
+    let out = replay(&s);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert!(
+        show(&out).contains("sign_key") && show(&out).contains("hint:"),
+        "{}",
+        show(&out)
+    );
+}
+
+#[test]
+fn signing_mistakes_in_the_configuration_are_clear_errors_that_adopt_nothing() {
+    let refused = |ledger: &str, extra: &str, said: &str| {
+        let s = setup_with(extra, ledger);
+        std::fs::write(s.dir.join("bad.key"), "not a key\n").unwrap();
+        let made = run(bin()
+            .args(["keygen", "--key-id", "app-sidecar", "--out"])
+            .arg(s.dir.join("adopt.key")));
+        assert!(made.status.success(), "{}", show(&made));
+        append_text(&s.ledger, "{\"msg\":\"a\"}\n");
+        let out = replay(&s);
+        assert_eq!(out.status.code(), Some(2), "{ledger}: {}", show(&out));
+        assert!(
+            show(&out).contains(said) && show(&out).contains("hint:"),
+            "{ledger}: {}",
+            show(&out)
+        );
+        assert_eq!(mirrored_seqs(&s.db), Vec::<i64>::new());
+    };
+    refused("sign_key = \"adopt.key\"\n", "", "is sealed");
+    refused(
+        &format!("{PLAIN}sign_key = \"bad.key\"\n"),
+        "",
+        "ledger.sign_key",
+    );
+    refused(
+        &format!("{PLAIN}signatures = \"required\"\n"),
+        "[keys]\nother = \"PCA797dqp5WotrmDjVcY7sgabYRwEJz/iYOOzvoK7Sc=\"\n",
+        "no sign_key",
+    );
+    refused(
+        &format!("{PLAIN}sign_key = \"adopt.key\"\n"),
+        "[keys]\napp-sidecar = \"PCA797dqp5WotrmDjVcY7sgabYRwEJz/iYOOzvoK7Sc=\"\n",
+        "gives another public key",
+    );
+}

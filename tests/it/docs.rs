@@ -363,10 +363,12 @@ fn the_adoption_guide_runs_as_written() {
         return;
     }
     let all = sessions();
-    let steps = all
-        .get("adopt")
-        .expect("docs/adopting.md has a runnable session");
-    run_session("adopt", steps);
+    for name in ["adopt", "adopt-signed"] {
+        let steps = all
+            .get(name)
+            .unwrap_or_else(|| panic!("docs/adopting.md has the runnable session {name}"));
+        run_session(name, steps);
+    }
 }
 
 #[test]
