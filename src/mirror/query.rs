@@ -202,6 +202,27 @@ impl Mirror {
             .map_err(|e| self.err(e))
     }
 
+    /// The last seq a recorded file can hold: the one before the first seq
+    /// of the ledger's next file (by first seq); `None` when no later file
+    /// is recorded (the file may hold up to the head), or when the mirror
+    /// recorded no first seq for it (made before files had one).
+    pub fn last_seq_of_file(&self, ledger: &str, file_id: &str) -> Result<Option<u64>> {
+        if self.version < 5 {
+            return Ok(None);
+        }
+        let next: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT min(n.first_seq) FROM files AS f
+                 JOIN files AS n ON n.ledger = f.ledger AND n.first_seq > f.first_seq
+                 WHERE f.file_id = ?1 AND f.ledger = ?2",
+                params![file_id, ledger],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(next.and_then(|n| u64::try_from(n - 1).ok()))
+    }
+
     /// A value of the `meta` table.
     pub fn meta(&self, key: &str) -> Result<Option<String>> {
         self.conn

@@ -114,7 +114,13 @@ impl<'a> LineSource<'a> {
         let path = self.paths.get(file_id).and_then(|p| p.as_deref());
         let mirror = self.mirror;
         let read_as_itself = |id: &FileId| mirror.knows_file(&id.to_string()).unwrap_or(true);
-        let found = tail::stand_in(&self.files, recorded, path, self.head_seq, &read_as_itself)
+        // A file that stands for the recorded one holds one of its events:
+        // a copy of a later file (a second copytruncate onto a deleted
+        // rotated file's name, maybe its inode) starts after them.
+        let last_seq = mirror
+            .last_seq_of_file(&self.ledger.name, file_id)?
+            .map_or(self.head_seq, |s| s.min(self.head_seq));
+        let found = tail::stand_in(&self.files, recorded, path, last_seq, &read_as_itself)
             .map(|(f, s)| (f.clone(), s));
         if found.is_some() || self.ledger.plain.is_none() {
             return Ok(found);

@@ -132,17 +132,18 @@ pub enum Standing {
 }
 
 /// The file among `files` that now holds what the mirror recorded as
-/// `recorded` (last read under `recorded_path`), with the head at
-/// `head_seq`; `None` when no file does (deleted, or archived).
+/// `recorded` (last read under `recorded_path`), whose events end at or
+/// before `head_seq` (the head, or the seq before the next recorded
+/// file's first); `None` when no file does (deleted, or archived).
 ///
 /// A file is known by its inode and its first line, but both can change
 /// while its bytes are what a reader cares about: a copy keeps the first
 /// line under another inode, an edit of the first line keeps the inode.
 /// So, in this order: the file itself; a file with the same first line;
 /// the same inode with another first line; the file now at the recorded
-/// path. The last three only when the file holds an authentic event at or
-/// below the head (mirrored content): an inode number is handed out again
-/// once a file is deleted, the live path names each new live file, and
+/// path. The last three only when the file holds an authentic event at
+/// or below `head_seq` (the recorded file's content): an inode number is
+/// handed out again once a file is deleted, the live path names each new live file, and
 /// such a new file holds only later events. The last two also only when
 /// the mirror never read the file under the identity it has now
 /// (`read_as_itself`): a file given a deleted file's inode number, whose

@@ -1,7 +1,7 @@
 //! Plain JSON logs adopted: `format = "plain"` ledgers, sealed by the
 //! sidecar as it reads them.
 
-use crate::common::lines::append_text;
+use crate::common::lines::{append_text, copytruncate};
 use std::time::Duration;
 
 use crate::common::*;
@@ -218,13 +218,7 @@ fn copytruncate_of_a_plain_log_keeps_every_line_once() {
     let sidecar = Sidecar::start(&s.config);
     sidecar.eventually("2 events", || mirrored_seqs(&s.db).len() == 2);
     append_text(&s.ledger, "{\"n\":2}\n");
-    std::fs::copy(&s.ledger, s.dir.join("app.jsonl.1")).unwrap();
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&s.ledger)
-        .unwrap()
-        .set_len(0)
-        .unwrap();
+    copytruncate(&s.ledger, &s.dir.join("app.jsonl.1"));
     append_text(&s.ledger, "{\"n\":3}\n");
     sidecar.eventually("4 events", || mirrored_seqs(&s.db).len() >= 4);
     std::thread::sleep(Duration::from_millis(500));
@@ -484,4 +478,26 @@ fn signing_mistakes_in_the_configuration_are_clear_errors_that_adopt_nothing() {
         "[keys]\napp-sidecar = \"PCA797dqp5WotrmDjVcY7sgabYRwEJz/iYOOzvoK7Sc=\"\n",
         "gives another public key",
     );
+}
+
+#[test]
+fn a_second_copytruncate_onto_a_deleted_copys_name_is_not_taken_for_an_edit() {
+    let s = setup_with("", PLAIN);
+    append_text(&s.ledger, "{\"n\":0}\n{\"n\":1}\n{\"n\":2}\n");
+    assert!(replay(&s).status.success());
+    // Line 3 is read from the copy, so the mirror records that file.
+    append_text(&s.ledger, "{\"n\":3}\n");
+    copytruncate(&s.ledger, &s.dir.join("app.jsonl.1"));
+    append_text(&s.ledger, "{\"n\":4}\n{\"n\":5}\n");
+    assert!(replay(&s).status.success());
+    // The next rotation deletes that copy and puts a copy of the live
+    // file (its lines come later) under its name.
+    copytruncate(&s.ledger, &s.dir.join("app.jsonl.1"));
+    append_text(&s.ledger, "{\"n\":6}\n");
+    let out = replay(&s);
+    assert!(out.status.success(), "{}", show(&out));
+    assert_eq!(mirrored_seqs(&s.db), (0..7).collect::<Vec<i64>>());
+    // Lines 0 to 3 went with the deleted copy: archived, not rewritten.
+    let said = verify_says(&s, 0, "OK");
+    assert!(said.contains("archived 4"), "{said}");
 }

@@ -42,6 +42,19 @@ pub fn append_lines(path: &Path, lines: &[String]) {
     append_text(path, &text);
 }
 
+/// logrotate's `copytruncate`: `live` copied to `rotated` (replacing it,
+/// as `rotate 1` does), then emptied in place.
+pub fn copytruncate(live: &Path, rotated: &Path) {
+    let _ = std::fs::remove_file(rotated);
+    std::fs::copy(live, rotated).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(live)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+}
+
 /// Appends `text` as it is (creating the file), as a program logging does.
 pub fn append_text(path: &Path, text: &str) {
     std::fs::OpenOptions::new()
