@@ -8,6 +8,7 @@
 mod common;
 
 mod adopt;
+mod adopt_apps;
 mod append;
 mod architecture;
 mod bench_smoke;

@@ -18,17 +18,7 @@ fn library(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// True when `ready`; else says what is missing (a failure under CI).
-fn present(ready: bool, missing: &str) -> bool {
-    if !ready {
-        assert!(
-            std::env::var_os("LEDGERTAIL_CI").is_none(),
-            "CI must have {missing} (.ci/run installs it)"
-        );
-        eprintln!("skipped: {missing} is needed");
-    }
-    ready
-}
+use crate::common::present;
 
 /// Runs a suite in `dir` with this build as `LEDGERTAIL_BIN`: its output.
 fn suite(dir: &Path, program: &str, args: &[&str]) -> String {

@@ -416,6 +416,19 @@ pub fn show(out: &std::process::Output) -> String {
     )
 }
 
+/// True when `ready`; else says what is missing, and under CI
+/// (`LEDGERTAIL_CI`) fails: .ci/run installs what the tests need.
+pub fn present(ready: bool, missing: &str) -> bool {
+    if !ready {
+        assert!(
+            std::env::var_os("LEDGERTAIL_CI").is_none(),
+            "CI must have {missing} (.ci/run installs it)"
+        );
+        eprintln!("skipped: {missing} is needed");
+    }
+    ready
+}
+
 pub fn which(program: &str) -> Option<PathBuf> {
     std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
