@@ -501,3 +501,118 @@ fn a_second_copytruncate_onto_a_deleted_copys_name_is_not_taken_for_an_edit() {
     let said = verify_says(&s, 0, "OK");
     assert!(said.contains("archived 4"), "{said}");
 }
+
+/// A plain ledger `app` whose sidecar signs with `adopt.key` (id
+/// `app-sidecar`), with `extra` at the top of its configuration.
+fn signed_plain_setup(extra: &str) -> Setup {
+    let s = setup_with(extra, &format!("{PLAIN}sign_key = \"adopt.key\"\n"));
+    let made = run(bin()
+        .args(["keygen", "--key-id", "app-sidecar", "--out"])
+        .arg(s.dir.join("adopt.key")));
+    assert!(made.status.success(), "{}", show(&made));
+    s
+}
+
+/// `n` plain lines numbered from `from`, with a stack trace's line (not
+/// JSON) after the first.
+fn log_lines(from: usize, n: usize) -> String {
+    (from..from + n)
+        .map(|i| {
+            let trace = if i == from {
+                "  at main (app.js:1)\n"
+            } else {
+                ""
+            };
+            format!("{{\"time\":\"2026-12-07T10:00:00Z\",\"level\":\"info\",\"n\":{i}}}\n{trace}")
+        })
+        .collect()
+}
+
+#[test]
+fn an_adopted_ledger_ships_to_postgresql_signed_and_verifies_there() {
+    let Some(pg) = pg::Pg::start_or_skip("adopted ledger shipping") else {
+        return;
+    };
+    let s = signed_plain_setup(&pg::postgres_table(&pg, "host-a", ""));
+    append_text(&s.ledger, &log_lines(0, 40));
+    let out = pg::replay(&s, &pg);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    append_text(&s.ledger, &log_lines(40, 20));
+    let out = pg::replay(&s, &pg);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    // The central chain is the mirror's, each row signed by the sidecar.
+    let mirror: Vec<(u64, String)> = {
+        let c = db(&s.db);
+        let mut stmt = c
+            .prepare("SELECT seq, hash FROM events WHERE ledger = 'app' ORDER BY seq")
+            .unwrap();
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)));
+        rows.unwrap().map(Result::unwrap).collect()
+    };
+    assert_eq!(mirror.len(), 60);
+    assert_eq!(pg::central_chain(&pg, "host-a", "app"), mirror);
+    let signed = pg.number(
+        "SELECT count(*) FROM ledgertail.events WHERE key_id = 'app-sidecar' AND sig IS NOT NULL",
+    );
+    assert_eq!(signed, 60);
+    // An auditor checks the central rows, the sidecar's key trusted.
+    let out = bin()
+        .args(["verify", "--postgres", &pg.url(pg::SUPERUSER, "")])
+        .args(["--config"])
+        .arg(&s.config)
+        .env("LEDGERTAIL_POSTGRES_PASSWORD", pg::SUPERUSER_PASSWORD)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+}
+
+#[test]
+fn a_proof_of_an_adopted_event_verifies_here_and_in_go() {
+    let s = signed_plain_setup("[tlog]\nkey = \"tlog.key\"\n");
+    let made = run(bin().arg("keygen").arg("--out").arg(s.dir.join("tlog.key")));
+    assert!(made.status.success(), "{}", show(&made));
+    append_text(&s.ledger, &log_lines(0, 300));
+    assert!(replay(&s).status.success());
+    let out = with_config("checkpoint", &s.config, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let vkey = String::from_utf8_lossy(&out.stderr)
+        .rsplit("verifier key: ")
+        .next()
+        .unwrap()
+        .trim()
+        .to_owned();
+    let proof = s.dir.join("p.tlog-proof");
+    let out = with_config(
+        "prove",
+        &s.config,
+        &[
+            "--ledger",
+            "app",
+            "--seq",
+            "123",
+            "--out",
+            proof.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let out = run(bin().args(["verify-proof", "--vkey", &vkey]).arg(&proof));
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    // The proof carries the adopted event: its payload is the line's object.
+    let text = std::fs::read_to_string(&proof).unwrap();
+    let event = {
+        use base64::Engine as _;
+        let extra = text.lines().nth(1).unwrap().trim_start_matches("extra ");
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(extra)
+            .unwrap();
+        String::from_utf8(bytes).unwrap()
+    };
+    assert!(
+        event.contains("\"n\":123") && event.contains("\"key_id\":\"app-sidecar\""),
+        "{event}"
+    );
+    if gocheck::go_checker().is_some() {
+        let out = gocheck::go(&["inclusion".as_ref(), vkey.as_ref(), proof.as_os_str()]);
+        assert!(out.status.success(), "Go: {}", show(&out));
+    }
+}
