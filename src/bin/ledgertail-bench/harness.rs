@@ -53,16 +53,20 @@ pub(crate) fn trust_args(key: Option<&KeyFile>) -> Vec<String> {
 
 /// `ledgertail replay` into a fresh database: (seconds, peak RSS in KiB).
 pub(crate) fn replay(binary: &Path, ledger: &Path, db: &Path, key: Option<&KeyFile>) -> (f64, u64) {
+    let mut args: Vec<std::ffi::OsString> = vec!["--ledger".into(), ledger.into()];
+    args.extend(["--db".into(), db.into()]);
+    args.extend(trust_args(key).into_iter().map(Into::into));
+    replay_with(binary, db, &args)
+}
+
+/// `ledgertail replay --no-progress ARGS` (writing `db`): (seconds, peak
+/// RSS in KiB).
+pub(crate) fn replay_with(binary: &Path, db: &Path, args: &[std::ffi::OsString]) -> (f64, u64) {
     let started = Instant::now();
     let report = db.with_extension("peak");
     let child = measured(binary, &report)
-        .arg("replay")
-        .arg("--ledger")
-        .arg(ledger)
-        .arg("--db")
-        .arg(db)
-        .arg("--no-progress")
-        .args(trust_args(key))
+        .args(["replay", "--no-progress"])
+        .args(args)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -136,16 +140,23 @@ pub(crate) fn wait_with_rusage(child: Child) -> (i32, u64) {
 }
 
 pub(crate) fn start_run(binary: &Path, dir: &Path) -> (Child, PathBuf, PathBuf) {
-    start_run_with(binary, dir, "")
+    start_run_with(binary, dir, "", "")
 }
 
 /// [`start_run`] with `extra` at the top of the configuration.
-pub(crate) fn start_run_with(binary: &Path, dir: &Path, extra: &str) -> (Child, PathBuf, PathBuf) {
+/// `run` on one ledger `bench` (`live.jsonl`), with `extra` at the top of
+/// the configuration and `ledger_extra` in its `[[ledger]]` table.
+pub(crate) fn start_run_with(
+    binary: &Path,
+    dir: &Path,
+    extra: &str,
+    ledger_extra: &str,
+) -> (Child, PathBuf, PathBuf) {
     std::fs::create_dir_all(dir).expect("live dir");
     let config = dir.join("ledgertail.toml");
     std::fs::write(
         &config,
-        format!("{extra}db = \"live.db\"\nlisten = \"127.0.0.1:0\"\nlog_level = \"warn\"\n[[ledger]]\nname = \"bench\"\npath = \"live.jsonl\"\nsignatures = \"off\"\n"),
+        format!("{extra}db = \"live.db\"\nlisten = \"127.0.0.1:0\"\nlog_level = \"warn\"\n[[ledger]]\nname = \"bench\"\npath = \"live.jsonl\"\nsignatures = \"off\"\n{ledger_extra}"),
     )
     .expect("config");
     let child = Command::new(binary)

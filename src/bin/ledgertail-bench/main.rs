@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 
+mod adopt;
 mod catch_up;
 mod fleet;
 mod fleet_scale;
@@ -90,7 +91,7 @@ struct Args {
     /// Sidecars shipping at once in the fleet case.
     #[arg(long, default_value_t = 50)]
     sidecars: usize,
-    /// Run only these sections (default: all): catch-up, live, tail,
+    /// Run only these sections (default: all): catch-up, live, adopt, tail,
     /// verify, parity, ledgers, idle, fleet, tlog; fleet-scale (a part of
     /// fleet: many ledgers into PostgreSQL) or tlog-scale (a part of tlog:
     /// the log at many growing ledgers) alone.
@@ -144,6 +145,9 @@ fn main() {
     }
     if wanted("live") {
         live_latency(&binary, &dir, &args);
+    }
+    if wanted("adopt") {
+        adopt::adoption(&binary, &dir.join("adopt"), &args);
     }
     if wanted("tail") {
         tail_section(&binary, &dir, &args);
