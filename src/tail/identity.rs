@@ -672,32 +672,35 @@ const PLAIN_PROBE_LINES: usize = 64;
 /// Whether a plain ledger's rotated file never read holds a line already
 /// sealed from another file (then it is not read, and says so once).
 ///
-/// A file found to hold one is remembered by identity for the life of the
-/// process: discovery runs at every rotation and, while a ledger has no
-/// open file, at every tick, and neither the probe's reads nor its error
-/// need repeating. A file found clean is not remembered: it is read next,
-/// and once read it is no longer probed.
+/// A file found to hold one is remembered by identity, with the size of
+/// the record it was probed against, for the life of the process:
+/// discovery runs at every rotation and, while a ledger has no open file,
+/// at every tick, and neither the probe's reads nor its error need
+/// repeating until the record changes (a file read since, as after the
+/// operator moved the copy aside and back past a rotation). A file found
+/// clean is not remembered: it is read next, and once read it is no
+/// longer probed.
 fn holds_recorded_lines(
     path: &Path,
     file: &File,
     key: Option<(u64, u64, Fingerprint)>,
     auth: Authenticity<'_>,
 ) -> io::Result<bool> {
-    static HOLDING: Mutex<Option<HashSet<(u64, u64, Fingerprint)>>> = Mutex::new(None);
+    type Holding = HashMap<(u64, u64, Fingerprint), usize>;
+    static HOLDING: Mutex<Option<Holding>> = Mutex::new(None);
     let Some(recorded) = auth.plain_recorded_lines.filter(|r| !r.is_empty()) else {
         return Ok(false);
     };
-    let held = |k| {
-        let mut holding = HOLDING.lock().unwrap_or_else(|e| e.into_inner());
-        holding.get_or_insert_with(HashSet::new).contains(&k)
-    };
+    let holding = || HOLDING.lock().unwrap_or_else(|e| e.into_inner());
+    let held = |k| holding().get_or_insert_with(HashMap::new).get(&k) == Some(&recorded.len());
     if key.is_some_and(held) {
         return Ok(true);
     }
     let holds = probe_recorded_lines(path, file, recorded, auth.max_line_bytes)?;
     if let (true, Some(k)) = (holds, key) {
-        let mut holding = HOLDING.lock().unwrap_or_else(|e| e.into_inner());
-        holding.get_or_insert_with(HashSet::new).insert(k);
+        holding()
+            .get_or_insert_with(HashMap::new)
+            .insert(k, recorded.len());
     }
     Ok(holds)
 }
