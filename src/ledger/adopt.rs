@@ -195,7 +195,9 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
 
 /// Seals an examined plain line as the event after `head` (seq 0 when
 /// there is none): the hash of E′ written canonically, the payload's text
-/// spliced in as it is (already canonical), signed by `signer` if any.
+/// spliced in as it is (already canonical). With `signer`, its `key_id`
+/// is in E′, and the signature is left to [`sign`]: it is the costly
+/// part, and unlike the hash it can be made for many events at once.
 pub fn seal(adopted: Adopted, head: Option<&Head>, signer: Option<&Signer>) -> SealedEvent {
     let seq = head.map_or(0, |h| h.seq + 1);
     let prev_hash = head.map(|h| h.hash);
@@ -211,8 +213,16 @@ pub fn seal(adopted: Adopted, head: Option<&Head>, signer: Option<&Signer>) -> S
         prev_hash,
         hash,
         key_id: key_id.map(str::to_owned),
-        sig: signer.map(|s| seal::sign(&s.key, &hash)),
+        sig: None,
         line_sha256: Some(adopted.line_sha256),
+    }
+}
+
+/// Signs an event [`seal`] made for `signer` (one with its `key_id` and
+/// no signature yet); any other event is left as it is.
+pub fn sign(event: &mut SealedEvent, signer: &Signer) {
+    if event.sig.is_none() && event.key_id.as_deref() == Some(signer.key_id.as_str()) {
+        event.sig = Some(seal::sign(&signer.key, &event.hash));
     }
 }
 
@@ -358,17 +368,20 @@ mod tests {
     /// line, authenticated under `policy` with `keys`.
     fn two_sealed_read_back(signer: Option<&Signer>, policy: SignaturePolicy, keys: &KeyRing) {
         let f = fields(Some("time"), None);
-        let first = seal(
-            adopted(r#"{"msg":"a\u0001é","time":"2026-01-01T00:00:00Z"}"#, &f),
-            None,
-            signer,
-        );
+        let sealed = |line: &str, head: Option<&Head>| {
+            let mut event = seal(adopted(line, &f), head, signer);
+            if let Some(s) = signer {
+                sign(&mut event, s);
+            }
+            event
+        };
+        let first = sealed(r#"{"msg":"a\u0001é","time":"2026-01-01T00:00:00Z"}"#, None);
         assert_eq!((first.seq, first.prev_hash), (0, None));
         let head = Head {
             seq: 0,
             hash: first.hash,
         };
-        let second = seal(adopted(r#"{"msg":"b"}"#, &f), Some(&head), signer);
+        let second = sealed(r#"{"msg":"b"}"#, Some(&head));
         assert_eq!((second.seq, second.prev_hash), (1, Some(first.hash)));
         for event in [first, second] {
             assert_eq!(event.key_id.is_some(), signer.is_some());

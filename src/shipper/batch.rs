@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use super::{BatchStats, Reading, Report, ShipError, Shipper, CLOCK_EVERY_BYTES};
 use crate::ledger::frame::QUARANTINE_PREFIX;
-use crate::ledger::{Chain, Examined, Hash, LineJudgement, Verdict};
+use crate::ledger::{adopt, Chain, Examined, Hash, LineJudgement, Verdict};
 use crate::mirror::{Batch, Durability, EventRow, Halt, LedgerState, QuarantineRow};
 use crate::tail::{FileId, TailConfig, Tailer};
 use crate::verifier::{Chunk, Rules};
@@ -97,6 +97,7 @@ impl Shipper {
         loop {
             buf.clear();
             let cut = self.fill_batch(&mut flow, &mut buf, report)?;
+            self.sign_batch(&mut buf.events);
             let next = self.next_state(&flow, &buf)?;
             let commit = self.commit_batch(&mut flow, &buf, next, durability, report)?;
             observe(&BatchStats {
@@ -116,6 +117,34 @@ impl Shipper {
                 return Ok(keep);
             }
         }
+    }
+
+    /// Signs the events of a plain ledger with a `sign_key` (placing
+    /// left their signatures to be made here): on every core when there are
+    /// many, since a signature costs some ten times a line's hash.
+    fn sign_batch(&self, events: &mut [EventRow]) {
+        let Some(signer) = self.ledger.plain.as_ref().and_then(|p| p.signer.as_ref()) else {
+            return;
+        };
+        let sign_all = |part: &mut [EventRow]| {
+            for row in part {
+                adopt::sign(&mut row.event, signer);
+            }
+        };
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+        if cores == 1 || events.len() < 64 {
+            return sign_all(events);
+        }
+        std::thread::scope(|scope| {
+            let mut parts = events.chunks_mut(events.len().div_ceil(cores));
+            let mine = parts.next();
+            for part in parts {
+                scope.spawn(move || sign_all(part));
+            }
+            if let Some(part) = mine {
+                sign_all(part);
+            }
+        });
     }
 
     /// A drain's state at its start: the chain from the committed head.
