@@ -11,11 +11,6 @@ use crate::ledger::{authenticate, Head, SealedEvent};
 use crate::mirror::{LedgerState, Mirror, MirrorError, StoredEvent};
 use crate::tail::{self, FileId, LedgerFile, Standing};
 
-/// How many of a recorded file's first lines a plain ledger's candidate
-/// file is probed for, and how many of the candidate's first lines.
-const PLAIN_PROBE_ROWS: usize = 16;
-const PLAIN_PROBE_LINES: usize = 64;
-
 /// Why a live parity check could not finish.
 #[derive(Debug, thiserror::Error)]
 pub enum RecheckError {
@@ -59,6 +54,10 @@ pub(super) struct LineSource<'a> {
     rediscovered: std::collections::HashSet<String>,
     /// The path each recorded file id was last read under.
     paths: HashMap<String, Option<std::path::PathBuf>>,
+    /// The file found for each recorded file id since the last discovery:
+    /// rows come a file at a time, and finding one costs queries and, for
+    /// a plain ledger, reads.
+    found: HashMap<String, Option<(LedgerFile, Standing)>>,
     reader: Option<LineReader>,
 }
 
@@ -75,6 +74,7 @@ impl<'a> LineSource<'a> {
             files: Vec::new(),
             rediscovered: std::collections::HashSet::new(),
             paths: HashMap::new(),
+            found: HashMap::new(),
             reader: None,
         }
     }
@@ -90,6 +90,7 @@ impl<'a> LineSource<'a> {
             path: self.ledger.path.display().to_string(),
             source: e,
         })?;
+        self.found.clear();
         Ok(())
     }
 
@@ -98,8 +99,22 @@ impl<'a> LineSource<'a> {
         self.files.iter().filter_map(|f| f.first_seq).min()
     }
 
-    /// The file that holds (or stands for) the recorded file now.
+    /// The file that holds (or stands for) the recorded file now, found
+    /// once per discovery.
     fn file_for(
+        &mut self,
+        recorded: &FileId,
+        file_id: &str,
+    ) -> Result<Option<(LedgerFile, Standing)>, RecheckError> {
+        if let Some(found) = self.found.get(file_id) {
+            return Ok(found.clone());
+        }
+        let found = self.find_file_for(recorded, file_id)?;
+        self.found.insert(file_id.to_owned(), found.clone());
+        Ok(found)
+    }
+
+    fn find_file_for(
         &mut self,
         recorded: &FileId,
         file_id: &str,
@@ -142,9 +157,11 @@ impl<'a> LineSource<'a> {
         recorded: &FileId,
         file_id: &str,
     ) -> Result<Option<(LedgerFile, Standing)>, RecheckError> {
-        let rows = self
-            .mirror
-            .first_rows_of_file(&self.ledger.name, file_id, PLAIN_PROBE_ROWS)?;
+        let rows = self.mirror.first_rows_of_file(
+            &self.ledger.name,
+            file_id,
+            tail::PLAIN_RECORDED_LINES,
+        )?;
         let recorded_lines: std::collections::HashSet<&str> = rows
             .iter()
             .filter_map(|r| r.line_sha256.as_deref())
@@ -155,16 +172,15 @@ impl<'a> LineSource<'a> {
         // Files never read, and those not read because they hold lines
         // already sealed: neither has a first seq.
         for f in self.files.iter().filter(|f| f.first_seq.is_none()) {
-            let lines = tail::first_lines(f, PLAIN_PROBE_LINES, self.ledger.max_line_bytes)
+            let lines = tail::first_lines(f, tail::PLAIN_PROBE_LINES, self.ledger.max_line_bytes)
                 .map_err(|e| RecheckError::Io {
-                    path: f.path.display().to_string(),
-                    source: e,
-                })?;
-            let held = lines
+                path: f.path.display().to_string(),
+                source: e,
+            })?;
+            if lines
                 .iter()
-                .filter(|l| recorded_lines.contains(sha256_hex(l).as_str()))
-                .count();
-            if held > 0 {
+                .any(|l| recorded_lines.contains(sha256_hex(l).as_str()))
+            {
                 let standing = if f.id.same_inode(recorded) {
                     Standing::EditedInPlace
                 } else {

@@ -301,11 +301,6 @@ struct PlainRecord {
     rows_in_last_file: usize,
 }
 
-/// How many of a plain ledger's newest files, and how many first lines of
-/// each, discovery compares a file never read with.
-const PLAIN_RECORDED_FILES: usize = 64;
-const PLAIN_RECORDED_LINES: usize = 16;
-
 impl Shipper {
     /// Loads the ledger's checkpoint (if any) from the mirror; lines are
     /// examined by a verifier pool of its own, a thread per core.
@@ -434,8 +429,8 @@ impl Shipper {
             let known = self.mirror.plain_first_seqs(name)?;
             let lines = self.mirror.plain_recorded_lines(
                 name,
-                PLAIN_RECORDED_FILES,
-                PLAIN_RECORDED_LINES,
+                tail::PLAIN_RECORDED_FILES,
+                tail::PLAIN_RECORDED_LINES,
             )?;
             record.first_seqs = Some(std::sync::Arc::new(known));
             record.lines = Some(std::sync::Arc::new(lines));
@@ -462,7 +457,7 @@ impl Shipper {
                 .take_while(|r| r.file == last.file)
                 .count()
         };
-        if !same_file || record.rows_in_last_file <= PLAIN_RECORDED_LINES {
+        if !same_file || record.rows_in_last_file <= tail::PLAIN_RECORDED_LINES {
             record.first_seqs = None;
             record.lines = None;
         }

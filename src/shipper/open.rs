@@ -326,12 +326,15 @@ impl Shipper {
     /// lines a second time. Otherwise only the files never read are read.
     fn relocate_plain(&self, files: Vec<LedgerFile>) -> Result<Opened, ShipError> {
         let max = self.ledger.max_line_bytes;
-        let Some(pos) = self.state.position.clone() else {
-            let unread: Vec<LedgerFile> = files
+        let read_unread = |files: Vec<LedgerFile>| {
+            let unread = files
                 .into_iter()
                 .filter(|f| f.first_seq.is_none())
                 .collect();
-            return Tailer::open(unread, None, max).map_err(|e| self.io_err(e));
+            Tailer::open(unread, None, max).map_err(|e| self.io_err(e))
+        };
+        let Some(pos) = self.state.position.clone() else {
+            return read_unread(files);
         };
         let stands_for = files
             .iter()
@@ -350,11 +353,7 @@ impl Shipper {
         }
         tracing::warn!(ledger = %self.ledger.name, file = %pos.path.display(), offset = pos.offset,
             "the file being read is gone (rotated away and deleted?): its lines after the checkpoint were never read; going on with the files never read");
-        let unread: Vec<LedgerFile> = files
-            .into_iter()
-            .filter(|f| f.first_seq.is_none())
-            .collect();
-        Tailer::open(unread, None, max).map_err(|e| self.io_err(e))
+        read_unread(files)
     }
 
     /// Resumes in the file that stands for the checkpoint's (see

@@ -665,9 +665,15 @@ pub fn compressed_siblings(live: &Path) -> io::Result<Vec<(PathBuf, std::time::S
     Ok(out)
 }
 
-/// Lines of a plain file's start that hold no seq: how many to probe for
-/// lines already sealed (see [`Authenticity::plain_recorded_lines`]).
-const PLAIN_PROBE_LINES: usize = 64;
+/// A plain ledger's copy probe (see [`Authenticity::plain_recorded_lines`]):
+/// the first [`PLAIN_RECORDED_LINES`] lines of each of the newest
+/// [`PLAIN_RECORDED_FILES`] files read are looked for among the first
+/// [`PLAIN_PROBE_LINES`] lines of a file never read (its lines hold no
+/// seq to tell it by). Parity looks for a recorded file's lines the same
+/// way.
+pub const PLAIN_PROBE_LINES: usize = 64;
+pub const PLAIN_RECORDED_FILES: usize = 64;
+pub const PLAIN_RECORDED_LINES: usize = 16;
 
 /// Whether a plain ledger's rotated file never read holds a line already
 /// sealed from another file (then it is not read, and says so once).
@@ -713,33 +719,45 @@ fn probe_recorded_lines(
     recorded: &HashSet<String>,
     max_line_bytes: u64,
 ) -> io::Result<bool> {
+    let lines = first_lines_at(file, PLAIN_PROBE_LINES, max_line_bytes)?;
+    let holds = lines
+        .iter()
+        .any(|l| recorded.contains(&crate::ledger::adopt::line_digest(l).to_hex()));
+    if holds {
+        tracing::error!(
+            file = %path.display(),
+            hint = "if it is a new file that happens to repeat a line, move it aside and back after the next rotation; if not, see the runbook for rewritten",
+            "not read: this file, never read, holds a line already sealed from another file (an edited copy put in its place, or a copy): parity compares it with that file"
+        );
+    }
+    Ok(holds)
+}
+
+/// The first `count` complete lines of `file` (without their LFs; a line
+/// over `max_line_bytes` is left out), fewer when it has fewer. Read by
+/// offset: a handle shared with other readers keeps its position.
+pub(super) fn first_lines_at(
+    file: &File,
+    count: usize,
+    max_line_bytes: u64,
+) -> io::Result<Vec<Vec<u8>>> {
     let mut framer = Framer::new(0, max_line_bytes);
-    let (mut at, mut seen) = (0u64, 0usize);
-    loop {
-        while let Some(frame) = framer.next_frame() {
-            if let Frame::Line { bytes, .. } = frame {
-                let digest = crate::ledger::adopt::line_digest(bytes).to_hex();
-                if recorded.contains(&digest) {
-                    tracing::error!(
-                        file = %path.display(),
-                        hint = "if it is a new file that happens to repeat a line, move it aside and back after the next rotation; if not, see the runbook for rewritten",
-                        "not read: this file, never read, holds a line already sealed from another file (an edited copy put in its place, or a copy): parity compares it with that file"
-                    );
-                    return Ok(true);
+    let (mut at, mut out) = (0u64, Vec::new());
+    while out.len() < count {
+        match framer.next_frame() {
+            Some(Frame::Line { bytes, .. }) => out.push(bytes.to_vec()),
+            Some(_) => {}
+            None => {
+                let n = file.read_at(framer.spare(64 * 1024), at)?;
+                if n == 0 {
+                    break;
                 }
-                seen += 1;
-                if seen >= PLAIN_PROBE_LINES {
-                    return Ok(false);
-                }
+                at += n as u64;
+                framer.filled(n);
             }
         }
-        let n = file.read_at(framer.spare(64 * 1024), at)?;
-        if n == 0 {
-            return Ok(false);
-        }
-        at += n as u64;
-        framer.filled(n);
     }
+    Ok(out)
 }
 
 fn first_authentic_seq_in(mut file: File, auth: Authenticity<'_>) -> io::Result<Option<u64>> {

@@ -23,6 +23,7 @@ use std::time::Instant;
 
 pub use identity::{
     discover, open_regular, Authenticity, FileId, Fingerprint, LedgerFile, Opening,
+    PLAIN_PROBE_LINES, PLAIN_RECORDED_FILES, PLAIN_RECORDED_LINES,
 };
 use position::read_tail;
 pub use position::{

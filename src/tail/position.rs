@@ -228,25 +228,10 @@ pub fn first_lines(
     count: usize,
     max_line_bytes: u64,
 ) -> io::Result<Vec<Vec<u8>>> {
-    let Some(mut handle) = identity::reopen(&file.path, &file.id)? else {
-        return Ok(Vec::new());
-    };
-    let mut framer = Framer::new(0, max_line_bytes);
-    let mut out = Vec::new();
-    while out.len() < count {
-        match framer.next_frame() {
-            Some(Frame::Line { bytes, .. }) => out.push(bytes.to_vec()),
-            Some(_) => {}
-            None => {
-                let n = handle.read(framer.spare(64 * 1024))?;
-                if n == 0 {
-                    break;
-                }
-                framer.filled(n);
-            }
-        }
+    match identity::reopen(&file.path, &file.id)? {
+        Some(handle) => identity::first_lines_at(&handle, count, max_line_bytes),
+        None => Ok(Vec::new()),
     }
-    Ok(out)
 }
 
 /// The last up to [`TAIL_CHECK_BYTES`] bytes before `offset`.

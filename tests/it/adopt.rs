@@ -448,10 +448,7 @@ fn signing_mistakes_in_the_configuration_are_clear_errors_that_adopt_nothing() {
     let refused = |ledger: &str, extra: &str, said: &str| {
         let s = setup_with(extra, ledger);
         std::fs::write(s.dir.join("bad.key"), "not a key\n").unwrap();
-        let made = run(bin()
-            .args(["keygen", "--key-id", "app-sidecar", "--out"])
-            .arg(s.dir.join("adopt.key")));
-        assert!(made.status.success(), "{}", show(&made));
+        make_sidecar_key(&s);
         append_text(&s.ledger, "{\"msg\":\"a\"}\n");
         let out = replay(&s);
         assert_eq!(out.status.code(), Some(2), "{ledger}: {}", show(&out));
@@ -506,11 +503,16 @@ fn a_second_copytruncate_onto_a_deleted_copys_name_is_not_taken_for_an_edit() {
 /// `app-sidecar`), with `extra` at the top of its configuration.
 fn signed_plain_setup(extra: &str) -> Setup {
     let s = setup_with(extra, &format!("{PLAIN}sign_key = \"adopt.key\"\n"));
+    make_sidecar_key(&s);
+    s
+}
+
+/// `ledgertail keygen` of the sidecar's key `adopt.key` (id `app-sidecar`).
+fn make_sidecar_key(s: &Setup) {
     let made = run(bin()
         .args(["keygen", "--key-id", "app-sidecar", "--out"])
         .arg(s.dir.join("adopt.key")));
     assert!(made.status.success(), "{}", show(&made));
-    s
 }
 
 /// `n` plain lines numbered from `from`, with a stack trace's line (not

@@ -8,7 +8,7 @@
 //! the ledger as `rewritten`. A missing program skips here with the
 //! reason, and fails under CI (.ci/run installs them).
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
@@ -161,15 +161,8 @@ http {{
     }
 
     fn get(&self, path: &str) {
-        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port)).unwrap();
-        write!(
-            stream,
-            "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
-        let mut answer = String::new();
-        stream.read_to_string(&mut answer).unwrap();
-        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        let (status, body) = http_get(&format!("127.0.0.1:{}", self.port), path);
+        assert_eq!(status, 200, "{body}");
     }
 }
 
